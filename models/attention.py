@@ -1,0 +1,144 @@
+"""An sdpa-based attention function that can read and gate individual heads.
+
+Why: every result of the paper needs, at each decode step, the attention row of the last query
+position for every head (to find retrieval heads) and the ability to silence chosen heads (to test
+whether they matter). transformers 5.x lets a model call any function registered through
+``AttentionInterface``; this module registers one that delegates the real work to the stock sdpa
+kernel and adds two cheap extras:
+
+* **recording** -- for the last query row only, ``softmax(q_last · Kᵀ · scale + mask_row)`` per query
+  head, computed in float32. Memory is O(heads × context), never O(context²), so prefill stays as
+  cheap as plain sdpa.
+* **gating** -- the per-head attention output ``out[b, q, h, :]`` is multiplied by 0 for gated heads,
+  which removes exactly that head's contribution before ``o_proj`` mixes heads.
+
+State lives in one module-level :class:`HeadProbe` that the decoding engine toggles between forward
+passes; when it is idle the function is plain sdpa plus one attribute check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+ATTN_IMPLEMENTATION = "dynheads_sdpa"
+
+
+class UnsupportedAttentionError(ValueError):
+    """The model uses an attention feature the trace engine cannot reproduce exactly."""
+
+
+@dataclass
+class HeadProbe:
+    """What the attention function should do during the next forward pass.
+
+    ``record``: store the last-row probabilities of every layer in ``rows[layer]`` as a float32
+    tensor ``[batch, heads, keys]`` whose last key is the newest position (keys are right-aligned:
+    a sliding-window layer sees only the most recent positions).
+    ``keep``: per layer, a float tensor ``[batch, heads]`` of 1 (keep) / 0 (gate), or absent.
+    """
+
+    record: bool = False
+    keep: dict[int, torch.Tensor] = field(default_factory=dict)
+    rows: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.record = False
+        self.keep = {}
+        self.rows = {}
+
+
+PROBE = HeadProbe()
+
+
+def last_row_probabilities(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """Attention probabilities of the last query row, ``[batch, query_heads, keys]`` in float32.
+
+    Handles GQA without materialising repeated keys (query heads are grouped onto their KV head the
+    way ``repeat_kv`` orders them: query head ``h`` reads KV head ``h // group``), a boolean or
+    additive 4-D mask, and a ``None`` mask (causal: the last row sees every key, except beyond a
+    sliding window).
+    """
+    batch, num_heads, _, head_dim = query.shape
+    num_kv = key.shape[1]
+    kv_len = key.shape[2]
+    group = num_heads // num_kv
+    q_last = query[:, :, -1, :].float().reshape(batch, num_kv, group, head_dim)
+    logits = torch.matmul(q_last, key.float().transpose(-1, -2)) * scaling  # [b, kv, group, keys]
+    logits = logits.reshape(batch, num_heads, kv_len)
+    if attention_mask is not None:
+        mask_row = attention_mask[:, :, -1, :kv_len]  # [b, 1 or H, keys]
+        if mask_row.dtype == torch.bool:
+            logits = logits.masked_fill(~mask_row, float("-inf"))
+        else:
+            logits = logits + mask_row.float()
+    elif sliding_window is not None and kv_len > sliding_window:
+        logits[..., : kv_len - sliding_window] = float("-inf")
+    return torch.softmax(logits, dim=-1)
+
+
+def dynheads_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """sdpa attention plus optional last-row recording and per-head gating (see module docstring)."""
+    if kwargs.get("softcap") is not None:
+        raise UnsupportedAttentionError(
+            f"dynheads: layer {getattr(module, 'layer_idx', '?')} uses attention logit softcapping "
+            f"(softcap={kwargs['softcap']}), which the sdpa-based trace engine cannot reproduce; "
+            "use a model without attn_logit_softcapping (e.g. Gemma-3 rather than Gemma-2)"
+        )
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    probe = PROBE
+    if probe.record or probe.keep:
+        layer = module.layer_idx
+        if probe.record:
+            probe.rows[layer] = last_row_probabilities(query, key, attention_mask, scaling, kwargs.get("sliding_window"))
+        keep = probe.keep.get(layer)
+        if keep is not None:
+            out = out * keep[:, None, :, None].to(out.dtype)
+    return out, None
+
+
+_REGISTERED = False
+
+
+def register() -> str:
+    """Register the attention (and its mask function) with transformers; idempotent. Returns its name."""
+    global _REGISTERED
+    if not _REGISTERED:
+        AttentionInterface.register(ATTN_IMPLEMENTATION, dynheads_attention_forward)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, sdpa_mask)
+        _REGISTERED = True
+    return ATTN_IMPLEMENTATION
+
+
+def install(model: torch.nn.Module) -> None:
+    """Switch ``model`` to the traced attention. Refuses softcapped models up front with one clear line."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    softcap = getattr(config, "attn_logit_softcapping", None)
+    if softcap is not None:
+        raise UnsupportedAttentionError(
+            f"dynheads: this {config.model_type} model uses attention logit softcapping (softcap={softcap}), "
+            "which the sdpa-based trace engine cannot reproduce; choose a model without attn_logit_softcapping"
+        )
+    model.set_attn_implementation(register())

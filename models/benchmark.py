@@ -1,0 +1,186 @@
+"""Benchmark: cost of tracing and gating relative to plain Hugging Face ``generate``, in one run.
+
+Usage: ``dynheads-bench [--pretrained smollm2] [--length 1000] [--new-tokens 32] [--memory-length 4096]``
+(or ``python -m dynheads.models.benchmark``).
+
+Prints three ratios, each measured in this process on this machine against the same prompt:
+
+1. traced decoding (Eq. 1 heads read at every step) ÷ plain ``model.generate``  (target ≤ 1.15)
+2. gated decoding (``mask=dynamic``: ungated pass, gate, re-run) ÷ plain decoding  (target ≤ 2.1)
+3. peak memory of traced ÷ plain decoding at a long context (target ≤ 1.2), each measured in a
+   fresh subprocess as the peak above the memory held after loading the model (RSS on CPU,
+   ``torch.cuda.max_memory_allocated`` on GPU).
+
+Decoding is forced to exactly ``--new-tokens`` steps (no EOS stop) so all variants do equal work;
+times are medians over ``--repeats`` interleaved repetitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import torch
+
+from ..tasks.niah_uuid.haystack import build_docs
+from .engine import TraceEngine
+from .loading import load_model, load_tokenizer
+from ..metrics.retrieval import span_token_indices
+
+
+def needle_prompt(tokenizer: Any, length: int) -> tuple[list[int], list[int]]:
+    """A NIAH prompt of about ``length`` context tokens (needle at depth 0.5) and its needle token indices."""
+    doc = build_docs(tokenizer, [length], [0.5], runs=1, seed=12345)[0]
+    enc = tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
+    start, end = doc["needle_char_span"]
+    return enc["input_ids"], span_token_indices(enc["offset_mapping"], start, end)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _variants(model: torch.nn.Module, engine: TraceEngine, ids: list[int], needle: list[int], new_tokens: int):
+    tensor = torch.tensor([ids], device=engine.device)
+
+    def plain_generate() -> None:
+        model.set_attn_implementation("sdpa")
+        try:
+            model.generate(tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+        finally:
+            model.set_attn_implementation(engine_name)
+
+    engine_name = model.config._attn_implementation
+    return {
+        "plain": plain_generate,
+        "traced": lambda: engine.generate(ids, new_tokens, needle_indices=needle),
+        "gated": lambda: engine.generate(ids, new_tokens, needle_indices=needle, mask="dynamic"),
+    }
+
+
+def time_ratios(model, engine, ids, needle, new_tokens: int, repeats: int) -> dict[str, float]:
+    variants = _variants(model, engine, ids, needle, new_tokens)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        for fn in variants.values():  # warm-up
+            fn()
+        for _ in range(repeats):
+            for name, fn in variants.items():
+                _sync(engine.device)
+                start = time.perf_counter()
+                fn()
+                _sync(engine.device)
+                times[name].append(time.perf_counter() - start)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "plain_s": med["plain"], "traced_s": med["traced"], "gated_s": med["gated"],
+        "traced_over_plain": med["traced"] / med["plain"],
+        "gated_over_plain": med["gated"] / med["plain"],
+    }
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def peak_memory(pretrained: str | None, variant: str, length: int, new_tokens: int, device: str) -> dict[str, float]:
+    """Peak memory above the post-load baseline for one variant (run in a fresh process by the caller)."""
+    tok = load_tokenizer(pretrained)
+    model = load_model(pretrained, device=device)
+    engine = TraceEngine(model)
+    ids, needle = needle_prompt(tok, length)
+    fn = _variants(model, engine, ids, needle, new_tokens)[variant]
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            fn()
+        torch.cuda.synchronize()
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - base, "tokens": len(ids)}
+    base = _rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    with torch.inference_mode():
+        fn()
+    done.set()
+    thread.join()
+    peak[0] = max(peak[0], _rss())
+    return {"peak_bytes": peak[0] - base, "tokens": len(ids)}
+
+
+def _memory_in_subprocess(args: argparse.Namespace, variant: str) -> dict[str, float]:
+    cmd = [sys.executable, "-m", "dynheads.models.benchmark", "--_memory-child", variant,
+           "--memory-length", str(args.memory_length), "--memory-new-tokens", str(args.memory_new_tokens),
+           "--device", args.device] + (["--pretrained", args.pretrained] if args.pretrained else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement for {variant} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dynheads-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pretrained", default=None, help="model (default: embedded smollm2)")
+    parser.add_argument("--length", type=int, default=1000, help="context tokens for the timing prompt")
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-length", type=int, default=4096, help="context tokens for the memory prompt (>= 4096)")
+    parser.add_argument("--memory-new-tokens", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.memory_child:
+        print(json.dumps(peak_memory(args.pretrained, args.memory_child, args.memory_length, args.memory_new_tokens, args.device)))
+        return 0
+
+    tok = load_tokenizer(args.pretrained)
+    model = load_model(args.pretrained, device=args.device)
+    engine = TraceEngine(model)
+    ids, needle = needle_prompt(tok, args.length)
+    print(f"model={args.pretrained or 'smollm2'} device={args.device} threads={torch.get_num_threads()} "
+          f"prompt={len(ids)} tokens, {args.new_tokens} new tokens, {args.repeats} repeats", flush=True)
+    result: dict[str, Any] = time_ratios(model, engine, ids, needle, args.new_tokens, args.repeats)
+    del model, engine
+    plain_mem = _memory_in_subprocess(args, "plain")
+    traced_mem = _memory_in_subprocess(args, "traced")
+    result.update(
+        memory_prompt_tokens=traced_mem["tokens"],
+        plain_peak_mib=plain_mem["peak_bytes"] / 2**20,
+        traced_peak_mib=traced_mem["peak_bytes"] / 2**20,
+        memory_traced_over_plain=traced_mem["peak_bytes"] / max(plain_mem["peak_bytes"], 1),
+    )
+    print(f"plain generate      : {result['plain_s']:.3f} s")
+    print(f"traced decoding     : {result['traced_s']:.3f} s   traced / plain generate = {result['traced_over_plain']:.3f}  (target <= 1.15)")
+    print(f"gated (dynamic)     : {result['gated_s']:.3f} s   gated / plain decoding  = {result['gated_over_plain']:.3f}  (target <= 2.1)")
+    print(f"peak memory @ {result['memory_prompt_tokens']} tokens: plain {result['plain_peak_mib']:.0f} MiB, "
+          f"traced {result['traced_peak_mib']:.0f} MiB   traced / plain = {result['memory_traced_over_plain']:.3f}  (target <= 1.2)")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
