@@ -102,6 +102,7 @@ if _editable_wheel is not None:
 
 
 setup(
+    package_dir={"dynheads": "."},
     packages=_packages(),
     package_data={
         "dynheads.tasks": ["**/*.yaml", "**/*.yml", "data/**/*"],
