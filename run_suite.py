@@ -27,7 +27,7 @@ from typing import Any
 
 PROFILES: dict[str, dict[str, Any]] = {
     # Sized for the embedded 135M model on 2 CPU cores (it retrieves up to ~1.5K tokens, fails near 2K).
-    "quick": {"lengths": [500, 1000, 1500, 2000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 1},
+    "quick": {"lengths": [500, 1000, 1500, 2000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 2},
     # The paper's setting (Appendix A.1: 5 runs per cell) for GPU machines and long-context models.
     "paper": {"lengths": [1000, 2000, 4000, 8000, 16000, 32000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 5},
 }
@@ -81,7 +81,7 @@ class NiahStage:
         tasks_dir = str(Path(__file__).resolve().parent / "tasks")
         manager = TaskManager(include_path=tasks_dir, include_defaults=False, metadata=metadata)
         out = lm_eval.simple_evaluate(model=self.lm, tasks=["niah_uuid"], task_manager=manager,
-                                      log_samples=True, limit=self.limit, verbosity="WARNING")
+                                      log_samples=True, limit=self.limit, verbosity="ERROR")
         samples = out["samples"]["niah_uuid"]
         traces = {}
         for line in trace_file.read_text().splitlines():
@@ -222,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         grid["runs"] = args.runs
     out = Path(args.out)
 
+    import logging
+
     from tqdm import tqdm
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-cell runs would repeat the same notices
 
     from dynheads.models.lm import DynHeadsLM
 
