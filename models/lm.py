@@ -124,8 +124,8 @@ class DynHeadsLM(HFLM):
         start = context.find(needle)
         if start < 0:
             raise DecodingError("dynheads: the needle text does not occur in the context the model receives; check the task's doc_to_text")
-        indices = [i - kept_from for i in span_token_indices(offsets, start, start + len(needle)) if i >= kept_from]
         full = span_token_indices(offsets, start, start + len(needle))
+        indices = [i - kept_from for i in full if i >= kept_from]
         if len(indices) != len(full):
             raise DecodingError(
                 f"dynheads: the needle was lost in truncation (context cut to max_length={self.max_length}); "
