@@ -32,9 +32,8 @@ def recompute_heads(model: torch.nn.Module, record: dict[str, Any]) -> list[list
     sequence = prompt + emitted[:-1]
     with torch.no_grad():
         out = model(input_ids=torch.tensor([sequence], device=model.device), output_attentions=True, use_cache=False)
-    ungated = [s.get("ungated_token_id", s["token_id"]) for s in record["steps"]]
     heads = []
-    for t, token in enumerate(ungated):
+    for t, token in enumerate(emitted):  # mask=none traces only: the emitted token is the ungated one
         pos = len(prompt) - 1 + t
         rows = [a[0, :, pos, : pos + 1].float() for a in out.attentions]
         heads.append(copy_paste_heads(rows, sequence[: pos + 1], record["needle_token_indices"], token))
