@@ -13,6 +13,7 @@ be recorded and re-run in the same way.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,20 +30,66 @@ class DecodingError(ValueError):
     """Bad input to the decoding engine; the message names the problem and the fix."""
 
 
+@dataclass(frozen=True)
+class Condition:
+    """One masking condition of a generation.
+
+    ``mask``: none | dynamic | static | random. ``gate_heads``: the fixed heads of static/random.
+    ``top_k``: for dynamic, gate at most the k Eq. 1 heads with the highest attention probability on
+    the copied token (the progressive ablation of Appendix A.2); ``None`` gates them all.
+    Written ``"dynamic"``, ``"dynamic:5"``, ``"static"``... (:meth:`parse`, :attr:`name`).
+    """
+
+    mask: str = "none"
+    gate_heads: tuple[Head, ...] = ()
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mask not in MASK_MODES:
+            raise DecodingError(f"dynheads: unknown mask mode {self.mask!r}; choose one of {', '.join(MASK_MODES)}")
+        if self.top_k is not None and (self.mask != "dynamic" or self.top_k < 0):
+            raise DecodingError(f"dynheads: a head count k (mask {self.mask}:{self.top_k}) needs mask dynamic and k >= 0, e.g. dynamic:5")
+
+    @property
+    def name(self) -> str:
+        return self.mask if self.top_k is None else f"{self.mask}:{self.top_k}"
+
+    @classmethod
+    def parse(cls, text: str, gate_heads: Iterable[Head] = ()) -> "Condition":
+        """``"dynamic:5"`` -> ``Condition("dynamic", top_k=5)``; one clear error for anything else."""
+        mask, _, k = str(text).strip().partition(":")
+        if k:
+            try:
+                top_k = int(k)
+            except ValueError:
+                raise DecodingError(f"dynheads: cannot read mask condition {text!r}; write e.g. dynamic:5") from None
+        else:
+            top_k = None
+        return cls(mask, tuple(gate_heads), top_k)
+
+
 @dataclass
 class Step:
-    """One decode step. ``heads``: Eq. 1 set of the ungated pass; ``gated``: heads silenced for the emitted token."""
+    """One decode step.
+
+    ``heads``: Eq. 1 set of the step's first pass (ungated for none/dynamic; under static/random the
+    only pass, run with the fixed heads gated). ``gated``: heads silenced for the emitted token.
+    ``heads_after``: Eq. 1 set of the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
+    when the step was not re-run). ``ungated_token_id``: the discarded token of a re-run step.
+    """
 
     token_id: int
     heads: list[Head] = field(default_factory=list)
     ungated_token_id: int | None = None
     gated: list[Head] = field(default_factory=list)
+    heads_after: list[Head] = field(default_factory=list)
 
 
 @dataclass
 class Generation:
     prompt_ids: list[int]
     steps: list[Step]
+    condition: str = "none"
 
     @property
     def token_ids(self) -> list[int]:
@@ -62,8 +109,11 @@ class TraceEngine:
 
     * ``none``    -- plain greedy decoding (traced when ``needle_indices`` are given);
     * ``dynamic`` -- per step: ungated pass, Eq. 1 heads found, those heads gated, step re-run;
-    * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step (an ungated pass
-      precedes the gated one only when tracing, to report the Eq. 1 heads).
+    * ``dynamic:k`` -- as dynamic, but only the k heads with the most attention on the copied token;
+    * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
+      (traced heads are those of that gated pass).
+
+    :meth:`generate_many` runs several conditions after one shared prefill.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -112,7 +162,6 @@ class TraceEngine:
         return gate
 
     # -- decoding --------------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate(
         self,
         prompt_ids: Sequence[int],
@@ -121,15 +170,38 @@ class TraceEngine:
         needle_indices: Sequence[int] | None = None,
         mask: str = "none",
         gate_heads: Iterable[Head] | None = None,
+        top_k: int | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
     ) -> Generation:
-        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` (see class docstring).
+        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition.
 
         Stops after an EOS token (which is kept in the steps) or when ``stop(generated_ids)`` is true.
         """
-        if mask not in MASK_MODES:
-            raise DecodingError(f"dynheads: unknown mask mode {mask!r}; choose one of {', '.join(MASK_MODES)}")
+        condition = Condition(mask, tuple(gate_heads or ()), top_k)
+        return self.generate_many(prompt_ids, max_new_tokens, [condition], needle_indices=needle_indices,
+                                  eos_token_ids=eos_token_ids, stop=stop)[0]
+
+    @torch.inference_mode()
+    def generate_many(
+        self,
+        prompt_ids: Sequence[int],
+        max_new_tokens: int,
+        conditions: Sequence[Condition],
+        *,
+        needle_indices: Sequence[int] | None = None,
+        eos_token_ids: Iterable[int] = (),
+        stop: Callable[[list[int]], bool] | None = None,
+    ) -> list[Generation]:
+        """One greedy generation per condition, all continuing one shared prefill of the prompt.
+
+        Why shared: the conditions of an ablation differ only from the first generated token on, so the
+        prompt's KV cache is computed once and copied for each condition; the comparison is then exact
+        (identical prefill numerics) and an N-condition grid costs one prefill instead of N.
+        """
+        conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in conditions]
+        if not conditions:
+            raise DecodingError("dynheads: no mask condition given; pass at least one, e.g. 'none'")
         prompt_ids = list(prompt_ids)
         n = len(prompt_ids)
         if n == 0:
@@ -140,18 +212,6 @@ class TraceEngine:
                 f"{self.max_positions} positions; use a shorter context (smaller task length) or fewer new tokens"
             )
         traced = needle_indices is not None
-        if mask == "dynamic" and not traced:
-            raise DecodingError("dynheads: mask=dynamic needs the needle token indices to find each step's heads")
-        fixed_gate = None
-        if mask in ("static", "random"):
-            fixed_gate = self.gate_mask(gate_heads or [])
-        fixed_heads = mask_to_heads(fixed_gate) if fixed_gate is not None else []
-        fixed_keep = self._keep_from_mask(fixed_gate) if fixed_gate is not None else {}
-
-        device = self.device
-        seq = torch.zeros(1, n + max_new_tokens, dtype=torch.long, device=device)
-        seq[0, :n] = torch.tensor(prompt_ids, device=device)
-        needle = torch.zeros_like(seq, dtype=torch.bool)
         if traced:
             bad = [i for i in needle_indices if not 0 <= i < n]
             if bad or not needle_indices:
@@ -159,46 +219,85 @@ class TraceEngine:
                     f"dynheads: needle token indices {bad or '[]'} are outside the {n}-token prompt; "
                     "the needle was lost (truncated?) -- shorten the context or raise max_length"
                 )
-            needle[0, list(needle_indices)] = True
-        eos = set(eos_token_ids)
+        for condition in conditions:
+            if condition.mask == "dynamic" and not traced:
+                raise DecodingError("dynheads: mask=dynamic needs the needle token indices to find each step's heads")
+            self.gate_mask(condition.gate_heads)  # validates indices before any compute
 
-        cache = self._new_cache()
+        device = self.device
+        seq = torch.zeros(1, n + max_new_tokens, dtype=torch.long, device=device)
+        seq[0, :n] = torch.tensor(prompt_ids, device=device)
+        needle = torch.zeros_like(seq, dtype=torch.bool)
+        if traced:
+            needle[0, list(needle_indices)] = True
+        prefilled = self._new_cache()
         if n > 1:
-            self._forward(seq[:, : n - 1], cache, record=False, keep={})
-            cache.crop(0)
+            self._forward(seq[:, : n - 1], prefilled, record=False, keep={})
+            prefilled.crop(0)
+        generations = []
+        for i, condition in enumerate(conditions):
+            cache = prefilled if i == len(conditions) - 1 else copy.deepcopy(prefilled)
+            steps = self._decode(cache, seq.clone(), needle if traced else None, n, max_new_tokens, condition,
+                                 set(eos_token_ids), stop)
+            generations.append(Generation(prompt_ids=prompt_ids, steps=steps, condition=condition.name))
+        return generations
+
+    def _eq1(self, seq: torch.Tensor, needle: torch.Tensor, pos: int, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 1 mask ``[layers, heads]`` of the pass just run, and each head's peak attention probability."""
+        rows = [PROBE.rows[layer] for layer in range(self.num_layers)]
+        PROBE.rows = {}
+        positions = argmax_key_positions(rows, pos + 1)
+        hit = copy_paste_mask(positions, seq[:, : pos + 1], needle[:, : pos + 1], token)[0]
+        peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1)[0]
+        return hit, peak
+
+    def _decode(
+        self,
+        cache: DynamicCache,
+        seq: torch.Tensor,
+        needle: torch.Tensor | None,
+        n: int,
+        max_new_tokens: int,
+        condition: Condition,
+        eos: set[int],
+        stop: Callable[[list[int]], bool] | None,
+    ) -> list[Step]:
+        traced = needle is not None
+        fixed_heads = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
+        fixed_keep = self._keep_from_mask(self.gate_mask(fixed_heads)) if fixed_heads else {}
         steps: list[Step] = []
         generated: list[int] = []
         for t in range(max_new_tokens):
             pos = n - 1 + t  # position of the query token fed at this step
             current = seq[:, pos : pos + 1]
-            step_heads: list[Head] = []
-            ungated_token: int | None = None
-            gated: list[Head] = []
+            step = Step(token_id=-1, gated=list(fixed_heads))
+            logits = self._forward(current, cache, record=traced, keep=fixed_keep)
+            token = logits.argmax(dim=-1)
             if traced:
-                logits = self._forward(current, cache, record=True, keep={})
-                token = logits.argmax(dim=-1)
-                rows = [PROBE.rows[layer] for layer in range(self.num_layers)]
-                positions = argmax_key_positions(rows, pos + 1)
-                hit = copy_paste_mask(positions, seq[:, : pos + 1], needle[:, : pos + 1], token)[0]
-                PROBE.rows = {}
-                step_heads = mask_to_heads(hit)
-                ungated_token = int(token.item())
-                keep = self._keep_from_mask(hit) if mask == "dynamic" else fixed_keep
-                gated = step_heads if mask == "dynamic" else fixed_heads
-                if keep:
-                    cache.crop(-1)
-                    logits = self._forward(current, cache, record=False, keep=keep)
-                    token = logits.argmax(dim=-1)
-                token_id = int(token.item())
-            else:
-                logits = self._forward(current, cache, record=False, keep=fixed_keep)
-                token_id = int(logits.argmax(dim=-1).item())
-                gated = fixed_heads
+                hit, peak = self._eq1(seq, needle, pos, token)
+                step.heads = mask_to_heads(hit)
+                if condition.mask == "dynamic" and step.heads:
+                    gate = hit
+                    if condition.top_k is not None and len(step.heads) > condition.top_k:
+                        # keep the k heads attending most strongly to the copied token (Appendix A.2)
+                        scores = torch.where(hit, peak, torch.full_like(peak, -1.0)).flatten()
+                        chosen = torch.topk(scores, condition.top_k).indices
+                        gate = torch.zeros_like(hit).flatten()
+                        gate[chosen] = True
+                        gate = gate.reshape(hit.shape)
+                    step.gated = mask_to_heads(gate)
+                    if step.gated:
+                        step.ungated_token_id = int(token.item())
+                        cache.crop(-1)
+                        logits = self._forward(current, cache, record=True, keep=self._keep_from_mask(gate))
+                        token = logits.argmax(dim=-1)
+                        step.heads_after = mask_to_heads(self._eq1(seq, needle, pos, token)[0])
+            step.token_id = int(token.item())
             cache.crop(0)
-            steps.append(Step(token_id=token_id, heads=step_heads, ungated_token_id=ungated_token, gated=gated))
-            generated.append(token_id)
+            steps.append(step)
+            generated.append(step.token_id)
             if pos + 1 < seq.shape[1]:
-                seq[0, pos + 1] = token_id
-            if token_id in eos or (stop is not None and stop(generated)):
+                seq[0, pos + 1] = step.token_id
+            if step.token_id in eos or (stop is not None and stop(generated)):
                 break
-        return Generation(prompt_ids=prompt_ids, steps=steps)
+        return steps

@@ -7,10 +7,17 @@ is decoded step by step by the trace engine, which reads the Eq. 1 retrieval hea
 carries a needle) and gates heads according to ``mask``.
 
 Model arguments (``--model_args``): ``pretrained`` (hub id, local folder, or an embedded name:
-``smollm2`` [default], ``gemma3-270m``), ``mask=none|dynamic|static|random``, ``heads`` (for static: a
-count of top-ranked heads or an explicit list ``L:H+L:H``; for random: a count), ``static_heads=PATH``
-(ranked head list JSON), ``trace_dir=DIR`` (one JSON line per request in ``DIR/<task>.jsonl``),
-``seed`` (random head draws). Everything else goes to ``HFLM``.
+``smollm2`` [default], ``gemma3-270m``); ``mask`` = ``none|dynamic|dynamic:K|static|random``, or several
+joined by ``+`` (one shared prefill; the first is scored by lm-eval, all go to the trace file);
+``heads`` (static: top-N count or an explicit list ``L:H+L:H``; random: a count; omitted: the matched
+N of the calibration); ``static_heads`` = ``auto`` [default: calibrated once per model and cached],
+a JSON ``PATH``, or ``off``; ``calib_lengths``/``calib_depths``/``calib_runs`` (calibration grid, ``+``
+joined); ``trace_dir=DIR`` (one JSON line per request and condition in ``DIR/<task>.jsonl``); ``seed``
+(random head draws). Everything else goes to ``HFLM``.
+
+Head statistics in lm-eval's table: for documents that carry a needle, the Eq. 1 heads of every step
+of the first condition are handed to the task's ``process_results`` through
+:mod:`dynheads.models.step_registry` (lm-eval passes only strings back from a model).
 """
 
 from __future__ import annotations
@@ -27,8 +34,12 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from tqdm import tqdm
 
 from ..metrics.retrieval import Head, span_token_indices
-from .engine import MASK_MODES, DecodingError, Generation, TraceEngine
+from . import step_registry
+from .calibration import CalibrationSetting, StaticHeads, load_or_calibrate, load_static_heads
+from .engine import Condition, DecodingError, Generation, TraceEngine
 from .loading import resolve_pretrained
+
+STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
 
 
 def parse_head_list(text: str) -> list[Head]:
@@ -45,20 +56,21 @@ def parse_head_list(text: str) -> list[Head]:
     return heads
 
 
-def load_static_ranking(path: str | os.PathLike) -> list[Head]:
-    """Ranked static heads from JSON: a list of ``[layer, head]`` or ``{"heads": [[layer, head, ...], ...]}``."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"dynheads: cannot read static_heads={str(path)!r} ({exc}); give a JSON file of ranked [layer, head] pairs") from None
-    rows = data["heads"] if isinstance(data, dict) else data
-    return [(int(r[0]), int(r[1])) for r in rows]
-
-
 def _random_heads(count: int, layers: int, heads: int, seed: Any) -> list[Head]:
     rng = random.Random(str(seed))
     picked = rng.sample(range(layers * heads), count)
     return sorted((p // heads, p % heads) for p in picked)
+
+
+def _number_list(name: str, text: Any, cast: type) -> tuple:
+    items = [x for x in str(text).replace(",", "+").replace(" ", "+").split("+") if x]
+    try:
+        values = tuple(cast(x) for x in items)
+    except ValueError:
+        values = ()
+    if not values:
+        raise ValueError(f"dynheads: cannot read {name}={text!r}; join numbers with '+', e.g. {name}=500+1000")
+    return values
 
 
 class DynHeadsLM(HFLM):
@@ -69,24 +81,30 @@ class DynHeadsLM(HFLM):
         pretrained: str | None = None,
         mask: str = "none",
         heads: str | int | None = None,
-        static_heads: str | None = None,
+        static_heads: str | None = "auto",
+        calib_lengths: str | int | None = None,
+        calib_depths: str | float | None = None,
+        calib_runs: int | None = None,
         trace_dir: str | None = None,
         seed: int = 0,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if mask not in MASK_MODES:
-            raise ValueError(f"dynheads: unknown mask mode {mask!r}; choose mask=none, dynamic, static or random")
-        if mask == "random" and not isinstance(heads, int):
-            raise ValueError("dynheads: mask=random needs heads=N, the number of random heads to gate per sample")
-        if mask == "static" and heads is None:
-            raise ValueError("dynheads: mask=static needs heads=N (top-N of static_heads=PATH) or heads=L:H+L:H")
-        if mask == "static" and isinstance(heads, int) and static_heads is None:
-            raise ValueError("dynheads: mask=static with heads=N needs static_heads=PATH, a JSON list of ranked [layer, head] pairs")
-        self.mask_mode = mask
         self.seed = seed
-        self.trace_dir = Path(trace_dir) if trace_dir else None
         self.pretrained_name = pretrained or "smollm2"
+        static_heads = "auto" if static_heads in (None, "", "auto") else str(static_heads)
+        if static_heads not in ("auto", "off") and not Path(static_heads).is_file():
+            raise ValueError(f"dynheads: static_heads={static_heads!r} is not a file; give a calibration JSON path, auto or off")
+        self.static_source = static_heads
+        defaults = CalibrationSetting()
+        self.calibration_setting = CalibrationSetting(
+            lengths=_number_list("calib_lengths", calib_lengths, int) if calib_lengths is not None else defaults.lengths,
+            depths=_number_list("calib_depths", calib_depths, float) if calib_depths is not None else defaults.depths,
+            runs=int(calib_runs) if calib_runs is not None else defaults.runs,
+        )
+        self._static: StaticHeads | None = None
+        self.conditions = self._parse_conditions(mask)  # validates before the (slow) model load
+        self._check_heads(heads)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,17 +112,87 @@ class DynHeadsLM(HFLM):
                                       trust_remote_code=bool(kwargs.get("trust_remote_code", False)))
         super().__init__(pretrained=resolved, device=device, **kwargs)
         self.engine = TraceEngine(self.model)
-        self.fixed_heads: list[Head] | None = None
-        self.random_count: int | None = None
-        if mask == "static":
-            ranking = load_static_ranking(static_heads) if static_heads else []
-            self.fixed_heads = ranking[:heads] if isinstance(heads, int) else parse_head_list(heads)
-            self.engine.gate_mask(self.fixed_heads)  # validates indices now, not mid-run
-        elif mask == "random":
-            total = self.engine.num_layers * self.engine.num_heads
-            if not 0 <= heads <= total:
-                raise ValueError(f"dynheads: heads={heads} random heads requested but the model has {total}")
-            self.random_count = heads
+        self.configure(mask=mask, heads=heads, trace_dir=trace_dir)
+
+    # -- configuration -------------------------------------------------------------------------------
+    @staticmethod
+    def _parse_conditions(mask: str) -> list[Condition]:
+        names = [m for m in str(mask).split("+") if m.strip()]
+        if not names:
+            raise ValueError("dynheads: empty mask; choose mask=none, dynamic, dynamic:K, static or random (join several with +)")
+        try:
+            return [Condition.parse(name) for name in names]
+        except DecodingError as exc:
+            raise ValueError(str(exc)) from None
+
+    def _check_heads(self, heads: str | int | None) -> None:
+        masks = {c.mask for c in self.conditions}
+        if "static" in masks and "random" in masks and isinstance(heads, str):
+            raise ValueError("dynheads: an explicit head list (heads=L:H+...) cannot serve static and random together; give heads=N or omit it")
+        if "random" in masks and isinstance(heads, str):
+            raise ValueError("dynheads: mask=random needs heads=N (a count) or no heads (the calibrated matched N)")
+        if masks & {"static", "random"} and heads is None and self.static_source == "off":
+            raise ValueError("dynheads: mask=static/random without heads=N needs the calibration; set heads=N or static_heads=auto")
+
+    def configure(self, mask: str = "none", heads: str | int | None = None, trace_dir: str | os.PathLike | None = None) -> None:
+        """(Re)select the mask conditions, head count and trace folder without reloading the model.
+
+        Everything is validated before anything changes, so a refused call leaves the model as it was.
+        """
+        conditions = self._parse_conditions(mask)
+        total = self.engine.num_layers * self.engine.num_heads
+        if isinstance(heads, bool) or not (heads is None or isinstance(heads, (int, str))):
+            raise ValueError(f"dynheads: heads={heads!r} must be a count N or a list L:H+L:H")
+        if isinstance(heads, int) and not 0 <= heads <= total:
+            raise ValueError(f"dynheads: heads={heads} requested but the model has {total} heads")
+        if isinstance(heads, str):
+            self.engine.gate_mask(parse_head_list(heads))  # validates indices now, not mid-run
+        previous = self.conditions
+        self.conditions = conditions
+        try:
+            self._check_heads(heads)
+        except ValueError:
+            self.conditions = previous
+            raise
+        self.mask_mode = conditions[0].name
+        self.trace_dir = Path(trace_dir) if trace_dir else None
+        self.heads_arg = heads
+
+    def static(self) -> StaticHeads | None:
+        """The static-head calibration of this model (loaded, or computed once and cached); None if off."""
+        if self._static is None and self.static_source != "off":
+            if self.static_source == "auto":
+                model_id = f"{self.pretrained_name}@{str(self.model.dtype).replace('torch.', '')}"
+                self._static = load_or_calibrate(self, self.calibration_setting, model_id, progress=tqdm)
+            else:
+                self._static = load_static_heads(self.static_source)
+            self.engine.gate_mask(self._static.heads)  # a ranking for another model fails here, clearly
+        return self._static
+
+    def matched_count(self) -> int:
+        """N for static/random: ``heads=N`` if given, else the calibration's matched count."""
+        if isinstance(self.heads_arg, int):
+            return self.heads_arg
+        static = self.static()
+        if static is None or static.matched_n is None:
+            raise ValueError("dynheads: no matched head count in the static-head file; give heads=N")
+        return static.matched_n
+
+    def fixed_heads(self, condition: Condition, task: str, sample_key: Any) -> tuple[Head, ...]:
+        """Heads gated at every step under a static or random condition (empty otherwise).
+
+        Random heads are drawn per sample from ``(seed, task, sample_key)``: reproducible, and different
+        for every document (``sample_key`` is the document's content hash, not its position in a run).
+        """
+        if condition.mask == "static":
+            if isinstance(self.heads_arg, str):
+                return tuple(parse_head_list(self.heads_arg))
+            static = self.static()
+            return tuple(static.heads[: self.matched_count()])
+        if condition.mask == "random":
+            e = self.engine
+            return tuple(_random_heads(self.matched_count(), e.num_layers, e.num_heads, f"{self.seed}-{task}-{sample_key}"))
+        return ()
 
     # -- helpers -----------------------------------------------------------------------------------
     def _encode_with_offsets(self, context: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -133,42 +221,63 @@ class DynHeadsLM(HFLM):
             )
         return indices
 
-    def _gate_heads_for(self, task: str, doc_id: Any) -> list[Head] | None:
-        if self.mask_mode == "static":
-            return self.fixed_heads
-        if self.mask_mode == "random":
-            e = self.engine
-            return _random_heads(self.random_count or 0, e.num_layers, e.num_heads, f"{self.seed}-{task}-{doc_id}")
-        return None
+    def encode_with_needle(self, context: str, needle: str) -> tuple[list[int], list[int]]:
+        """Token ids of ``context`` (as lm-eval encodes it) and the indices of the tokens of ``needle``."""
+        ids, offsets = self._encode_with_offsets(context)
+        return ids, self._needle_indices(context, {"needle": needle}, offsets, 0) or []
 
-    def _write_trace(self, task: str, doc_id: Any, gen: Generation, needle: list[int] | None) -> None:
+    def eos_ids(self) -> set[int]:
+        """End-of-sequence ids: the tokenizer's, plus the generation config's (chat models add <|im_end|> etc.)."""
+        ids = {self.eot_token_id}
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        return ids
+
+    def _check_seed(self, doc: dict | None) -> None:
+        seed = (doc or {}).get("seed")
+        if self.static_source == "auto" and seed is not None and int(seed) == self.calibration_setting.seed:
+            raise DecodingError(
+                f"dynheads: this document uses seed {seed}, the static-head calibration seed; "
+                "evaluate with another seed (e.g. --metadata '{\"seed\": 0}') so calibration and evaluation stay disjoint"
+            )
+
+    def _remember_heads(self, doc: dict, gen: Generation) -> None:
+        """Hand the first condition's per-step heads to the task's ``process_results``."""
+        static = self.static()
+        step_registry.remember(doc, {
+            "steps": [[list(h) for h in s.heads] for s in gen.steps],
+            "total_heads": self.engine.num_layers * self.engine.num_heads,
+            "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None else None,
+        })
+
+    def _write_traces(self, task: str, doc_id: Any, gens: list[Generation], texts: list[str], needle: list[int] | None) -> None:
         assert self.trace_dir is not None
         self.trace_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            "task": task,
-            "doc_id": doc_id,
-            "mask": self.mask_mode,
-            "input_ids": gen.prompt_ids,
-            "needle_token_indices": needle or [],
-            "steps": [
-                {"token_id": s.token_id, "heads": [list(h) for h in s.heads],
-                 **({"gated": [list(h) for h in s.gated]} if self.mask_mode != "none" else {})}
-                for s in gen.steps
-            ],
-        }
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        # One write of a whole line in append mode: readers never see a half-written record.
+        lines = []
+        for gen, text in zip(gens, texts):
+            steps = []
+            for s in gen.steps:
+                step: dict[str, Any] = {"token_id": s.token_id, "heads": [list(h) for h in s.heads]}
+                if gen.condition != "none":
+                    step["gated"] = [list(h) for h in s.gated]
+                if s.heads_after or s.ungated_token_id is not None:
+                    step["heads_after"] = [list(h) for h in s.heads_after]
+                steps.append(step)
+            record = {"task": task, "doc_id": doc_id, "mask": gen.condition, "response": text,
+                      "input_ids": gen.prompt_ids, "needle_token_indices": needle or [], "steps": steps}
+            lines.append(json.dumps(record, separators=(",", ":")) + "\n")
+        # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(line)
+            fh.write("".join(lines))
 
     # -- lm-eval API -------------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         results: list[str] = []
+        step_registry.clear()
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        eos_ids = {self.eot_token_id}
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        eos_ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"dynheads generate (mask={self.mask_mode})"):
+        eos_ids = self.eos_ids()
+        names = "+".join(c.name for c in self.conditions)
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"dynheads generate (mask={names})"):
             context, gen_kwargs = req.args
             kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             if kwargs.get("do_sample"):
@@ -179,7 +288,10 @@ class DynHeadsLM(HFLM):
             kept_from = 0
             if self._max_length and len(ids) > self.max_length - max_gen:
                 kept_from = len(ids) - (self.max_length - max_gen)  # left truncation, as HFLM does
-            needle = self._needle_indices(context, getattr(req, "doc", None), offsets, kept_from)
+            doc = getattr(req, "doc", None)
+            needle = self._needle_indices(context, doc, offsets, kept_from)
+            if needle is not None:
+                self._check_seed(doc)
             ids = ids[kept_from:]
 
             def stop(generated: list[int]) -> bool:
@@ -188,14 +300,16 @@ class DynHeadsLM(HFLM):
 
             task = getattr(req, "task_name", None) or "task"
             doc_id = getattr(req, "doc_id", None)
-            gen = self.engine.generate(
-                ids, max_gen, needle_indices=needle, mask=self.mask_mode,
-                gate_heads=self._gate_heads_for(task, doc_id), eos_token_ids=eos_ids, stop=stop,
-            )
-            text = self.tok_decode(gen.token_ids)
-            text = postprocess_generated_text(generation=text, stop=until, think_end_token=None)
+            sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
+            conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key), c.top_k) for c in self.conditions]
+            gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle,
+                                             eos_token_ids=eos_ids, stop=stop)
+            texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
+                     for g in gens]
+            if needle is not None and isinstance(doc, dict):
+                self._remember_heads(doc, gens[0])
             if self.trace_dir is not None:
-                self._write_trace(task, doc_id, gen, needle)
-            results.append(text)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+                self._write_traces(task, doc_id, gens, texts, needle)
+            results.append(texts[0])
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[0])
         return results

@@ -1,8 +1,14 @@
-"""SmolLM2 end to end: niah_uuid through lm-eval's Python API with the dynheads model and trace files."""
+"""SmolLM2 end to end: niah_uuid through lm-eval's Python API with the dynheads model and trace files.
+
+The cache root is a temporary folder (``$DYNHEADS_CACHE``) holding a symlink to the user's
+de-quantised model folder, and the static-head calibration is one 300-token sample, so the module
+never runs the slow default calibration nor touches the user's cached calibration files.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,9 @@ import pytest
 import lm_eval
 from lm_eval.tasks import TaskManager
 
+from dynheads.metrics.dynamism import summarise
+from dynheads.metrics.text import contains_exact
+from dynheads.models import step_registry
 from dynheads.models.engine import DecodingError
 from dynheads.models.loading import ModelLoadError, load_model, resolve_pretrained
 from dynheads.models.lm import DynHeadsLM
@@ -17,11 +26,20 @@ from dynheads.models.verify import verify_records
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 SHORT = {"lengths": [300], "depths": [0.5], "runs": 2, "seed": 7}
+CONDITIONS = ["none", "dynamic", "static", "random"]
+HEAD_METRICS = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy",
+                "jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
+TOTAL_HEADS = 30 * 9
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return DynHeadsLM(device="cpu", dtype="float32")
+def model_dir(isolated_cache):
+    return isolated_cache
+
+
+@pytest.fixture(scope="module")
+def lm(model_dir):
+    return DynHeadsLM(device="cpu", dtype="float32", calib_lengths="300", calib_depths="0.5")
 
 
 def _evaluate(lm, metadata, limit=None):
@@ -29,58 +47,203 @@ def _evaluate(lm, metadata, limit=None):
     return lm_eval.simple_evaluate(model=lm, tasks=["niah_uuid"], task_manager=manager, log_samples=True, limit=limit)
 
 
-def test_niah_short_context_retrieves_and_traces(lm, tmp_path):
-    lm.trace_dir = tmp_path
-    out = _evaluate(lm, SHORT)
+def _run(lm, mask, trace_dir, metadata=SHORT):
+    lm.configure(mask=mask, trace_dir=trace_dir)
+    try:
+        out = _evaluate(lm, metadata)
+    finally:
+        lm.configure(mask="none")
+    records = [json.loads(line) for line in (Path(trace_dir) / "niah_uuid.jsonl").read_text().splitlines()]
+    return out, records
+
+
+@pytest.fixture(scope="module")
+def grid_run(lm, tmp_path_factory):
+    """SHORT under the four conditions after one shared prefill per document, traced (first: none)."""
+    return _run(lm, "+".join(CONDITIONS), tmp_path_factory.mktemp("trace_grid"))
+
+
+def _none_records(records):
+    return [r for r in records if r["mask"] == "none"]
+
+
+def test_niah_short_context_retrieves_and_traces(lm, grid_run, model_dir):
+    """The first condition (none) is what lm-eval scores; its trace lines agree with eager attention."""
+    out, records = grid_run
     metrics = out["results"]["niah_uuid"]
     assert metrics["acc,none"] == 1.0
     assert metrics["rouge_l,none"] > 0.8
-    lines = (tmp_path / "niah_uuid.jsonl").read_text().splitlines()
-    assert len(lines) == 2
+    records = _none_records(records)
+    assert len(records) == 2
     samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
-    for line in lines:
-        rec = json.loads(line)
-        assert {"task", "doc_id", "input_ids", "needle_token_indices", "steps"} <= set(rec)
-        assert rec["task"] == "niah_uuid"
+    for rec in records:
+        assert {"task", "doc_id", "mask", "response", "input_ids", "needle_token_indices", "steps"} <= set(rec)
+        assert rec["task"] == "niah_uuid" and rec["mask"] == "none"
         doc = samples[rec["doc_id"]]["doc"]
         ids = rec["input_ids"]
         needle_text = lm.tokenizer.decode([ids[i] for i in rec["needle_token_indices"]])
         assert doc["uuid"] in needle_text and needle_text.strip().startswith("The magic")
         emitted = [s["token_id"] for s in rec["steps"]]
         assert doc["uuid"] in lm.tokenizer.decode(emitted)
+        assert rec["response"] == samples[rec["doc_id"]]["filtered_resps"][0]
         for step in rec["steps"]:
             assert isinstance(step["token_id"], int)
+            assert "gated" not in step and "heads_after" not in step  # nothing gated under none
             assert all(0 <= l < 30 and 0 <= h < 9 for l, h in step["heads"])
         assert sum(len(s["heads"]) for s in rec["steps"]) > 0  # copying the UUID uses retrieval heads
     # independent check: full eager recomputation agrees on every step
-    eager = load_model(None)
+    eager = load_model(str(model_dir))
     eager.set_attn_implementation("eager")
-    check = verify_records(eager, [json.loads(l) for l in lines])
+    check = verify_records(eager, records)
     assert check["agreement"] >= 0.99, check
 
 
-def test_dynamic_mask_changes_the_answer(lm, tmp_path):
-    lm.trace_dir = None
-    masked = DynHeadsLM.__new__(DynHeadsLM)
-    masked.__dict__.update(lm.__dict__)
-    masked.mask_mode = "dynamic"
-    masked.trace_dir = tmp_path
-    out = _evaluate(masked, SHORT)
-    rec = json.loads((tmp_path / "niah_uuid.jsonl").read_text().splitlines()[0])
-    assert rec["mask"] == "dynamic"
-    gated_steps = [s for s in rec["steps"] if s["gated"]]
-    assert gated_steps and all(s["gated"] == s["heads"] for s in rec["steps"])
+def test_head_statistics_reported_under_dynheads(lm, grid_run):
+    """Table 1 statistics of the first condition's steps appear in lm-eval's results."""
+    out, records = grid_run
+    records = _none_records(records)
+    metrics = out["results"]["niah_uuid"]
+    for name in HEAD_METRICS:
+        assert f"{name},none" in metrics, name
+        assert math.isfinite(metrics[f"{name},none"]), (name, metrics[f"{name},none"])
+    # the same statistics recomputed from the trace file's per-step heads
+    samples = [[s["heads"] for s in rec["steps"]] for rec in records]
+    sizes = [len(step) for sample in samples for step in sample]
+    assert metrics["heads_per_step,none"] == pytest.approx(sum(sizes) / len(sizes))
+    assert metrics["heads_per_step,none"] > 0
+    expected = summarise(samples, TOTAL_HEADS, lm.static().heads)
+    assert metrics["heads_per_step_std,none"] == pytest.approx(expected["heads_per_step_std"])
+    distinct = {tuple(h) for sample in samples for step in sample for h in step}
+    assert metrics["unique_heads,none"] == expected["unique_heads"] == len(distinct)
+    assert metrics["adjacent_jaccard,none"] == pytest.approx(expected["adjacent_jaccard"])
+    assert metrics["head_entropy,none"] == pytest.approx(expected["entropy"])
+    for k in (20, 50, 100):
+        value = metrics[f"jaccard_static_{k},none"]
+        assert value == pytest.approx(expected[f"jaccard_static_{k}"])
+        assert 0.0 <= value <= 1.0
+
+
+def test_four_conditions_share_prefill_and_gate_as_specified(lm, grid_run):
+    """mask=none+dynamic+static+random: 4 trace lines per document, one prompt, each gate as specified."""
+    out, records = grid_run
+    by_doc: dict[int, dict[str, dict]] = {}
+    for rec in records:
+        by_doc.setdefault(rec["doc_id"], {})[rec["mask"]] = rec
+    assert len(records) == 4 * 2 and sorted(by_doc) == [0, 1]
+    n = lm.matched_count()
+    assert n >= 1
+    static_top = [list(h) for h in lm.static().heads[:n]]
+    samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
+    changed = 0
+    for doc_id, recs in by_doc.items():
+        assert sorted(recs) == sorted(CONDITIONS)
+        assert all(r["input_ids"] == recs["none"]["input_ids"] for r in recs.values())
+        assert all(r["needle_token_indices"] == recs["none"]["needle_token_indices"] for r in recs.values())
+        assert all("gated" not in s for s in recs["none"]["steps"])
+        dynamic = recs["dynamic"]["steps"]
+        assert all(s["gated"] == s["heads"] for s in dynamic)
+        assert any(s["gated"] for s in dynamic)
+        assert all("heads_after" in s for s in dynamic if s["gated"])
+        for mask in ("static", "random"):
+            assert all(len(s["gated"]) == n for s in recs[mask]["steps"]), mask
+            assert all(s["gated"] == recs[mask]["steps"][0]["gated"] for s in recs[mask]["steps"]), mask
+        assert all(sorted(s["gated"]) == sorted(static_top) for s in recs["static"]["steps"])
+        # the first condition is the one lm-eval scores
+        assert samples[doc_id]["filtered_resps"][0] == recs["none"]["response"]
+        changed += recs["dynamic"]["response"] != recs["none"]["response"]
+    acc_none = sum(contains_exact(by_doc[d]["none"]["response"], samples[d]["doc"]["uuid"]) for d in by_doc) / len(by_doc)
+    assert out["results"]["niah_uuid"]["acc,none"] == pytest.approx(acc_none)
+    assert changed >= 1, "masking the dynamic heads never changed the answer"
+
+
+def test_dynamic_mask_changes_the_answer(lm, grid_run, tmp_path):
+    """mask=dynamic alone: lm-eval scores the dynamic answers, identical to the grid run's dynamic lines."""
+    out, records = _run(lm, "dynamic", tmp_path)
+    assert lm.mask_mode == "none" and lm.trace_dir is None  # configure restored
+    assert len(records) == 2
+    grid = {r["doc_id"]: r for r in grid_run[1] if r["mask"] == "dynamic"}
+    samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
+    for rec in records:
+        assert rec["mask"] == "dynamic"
+        assert any(s["gated"] for s in rec["steps"]) and all(s["gated"] == s["heads"] for s in rec["steps"])
+        # alone or after a shared prefill with other conditions: the same generation
+        assert rec["steps"] == grid[rec["doc_id"]]["steps"]
+        assert samples[rec["doc_id"]]["filtered_resps"][0] == rec["response"]
+    acc = sum(contains_exact(r["response"], samples[r["doc_id"]]["doc"]["uuid"]) for r in records) / len(records)
+    assert out["results"]["niah_uuid"]["acc,none"] == pytest.approx(acc)
     assert out["results"]["niah_uuid"]["acc,none"] < 1.0
 
 
-def test_bad_model_arguments_fail_with_one_line():
+@pytest.fixture(scope="module")
+def hf(model_dir):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(model_dir), device="cpu", dtype="float32")
+
+
+def _head_keys(out):
+    return [key for key in out["results"]["niah_uuid"] if key.split(",")[0] in HEAD_METRICS]
+
+
+def test_head_statistics_absent_under_hf(hf):
+    """lm-eval's own hf model scores the task without any head metric (absent, not zero or nan)."""
+    step_registry.clear()  # as in a fresh process
+    out = _evaluate(hf, SHORT, limit=1)
+    metrics = out["results"]["niah_uuid"]
+    assert "acc,none" in metrics and "rouge_l,none" in metrics
+    assert _head_keys(out) == []
+
+
+def test_hf_after_dynheads_gets_no_stale_head_statistics(hf, lm):
+    """A dynheads run of the very same document earlier in the process must not leak into an hf run.
+
+    (Python-API use: compare the dynheads and hf models on one task in one session.)
+    """
+    first = _evaluate(lm, SHORT, limit=1)  # dynheads, mask=none: head statistics reported
+    assert "heads_per_step,none" in first["results"]["niah_uuid"]
+    out = _evaluate(hf, SHORT, limit=1)
+    assert "acc,none" in out["results"]["niah_uuid"]
+    assert _head_keys(out) == []
+
+
+def test_bad_model_arguments_fail_with_one_line(monkeypatch):
+    # offline, as in the test environment; skips five hub retries (~25 s) when there is no network
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError, match="cannot load pretrained='no-such-model-xyz'") as err:
         resolve_pretrained("no-such-model-xyz")
     assert "\n" not in str(err.value)
+    # all of these are refused before the model loads
     with pytest.raises(ValueError, match="unknown mask mode 'sometimes'"):
         DynHeadsLM(mask="sometimes")
+    with pytest.raises(ValueError, match="cannot read mask condition 'dynamic:x'"):
+        DynHeadsLM(mask="none+dynamic:x")
+    with pytest.raises(ValueError, match="empty mask"):
+        DynHeadsLM(mask="+")
     with pytest.raises(ValueError, match="mask=random needs heads=N"):
-        DynHeadsLM(mask="random")
+        DynHeadsLM(mask="random", heads="1:2")
+    with pytest.raises(ValueError, match="cannot serve static and random together"):
+        DynHeadsLM(mask="static+random", heads="1:2")
+    with pytest.raises(ValueError, match="needs the calibration; set heads=N or static_heads=auto"):
+        DynHeadsLM(mask="static", static_heads="off")
+    with pytest.raises(ValueError, match=r"static_heads='/no/such\.json' is not a file"):
+        DynHeadsLM(static_heads="/no/such.json")
+    with pytest.raises(ValueError, match="cannot read calib_lengths='abc'"):
+        DynHeadsLM(calib_lengths="abc")
+
+
+def test_configure_validates_heads(lm):
+    try:
+        with pytest.raises(ValueError, match=r"heads=999 requested but the model has 270 heads"):
+            lm.configure(mask="random", heads=999)
+        with pytest.raises(DecodingError, match=r"head \(30, 0\) does not exist"):
+            lm.configure(mask="static", heads="30:0")
+        with pytest.raises(ValueError, match="cannot read head 'x'"):
+            lm.configure(mask="static", heads="x")
+        lm.configure(mask="static+random", heads=3)
+        assert lm.matched_count() == 3
+        assert lm.mask_mode == "static"
+    finally:
+        lm.configure(mask="none")
 
 
 def test_context_longer_than_model_is_refused(lm):

@@ -9,7 +9,7 @@ import torch
 
 from dynheads.metrics.retrieval import copy_paste_heads
 from dynheads.models.attention import PROBE, UnsupportedAttentionError, install
-from dynheads.models.engine import DecodingError, TraceEngine
+from dynheads.models.engine import Condition, DecodingError, TraceEngine
 
 from tiny_models import ARCHITECTURES, SLIDING_WINDOW, tiny_model
 
@@ -186,3 +186,234 @@ def test_softcap_is_refused():
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(UnsupportedAttentionError, match="softcapping"):
         install(model)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Masking conditions: shared prefill, static/random gating, dynamic:k, heads_after, Condition.parse
+# ---------------------------------------------------------------------------------------------------
+
+STATIC = [(2, 3), (0, 1), (1, 2)]  # deliberately unsorted: Step.gated must be the sorted fixed set
+RANDOM = [(1, 0), (2, 2)]
+NEW_TOKENS = 10
+
+
+def _copying_prompt(engine: TraceEngine) -> tuple[list[int], list[int]]:
+    """A prompt (longer than the sliding window) on which Eq. 1 fires often, and its needle (all of it).
+
+    The prompt is a short random start plus the model's own greedy continuation: random models fall
+    into loops, so later steps copy tokens that sit in the prompt and many heads point at them. Of a
+    few candidate starts, the one with the most multi-head steps is kept (found by search, not by
+    hard-coded seeds, so a change of random init does not silently make the tests vacuous).
+    """
+    best, best_score = None, -1
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        start = torch.randint(3, 96, (6,), generator=g).tolist()
+        prompt = start + engine.generate(start, 16).token_ids
+        needle = list(range(len(prompt)))
+        steps = engine.generate(prompt, NEW_TOKENS, needle_indices=needle).steps
+        score = 2 * (len(steps[0].heads) >= 2) + sum(len(s.heads) >= 2 for s in steps)
+        if score > best_score:
+            best, best_score = (prompt, needle), score
+    assert best_score > 0, "no prompt on which several heads copy at once; change the candidate seeds"
+    return best
+
+
+class HandGated:
+    """Reference model: eager attention, full forward without cache, chosen heads zeroed by hand.
+
+    ``run(ids, gates)`` zeroes, for every ``position -> heads`` entry of ``gates``, the slice of the
+    o_proj input that belongs to each head at that position (the engine gates a head by multiplying
+    its attention output by 0, which is exactly this). It shares no code with the engine's probe,
+    cache handling or head selection. Returns the last-position logits and the last attention row of
+    every layer (``[heads, keys]``, full length).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = copy.deepcopy(model)
+        self.model.set_attn_implementation("eager")
+        cfg = self.model.config
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.gates: dict[int, list[tuple[int, int]]] = {}
+        for index, layer in enumerate(self.model.model.layers):
+            layer.self_attn.o_proj.register_forward_pre_hook(self._hook(index))
+
+    def _hook(self, layer: int):
+        def zero(_module, args):
+            x = args[0].clone()
+            for pos, heads in self.gates.items():
+                for l, h in heads:
+                    if l == layer:
+                        x[:, pos, h * self.head_dim : (h + 1) * self.head_dim] = 0
+            return (x,)
+
+        return zero
+
+    def run(self, ids: list[int], gates: dict[int, list[tuple[int, int]]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        self.gates = gates
+        try:
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([ids]), output_attentions=True, use_cache=False)
+        finally:
+            self.gates = {}
+        return out.logits[0, -1], [a[0, :, -1, :].float() for a in out.attentions]
+
+
+def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition: Condition) -> dict[str, int]:
+    """Check every step of ``gen`` against an independent eager replay; returns a few counters.
+
+    What the engine keeps in its cache for a generated position is the pass that emitted the token
+    there (the gated re-run for dynamic steps, the fixed-gated pass for static/random), so the replay
+    zeroes at each earlier decode position the heads that step gated; the prompt itself is prefilled
+    ungated. At each step it then recomputes the first pass (ungated for none/dynamic, the fixed
+    heads zeroed for static/random): Eq. 1 heads and greedy token; and, for a re-run dynamic step,
+    the pass with the step's gated heads zeroed: token and Eq. 1 heads (= heads_after).
+    """
+    fixed = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
+    n = len(prompt)
+    seq = list(prompt)
+    gates: dict[int, list[tuple[int, int]]] = {}
+    counts = {"rerun": 0, "selected": 0}
+    for t, step in enumerate(gen.steps):
+        pos = n - 1 + t
+        logits, rows = ref.run(seq, {**gates, pos: fixed} if fixed else gates)
+        first_token = int(logits.argmax())
+        heads = copy_paste_heads(rows, seq, needle, first_token)
+        where = f"{condition.name} step {t}"
+        assert step.heads == heads, where
+        if condition.mask in ("static", "random"):
+            assert step.gated == fixed, where
+        elif condition.mask == "none" or condition.top_k == 0:
+            assert step.gated == [], where
+        else:  # dynamic
+            k = len(heads) if condition.top_k is None else condition.top_k
+            assert len(step.gated) == min(k, len(heads)), where
+            assert set(step.gated) <= set(heads), where
+            if condition.top_k is None:
+                assert step.gated == heads, where
+            elif len(heads) > condition.top_k:
+                # the gated heads are the active ones with the highest attention probability (row max)
+                peak = {(l, h): float(rows[l][h].max()) for l, h in heads}
+                weakest_gated = min(peak[h] for h in step.gated)
+                strongest_left = max(peak[h] for h in heads if h not in step.gated)
+                assert weakest_gated >= strongest_left - 1e-5, (where, peak, step.gated)
+                counts["selected"] += 1
+        if step.gated and condition.mask == "dynamic":
+            counts["rerun"] += 1
+            assert step.ungated_token_id == first_token, where
+            logits2, rows2 = ref.run(seq, {**gates, pos: step.gated})
+            token = int(logits2.argmax())
+            assert step.token_id == token, where
+            assert step.heads_after == copy_paste_heads(rows2, seq, needle, token), where
+        else:
+            assert step.ungated_token_id is None and step.heads_after == [], where
+            assert step.token_id == first_token, where
+        if step.gated:
+            gates[pos] = list(step.gated)
+        seq.append(step.token_id)
+    return counts
+
+
+def _conditions() -> list[Condition]:
+    return [
+        Condition("none"),
+        Condition("dynamic"),
+        Condition.parse("dynamic:1"),
+        Condition("static", tuple(STATIC)),
+        Condition("random", tuple(RANDOM)),
+    ]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_generate_many_equals_separate_generations(arch):
+    """One shared prefill (deep-copied per condition) gives exactly the steps of separate runs."""
+    engine = TraceEngine(tiny_model(arch))
+    prompt, needle = _copying_prompt(engine)
+    conditions = _conditions()
+    many = engine.generate_many(prompt, NEW_TOKENS, conditions, needle_indices=needle)
+    assert [g.condition for g in many] == ["none", "dynamic", "dynamic:1", "static", "random"]
+    singles = [
+        engine.generate(prompt, NEW_TOKENS, needle_indices=needle, mask=c.mask, gate_heads=c.gate_heads, top_k=c.top_k)
+        for c in conditions
+    ]
+    for got, want in zip(many, singles):
+        assert got.prompt_ids == prompt
+        assert len(got.steps) == NEW_TOKENS
+        assert got.steps == want.steps, got.condition  # token ids, heads, gated, heads_after, ungated token
+    # the order of the conditions does not matter (the last one reuses the prefilled cache itself)
+    reverse = engine.generate_many(prompt, NEW_TOKENS, conditions[::-1], needle_indices=needle)
+    for got, want in zip(reverse, singles[::-1]):
+        assert got.steps == want.steps, got.condition
+    assert any(s.ungated_token_id is not None for s in many[1].steps), "dynamic never re-ran a step"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_conditions_match_hand_gated_eager_replay(arch):
+    """Every condition, step by step, equals an eager forward with the gated heads zeroed by hand.
+
+    Covers: none (plain Eq. 1), static/random (gated == the fixed heads at every step, tokens and
+    heads of the gated pass), dynamic (gated == heads, re-run token, heads_after of the re-run) and
+    dynamic:1 / dynamic:2 (the k heads with the largest row max among the active ones).
+    """
+    model = tiny_model(arch)
+    engine = TraceEngine(model)
+    ref = HandGated(model)
+    prompt, needle = _copying_prompt(engine)
+    conditions = _conditions() + [Condition.parse("dynamic:2")]
+    gens = engine.generate_many(prompt, NEW_TOKENS, conditions, needle_indices=needle)
+    counts = {c.name: _replay(ref, prompt, needle, g, c) for c, g in zip(conditions, gens)}
+    assert counts["dynamic"]["rerun"] > 0
+    assert counts["dynamic:1"]["selected"] > 0, "no step had more active heads than k=1"
+    # the hand gate is not a no-op: zeroing the static heads changes the step-0 logits
+    plain, _ = ref.run(prompt, {})
+    gated, _ = ref.run(prompt, {len(prompt) - 1: sorted(STATIC)})
+    assert not torch.allclose(plain, gated, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3"])
+def test_static_gating_equals_generate_static_and_fixed_every_step(arch):
+    """A static condition inside generate_many equals generate(mask="static") and never varies its gate."""
+    engine = TraceEngine(tiny_model(arch))
+    prompt, needle = _copying_prompt(engine)
+    for traced in (needle, None):  # the fixed gate must not depend on tracing
+        many = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition("static", tuple(STATIC))],
+                                    needle_indices=traced)[1]
+        single = engine.generate(prompt, NEW_TOKENS, needle_indices=traced, mask="static", gate_heads=STATIC)
+        assert many.steps == single.steps
+        assert all(s.gated == sorted(STATIC) for s in many.steps)
+        assert all(s.heads_after == [] and s.ungated_token_id is None for s in many.steps)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "mistral", "gemma3"])
+def test_dynamic_zero_equals_none(arch):
+    engine = TraceEngine(tiny_model(arch))
+    prompt, needle = _copying_prompt(engine)
+    none, zero = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition.parse("dynamic:0")],
+                                      needle_indices=needle)
+    assert zero.condition == "dynamic:0"
+    assert zero.token_ids == none.token_ids
+    assert [s.heads for s in zero.steps] == [s.heads for s in none.steps]
+    assert any(s.heads for s in zero.steps)  # there were heads to gate, and none was
+    assert all(s.gated == [] and s.heads_after == [] and s.ungated_token_id is None for s in zero.steps)
+
+
+def test_condition_parse_and_its_errors():
+    assert Condition.parse("dynamic:5") == Condition("dynamic", (), 5)
+    assert Condition.parse("dynamic:5").name == "dynamic:5"
+    assert Condition.parse(" static ", [(1, 2)]) == Condition("static", ((1, 2),), None)
+    assert Condition.parse("dynamic").name == "dynamic"
+    with pytest.raises(DecodingError, match=r"cannot read mask condition 'dynamic:x'; write e\.g\. dynamic:5"):
+        Condition.parse("dynamic:x")
+    with pytest.raises(DecodingError, match=r"static:3\) needs mask dynamic and k >= 0"):
+        Condition.parse("static:3")
+    with pytest.raises(DecodingError, match=r"dynamic:-1\) needs mask dynamic and k >= 0"):
+        Condition.parse("dynamic:-1")
+    with pytest.raises(DecodingError, match="unknown mask mode 'bogus'; choose one of none, dynamic, static, random"):
+        Condition.parse("bogus")
+    engine = TraceEngine(tiny_model("llama"))
+    with pytest.raises(DecodingError, match="no mask condition given"):
+        engine.generate_many([5, 6, 7], 2, [])
+    with pytest.raises(DecodingError, match="mask=dynamic needs the needle token indices"):
+        engine.generate_many([5, 6, 7], 2, ["none", "dynamic:2"])
+    with pytest.raises(DecodingError, match=r"head \(0, 4\) does not exist"):
+        engine.generate_many([5, 6, 7], 2, [Condition("none"), Condition("random", ((0, 4),))])

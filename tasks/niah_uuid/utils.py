@@ -33,6 +33,11 @@ the haystack-with-needle in ``input``), ``context_tokens`` (its actual token cou
 ``haystack.MAX_LENGTH_ERROR`` of ``length``), ``n_tokens`` (tokens of the whole ``input``, no special
 tokens added), ``haystack`` (``"hotpotqa"`` or the file path).
 
+Head statistics (``dynheads`` model only; absent under other models): ``heads_per_step`` (mean
+and ``heads_per_step_std``), ``unique_heads``, ``adjacent_jaccard``, ``head_entropy`` and
+``jaccard_static_{20,50,100}`` -- the paper's Table 1 / Table 5 over every decode step of the run
+(definitions in :mod:`dynheads.metrics.dynamism`).
+
 Metrics per document: ``acc`` = :func:`dynheads.metrics.text.contains_exact` of the UUID, and
 ``rouge_l`` = :func:`dynheads.metrics.text.rouge_l` against the *needle sentence* (the paper does not
 name the reference; the sentence is what a faithful answer reproduces, so a verbatim
@@ -47,6 +52,7 @@ from functools import lru_cache
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from dynheads.metrics.text import contains_exact, rouge_l
+from dynheads.models import step_registry
 from dynheads.tasks.niah_uuid.haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
@@ -55,6 +61,8 @@ DEFAULT_RUNS = 2
 DEFAULT_SEED = 0
 MIN_LENGTH = 64  # the needle alone is ~40 tokens
 METRICS = ("acc", "rouge_l")
+HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
+HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
 
 __all__ = [
     "NiahConfig",
@@ -193,9 +201,23 @@ def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
     return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(response, doc["needle"])}
 
 
-def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, float]:
+def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-sample values of the head statistics, when the ``dynheads`` model traced this document.
+
+    Each metric receives the same value, ``{"steps", "total_heads", "static"}``; its corpus-level
+    aggregation in the YAML (:mod:`dynheads.metrics.dynamism` ``agg_*``) computes the statistic over all
+    steps of all samples. Without a trace (``--model hf``) the dict is empty, so the metrics are absent.
+    """
+    record = step_registry.take(doc)
+    if record is None:
+        return {}
+    names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
+    return {name: record for name in names}
+
+
+def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any]:
     """lm-eval ``process_results``: ``results[0]`` is the generated text."""
-    return score(results[0] if results else "", doc)
+    return {**score(results[0] if results else "", doc), **head_metrics(doc)}
 
 
 def _response_of(row: Mapping[str, Any]) -> str | None:

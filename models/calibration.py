@@ -1,0 +1,159 @@
+"""Static retrieval heads (Wu et al. style) and the matched head count N, calibrated per model.
+
+Why a calibration run: the paper compares *dynamic* heads (found at each step) with *static* ones, a
+ranking fixed in advance from many NIAH generations. Ranking on the evaluation samples themselves
+would leak them into the baseline, so the ranking comes from NIAH samples drawn with a seed that
+evaluation never uses (:data:`CALIBRATION_SEED`; the evaluation refuses documents carrying it).
+
+Each calibration prompt is decoded twice after one shared prefill:
+
+* ``none``    -- each head's score is its Eq. 1 activation rate over all calibration steps
+  (:func:`dynheads.metrics.dynamism.rank_static_heads`); the ranking lists every head;
+* ``dynamic`` -- the number of heads masked per step gives N, the count of static / random heads to
+  mask so that the three ablation conditions remove equally many heads (Appendix A.1).
+
+The result is a JSON file in the user cache, one per (model, dtype, calibration setting), written
+atomically and reused by later runs; ``static_heads=PATH`` accepts the same file (or a plain ranked
+list of ``[layer, head]`` pairs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..metrics.dynamism import matched_head_count, rank_static_heads
+from ..metrics.retrieval import Head
+from .files import write_atomic
+from .loading import cache_root
+
+CALIBRATION_SEED = 1_000_003
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CalibrationSetting:
+    """Which NIAH samples calibrate the static heads (defaults sized for 2 CPU cores)."""
+
+    lengths: tuple[int, ...] = (500, 1000, 1500, 2000)
+    depths: tuple[float, ...] = (0.0, 0.5, 1.0)
+    runs: int = 1
+    seed: int = CALIBRATION_SEED
+    max_new_tokens: int = 64
+    haystack_file: str | None = None
+
+    def key(self) -> str:
+        """Short stable hash naming the cache file of this setting."""
+        blob = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class StaticHeads:
+    """A calibration result: every head ranked by Eq. 1 activation rate, and the matched count N."""
+
+    model: str
+    setting: CalibrationSetting
+    ranking: list[tuple[int, int, float]]
+    samples: int
+    steps: int
+    masked_per_step: float | None = None
+    matched_n: int | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def heads(self) -> list[Head]:
+        return [(layer, head) for layer, head, _ in self.ranking]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "format": FORMAT, "model": self.model, "setting": asdict(self.setting), "samples": self.samples,
+            "steps": self.steps, "masked_per_step": self.masked_per_step, "matched_n": self.matched_n,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "heads": [[layer, head, score] for layer, head, score in self.ranking],
+        }, indent=1)
+
+
+def load_static_heads(path: str | os.PathLike) -> StaticHeads:
+    """Read a calibration file, or a plain JSON list of ranked ``[layer, head]`` pairs."""
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"dynheads: static_heads={str(path)!r} {problem}; give a calibration file or a JSON list like [[12, 3], [14, 7]]")
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise bad(f"cannot be read ({exc})") from None
+    rows = data.get("heads") if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, list) and len(r) >= 2 for r in rows):
+        raise bad("holds no ranked [layer, head] pairs")
+    ranking = []
+    for r in rows:
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in r[:2]):
+            raise bad(f"has a head {r[:2]!r} that is not a pair of integers")
+        score = r[2] if len(r) > 2 and isinstance(r[2], (int, float)) else float("nan")
+        ranking.append((r[0], r[1], float(score)))
+    meta = data if isinstance(data, dict) else {}
+    known = {f for f in CalibrationSetting.__dataclass_fields__}
+    raw = meta.get("setting", {}) if isinstance(meta.get("setting", {}), dict) else {}
+    setting = CalibrationSetting(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+    matched = meta.get("matched_n")
+    if matched is not None and (isinstance(matched, bool) or not isinstance(matched, int) or matched < 0):
+        raise bad(f"has matched_n={matched!r}, which is not a head count")
+    return StaticHeads(model=str(meta.get("model", "?")), setting=setting, ranking=ranking,
+                       samples=int(meta.get("samples", 0)), steps=int(meta.get("steps", 0)),
+                       masked_per_step=meta.get("masked_per_step"), matched_n=matched, path=Path(path))
+
+
+def cache_path(model_id: str, setting: CalibrationSetting) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id.strip("/"))
+    return cache_root() / "static_heads" / safe / f"niah_{setting.key()}.json"
+
+
+def calibrate(
+    lm: Any,
+    setting: CalibrationSetting,
+    model_id: str,
+    progress: Callable | None = None,
+) -> StaticHeads:
+    """Run the calibration on ``lm`` (a :class:`~dynheads.models.lm.DynHeadsLM`) and return the result.
+
+    ``progress`` wraps the sample iterator (e.g. ``tqdm``); the caller decides about caching.
+    """
+    from ..tasks.niah_uuid.utils import docs_from_metadata
+    from .engine import Condition
+
+    docs = docs_from_metadata(tokenizer=lm.tokenizer, lengths=list(setting.lengths), depths=list(setting.depths),
+                              runs=setting.runs, seed=setting.seed, haystack_file=setting.haystack_file)
+    iterator = progress(docs, desc=f"calibrating static heads ({model_id})", unit="sample") if progress else docs
+    plain_steps: list[list[list[Head]]] = []
+    masked_counts: list[int] = []
+    for doc in iterator:
+        ids, needle = lm.encode_with_needle(doc["input"], doc["needle"])
+        none, dynamic = lm.engine.generate_many(
+            ids, setting.max_new_tokens, [Condition("none"), Condition("dynamic")], needle_indices=needle,
+            eos_token_ids=lm.eos_ids(),
+        )
+        plain_steps.append([step.heads for step in none.steps])
+        masked_counts.extend(len(step.gated) for step in dynamic.steps)
+    engine = lm.engine
+    ranking = rank_static_heads(plain_steps, engine.num_layers, engine.num_heads)
+    mean_masked = sum(masked_counts) / len(masked_counts) if masked_counts else None
+    return StaticHeads(model=model_id, setting=setting, ranking=ranking, samples=len(docs),
+                       steps=sum(len(s) for s in plain_steps), masked_per_step=mean_masked,
+                       matched_n=matched_head_count(masked_counts) if masked_counts else None)
+
+
+def load_or_calibrate(lm: Any, setting: CalibrationSetting, model_id: str, progress: Callable | None = None) -> StaticHeads:
+    """The cached calibration of ``model_id`` under ``setting``, computing and caching it when missing."""
+    path = cache_path(model_id, setting)
+    if path.is_file():
+        return load_static_heads(path)
+    result = calibrate(lm, setting, model_id, progress)
+    write_atomic(path, result.to_json())
+    result.path = path
+    return result
