@@ -41,7 +41,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "grid": QUICK_GRID,
         "calibration": {"lengths": [500, 1000, 1500, 2000], "depths": [0.0, 0.5, 1.0], "runs": 1},
-        "progressive": {"length": 1000, "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 1, "ks": [0, 5, 10, 15, 20]},
+        # the paper's k = 0, 5, ..., 20 plus 1 and 2: this model has ~4 retrieval heads per step
+        "progressive": {"length": 1000, "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 1, "ks": [0, 1, 2, 5, 10, 15, 20]},
     },
     # The paper's settings (Appendix A.1: 5 runs per cell; Figure 3: 20 runs at 5000 tokens) for GPUs.
     "paper": {
@@ -50,13 +51,13 @@ PROFILES: dict[str, dict[str, Any]] = {
         "progressive": {"length": 5000, "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 4, "ks": [0, 5, 10, 15, 20]},
     },
 }
-# Gemma-3-270M (base model) runs to the token limit on every prompt and is ~4x slower per sample on
-# 2 cores: its quick profile keeps the two lengths where it still retrieves.
+# Gemma-3-270M (base model) runs to the 64-token limit on every prompt and is ~3x slower per sample on
+# 2 cores (262K-token vocabulary): its quick profile is a 2 x 2 grid and one progressive prompt.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {
-        "grid": {"lengths": [500, 1000], "depths": [0.0, 0.5, 1.0], "runs": 1},
-        "calibration": {"lengths": [500, 1000], "depths": [0.25, 0.75], "runs": 1},
-        "progressive": {"length": 500, "depths": [0.0, 0.5, 1.0], "runs": 1, "ks": [0, 5, 10, 15, 20]},
+        "grid": {"lengths": [500, 1000], "depths": [0.0, 1.0], "runs": 1},
+        "calibration": {"lengths": [500, 1000], "depths": [0.5], "runs": 1},
+        "progressive": {"length": 1000, "depths": [0.5], "runs": 1, "ks": [0, 1, 2, 5, 10, 20]},
     },
 }
 STAGES = ("calibrate", "niah", "dynamism", "progressive")
@@ -196,8 +197,9 @@ class ModelSuite:
     # calibrate --------------------------------------------------------------------------------------
     def calibrate(self) -> dict[str, Any]:
         static = self.lm.static()
-        summary = {"file": str(static.path), "samples": static.samples, "steps": static.steps,
-                   "masked_per_step": static.masked_per_step, "matched_n": static.matched_n,
+        summary = {"model": self.name, "total_heads": self.total_heads, "file": str(static.path), "samples": static.samples, "steps": static.steps,
+                   "masked_per_step": static.masked_per_step,
+                   "masked_per_masked_step": static.masked_per_masked_step, "matched_n": static.matched_n,
                    "top20": [list(h) for h in static.heads[:20]], "setting": self.profile["calibration"]}
         write_atomic(self.dir / "calibration.json", json.dumps(summary, indent=1))
         return summary
@@ -220,6 +222,7 @@ class ModelSuite:
         cells = self.grid()
         n = self.lm.matched_count()
         masked = [k for c in cells for r in c["samples"] for k in r["conditions"]["dynamic"]["gated"]]
+        positive = [k for k in masked if k]
         titles = {"none": "no masking", "dynamic": "dynamic heads", "static": f"top-{n} static", "random": f"{n} random"}
         per = {cond: cell_summaries(cells, cond) for cond in CONDITIONS}
         for metric, label in (("acc", "accuracy"), ("rouge_l", "ROUGE-L")):
@@ -227,11 +230,15 @@ class ModelSuite:
                                f"{self.name}: NIAH {label} by masked heads (N = {n})", self.dir / f"niah_masking_{metric}.png")
         summary = {"samples": sum(len(c["samples"]) for c in cells), "matched_n": n,
                    "dynamic_masked_per_step": statistics.fmean(masked) if masked else None,
+                   "dynamic_masked_per_masked_step": statistics.fmean(positive) if positive else None,
                    **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}}
+        static = self.lm.static()
         text = [f"# {self.name}: NIAH masking ablation (paper Figure 2)\n",
-                f"N = {n} static / random heads masked at every step (calibrated mean of masked dynamic heads "
-                f"per step: {fmt(self.lm.static().masked_per_step, 2)}); on this grid the dynamic condition masked "
-                f"{fmt(summary['dynamic_masked_per_step'], 2)} heads per step on average.\n"]
+                f"N = {n} static / random heads masked at every step. N is the calibration's mean number of dynamic "
+                f"heads masked per step that masked any ({fmt(static.masked_per_masked_step, 2)}; over all steps "
+                f"{fmt(static.masked_per_step, 2)}). On this grid the dynamic condition masked "
+                f"{fmt(summary['dynamic_masked_per_masked_step'], 2)} heads per masking step "
+                f"({fmt(summary['dynamic_masked_per_step'], 2)} over all steps).\n"]
         text.append(markdown(["condition", "acc", "ROUGE-L"],
                              [[titles[c], summary[f"acc_{c}"], summary[f"rouge_l_{c}"]] for c in CONDITIONS]))
         for c in CONDITIONS:
@@ -276,6 +283,26 @@ class ModelSuite:
 
 
 # ------------------------------------------------------------------------------------------ tables
+def collect_rows(out: Path) -> list[dict[str, Any]]:
+    """One row per model folder under ``out``, from the stage result files present there.
+
+    Tables are rebuilt from files, not from this run's memory, so running one stage later keeps the
+    other stages' columns; a stage never run for a model shows as ``—``.
+    """
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if (p / "calibration.json").is_file()):
+        def load(name: str) -> Any:
+            path = folder / name
+            return json.loads(path.read_text()) if path.is_file() else None
+
+        calibration = load("calibration.json")
+        niah = load("niah_masking.json")
+        rows.append({"model": calibration.get("model", folder.name), "total_heads": calibration.get("total_heads"),
+                     "calibration": calibration, "niah": niah["summary"] if niah else None,
+                     "dynamism": load("dynamism.json"), "progressive": load("progressive.json")})
+    return rows
+
+
 def table1(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
@@ -402,23 +429,17 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-cell runs would repeat the same notices
 
-    rows = []
     start = time.time()
     for model_name in models:
         t0 = time.time()
         suite = ModelSuite(model_name, profile_for(model_name, args), out, args, tqdm)
-        row: dict[str, Any] = {"model": model_name, "total_heads": suite.total_heads}
-        row["calibration"] = suite.calibrate()  # every other stage needs it (cached after the first run)
-        if "niah" in stages:
-            row["niah"] = suite.niah()
-        if "dynamism" in stages:
-            row["dynamism"] = suite.dynamism()
-        if "progressive" in stages:
-            row["progressive"] = suite.progressive()
-        row["seconds"] = round(time.time() - t0, 1)
-        rows.append(row)
-        print(f"run_suite: {model_name} done in {row['seconds']:.0f} s")
+        suite.calibrate()  # every other stage needs it (cached after the first run)
+        for stage in ("niah", "dynamism", "progressive"):
+            if stage in stages:
+                getattr(suite, stage)()
+        print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s")
         del suite
+    rows = collect_rows(out)
     board = leaderboard(rows)
     write_atomic(out / "leaderboard.md", leaderboard_markdown(board))
     write_atomic(out / "leaderboard.csv", to_csv(board))
@@ -426,10 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(out / "table1.md", table1(rows))
     write_atomic(out / "table5.md", table5(rows))
     write_atomic(out / "figure3.md", figure3_table(rows))
-    write_atomic(out / "suite.json", json.dumps(rows, indent=1))
     print(leaderboard_markdown(board))
-    if "dynamism" in stages:
-        print(table1(rows).split("\nFor reference")[0])
+    print(table1(rows).split("\nFor reference")[0])
     print(f"run_suite: done in {time.time() - start:.0f} s; results in {out.resolve()}")
     return 0
 

@@ -34,7 +34,8 @@ Conventions (these define the numbers reported in the README):
   static ranking sorts every head of the model by this rate, descending, ties by ``(layer, head)``
   ascending; never-active heads score 0.0.
 * Matched head count (Appendix A.1): the number ``N`` of static / random heads to mask is the mean
-  number of dynamic heads masked per step, rounded half up (``floor(mean + 0.5)``).
+  number of dynamic heads masked per step, over the steps that masked at least one head, rounded
+  half up (``floor(mean + 0.5)``); 0 when no step masked anything.
 * Compensation (Appendix A.2): ``E_t = H'_t − H_t`` (heads active after masking that were not active
   before); the per-sample peak static compensation is ``m_s = max_t |E_t ∩ S|`` (0 for no step).
 
@@ -228,15 +229,21 @@ def rank_static_heads(
 
 
 def matched_head_count(masked_counts: Sequence[int]) -> int:
-    """``N`` = mean number of heads masked per step, rounded half up (Appendix A.1).
+    """``N`` = mean size of the masked dynamic sets, over the steps that masked any head, rounded half up.
 
-    The paper masks as many static / random heads as dynamic heads were masked on average.
+    The paper masks as many static / random heads as dynamic heads were masked on average
+    (Appendix A.1). Steps with nothing to mask are left out of that average: once the copying heads
+    are masked, a model often stops copying and later steps have no retrieval head at all (the
+    deflation Appendix A.2 describes), so an all-steps mean would measure how early generation
+    derailed rather than how many heads a masking removes. 0 when no step masked anything;
     ``ValueError`` for an empty sequence.
     """
     if len(masked_counts) == 0:
         raise ValueError("dynheads: matched_head_count needs at least one per-step masked-head count")
-    mean = statistics.fmean(masked_counts)
-    return int(math.floor(mean + 0.5))
+    masked = [c for c in masked_counts if c > 0]
+    if not masked:
+        return 0
+    return int(math.floor(statistics.fmean(masked) + 0.5))
 
 
 def compensated_heads(before: Iterable[Head], after: Iterable[Head]) -> set[Head]:

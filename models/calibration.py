@@ -10,7 +10,8 @@ Each calibration prompt is decoded twice after one shared prefill:
 * ``none``    -- each head's score is its Eq. 1 activation rate over all calibration steps
   (:func:`dynheads.metrics.dynamism.rank_static_heads`); the ranking lists every head;
 * ``dynamic`` -- the number of heads masked per step gives N, the count of static / random heads to
-  mask so that the three ablation conditions remove equally many heads (Appendix A.1).
+  mask so that the three ablation conditions remove equally many heads (Appendix A.1): the mean over
+  the steps that masked any head (see :func:`dynheads.metrics.dynamism.matched_head_count`).
 
 The result is a JSON file in the user cache, one per (model, dtype, calibration setting), written
 atomically and reused by later runs; ``static_heads=PATH`` accepts the same file (or a plain ranked
@@ -33,7 +34,7 @@ from .files import write_atomic
 from .loading import cache_root
 
 CALIBRATION_SEED = 1_000_003
-FORMAT = 1
+FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache key)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class CalibrationSetting:
 
     def key(self) -> str:
         """Short stable hash naming the cache file of this setting."""
-        blob = json.dumps(asdict(self), sort_keys=True)
+        blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -63,6 +64,7 @@ class StaticHeads:
     samples: int
     steps: int
     masked_per_step: float | None = None
+    masked_per_masked_step: float | None = None
     matched_n: int | None = None
     path: Path | None = field(default=None, compare=False)
 
@@ -73,7 +75,8 @@ class StaticHeads:
     def to_json(self) -> str:
         return json.dumps({
             "format": FORMAT, "model": self.model, "setting": asdict(self.setting), "samples": self.samples,
-            "steps": self.steps, "masked_per_step": self.masked_per_step, "matched_n": self.matched_n,
+            "steps": self.steps, "masked_per_step": self.masked_per_step,
+            "masked_per_masked_step": self.masked_per_masked_step, "matched_n": self.matched_n,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "heads": [[layer, head, score] for layer, head, score in self.ranking],
         }, indent=1)
@@ -106,7 +109,8 @@ def load_static_heads(path: str | os.PathLike) -> StaticHeads:
         raise bad(f"has matched_n={matched!r}, which is not a head count")
     return StaticHeads(model=str(meta.get("model", "?")), setting=setting, ranking=ranking,
                        samples=int(meta.get("samples", 0)), steps=int(meta.get("steps", 0)),
-                       masked_per_step=meta.get("masked_per_step"), matched_n=matched, path=Path(path))
+                       masked_per_step=meta.get("masked_per_step"),
+                       masked_per_masked_step=meta.get("masked_per_masked_step"), matched_n=matched, path=Path(path))
 
 
 def cache_path(model_id: str, setting: CalibrationSetting) -> Path:
@@ -143,8 +147,11 @@ def calibrate(
     engine = lm.engine
     ranking = rank_static_heads(plain_steps, engine.num_layers, engine.num_heads)
     mean_masked = sum(masked_counts) / len(masked_counts) if masked_counts else None
+    positive = [c for c in masked_counts if c > 0]
+    mean_positive = sum(positive) / len(positive) if positive else None
     return StaticHeads(model=model_id, setting=setting, ranking=ranking, samples=len(docs),
                        steps=sum(len(s) for s in plain_steps), masked_per_step=mean_masked,
+                       masked_per_masked_step=mean_positive,
                        matched_n=matched_head_count(masked_counts) if masked_counts else None)
 
 

@@ -68,7 +68,8 @@ def test_calibration_writes_the_cache_file(lm, static, cache_dir):
     for s in scores:  # an activation rate: (steps where active) / steps
         assert abs(s * steps - round(s * steps)) < 1e-9
     assert isinstance(data["matched_n"], int) and not isinstance(data["matched_n"], bool)
-    assert data["matched_n"] == math.floor(data["masked_per_step"] + 0.5)
+    assert data["masked_per_masked_step"] >= data["masked_per_step"] > 0
+    assert data["matched_n"] == math.floor(data["masked_per_masked_step"] + 0.5)  # steps that masked something
     assert static.heads == heads
     assert static.matched_n == data["matched_n"]
     assert lm.matched_count() == data["matched_n"]
@@ -90,6 +91,8 @@ def test_calibration_ranking_recomputed_independently(lm, static):
     dynamic = lm.engine.generate(ids, 64, needle_indices=needle, mask="dynamic", eos_token_ids=lm.eos_ids())
     masked = [len(s.gated) for s in dynamic.steps]
     assert static.masked_per_step == pytest.approx(sum(masked) / len(masked), abs=1e-12)
+    positive = [m for m in masked if m]
+    assert static.masked_per_masked_step == pytest.approx(sum(positive) / len(positive), abs=1e-12)
 
 
 def test_second_load_reuses_the_file(lm, static, monkeypatch):

@@ -221,8 +221,10 @@ def test_rank_static_heads_errors():
         ([2, 3], 3),  # 2.5 -> 3, where banker's rounding would give 2
         ([1, 2, 2], 2),  # 1.667 -> 2
         ([2, 2, 3], 2),  # 2.333 -> 2, not the ceiling
-        ([0, 0], 0),
+        ([0, 0], 0),  # nothing was ever masked
         ([7], 7),
+        ([0, 3, 0, 4, 0], 4),  # steps without masking are left out: mean of 3 and 4 = 3.5 -> 4
+        ([0, 0, 0, 1], 1),  # not 0.25 -> 0
     ],
 )
 def test_matched_head_count(counts, expected):

@@ -42,8 +42,8 @@ def condition_heatmaps(
     plt = _pyplot()
     lengths = sorted({int(c["length"]) for _, cells in panels for c in cells})
     depths = sorted({float(c["depth"]) for _, cells in panels for c in cells})
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 * len(lengths) * len(panels) + 2.5, 0.55 * len(depths) + 2),
-                             squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 * len(lengths) * len(panels) + 2.5, 0.55 * len(depths) + 2.2),
+                             squeeze=False, sharey=True, layout="constrained")
     image = None
     for ax, (name, cells) in zip(axes[0], panels):
         grid = np.full((len(depths), len(lengths)), np.nan)
@@ -60,7 +60,7 @@ def condition_heatmaps(
     axes[0][0].set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
     axes[0][0].set_ylabel("needle depth")
     fig.suptitle(title)
-    fig.colorbar(image, ax=list(axes[0]), label=metric, shrink=0.8)
+    fig.colorbar(image, ax=list(axes[0]), label=metric, shrink=0.9, fraction=0.03, pad=0.02)
     _save(fig, path)
     plt.close(fig)
 
