@@ -56,7 +56,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {
         "grid": {"lengths": [500, 1000], "depths": [0.0, 1.0], "runs": 1},
-        "calibration": {"lengths": [500, 1000], "depths": [0.5], "runs": 1},
+        "calibration": {"lengths": [500, 1000], "depths": [0.0], "runs": 1},
         "progressive": {"length": 1000, "depths": [0.5], "runs": 1, "ks": [0, 1, 2, 5, 10, 20]},
     },
 }
@@ -197,7 +197,11 @@ class ModelSuite:
     # calibrate --------------------------------------------------------------------------------------
     def calibrate(self) -> dict[str, Any]:
         static = self.lm.static()
-        summary = {"model": self.name, "total_heads": self.total_heads, "file": str(static.path), "samples": static.samples, "steps": static.steps,
+        if not static.informative:
+            print(f"run_suite: warning: no head of {self.name} retrieved during calibration; static-head "
+                  "statistics are reported as absent (use a larger calibration grid)", file=sys.stderr)
+        summary = {"model": self.name, "total_heads": self.total_heads, "file": str(static.path),
+                   "informative": static.informative, "samples": static.samples, "steps": static.steps,
                    "masked_per_step": static.masked_per_step,
                    "masked_per_masked_step": static.masked_per_masked_step, "matched_n": static.matched_n,
                    "top20": [list(h) for h in static.heads[:20]], "setting": self.profile["calibration"]}
@@ -253,7 +257,9 @@ class ModelSuite:
         from dynheads.metrics.dynamism import summarise
 
         samples = [r["conditions"]["none"]["heads"] for c in self.grid() for r in c["samples"]]
-        stats = summarise(samples, self.total_heads, self.lm.static().heads)
+        static = self.lm.static()
+        # a calibration in which no head ever retrieved ranks heads by index only: no Jaccard then
+        stats = summarise(samples, self.total_heads, static.heads if static.informative else None)
         write_atomic(self.dir / "dynamism.json", json.dumps(stats, indent=1))
         return stats
 

@@ -72,6 +72,12 @@ class StaticHeads:
     def heads(self) -> list[Head]:
         return [(layer, head) for layer, head, _ in self.ranking]
 
+    @property
+    def informative(self) -> bool:
+        """False when no head was ever active in calibration: the ranking is then only index order,
+        and statistics against it (Jaccard with static heads) must be reported as absent."""
+        return any(score > 0 or score != score for _, _, score in self.ranking)  # NaN: a user list, no scores
+
     def to_json(self) -> str:
         return json.dumps({
             "format": FORMAT, "model": self.model, "setting": asdict(self.setting), "samples": self.samples,

@@ -247,7 +247,7 @@ class DynHeadsLM(HFLM):
         step_registry.remember(doc, {
             "steps": [[list(h) for h in s.heads] for s in gen.steps],
             "total_heads": self.engine.num_layers * self.engine.num_heads,
-            "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None else None,
+            "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None,
         })
 
     def _write_traces(self, task: str, doc_id: Any, gens: list[Generation], texts: list[str], needle: list[int] | None) -> None:
