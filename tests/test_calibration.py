@@ -49,7 +49,7 @@ def test_calibration_writes_the_cache_file(lm, static, cache_dir):
     path = cache_dir / "static_heads" / "smollm2_float32" / f"niah_{setting.key()}.json"
     assert static.path == path and path.is_file()
     data = json.loads(path.read_text())
-    assert data["format"] == 1
+    assert data["format"] == calibration.FORMAT == 2
     assert data["model"] == "smollm2@float32"
     assert data["setting"] == {"lengths": [300], "depths": [0.5], "runs": 1, "seed": CALIBRATION_SEED,
                                "max_new_tokens": 64, "haystack_file": None}
