@@ -20,3 +20,24 @@ def isolated_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DYNHEADS_CACHE", str(root))
         yield root / real.name
+
+
+class _NoChatTemplate:
+    """A tokenizer whose chat template is missing, delegating everything else to a real one."""
+
+    chat_template = None
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self._tokenizer.decode(*args, **kwargs)
+
+
+@pytest.fixture
+def without_chat_template():
+    """Wraps a tokenizer so that tasks must fall back to their plain-text prompt."""
+    return _NoChatTemplate

@@ -166,17 +166,8 @@ def test_haystack_file_is_repeated_to_length(tmp_path, tok):
     assert _context(doc).count("Grass is green.") > 10
 
 
-def test_plain_text_fallback_without_chat_template(tok):
-    class NoTemplate:
-        chat_template = None
-
-        def __call__(self, *args, **kwargs):
-            return tok(*args, **kwargs)
-
-        def decode(self, *args, **kwargs):
-            return tok.decode(*args, **kwargs)
-
-    (doc,) = H.build_docs(NoTemplate(), [200], [0.5], 1, seed=0)
+def test_plain_text_fallback_without_chat_template(tok, without_chat_template):
+    (doc,) = H.build_docs(without_chat_template(tok), [200], [0.5], 1, seed=0)
     assert doc["input"].startswith("System: " + H.SYSTEM_PROMPT + "\n\nUser: Context:\n")
     assert doc["input"].endswith("repeat your findings.\n\nAssistant:")
     s, e = doc["needle_char_span"]

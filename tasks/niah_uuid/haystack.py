@@ -46,6 +46,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from dynheads.tasks.common import render_dialogue
+
 NEEDLE_TEMPLATE = "The magic word is {uuid}."
 QUESTION = "What is the magic word?"
 SYSTEM_PROMPT = "You are a helpful AI bot that answers questions for a user. Keep your response short and direct."
@@ -129,15 +131,7 @@ def make_uuid(seed: int, length: int, depth: float, run: int) -> str:
 
 def render_prompt(tokenizer: Any, context: str, question: str = QUESTION) -> str:
     """The paper's NIAH dialogue with ``context``, rendered for ``tokenizer`` (see module docstring)."""
-    user = USER_TEMPLATE.format(context=context, question=question)
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # jinja2 TemplateError from templates that allow no system turn
-            merged = [{"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{user}"}]
-            return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    return f"System: {SYSTEM_PROMPT}\n\nUser: {user}\n\nAssistant:"
+    return render_dialogue(tokenizer, SYSTEM_PROMPT, USER_TEMPLATE.format(context=context, question=question))
 
 
 @dataclass

@@ -48,11 +48,11 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from dynheads.metrics.text import contains_exact, rouge_l
 from dynheads.models import step_registry
+from dynheads.tasks.common import tokenizer_from_spec
 from dynheads.tasks.niah_uuid.haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
@@ -158,19 +158,8 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> NiahConfig:
     return NiahConfig(_dedupe(lengths), _dedupe(depths), runs, seed, haystack_file or None, tokenizer)
 
 
-@lru_cache(maxsize=4)
-def _load_tokenizer(name: str | None):
-    from dynheads.models.loading import load_tokenizer
-
-    return load_tokenizer(name)
-
-
 def _tokenizer(spec: Any):
-    if spec is None or isinstance(spec, str):
-        return _load_tokenizer(spec)
-    if callable(spec) and hasattr(spec, "decode"):
-        return spec
-    raise ValueError(f"niah_uuid: metadata 'tokenizer'/'pretrained' = {spec!r} is neither a name/path nor a tokenizer")
+    return tokenizer_from_spec(spec, "niah_uuid")
 
 
 def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:

@@ -1,0 +1,43 @@
+"""Helpers shared by the suite's lm-eval tasks: the model's tokenizer from metadata, chat rendering.
+
+Why shared: every task renders its prompt through the evaluated model's own chat template (so a
+score difference between tasks or models is never a template accident) and resolves that tokenizer
+from the same metadata keys (``tokenizer``, else ``pretrained``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(name: str | None):
+    from dynheads.models.loading import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def tokenizer_from_spec(spec: Any, task: str):
+    """A tokenizer from a name/path (``None`` = embedded SmolLM2) or a tokenizer object, cached."""
+    if spec is None or isinstance(spec, str):
+        return _load_tokenizer(spec)
+    if callable(spec) and hasattr(spec, "decode"):
+        return spec
+    raise ValueError(f"{task}: metadata 'tokenizer'/'pretrained' = {spec!r} is neither a name/path nor a tokenizer")
+
+
+def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
+    """System + user turns through the tokenizer's chat template (generation prompt added).
+
+    Templates that refuse a system turn get it merged into the user turn; tokenizers without a chat
+    template get a plain ``System: / User: / Assistant:`` transcript.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # jinja2 TemplateError from templates that allow no system turn
+            merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
+            return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+    return f"System: {system}\n\nUser: {user}\n\nAssistant:"
