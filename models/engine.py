@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
 from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mask_to_heads
 from .attention import PROBE, install
 
@@ -68,6 +69,15 @@ class Condition:
         return cls(mask, tuple(gate_heads), top_k)
 
 
+@dataclass(frozen=True)
+class ReasoningScore:
+    """Settings of the Eq. 2 reasoning retrieval score (see :mod:`dynheads.metrics.reasoning`)."""
+
+    sink_tokens: int = DEFAULT_SINK_TOKENS
+    local_window: int = DEFAULT_LOCAL_WINDOW
+    threshold: float = DEFAULT_THRESHOLD
+
+
 @dataclass
 class Step:
     """One decode step.
@@ -83,6 +93,7 @@ class Step:
     ungated_token_id: int | None = None
     gated: list[Head] = field(default_factory=list)
     heads_after: list[Head] = field(default_factory=list)
+    scores: list[list[float]] | None = None  # Eq. 2 only: [layer][head] score of the first pass
 
 
 @dataclass
@@ -171,6 +182,8 @@ class TraceEngine:
         mask: str = "none",
         gate_heads: Iterable[Head] | None = None,
         top_k: int | None = None,
+        support_indices: Sequence[int] | None = None,
+        reasoning: ReasoningScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
     ) -> Generation:
@@ -180,6 +193,7 @@ class TraceEngine:
         """
         condition = Condition(mask, tuple(gate_heads or ()), top_k)
         return self.generate_many(prompt_ids, max_new_tokens, [condition], needle_indices=needle_indices,
+                                  support_indices=support_indices, reasoning=reasoning,
                                   eos_token_ids=eos_token_ids, stop=stop)[0]
 
     @torch.inference_mode()
@@ -190,6 +204,8 @@ class TraceEngine:
         conditions: Sequence[Condition],
         *,
         needle_indices: Sequence[int] | None = None,
+        support_indices: Sequence[int] | None = None,
+        reasoning: ReasoningScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
     ) -> list[Generation]:
@@ -211,17 +227,23 @@ class TraceEngine:
                 f"dynheads: prompt of {n} tokens + {max_new_tokens} new tokens exceeds this model's "
                 f"{self.max_positions} positions; use a shorter context (smaller task length) or fewer new tokens"
             )
-        traced = needle_indices is not None
+        if needle_indices is not None and support_indices is not None:
+            raise DecodingError("dynheads: give needle_indices (Eq. 1) or support_indices (Eq. 2), not both")
+        target = needle_indices if support_indices is None else support_indices
+        what = "needle" if support_indices is None else "supporting-fact"
+        traced = target is not None
         if traced:
-            bad = [i for i in needle_indices if not 0 <= i < n]
-            if bad or not needle_indices:
+            bad = [i for i in target if not 0 <= i < n]
+            if bad or not target:
                 raise DecodingError(
-                    f"dynheads: needle token indices {bad or '[]'} are outside the {n}-token prompt; "
-                    "the needle was lost (truncated?) -- shorten the context or raise max_length"
+                    f"dynheads: {what} token indices {bad or '[]'} are outside the {n}-token prompt; "
+                    f"the {'needle was' if what == 'needle' else 'supporting facts were'} lost (truncated?) -- "
+                    "shorten the context or raise max_length"
                 )
+        scoring = (reasoning or ReasoningScore()) if support_indices is not None else None
         for condition in conditions:
             if condition.mask == "dynamic" and not traced:
-                raise DecodingError("dynheads: mask=dynamic needs the needle token indices to find each step's heads")
+                raise DecodingError("dynheads: mask=dynamic needs needle or supporting-fact token indices to find each step's heads")
             self.gate_mask(condition.gate_heads)  # validates indices before any compute
 
         device = self.device
@@ -229,7 +251,7 @@ class TraceEngine:
         seq[0, :n] = torch.tensor(prompt_ids, device=device)
         needle = torch.zeros_like(seq, dtype=torch.bool)
         if traced:
-            needle[0, list(needle_indices)] = True
+            needle[0, list(target)] = True
         prefilled = self._new_cache()
         if n > 1:
             self._forward(seq[:, : n - 1], prefilled, record=False, keep={})
@@ -238,16 +260,26 @@ class TraceEngine:
         for i, condition in enumerate(conditions):
             cache = prefilled if i == len(conditions) - 1 else copy.deepcopy(prefilled)
             steps = self._decode(cache, seq.clone(), needle if traced else None, n, max_new_tokens, condition,
-                                 set(eos_token_ids), stop)
+                                 set(eos_token_ids), stop, scoring)
             generations.append(Generation(prompt_ids=prompt_ids, steps=steps, condition=condition.name))
         return generations
 
-    def _eq1(self, seq: torch.Tensor, needle: torch.Tensor, pos: int, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eq. 1 mask ``[layers, heads]`` of the pass just run, and each head's peak attention probability."""
+    def _detect(
+        self, seq: torch.Tensor, target: torch.Tensor, pos: int, token: torch.Tensor, scoring: ReasoningScore | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Retrieval heads ``[layers, heads]`` of the pass just run, and each head's strength.
+
+        Eq. 1 (``scoring`` None): copy-paste heads; strength = peak attention probability (the weight
+        on the copied token for a retrieval head). Eq. 2: heads whose reasoning score exceeds the
+        threshold; strength = the score.
+        """
         rows = [PROBE.rows[layer] for layer in range(self.num_layers)]
         PROBE.rows = {}
+        if scoring is not None:
+            scores = reasoning_scores(rows, pos + 1, target[:, : pos + 1], scoring.sink_tokens, scoring.local_window)[0]
+            return scores > scoring.threshold, scores
         positions = argmax_key_positions(rows, pos + 1)
-        hit = copy_paste_mask(positions, seq[:, : pos + 1], needle[:, : pos + 1], token)[0]
+        hit = copy_paste_mask(positions, seq[:, : pos + 1], target[:, : pos + 1], token)[0]
         peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1)[0]
         return hit, peak
 
@@ -261,6 +293,7 @@ class TraceEngine:
         condition: Condition,
         eos: set[int],
         stop: Callable[[list[int]], bool] | None,
+        scoring: ReasoningScore | None = None,
     ) -> list[Step]:
         traced = needle is not None
         fixed_heads = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
@@ -274,12 +307,14 @@ class TraceEngine:
             logits = self._forward(current, cache, record=traced, keep=fixed_keep)
             token = logits.argmax(dim=-1)
             if traced:
-                hit, peak = self._eq1(seq, needle, pos, token)
+                hit, peak = self._detect(seq, needle, pos, token, scoring)
                 step.heads = mask_to_heads(hit)
+                if scoring is not None:
+                    step.scores = [[round(float(v), 5) for v in row] for row in peak.tolist()]
                 if condition.mask == "dynamic" and step.heads:
                     gate = hit
                     if condition.top_k is not None and len(step.heads) > condition.top_k:
-                        # keep the k heads attending most strongly to the copied token (Appendix A.2)
+                        # keep the k strongest heads: most attention on the copied token (Appendix A.2), or highest Eq. 2 score
                         scores = torch.where(hit, peak, torch.full_like(peak, -1.0)).flatten()
                         chosen = torch.topk(scores, condition.top_k).indices
                         gate = torch.zeros_like(hit).flatten()
@@ -291,7 +326,7 @@ class TraceEngine:
                         cache.crop(-1)
                         logits = self._forward(current, cache, record=True, keep=self._keep_from_mask(gate))
                         token = logits.argmax(dim=-1)
-                        step.heads_after = mask_to_heads(self._eq1(seq, needle, pos, token)[0])
+                        step.heads_after = mask_to_heads(self._detect(seq, needle, pos, token, scoring)[0])
             step.token_id = int(token.item())
             cache.crop(0)
             steps.append(step)

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
 from .calibration import CalibrationSetting, StaticHeads, load_or_calibrate, load_static_heads
-from .engine import Condition, DecodingError, Generation, TraceEngine
+from .engine import Condition, DecodingError, Generation, ReasoningScore, TraceEngine
 from .loading import resolve_pretrained
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
@@ -87,10 +87,21 @@ class DynHeadsLM(HFLM):
         calib_runs: int | None = None,
         trace_dir: str | None = None,
         seed: int = 0,
+        sink_tokens: int | None = None,
+        local_window: int | None = None,
+        reasoning_threshold: float | None = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.seed = seed
+        base = ReasoningScore()
+        self.reasoning = ReasoningScore(
+            sink_tokens=int(sink_tokens) if sink_tokens is not None else base.sink_tokens,
+            local_window=int(local_window) if local_window is not None else base.local_window,
+            threshold=float(reasoning_threshold) if reasoning_threshold is not None else base.threshold,
+        )
+        if self.reasoning.sink_tokens < 0 or self.reasoning.local_window < 0 or not 0 <= self.reasoning.threshold <= 1:
+            raise ValueError("dynheads: sink_tokens and local_window must be >= 0 and reasoning_threshold in [0, 1], e.g. sink_tokens=4,local_window=32,reasoning_threshold=0.5")
         self.pretrained_name = pretrained or "smollm2"
         static_heads = "auto" if static_heads in (None, "", "auto") else str(static_heads)
         if static_heads not in ("auto", "off") and not Path(static_heads).is_file():
@@ -212,14 +223,28 @@ class DynHeadsLM(HFLM):
         start = context.find(needle)
         if start < 0:
             raise DecodingError("dynheads: the needle text does not occur in the context the model receives; check the task's doc_to_text")
-        full = span_token_indices(offsets, start, start + len(needle))
+        return self._after_truncation(span_token_indices(offsets, start, start + len(needle)), kept_from,
+                                      "the needle was", "use a shorter task length")
+
+    def _after_truncation(self, full: list[int], kept_from: int, what: str, fix: str) -> list[int]:
+        """Token indices shifted past a left truncation; an error if truncation cut any of them."""
         indices = [i - kept_from for i in full if i >= kept_from]
         if len(indices) != len(full):
             raise DecodingError(
-                f"dynheads: the needle was lost in truncation (context cut to max_length={self.max_length}); "
-                "raise max_length or use a shorter task length"
+                f"dynheads: {what} lost in truncation (context cut to max_length={self.max_length}); raise max_length or {fix}"
             )
         return indices
+
+    def _support_indices(self, context: str, doc: dict | None, offsets: list[tuple[int, int]], kept_from: int) -> list[int] | None:
+        """Token indices of every supporting-fact sentence (``doc["support_char_spans"]``, in ``doc["input"]``)."""
+        spans = (doc or {}).get("support_char_spans")
+        if not spans:
+            return None
+        base = context.find(doc.get("input", ""))
+        if base < 0 or not doc.get("input"):
+            raise DecodingError("dynheads: the document's input does not occur in the context the model receives; do not add --apply_chat_template to tasks that render their own prompt")
+        full = sorted({i for start, end in spans for i in span_token_indices(offsets, base + start, base + end)})
+        return self._after_truncation(full, kept_from, "supporting facts were", "use shorter examples")
 
     def encode_with_needle(self, context: str, needle: str) -> tuple[list[int], list[int]]:
         """Token ids of ``context`` (as lm-eval encodes it) and the indices of the tokens of ``needle``."""
@@ -241,16 +266,21 @@ class DynHeadsLM(HFLM):
                 "evaluate with another seed (e.g. --metadata '{\"seed\": 0}') so calibration and evaluation stay disjoint"
             )
 
-    def _remember_heads(self, doc: dict, gen: Generation) -> None:
-        """Hand the first condition's per-step heads to the task's ``process_results``."""
-        static = self.static()
+    def _remember_heads(self, doc: dict, gen: Generation, with_static: bool) -> None:
+        """Hand the first condition's per-step heads to the task's ``process_results``.
+
+        The static ranking (NIAH calibration, Eq. 1) is attached only for Eq. 1 traces; Eq. 2 heads
+        are not comparable with it, so their Jaccard-with-static metrics stay absent.
+        """
+        static = self.static() if with_static else None
         step_registry.remember(doc, {
             "steps": [[list(h) for h in s.heads] for s in gen.steps],
             "total_heads": self.engine.num_layers * self.engine.num_heads,
             "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None,
         })
 
-    def _write_traces(self, task: str, doc_id: Any, gens: list[Generation], texts: list[str], needle: list[int] | None) -> None:
+    def _write_traces(self, task: str, doc_id: Any, gens: list[Generation], texts: list[str], needle: list[int] | None,
+                      support: list[int] | None = None) -> None:
         assert self.trace_dir is not None
         self.trace_dir.mkdir(parents=True, exist_ok=True)
         lines = []
@@ -262,9 +292,15 @@ class DynHeadsLM(HFLM):
                     step["gated"] = [list(h) for h in s.gated]
                 if s.heads_after or s.ungated_token_id is not None:
                     step["heads_after"] = [list(h) for h in s.heads_after]
+                if s.scores is not None:
+                    step["scores"] = s.scores
                 steps.append(step)
             record = {"task": task, "doc_id": doc_id, "mask": gen.condition, "response": text,
                       "input_ids": gen.prompt_ids, "needle_token_indices": needle or [], "steps": steps}
+            if support is not None:
+                record["support_token_indices"] = support
+                record["reasoning"] = {"sink_tokens": self.reasoning.sink_tokens, "local_window": self.reasoning.local_window,
+                                       "threshold": self.reasoning.threshold}
             lines.append(json.dumps(record, separators=(",", ":")) + "\n")
         # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:
@@ -290,6 +326,7 @@ class DynHeadsLM(HFLM):
                 kept_from = len(ids) - (self.max_length - max_gen)  # left truncation, as HFLM does
             doc = getattr(req, "doc", None)
             needle = self._needle_indices(context, doc, offsets, kept_from)
+            support = self._support_indices(context, doc, offsets, kept_from) if needle is None else None
             if needle is not None:
                 self._check_seed(doc)
             ids = ids[kept_from:]
@@ -302,14 +339,14 @@ class DynHeadsLM(HFLM):
             doc_id = getattr(req, "doc_id", None)
             sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
             conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key), c.top_k) for c in self.conditions]
-            gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle,
-                                             eos_token_ids=eos_ids, stop=stop)
+            gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
+                                             reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop)
             texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
                      for g in gens]
-            if needle is not None and isinstance(doc, dict):
-                self._remember_heads(doc, gens[0])
+            if (needle is not None or support is not None) and isinstance(doc, dict):
+                self._remember_heads(doc, gens[0], with_static=needle is not None)
             if self.trace_dir is not None:
-                self._write_traces(task, doc_id, gens, texts, needle)
+                self._write_traces(task, doc_id, gens, texts, needle, support)
             results.append(texts[0])
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[0])
         return results

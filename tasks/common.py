@@ -8,7 +8,12 @@ from the same metadata keys (``tokenizer``, else ``pretrained``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping
+
+from dynheads.models import step_registry
+
+HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
+HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
 
 
 @lru_cache(maxsize=4)
@@ -41,3 +46,17 @@ def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
             merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
             return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
     return f"System: {system}\n\nUser: {user}\n\nAssistant:"
+
+
+def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-sample values of the head statistics, when the ``dynheads`` model traced this document.
+
+    Each metric receives the same value, ``{"steps", "total_heads", "static"}``; its corpus-level
+    aggregation in the YAML (:mod:`dynheads.metrics.dynamism` ``agg_*``) computes the statistic over all
+    steps of all samples. Without a trace (``--model hf``) the dict is empty, so the metrics are absent.
+    """
+    record = step_registry.take(doc)
+    if record is None:
+        return {}
+    names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
+    return {name: record for name in names}

@@ -413,7 +413,48 @@ def test_condition_parse_and_its_errors():
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(DecodingError, match="no mask condition given"):
         engine.generate_many([5, 6, 7], 2, [])
-    with pytest.raises(DecodingError, match="mask=dynamic needs the needle token indices"):
+    with pytest.raises(DecodingError, match="mask=dynamic needs needle or supporting-fact token indices"):
         engine.generate_many([5, 6, 7], 2, ["none", "dynamic:2"])
     with pytest.raises(DecodingError, match=r"head \(0, 4\) does not exist"):
         engine.generate_many([5, 6, 7], 2, [Condition("none"), Condition("random", ((0, 4),))])
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])
+def test_reasoning_scores_match_eager_recomputation(arch):
+    """Eq. 2 mode: every step's scores and heads equal those computed from a full eager forward."""
+    from dynheads.metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
+    from dynheads.models.engine import ReasoningScore
+
+    model = tiny_model(arch)
+    ids = _prompt(seed=11)
+    support = list(range(6, 13))
+    spec = ReasoningScore(sink_tokens=2, local_window=4, threshold=0.2)
+    gen = TraceEngine(model).generate(ids, 8, support_indices=support, reasoning=spec)
+    seq = list(ids)
+    fired = 0
+    for step in gen.steps:
+        expected = reasoning_scores_for_sequence(_eager_last_rows(model, seq), len(seq), support, 2, 4)
+        assert torch.allclose(torch.tensor(step.scores), expected, atol=1e-4)
+        assert step.heads == reasoning_heads(torch.tensor(step.scores), 0.2)
+        fired += len(step.heads)
+        seq.append(step.token_id)
+    assert fired > 0  # the threshold is low enough that the check is not vacuous
+
+
+def test_dynamic_mask_under_eq2_gates_the_reasoning_heads():
+    from dynheads.models.engine import ReasoningScore
+
+    engine = TraceEngine(tiny_model("llama"))
+    ids = _prompt(seed=11)
+    spec = ReasoningScore(sink_tokens=2, local_window=4, threshold=0.2)
+    kwargs = {"support_indices": list(range(6, 13)), "reasoning": spec}
+    none, dynamic, top1 = engine.generate_many(ids, 6, ["none", "dynamic", "dynamic:1"], **kwargs)
+    assert none.steps[0].heads == dynamic.steps[0].heads  # same first pass
+    assert all(s.gated == s.heads for s in dynamic.steps)
+    for step in top1.steps:
+        if step.heads:
+            scores = torch.tensor(step.scores)
+            (gated,) = step.gated
+            assert scores[gated].item() == max(scores[h].item() for h in step.heads)  # strongest head
+    with pytest.raises(DecodingError, match="not both"):
+        engine.generate(ids, 2, needle_indices=[3], support_indices=[4])

@@ -78,7 +78,7 @@ import re
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from dynheads.metrics.qa import exact_match_score, f1_score
-from dynheads.tasks.common import render_dialogue, tokenizer_from_spec
+from dynheads.tasks.common import head_metrics, render_dialogue, tokenizer_from_spec
 from dynheads.tasks.hotpotqa_sf.data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
 
 TASK = "hotpotqa_sf"
@@ -410,6 +410,10 @@ def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, float]:
-    """lm-eval ``process_results``: ``results[0]`` is the generated text."""
-    return score(results[0] if results else "", doc)
+def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any]:
+    """lm-eval ``process_results``: ``results[0]`` is the generated text.
+
+    Under ``--model dynheads`` the per-step Eq. 2 reasoning heads add the dynamism statistics
+    (:func:`dynheads.tasks.common.head_metrics`); under other models they are absent.
+    """
+    return {**score(results[0] if results else "", doc), **head_metrics(doc)}

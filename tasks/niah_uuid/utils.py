@@ -51,8 +51,7 @@ import math
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from dynheads.metrics.text import contains_exact, rouge_l
-from dynheads.models import step_registry
-from dynheads.tasks.common import tokenizer_from_spec
+from dynheads.tasks.common import head_metrics, tokenizer_from_spec
 from dynheads.tasks.niah_uuid.haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
@@ -61,8 +60,6 @@ DEFAULT_RUNS = 2
 DEFAULT_SEED = 0
 MIN_LENGTH = 64  # the needle alone is ~40 tokens
 METRICS = ("acc", "rouge_l")
-HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
-HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
 
 __all__ = [
     "NiahConfig",
@@ -188,20 +185,6 @@ def niah_uuid_dataset(**metadata: Any):
 def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
     """Both metrics for one response."""
     return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(response, doc["needle"])}
-
-
-def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-sample values of the head statistics, when the ``dynheads`` model traced this document.
-
-    Each metric receives the same value, ``{"steps", "total_heads", "static"}``; its corpus-level
-    aggregation in the YAML (:mod:`dynheads.metrics.dynamism` ``agg_*``) computes the statistic over all
-    steps of all samples. Without a trace (``--model hf``) the dict is empty, so the metrics are absent.
-    """
-    record = step_registry.take(doc)
-    if record is None:
-        return {}
-    names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
-    return {name: record for name in names}
 
 
 def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any]:
