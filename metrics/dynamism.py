@@ -66,6 +66,7 @@ __all__ = [
     "activation_rates",
     "rank_static_heads",
     "matched_head_count",
+    "rank_heads_by_mean_score",
     "compensated_heads",
     "peak_static_compensation",
     "summarise",
@@ -226,6 +227,28 @@ def rank_static_heads(
 
 
 # --------------------------------------------------------------------------- masking bookkeeping
+
+
+def rank_heads_by_mean_score(
+    step_scores: Sequence[Sequence[Sequence[float]]], num_layers: int, num_heads: int
+) -> list[tuple[int, int, float]]:
+    """Every head as ``(layer, head, mean score)`` over all steps, descending, ties by ``(layer, head)``.
+
+    ``step_scores``: one ``[layer][head]`` matrix per step (e.g. the Eq. 2 scores of a trace). This is
+    the static ranking for continuous scores, as :func:`rank_static_heads` is for Eq. 1 sets.
+    """
+    if not step_scores:
+        raise ValueError("dynheads: rank_heads_by_mean_score needs at least one step of scores")
+    totals = [[0.0] * num_heads for _ in range(num_layers)]
+    for matrix in step_scores:
+        if len(matrix) != num_layers or any(len(row) != num_heads for row in matrix):
+            raise ValueError(f"dynheads: a step's score matrix is not {num_layers} x {num_heads}")
+        for layer, row in enumerate(matrix):
+            for head, value in enumerate(row):
+                totals[layer][head] += float(value)
+    n = len(step_scores)
+    ranked = [(layer, head, totals[layer][head] / n) for layer in range(num_layers) for head in range(num_heads)]
+    return sorted(ranked, key=lambda r: (-r[2], r[0], r[1]))
 
 
 def matched_head_count(masked_counts: Sequence[int]) -> int:

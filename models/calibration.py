@@ -26,9 +26,9 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
-from ..metrics.dynamism import matched_head_count, rank_static_heads
+from ..metrics.dynamism import matched_head_count, rank_heads_by_mean_score, rank_static_heads
 from ..metrics.retrieval import Head
 from .files import write_atomic
 from .loading import cache_root
@@ -40,6 +40,8 @@ FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache
 @dataclass(frozen=True)
 class CalibrationSetting:
     """Which NIAH samples calibrate the static heads (defaults sized for 2 CPU cores)."""
+
+    task: ClassVar[str] = "niah"
 
     lengths: tuple[int, ...] = (500, 1000, 1500, 2000)
     depths: tuple[float, ...] = (0.0, 0.5, 1.0)
@@ -54,12 +56,37 @@ class CalibrationSetting:
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+@dataclass(frozen=True)
+class ReasoningCalibrationSetting:
+    """Which HotpotQA *train* examples calibrate the static reasoning heads (Eq. 2).
+
+    Train examples keep the calibration disjoint from the dev examples that are evaluated. A head's
+    static score is its mean Eq. 2 score over all calibration steps (the issue's "top-N by mean Eq. 2
+    score"); N comes from the dynamic-masking pass as for NIAH.
+    """
+
+    task: ClassVar[str] = "hotpotqa"
+    n: int = 20
+    split: str = "train"
+    sink_tokens: int = 4
+    local_window: int = 32
+    threshold: float = 0.5
+    max_new_tokens: int = 32
+
+    def key(self) -> str:
+        blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+SETTINGS = {"niah": CalibrationSetting, "hotpotqa": ReasoningCalibrationSetting}
+
+
 @dataclass
 class StaticHeads:
-    """A calibration result: every head ranked by Eq. 1 activation rate, and the matched count N."""
+    """A calibration result: every head ranked by its static score, and the matched count N."""
 
     model: str
-    setting: CalibrationSetting
+    setting: CalibrationSetting | ReasoningCalibrationSetting
     ranking: list[tuple[int, int, float]]
     samples: int
     steps: int
@@ -80,7 +107,7 @@ class StaticHeads:
 
     def to_json(self) -> str:
         return json.dumps({
-            "format": FORMAT, "model": self.model, "setting": asdict(self.setting), "samples": self.samples,
+            "format": FORMAT, "task": self.setting.task, "model": self.model, "setting": asdict(self.setting), "samples": self.samples,
             "steps": self.steps, "masked_per_step": self.masked_per_step,
             "masked_per_masked_step": self.masked_per_masked_step, "matched_n": self.matched_n,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -107,9 +134,10 @@ def load_static_heads(path: str | os.PathLike) -> StaticHeads:
         score = r[2] if len(r) > 2 and isinstance(r[2], (int, float)) else float("nan")
         ranking.append((r[0], r[1], float(score)))
     meta = data if isinstance(data, dict) else {}
-    known = {f for f in CalibrationSetting.__dataclass_fields__}
+    kind = SETTINGS.get(meta.get("task", "niah"), CalibrationSetting)
+    known = {f for f in kind.__dataclass_fields__}
     raw = meta.get("setting", {}) if isinstance(meta.get("setting", {}), dict) else {}
-    setting = CalibrationSetting(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+    setting = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
     matched = meta.get("matched_n")
     if matched is not None and (isinstance(matched, bool) or not isinstance(matched, int) or matched < 0):
         raise bad(f"has matched_n={matched!r}, which is not a head count")
@@ -119,14 +147,47 @@ def load_static_heads(path: str | os.PathLike) -> StaticHeads:
                        masked_per_masked_step=meta.get("masked_per_masked_step"), matched_n=matched, path=Path(path))
 
 
-def cache_path(model_id: str, setting: CalibrationSetting) -> Path:
+def cache_path(model_id: str, setting: CalibrationSetting | ReasoningCalibrationSetting) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id.strip("/"))
-    return cache_root() / "static_heads" / safe / f"niah_{setting.key()}.json"
+    return cache_root() / "static_heads" / safe / f"{setting.task}_{setting.key()}.json"
+
+
+def _result(setting: Any, model_id: str, ranking: list, samples: int, steps: int, masked_counts: list[int]) -> StaticHeads:
+    mean_masked = sum(masked_counts) / len(masked_counts) if masked_counts else None
+    positive = [c for c in masked_counts if c > 0]
+    mean_positive = sum(positive) / len(positive) if positive else None
+    return StaticHeads(model=model_id, setting=setting, ranking=ranking, samples=samples, steps=steps,
+                       masked_per_step=mean_masked, masked_per_masked_step=mean_positive,
+                       matched_n=matched_head_count(masked_counts) if masked_counts else None)
+
+
+def calibrate_reasoning(lm: Any, setting: ReasoningCalibrationSetting, model_id: str, progress: Callable | None = None) -> StaticHeads:
+    """Eq. 2 calibration on HotpotQA train examples: heads ranked by mean reasoning score, and N."""
+    from ..tasks.hotpotqa_sf.utils import docs_from_metadata
+    from .engine import Condition, ReasoningScore
+
+    docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)
+    spec = ReasoningScore(setting.sink_tokens, setting.local_window, setting.threshold)
+    iterator = progress(docs, desc=f"calibrating static reasoning heads ({model_id})", unit="sample") if progress else docs
+    step_scores: list[list[list[float]]] = []
+    masked_counts: list[int] = []
+    for doc in iterator:
+        ids, offsets = lm._encode_with_offsets(doc["input"])
+        support = lm._support_indices(doc["input"], doc, offsets, 0)
+        none, dynamic = lm.engine.generate_many(
+            ids, setting.max_new_tokens, [Condition("none"), Condition("dynamic")], support_indices=support,
+            reasoning=spec, eos_token_ids=lm.eos_ids(),
+        )
+        step_scores.extend(step.scores for step in none.steps)
+        masked_counts.extend(len(step.gated) for step in dynamic.steps)
+    engine = lm.engine
+    ranking = rank_heads_by_mean_score(step_scores, engine.num_layers, engine.num_heads)
+    return _result(setting, model_id, ranking, len(docs), len(step_scores), masked_counts)
 
 
 def calibrate(
     lm: Any,
-    setting: CalibrationSetting,
+    setting: CalibrationSetting | ReasoningCalibrationSetting,
     model_id: str,
     progress: Callable | None = None,
 ) -> StaticHeads:
@@ -134,6 +195,8 @@ def calibrate(
 
     ``progress`` wraps the sample iterator (e.g. ``tqdm``); the caller decides about caching.
     """
+    if isinstance(setting, ReasoningCalibrationSetting):
+        return calibrate_reasoning(lm, setting, model_id, progress)
     from ..tasks.niah_uuid.utils import docs_from_metadata
     from .engine import Condition
 
@@ -152,16 +215,10 @@ def calibrate(
         masked_counts.extend(len(step.gated) for step in dynamic.steps)
     engine = lm.engine
     ranking = rank_static_heads(plain_steps, engine.num_layers, engine.num_heads)
-    mean_masked = sum(masked_counts) / len(masked_counts) if masked_counts else None
-    positive = [c for c in masked_counts if c > 0]
-    mean_positive = sum(positive) / len(positive) if positive else None
-    return StaticHeads(model=model_id, setting=setting, ranking=ranking, samples=len(docs),
-                       steps=sum(len(s) for s in plain_steps), masked_per_step=mean_masked,
-                       masked_per_masked_step=mean_positive,
-                       matched_n=matched_head_count(masked_counts) if masked_counts else None)
+    return _result(setting, model_id, ranking, len(docs), sum(len(s) for s in plain_steps), masked_counts)
 
 
-def load_or_calibrate(lm: Any, setting: CalibrationSetting, model_id: str, progress: Callable | None = None) -> StaticHeads:
+def load_or_calibrate(lm: Any, setting: CalibrationSetting | ReasoningCalibrationSetting, model_id: str, progress: Callable | None = None) -> StaticHeads:
     """The cached calibration of ``model_id`` under ``setting``, computing and caching it when missing."""
     path = cache_path(model_id, setting)
     if path.is_file():

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
-from .calibration import CalibrationSetting, StaticHeads, load_or_calibrate, load_static_heads
+from .calibration import CalibrationSetting, ReasoningCalibrationSetting, StaticHeads, load_or_calibrate, load_static_heads
 from .engine import Condition, DecodingError, Generation, ReasoningScore, TraceEngine
 from .loading import resolve_pretrained
 
@@ -85,6 +85,7 @@ class DynHeadsLM(HFLM):
         calib_lengths: str | int | None = None,
         calib_depths: str | float | None = None,
         calib_runs: int | None = None,
+        calib_examples: int | None = None,
         trace_dir: str | None = None,
         seed: int = 0,
         sink_tokens: int | None = None,
@@ -113,7 +114,10 @@ class DynHeadsLM(HFLM):
             depths=_number_list("calib_depths", calib_depths, float) if calib_depths is not None else defaults.depths,
             runs=int(calib_runs) if calib_runs is not None else defaults.runs,
         )
-        self._static: StaticHeads | None = None
+        self.calib_examples = int(calib_examples) if calib_examples is not None else ReasoningCalibrationSetting().n
+        if self.calib_examples < 1:
+            raise ValueError(f"dynheads: calib_examples={calib_examples!r} must be a positive number of HotpotQA train examples, e.g. calib_examples=20")
+        self._static: dict[str, StaticHeads] = {}
         self.conditions = self._parse_conditions(mask)  # validates before the (slow) model load
         self._check_heads(heads)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
@@ -169,27 +173,35 @@ class DynHeadsLM(HFLM):
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.heads_arg = heads
 
-    def static(self) -> StaticHeads | None:
-        """The static-head calibration of this model (loaded, or computed once and cached); None if off."""
-        if self._static is None and self.static_source != "off":
-            if self.static_source == "auto":
-                model_id = f"{self.pretrained_name}@{str(self.model.dtype).replace('torch.', '')}"
-                self._static = load_or_calibrate(self, self.calibration_setting, model_id, progress=tqdm)
-            else:
-                self._static = load_static_heads(self.static_source)
-            self.engine.gate_mask(self._static.heads)  # a ranking for another model fails here, clearly
-        return self._static
+    def static(self, kind: str = "niah") -> StaticHeads | None:
+        """The static-head calibration of this model (loaded, or computed once and cached); None if off.
 
-    def matched_count(self) -> int:
+        ``kind``: ``niah`` (Eq. 1 activation rate on NIAH) or ``hotpotqa`` (mean Eq. 2 score on HotpotQA
+        train examples, with this model's Eq. 2 settings). A ``static_heads=PATH`` file serves both.
+        """
+        if kind not in self._static and self.static_source != "off":
+            if self.static_source != "auto":
+                static = load_static_heads(self.static_source)
+            else:
+                model_id = f"{self.pretrained_name}@{str(self.model.dtype).replace('torch.', '')}"
+                r = self.reasoning
+                setting = self.calibration_setting if kind == "niah" else ReasoningCalibrationSetting(
+                    n=self.calib_examples, sink_tokens=r.sink_tokens, local_window=r.local_window, threshold=r.threshold)
+                static = load_or_calibrate(self, setting, model_id, progress=tqdm)
+            self.engine.gate_mask(static.heads)  # a ranking for another model fails here, clearly
+            self._static[kind] = static
+        return self._static.get(kind)
+
+    def matched_count(self, kind: str = "niah") -> int:
         """N for static/random: ``heads=N`` if given, else the calibration's matched count."""
         if isinstance(self.heads_arg, int):
             return self.heads_arg
-        static = self.static()
+        static = self.static(kind)
         if static is None or static.matched_n is None:
             raise ValueError("dynheads: no matched head count in the static-head file; give heads=N")
         return static.matched_n
 
-    def fixed_heads(self, condition: Condition, task: str, sample_key: Any) -> tuple[Head, ...]:
+    def fixed_heads(self, condition: Condition, task: str, sample_key: Any, kind: str = "niah") -> tuple[Head, ...]:
         """Heads gated at every step under a static or random condition (empty otherwise).
 
         Random heads are drawn per sample from ``(seed, task, sample_key)``: reproducible, and different
@@ -198,11 +210,11 @@ class DynHeadsLM(HFLM):
         if condition.mask == "static":
             if isinstance(self.heads_arg, str):
                 return tuple(parse_head_list(self.heads_arg))
-            static = self.static()
-            return tuple(static.heads[: self.matched_count()])
+            static = self.static(kind)
+            return tuple(static.heads[: self.matched_count(kind)])
         if condition.mask == "random":
             e = self.engine
-            return tuple(_random_heads(self.matched_count(), e.num_layers, e.num_heads, f"{self.seed}-{task}-{sample_key}"))
+            return tuple(_random_heads(self.matched_count(kind), e.num_layers, e.num_heads, f"{self.seed}-{task}-{sample_key}"))
         return ()
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -266,13 +278,11 @@ class DynHeadsLM(HFLM):
                 "evaluate with another seed (e.g. --metadata '{\"seed\": 0}') so calibration and evaluation stay disjoint"
             )
 
-    def _remember_heads(self, doc: dict, gen: Generation, with_static: bool) -> None:
-        """Hand the first condition's per-step heads to the task's ``process_results``.
-
-        The static ranking (NIAH calibration, Eq. 1) is attached only for Eq. 1 traces; Eq. 2 heads
-        are not comparable with it, so their Jaccard-with-static metrics stay absent.
-        """
-        static = self.static() if with_static else None
+    def _remember_heads(self, doc: dict, gen: Generation, kind: str) -> None:
+        """Hand the first condition's per-step heads to the task's ``process_results``, with the static
+        ranking of the same kind (Eq. 1 heads against the NIAH calibration, Eq. 2 heads against the
+        HotpotQA one)."""
+        static = self.static(kind)
         step_registry.remember(doc, {
             "steps": [[list(h) for h in s.heads] for s in gen.steps],
             "total_heads": self.engine.num_layers * self.engine.num_heads,
@@ -338,13 +348,14 @@ class DynHeadsLM(HFLM):
             task = getattr(req, "task_name", None) or "task"
             doc_id = getattr(req, "doc_id", None)
             sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
-            conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key), c.top_k) for c in self.conditions]
+            kind = "hotpotqa" if support is not None else "niah"
+            conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key, kind), c.top_k) for c in self.conditions]
             gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
                                              reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop)
             texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
                      for g in gens]
             if (needle is not None or support is not None) and isinstance(doc, dict):
-                self._remember_heads(doc, gens[0], with_static=needle is not None)
+                self._remember_heads(doc, gens[0], kind)
             if self.trace_dir is not None:
                 self._write_traces(task, doc_id, gens, texts, needle, support)
             results.append(texts[0])

@@ -104,7 +104,7 @@ def test_second_load_reuses_the_file(lm, static, monkeypatch):
 
     monkeypatch.setattr(calibration, "calibrate", no_calibration)
     saved = lm._static
-    lm._static = None
+    lm._static = {}
     try:
         again = lm.static()
     finally:
@@ -124,7 +124,7 @@ def _with_source(lm: DynHeadsLM, source: str, heads=None) -> DynHeadsLM:
     """The same loaded model with another static_heads source (no second model load)."""
     clone = copy.copy(lm)
     clone.static_source = source
-    clone._static = None
+    clone._static = {}
     clone.heads_arg = heads
     return clone
 

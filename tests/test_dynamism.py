@@ -380,3 +380,17 @@ def test_import_does_not_pull_torch_or_numpy(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_rank_heads_by_mean_score():
+    from dynheads.metrics.dynamism import rank_heads_by_mean_score
+
+    # 2 layers x 2 heads, two steps; means: (0,0) 0.3, (0,1) 0.5, (1,0) 0.5, (1,1) 0.0
+    steps = [[[0.2, 0.9], [0.4, 0.0]], [[0.4, 0.1], [0.6, 0.0]]]
+    ranked = rank_heads_by_mean_score(steps, 2, 2)
+    assert [(l, h) for l, h, _ in ranked] == [(0, 1), (1, 0), (0, 0), (1, 1)]  # tie at 0.5 by (layer, head)
+    assert [s for _, _, s in ranked] == pytest.approx([0.5, 0.5, 0.3, 0.0])
+    with pytest.raises(ValueError, match="not 2 x 2"):
+        rank_heads_by_mean_score([[[0.1, 0.2]]], 2, 2)
+    with pytest.raises(ValueError, match="at least one step"):
+        rank_heads_by_mean_score([], 2, 2)

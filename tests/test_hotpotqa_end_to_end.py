@@ -35,7 +35,7 @@ def test_em_f1_and_reasoning_statistics_are_reported(run):
         assert 0.0 <= results[key] <= 1.0
     for key in ("heads_per_step,none", "unique_heads,none", "head_entropy,none"):
         assert key in results
-    assert not any(key.startswith("jaccard_static") for key in results)  # no Eq. 2 static ranking yet: absent
+    assert not any(key.startswith("jaccard_static") for key in results)  # static_heads=off: absent, not 0
 
 
 def test_traces_carry_supporting_fact_tokens_and_eq2_scores(run):
@@ -54,3 +54,27 @@ def test_traces_carry_supporting_fact_tokens_and_eq2_scores(run):
             assert scores.shape == (30, 9) and bool(((scores >= 0) & (scores <= 1)).all())
             assert [list(h) for h in reasoning_heads(scores, 0.5)] == step["heads"]
         assert max(max(max(row) for row in step["scores"]) for step in rec["steps"]) > 0.1  # attention does reach the facts
+
+
+def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tmp_path):
+    """static_heads=auto on HotpotQA: a cached Eq. 2 calibration on train examples, then Jaccard columns."""
+    lm, _, _ = run
+    clone = DynHeadsLM.__new__(DynHeadsLM)
+    clone.__dict__.update(lm.__dict__)
+    clone.static_source, clone._static, clone.calib_examples = "auto", {}, 1
+    clone.configure(mask="none+static", trace_dir=tmp_path)
+    static = clone.static("hotpotqa")
+    data = json.loads(static.path.read_text())
+    assert static.path.name.startswith("hotpotqa_") and data["task"] == "hotpotqa"
+    assert data["setting"]["split"] == "train" and data["samples"] == 1
+    scores = [s for _, _, s in static.ranking]
+    assert len(static.ranking) == 270 and scores == sorted(scores, reverse=True) and 0 < scores[0] <= 1
+    assert static.matched_n is not None
+    manager = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=METADATA)
+    out = lm_eval.simple_evaluate(model=clone, tasks=["hotpotqa_sf"], task_manager=manager, limit=1)
+    results = out["results"]["hotpotqa_sf"]
+    assert 0.0 <= results["jaccard_static_20,none"] <= 1.0
+    masked = [json.loads(line) for line in (tmp_path / "hotpotqa_sf.jsonl").read_text().splitlines()][1]
+    assert masked["mask"] == "static"
+    top = [list(h) for h in static.heads[: static.matched_n]]
+    assert all(step["gated"] == sorted(top) for step in masked["steps"])
