@@ -78,3 +78,22 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     assert masked["mask"] == "static"
     top = [list(h) for h in static.heads[: static.matched_n]]
     assert all(step["gated"] == sorted(top) for step in masked["steps"])
+
+
+def test_figure5_from_a_real_trace(run, tmp_path):
+    """Figure 5 picks the heads whose Eq. 2 score varies most over the answer and draws them."""
+    import statistics
+
+    from dynheads.tasks.hotpotqa_sf import figures
+
+    _, _, records = run
+    record = records[0]
+    trace = tmp_path / "hotpotqa_sf.jsonl"
+    trace.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    out = tmp_path / "figure5.png"
+    assert figures.main([str(trace), "--doc", str(record["doc_id"]), "--out", str(out), "--heads", "5"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    chosen = figures.most_varying_heads([s["scores"] for s in record["steps"]], 5)
+    variance = {(l, h): statistics.pvariance([s["scores"][l][h] for s in record["steps"]]) for l in range(30) for h in range(9)}
+    assert min(variance[h] for h in chosen) >= max(v for h, v in variance.items() if h not in chosen)
+    assert figures.main([str(trace), "--doc", "99", "--out", str(out)]) == 2
