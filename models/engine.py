@@ -265,13 +265,15 @@ class TraceEngine:
         return generations
 
     def _detect(
-        self, seq: torch.Tensor, target: torch.Tensor, pos: int, token: torch.Tensor, scoring: ReasoningScore | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, seq: torch.Tensor, target: torch.Tensor, pos: int, token: torch.Tensor, scoring: ReasoningScore | None,
+        need_strength: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Retrieval heads ``[layers, heads]`` of the pass just run, and each head's strength.
 
         Eq. 1 (``scoring`` None): copy-paste heads; strength = peak attention probability (the weight
-        on the copied token for a retrieval head). Eq. 2: heads whose reasoning score exceeds the
-        threshold; strength = the score.
+        on the copied token for a retrieval head), computed only when ``need_strength`` (a top-k
+        selection), since this runs at every decode step. Eq. 2: heads whose reasoning score exceeds
+        the threshold; strength = the score.
         """
         rows = [PROBE.rows[layer] for layer in range(self.num_layers)]
         PROBE.rows = {}
@@ -280,7 +282,7 @@ class TraceEngine:
             return scores > scoring.threshold, scores
         positions = argmax_key_positions(rows, pos + 1)
         hit = copy_paste_mask(positions, seq[:, : pos + 1], target[:, : pos + 1], token)[0]
-        peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1)[0]
+        peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1)[0] if need_strength else None
         return hit, peak
 
     def _decode(
@@ -307,7 +309,7 @@ class TraceEngine:
             logits = self._forward(current, cache, record=traced, keep=fixed_keep)
             token = logits.argmax(dim=-1)
             if traced:
-                hit, peak = self._detect(seq, needle, pos, token, scoring)
+                hit, peak = self._detect(seq, needle, pos, token, scoring, need_strength=condition.top_k is not None)
                 step.heads = mask_to_heads(hit)
                 if scoring is not None:
                     step.scores = [[round(float(v), 5) for v in row] for row in peak.tolist()]

@@ -118,8 +118,7 @@ class DynHeadsLM(HFLM):
         if self.calib_examples < 1:
             raise ValueError(f"dynheads: calib_examples={calib_examples!r} must be a positive number of HotpotQA train examples, e.g. calib_examples=20")
         self._static: dict[str, StaticHeads] = {}
-        self.conditions = self._parse_conditions(mask)  # validates before the (slow) model load
-        self._check_heads(heads)
+        self._check_heads(self._parse_conditions(mask), heads)  # validates before the (slow) model load
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -140,8 +139,8 @@ class DynHeadsLM(HFLM):
         except DecodingError as exc:
             raise ValueError(str(exc)) from None
 
-    def _check_heads(self, heads: str | int | None) -> None:
-        masks = {c.mask for c in self.conditions}
+    def _check_heads(self, conditions: list[Condition], heads: str | int | None) -> None:
+        masks = {c.mask for c in conditions}
         if "static" in masks and "random" in masks and isinstance(heads, str):
             raise ValueError("dynheads: an explicit head list (heads=L:H+...) cannot serve static and random together; give heads=N or omit it")
         if "random" in masks and isinstance(heads, str):
@@ -162,13 +161,8 @@ class DynHeadsLM(HFLM):
             raise ValueError(f"dynheads: heads={heads} requested but the model has {total} heads")
         if isinstance(heads, str):
             self.engine.gate_mask(parse_head_list(heads))  # validates indices now, not mid-run
-        previous = self.conditions
+        self._check_heads(conditions, heads)
         self.conditions = conditions
-        try:
-            self._check_heads(heads)
-        except ValueError:
-            self.conditions = previous
-            raise
         self.mask_mode = conditions[0].name
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.heads_arg = heads

@@ -30,14 +30,15 @@ def raw_dev():
         return json.load(fh)
 
 
+def _header(rec: dict) -> dict:
+    """The scalar fields every layout shares (id renamed from the official ``_id``)."""
+    return {"id": rec["_id"], **{key: rec[key] for key in ("question", "answer", "type", "level")}}
+
+
 def to_hf(rec: dict) -> dict:
     """An official-layout record in the Hugging Face hotpot_qa (columnar) layout."""
     return {
-        "id": rec["_id"],
-        "question": rec["question"],
-        "answer": rec["answer"],
-        "type": rec["type"],
-        "level": rec["level"],
+        **_header(rec),
         "supporting_facts": {
             "title": [t for t, _ in rec["supporting_facts"]],
             "sent_id": [i for _, i in rec["supporting_facts"]],
@@ -52,11 +53,7 @@ def to_hf(rec: dict) -> dict:
 def expected_canonical(rec: dict) -> dict:
     """The canonical record built by hand from an official one."""
     return {
-        "id": rec["_id"],
-        "question": rec["question"],
-        "answer": rec["answer"],
-        "type": rec["type"],
-        "level": rec["level"],
+        **_header(rec),
         "supporting_facts": [list(sf) for sf in rec["supporting_facts"]],
         "context": [[t, list(s)] for t, s in rec["context"]],
     }

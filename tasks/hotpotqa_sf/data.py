@@ -149,23 +149,22 @@ def _pairs(value: Any, where: str, field: str) -> list:
     return list(value)
 
 
+def _pair_rows(value: Any, where: str, field: str, columns: tuple[str, str]) -> list:
+    """``(title, value)`` pairs from either layout: official pairs or Hugging Face columns."""
+    if isinstance(value, Mapping):
+        return list(zip(*_columns(value, columns, where, field)))
+    return _pairs(value, where, field)
+
+
 def _supporting_facts(value: Any, where: str) -> list[list]:
     field = "supporting_facts"
-    if isinstance(value, Mapping):
-        titles, ids = _columns(value, ("title", "sent_id"), where, field)
-        pairs = zip(titles, ids)
-    else:
-        pairs = _pairs(value, where, field)
+    pairs = _pair_rows(value, where, field, ("title", "sent_id"))
     return [[_title(t, where, field), _sent_id(i, where, field)] for t, i in pairs]
 
 
 def _context(value: Any, where: str) -> list[list]:
     field = "context"
-    if isinstance(value, Mapping):
-        titles, sentences = _columns(value, ("title", "sentences"), where, field)
-        pairs = zip(titles, sentences)
-    else:
-        pairs = _pairs(value, where, field)
+    pairs = _pair_rows(value, where, field, ("title", "sentences"))
     out = []
     for t, sents in pairs:
         title = _title(t, where, field)
