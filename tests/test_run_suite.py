@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", "1", "--seed", "5",
-        "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5"]
+        "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
+        "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2"]
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +77,72 @@ def test_all_stages_write_tables_figures_and_resume(run_suite, isolated_cache, t
     # a rerun reuses every cell; a changed k list recomputes only the progressive cell
     grid_cell = model / "niah" / "cells" / "L300_D0.5.json"
     prog_cell = model / "progressive" / "cells" / "L300_D0.5.json"
+    hotpot_cells = sorted((model / "hotpotqa").glob("cells/*.json")) + sorted((model / "hotpotqa_progressive").glob("cells/*.json"))
+    assert len(hotpot_cells) == 3
     stamps = grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns
+    hotpot_stamps = [p.stat().st_mtime_ns for p in hotpot_cells]
     assert run_suite.main(args) == 0
     assert (grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns) == stamps
+    assert [p.stat().st_mtime_ns for p in hotpot_cells] == hotpot_stamps
     assert json.loads((tmp_path / "leaderboard.json").read_text()) == board
     assert run_suite.main(["--stages", "progressive", *TINY, "--ks", "0,10", "--out", str(tmp_path)]) == 0
     assert grid_cell.stat().st_mtime_ns == stamps[0] and prog_cell.stat().st_mtime_ns != stamps[1]
     assert [p["k"] for p in json.loads((model / "progressive.json").read_text())] == [0, 10]
+    check_hotpotqa(tmp_path, board[0])
+
+
+def check_hotpotqa(out: Path, row: dict) -> None:
+    """The HotpotQA stages of the --all run: Figure 6 cells, Table 1 on Eq. 2 heads, Figures 5 and 7."""
+    from dynheads.tasks.hotpotqa_sf.ablation import bin_index
+    from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
+
+    model = out / "smollm2"
+    chunks = [json.loads((model / "hotpotqa" / "cells" / f"dev_{i:05d}.json").read_text()) for i in (0, 1)]
+    samples = [s for c in chunks for s in c["samples"]]
+    docs = docs_from_metadata(n=2, tokenizer=None)
+    assert [s["id"] for s in samples] == [d["id"] for d in docs]  # two chunks of one example: dev 0 and 1
+    assert [s["n_tokens"] for s in samples] == [d["n_tokens"] for d in docs]
+    calibration = json.loads((model / "hotpotqa_calibration.json").read_text())
+    assert calibration["setting"] == {"examples": 1, "split": "train", "threshold": 0.2}
+    n = calibration["matched_n"]
+    assert row["hotpotqa_samples"] == 2 and row["hotpotqa_matched_n"] == n and row["hotpotqa_threshold"] == 0.2
+    none = [s["conditions"]["none"] for s in samples]
+    assert row["hotpotqa_f1"] == pytest.approx(sum(r["f1"] for r in none) / 2)
+    assert row["hotpotqa_em"] == pytest.approx(sum(r["em"] for r in none) / 2)
+    for s in samples:
+        conds = s["conditions"]
+        assert all(g == len(h) for g, h in zip(conds["dynamic"]["gated"], conds["dynamic"]["heads"]))
+        assert all(g == n for g in conds["static"]["gated"] + conds["random"]["gated"])
+        # the traced heads are the Eq. 2 scores above the threshold
+        assert conds["none"]["heads"] == [[[l, h] for l, r in enumerate(step) for h, v in enumerate(r) if v > 0.2]
+                                          for step in conds["none"]["scores"]]
+
+    # Figure 6: every sample lands in the cell of its length bucket and first-fact position
+    masking = json.loads((model / "hotpotqa_masking.json").read_text())
+    for condition, cells in masking["cells"].items():
+        assert sum(c["n"] for c in cells) == 2, condition
+        for s in samples:
+            key = (bin_index(s["n_tokens"], [1250, 1500, 1750]), bin_index(s["position"], [0.2, 0.4, 0.6, 0.8]))
+            assert any((c["length_bin"], c["position_bin"]) == key for c in cells)
+    assert "— = no sample" in (model / "hotpotqa_masking.md").read_text()
+
+    # Table 1 on reasoning heads, at the masking threshold and recomputed at 0.5
+    rows = {r["threshold"]: r for r in json.loads((model / "hotpotqa_dynamism.json").read_text())}
+    steps = [st for r in none for st in r["heads"]]
+    assert rows[0.2]["traced"] and rows[0.2]["steps"] == len(steps) > 0
+    assert rows[0.2]["heads_per_step_mean"] == pytest.approx(sum(map(len, steps)) / len(steps))
+    above = [sum(v > 0.5 for r in st for v in r) for run in none for st in run["scores"]]
+    assert rows[0.5]["heads_per_step_mean"] == pytest.approx(sum(above) / len(above))
+    assert "| smollm2 | 0.2 (masked with) | 2 |" in (out / "hotpotqa_table1.md").read_text()
+
+    # Figure 7: k = 0 is the unmasked first example, k = 2 masks at most 2 heads per step
+    prog = json.loads((model / "hotpotqa_progressive.json").read_text())
+    assert [p["k"] for p in prog] == [0, 2] and prog[0]["samples"] == 1
+    assert prog[0]["f1"] == none[0]["f1"] and prog[0]["static_compensation"] == 0
+    assert 0 <= prog[1]["masked_per_step"] <= 2
+    assert "| 2 | 1 |" in (out / "figure7.md").read_text()
+    for name in ("hotpotqa_ablation_f1.png", "hotpotqa_ablation_em.png", "figure5.png", "hotpotqa_progressive_ablation.png"):
+        assert _png(model / name), name
 
 
 def test_unknown_stage_is_refused(run_suite, capsys):

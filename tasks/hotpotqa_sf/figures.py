@@ -1,4 +1,6 @@
-"""Figure 5 of the paper: Eq. 2 scores of the most varying heads over the steps of one answer.
+"""Figures of the HotpotQA analysis: Figure 5 (Eq. 2 scores of the most varying heads over the steps
+of one answer) and Figure 6 (EM/F1 per context-length × first-fact-position cell under each masking
+condition, opacity = samples per cell). Figure 7 is :func:`dynheads.tasks.plotting.progressive_plot`.
 
     python -m dynheads.tasks.hotpotqa_sf.figures TRACE.jsonl --doc 0 --out figure5.png
 
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from dynheads.tasks.plotting import pyplot, save_figure
 
 Head = tuple[int, int]
 
@@ -37,12 +41,9 @@ def most_varying_heads(step_scores: Sequence[Sequence[Sequence[float]]], k: int 
 
 def score_heatmap(record: Mapping[str, Any], labels: Sequence[str], path: Path, k: int = 10, title: str = "") -> list[Head]:
     """Draw Figure 5 for one trace record; returns the heads shown (top row first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = pyplot()
     steps = [step["scores"] for step in record["steps"] if step.get("scores") is not None]
     if len(steps) != len(record["steps"]):
         raise ValueError("dynheads: some steps of this record carry no Eq. 2 scores; use a hotpotqa_sf trace")
@@ -55,12 +56,51 @@ def score_heatmap(record: Mapping[str, Any], labels: Sequence[str], path: Path, 
     ax.set_xlabel("generation step (generated token)")
     ax.set_title(title or "Eq. 2 reasoning retrieval scores of the most varying heads", fontsize=10)
     fig.colorbar(image, ax=ax, label="Eq. 2 score", fraction=0.03, pad=0.02)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return chosen
+
+
+def ablation_heatmaps(
+    panels: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    metric: str,
+    length_labels: Sequence[str],
+    position_labels: Sequence[str],
+    title: str,
+    path: Path,
+) -> None:
+    """Figure 6: one position × length panel per condition; colour = ``metric``, opacity = samples.
+
+    ``panels``: ``(condition title, cells)`` with cells from
+    :func:`dynheads.tasks.hotpotqa_sf.ablation.ablation_cells`. A cell's opacity is its sample count
+    over the fullest cell's (at least 0.2 so a one-sample cell stays legible) and it is annotated
+    with the value and ``n``; a cell with no sample is blank, as in the paper.
+    """
+    import matplotlib.colors as mcolors
+
+    plt = pyplot()
+    cmap = plt.get_cmap("RdYlGn")
+    most = max((c["n"] for _, cells in panels for c in cells), default=1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(length_labels) * len(panels) + 2.5, 0.6 * len(position_labels) + 2.3),
+                             squeeze=False, sharey=True, layout="constrained")
+    for ax, (name, cells) in zip(axes[0], panels):
+        ax.set_xlim(-0.5, len(length_labels) - 0.5)
+        ax.set_ylim(len(position_labels) - 0.5, -0.5)
+        for c in cells:
+            value = float(c[metric])
+            alpha = max(0.2, c["n"] / most)
+            x, y = c["length_bin"], c["position_bin"]
+            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=cmap(value), alpha=alpha, edgecolor="white"))
+            if not math.isnan(value):
+                ax.text(x, y, f"{value:.2f}\nn={c['n']}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(length_labels)), list(length_labels), rotation=45, fontsize=8)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("context length (tokens)")
+    axes[0][0].set_yticks(range(len(position_labels)), list(position_labels), fontsize=8)
+    axes[0][0].set_ylabel("first supporting fact at")
+    fig.suptitle(title)
+    mappable = plt.cm.ScalarMappable(norm=mcolors.Normalize(0, 1), cmap=cmap)
+    fig.colorbar(mappable, ax=list(axes[0]), label=f"{metric} (opacity: samples in cell)", shrink=0.9, fraction=0.03, pad=0.02)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

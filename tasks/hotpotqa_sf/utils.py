@@ -26,6 +26,8 @@ lm-eval passes the YAML ``metadata:`` block, overridden by ``--model_args`` (``p
   file and is ignored when ``source`` is given.
 - ``n``: the first ``n`` examples of the source (default 100); ``"all"`` or ``null`` = every example.
   Asking for more examples than the source holds is an error (no silent shortfall).
+- ``start``: skip the first ``start`` examples (default 0), so ``{"start": 8, "n": 8}`` is examples
+  8-15; ``run_suite.py`` runs a long evaluation as such chunks to resume where it stopped.
 - ``tokenizer`` (else ``pretrained``): renders the chat template and counts ``n_tokens``, resolved by
   :func:`dynheads.models.loading.load_tokenizer` (``None`` = embedded SmolLM2). A tokenizer object is
   accepted when calling from Python.
@@ -124,6 +126,7 @@ class HotpotConfig(NamedTuple):
     split: str = DEFAULT_SPLIT
     n: int | None = DEFAULT_N  # None = all examples
     tokenizer: Any = None  # name/path/None, or a tokenizer object
+    start: int = 0  # skip this many examples first (run_suite splits a run into resumable chunks)
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -151,6 +154,14 @@ def _n(value: Any) -> int | None:
     if number < 1:
         raise _bad("n", value, "must be at least 1", "100")
     return int(number)
+
+
+def _start(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise _bad("start", value, "must be a non-negative integer", "0")
+    return int(value)
 
 
 def _source(value: Any) -> str | None:
@@ -187,7 +198,7 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> HotpotConfig:
     n = _n(meta.get("n", DEFAULT_N))
     source = _source(meta.get("source"))
     tokenizer = meta.get("tokenizer") or meta.get("pretrained")
-    return HotpotConfig(source, split, n, tokenizer)
+    return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)))
 
 
 def _tokenizer(spec: Any):
@@ -201,13 +212,17 @@ def _one_line(text: str) -> str:
 def _examples(cfg: HotpotConfig) -> list[dict]:
     origin = cfg.source if cfg.source is not None else f"vendored {cfg.split}"
     try:
-        records = load_examples(cfg.source, split=cfg.split, limit=cfg.n)
+        records = load_examples(cfg.source, split=cfg.split, limit=None if cfg.n is None else cfg.start + cfg.n)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{TASK}: metadata 'source' = {origin!r}: {_one_line(exc)}") from None
     except ValueError as exc:
         raise ValueError(f"{TASK}: metadata 'source' = {origin!r}: {_one_line(exc)}") from None
+    held = len(records)
+    records = records[cfg.start :]
     if cfg.n is not None and len(records) < cfg.n:
-        raise _bad("n", cfg.n, f"asks for more examples than source {origin!r} holds ({len(records)})", f'{len(records)} or "all"')
+        fits = held - cfg.start
+        raise _bad("n", cfg.n, f"with start {cfg.start} asks for more examples than source {origin!r} holds ({held})",
+                   f'{fits} or "all"' if fits > 0 else '"all" (and a smaller start)')
     if not records:
         raise ValueError(f"{TASK}: metadata 'source' = {origin!r} holds no examples; pass a non-empty HotpotQA file")
     return records

@@ -1,4 +1,5 @@
-"""Figures of the NIAH analysis: condition heatmaps (paper Figure 2) and the progressive ablation (Figure 3).
+"""Figures of the NIAH analysis: condition heatmaps (paper Figure 2); Figure 3 is
+:func:`dynheads.tasks.plotting.progressive_plot`.
 
 Plain matplotlib (Agg backend), written atomically. Inputs are small summaries, never traces, so the
 figures can be redrawn from run_suite's JSON results without a model.
@@ -7,26 +8,13 @@ figures can be redrawn from run_suite's JSON results without a model.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dynheads.tasks.plotting import progressive_plot, pyplot, save_figure
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+__all__ = ["condition_heatmaps", "progressive_plot"]
 
 
 def condition_heatmaps(
@@ -39,7 +27,7 @@ def condition_heatmaps(
     """
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     lengths = sorted({int(c["length"]) for _, cells in panels for c in cells})
     depths = sorted({float(c["depth"]) for _, cells in panels for c in cells})
     fig, axes = plt.subplots(1, len(panels), figsize=(1.0 * len(lengths) * len(panels) + 2.5, 0.55 * len(depths) + 2.2),
@@ -61,33 +49,4 @@ def condition_heatmaps(
     axes[0][0].set_ylabel("needle depth")
     fig.suptitle(title)
     fig.colorbar(image, ax=list(axes[0]), label=metric, shrink=0.9, fraction=0.03, pad=0.02)
-    _save(fig, path)
-    plt.close(fig)
-
-
-def progressive_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
-    """Figure 3: mean peak static compensation (left axis) and accuracy / ROUGE-L (right axis) against k.
-
-    ``rows``: one per k with ``k``, ``static_compensation`` (mean m_s), ``acc`` and ``rouge_l``.
-    """
-    plt = _pyplot()
-    ks = [int(r["k"]) for r in rows]
-    fig, left = plt.subplots(figsize=(5.5, 3.8))
-    left.plot(ks, [r["static_compensation"] for r in rows], "o-", color="tab:blue", label="compensated ∩ top-20 static (mean m_s)")
-    left.set_xlabel("masked dynamic heads per step (k)")
-    left.set_ylabel("mean m_s (heads)", color="tab:blue")
-    left.tick_params(axis="y", labelcolor="tab:blue")
-    left.set_xticks(ks)
-    right = left.twinx()
-    right.plot(ks, [r["acc"] for r in rows], "s-", color="tab:red", label="accuracy")
-    right.plot(ks, [r["rouge_l"] for r in rows], "^--", color="tab:red", alpha=0.6, label="ROUGE-L")
-    right.set_ylim(-0.05, 1.05)
-    right.set_ylabel("accuracy / ROUGE-L", color="tab:red")
-    right.tick_params(axis="y", labelcolor="tab:red")
-    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-    labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    left.legend(handles, labels, fontsize=7, loc="center right")
-    left.set_title(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    save_figure(fig, path)

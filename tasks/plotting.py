@@ -1,0 +1,64 @@
+"""Matplotlib plumbing shared by the task figures: headless backend, atomic PNG writes, Figures 3 / 7.
+
+Inputs are small summaries, never traces, so every figure can be redrawn from run_suite's JSON
+results without a model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (no display needed on servers and in CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write ``fig`` to ``path`` atomically (a reader never sees a half-written PNG) and close it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+    pyplot().close(fig)
+
+
+def progressive_plot(
+    rows: Sequence[Mapping[str, Any]],
+    title: str,
+    path: Path,
+    metrics: Sequence[tuple[str, str]] = (("acc", "accuracy"), ("rouge_l", "ROUGE-L")),
+) -> None:
+    """Figures 3 and 7: mean peak static compensation (left axis) and task scores (right axis) against k.
+
+    ``rows``: one per k with ``k``, ``static_compensation`` (mean m_s) and each key of ``metrics``
+    (``(key, label)`` pairs; NIAH: acc and ROUGE-L, HotpotQA: EM and F1).
+    """
+    plt = pyplot()
+    ks = [int(r["k"]) for r in rows]
+    fig, left = plt.subplots(figsize=(5.5, 3.8))
+    left.plot(ks, [r["static_compensation"] for r in rows], "o-", color="tab:blue", label="compensated ∩ top-20 static (mean m_s)")
+    left.set_xlabel("masked dynamic heads per step (k)")
+    left.set_ylabel("mean m_s (heads)", color="tab:blue")
+    left.tick_params(axis="y", labelcolor="tab:blue")
+    left.set_xticks(ks)
+    right = left.twinx()
+    for (key, label), style, alpha in zip(metrics, ("s-", "^--", "v:"), (1.0, 0.6, 0.4)):
+        right.plot(ks, [r[key] for r in rows], style, color="tab:red", alpha=alpha, label=label)
+    right.set_ylim(-0.05, 1.05)
+    right.set_ylabel(" / ".join(label for _, label in metrics), color="tab:red")
+    right.tick_params(axis="y", labelcolor="tab:red")
+    handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+    labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
+    left.legend(handles, labels, fontsize=7, loc="center right")
+    left.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
