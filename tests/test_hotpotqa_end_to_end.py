@@ -1,8 +1,11 @@
-"""SmolLM2 end to end on hotpotqa_sf: EM/F1 plus Eq. 2 reasoning-head traces and statistics."""
+"""SmolLM2 end to end on hotpotqa_sf: a user's file in the official layout, scored as the official
+script scores it, plus Eq. 2 reasoning-head traces and statistics."""
 
 from __future__ import annotations
 
+import gzip
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,21 +14,71 @@ import torch
 import lm_eval
 from lm_eval.tasks import TaskManager
 
+from dynheads.metrics.qa import exact_match_score, f1_score
 from dynheads.metrics.reasoning import reasoning_heads
 from dynheads.models.lm import DynHeadsLM
+from dynheads.tasks.hotpotqa_sf.utils import extract_answer
 
-TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
+ROOT = Path(__file__).resolve().parent.parent
+TASKS_DIR = str(ROOT / "tasks")
 METADATA = {"n": 2}
 
 
+def user_records() -> list[dict]:
+    """Two dev records in the official layout, renamed so that only the user's file can supply them."""
+    with gzip.open(ROOT / "tasks" / "data" / "hotpotqa" / "hotpot_dev_distractor_1000.json.gz", "rt", encoding="utf-8") as fh:
+        records = json.load(fh)[:2]
+    for i, rec in enumerate(records):
+        rec["_id"] = f"user-{i}"
+    return records
+
+
 @pytest.fixture(scope="module")
-def run(isolated_cache, tmp_path_factory):
+def user_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("user_data") / "my_hotpot_dev.json"
+    path.write_text(json.dumps(user_records()), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(isolated_cache, tmp_path_factory, user_file):
     trace_dir = tmp_path_factory.mktemp("hotpot_traces")
     lm = DynHeadsLM(device="cpu", dtype="float32", static_heads="off", trace_dir=str(trace_dir))
-    manager = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata=METADATA)
+    manager = TaskManager(include_path=TASKS_DIR, include_defaults=False, metadata={"source": str(user_file), "n": "all"})
     out = lm_eval.simple_evaluate(model=lm, tasks=["hotpotqa_sf"], task_manager=manager, log_samples=True)
     records = [json.loads(line) for line in (trace_dir / "hotpotqa_sf.jsonl").read_text().splitlines()]
     return lm, out, records
+
+
+def official_answer_metrics(prediction: dict, gold: list[dict]) -> dict[str, float]:
+    """The answer part of hotpot_evaluate_v1.eval(prediction_file, gold_file): per-example EM, F1,
+    precision and recall summed over the *gold* examples, divided by their number."""
+    totals: Counter = Counter()
+    for dp in gold:
+        guess = prediction["answer"][dp["_id"]]
+        f1, precision, recall = f1_score(guess, dp["answer"])
+        totals.update({"em": float(exact_match_score(guess, dp["answer"])), "f1": f1, "prec": precision, "recall": recall})
+    return {key: totals[key] / len(gold) for key in ("em", "f1", "prec", "recall")}
+
+
+def test_user_official_file_is_scored_as_the_official_script(run, user_file):
+    """The file given by path is read (its own ids), and lm-eval's em/f1 equal the official script's
+    on the prediction file built from the same responses."""
+    _, out, records = run
+    gold = json.loads(user_file.read_text())
+    samples = sorted(out["samples"]["hotpotqa_sf"], key=lambda s: s["doc_id"])
+    assert [s["doc"]["id"] for s in samples] == ["user-0", "user-1"]
+    responses = {r["doc_id"]: r["response"] for r in records}
+    prediction = {"answer": {s["doc"]["id"]: extract_answer(responses[s["doc_id"]]) for s in samples}, "sp": {}}
+    official = official_answer_metrics(prediction, gold)
+    results = out["results"]["hotpotqa_sf"]
+    assert results["em,none"] == pytest.approx(official["em"], abs=1e-12)
+    assert results["f1,none"] == pytest.approx(official["f1"], abs=1e-12)
+    for s, dp in zip(samples, gold):  # per example too, and per question type
+        guess = prediction["answer"][dp["_id"]]
+        assert s["em"] == float(exact_match_score(guess, dp["answer"])) == s[f"em_{dp['type']}"]
+        assert s["f1"] == pytest.approx(f1_score(guess, dp["answer"])[0])
+    assert {dp["type"] for dp in gold} == {"bridge", "comparison"}
 
 
 def test_em_f1_and_reasoning_statistics_are_reported(run):
