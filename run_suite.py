@@ -260,6 +260,15 @@ def mean_of(cells: list[dict[str, Any]], condition: str, metric: str) -> float |
     return statistics.fmean(values) if values else None
 
 
+def dynamic_masking(cells: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Heads the dynamic condition masked per step, over all steps and over the steps that masked any
+    (the latter is what N was matched to)."""
+    masked = [k for r in samples_of(cells) for k in r["conditions"]["dynamic"]["gated"]]
+    positive = [k for k in masked if k]
+    return {"dynamic_masked_per_step": statistics.fmean(masked) if masked else None,
+            "dynamic_masked_per_masked_step": statistics.fmean(positive) if positive else None}
+
+
 def progressive_rows(cells: list[dict[str, Any]], ks: list[int], names: list[str], top20: list, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
     """Figures 3 / 7: per k, the task scores, heads masked per step and mean peak static compensation m_s."""
     from dynheads.metrics.dynamism import peak_static_compensation
@@ -341,16 +350,12 @@ class ModelSuite:
 
         cells = self.grid()
         n = self.matched_n("niah")
-        masked = [k for r in samples_of(cells) for k in r["conditions"]["dynamic"]["gated"]]
-        positive = [k for k in masked if k]
         titles = condition_titles(n)
         per = {cond: cell_summaries(cells, cond) for cond in CONDITIONS}
         for metric, label in (("acc", "accuracy"), ("rouge_l", "ROUGE-L")):
             condition_heatmaps([(titles[c], per[c]) for c in CONDITIONS], metric,
                                f"{self.name}: NIAH {label} by masked heads (N = {n})", self.dir / f"niah_masking_{metric}.png")
-        summary = {"samples": len(samples_of(cells)), "matched_n": n,
-                   "dynamic_masked_per_step": statistics.fmean(masked) if masked else None,
-                   "dynamic_masked_per_masked_step": statistics.fmean(positive) if positive else None,
+        summary = {"samples": len(samples_of(cells)), "matched_n": n, **dynamic_masking(cells),
                    **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}}
         text = [f"# {self.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(self.lm.static("niah"), summary, n)]
         text.append(markdown(["condition", "acc", "ROUGE-L"],
@@ -406,8 +411,6 @@ class ModelSuite:
         n = self.matched_n("hotpotqa")
         titles = condition_titles(n)
         samples = samples_of(cells)
-        masked = [k for r in samples for k in r["conditions"]["dynamic"]["gated"]]
-        positive = [k for k in masked if k]
         lengths, positions = bin_labels(h["length_edges"]), bin_labels(h["position_edges"], percent=True)
         grids = {c: ablation_cells(({"n_tokens": r["n_tokens"], "position": r["position"], **r["conditions"][c]} for r in samples),
                                    h["length_edges"], h["position_edges"]) for c in CONDITIONS}
@@ -416,9 +419,7 @@ class ModelSuite:
                               f"{self.name}: HotpotQA {label} by masked heads (N = {n}, Eq. 2 > {self.lm.reasoning.threshold:g})",
                               self.dir / f"hotpotqa_ablation_{metric}.png")
         metrics = ("em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison")
-        summary = {"samples": len(samples), "matched_n": n, "threshold": self.lm.reasoning.threshold,
-                   "dynamic_masked_per_step": statistics.fmean(masked) if masked else None,
-                   "dynamic_masked_per_masked_step": statistics.fmean(positive) if positive else None,
+        summary = {"samples": len(samples), "matched_n": n, "threshold": self.lm.reasoning.threshold, **dynamic_masking(cells),
                    **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}}
         text = [f"# {self.name}: HotpotQA masking ablation (paper Figure 6)\n",
                 f"{len(samples)} dev examples; reasoning heads are Eq. 2 scores > {self.lm.reasoning.threshold:g}. "
@@ -497,12 +498,12 @@ def collect_rows(out: Path) -> list[dict[str, Any]]:
     other stages' columns; a stage never run for a model shows as ``—``.
     """
     rows = []
-    for folder in sorted(p for p in out.iterdir() if (p / "model.json").is_file()):
+    for folder in sorted(p for p in out.iterdir() if (p / "model.json").is_file() or (p / "calibration.json").is_file()):
         def load(name: str) -> Any:
             path = folder / name
             return json.loads(path.read_text()) if path.is_file() else None
 
-        model = load("model.json")
+        model = load("model.json") or load("calibration.json")  # results of older versions lack model.json
         niah, hotpot = load("niah_masking.json"), load("hotpotqa_masking.json")
         rows.append({"model": model["model"], "total_heads": model["total_heads"],
                      "calibration": load("calibration.json"), "niah": niah["summary"] if niah else None,

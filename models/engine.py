@@ -82,9 +82,10 @@ class ReasoningScore:
 class Step:
     """One decode step.
 
-    ``heads``: Eq. 1 set of the step's first pass (ungated for none/dynamic; under static/random the
-    only pass, run with the fixed heads gated). ``gated``: heads silenced for the emitted token.
-    ``heads_after``: Eq. 1 set of the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
+    ``heads``: Eq. 1 set (Eq. 2 set when the generation is scored by a :class:`ReasoningScore`) of the
+    step's first pass (ungated for none/dynamic; under static/random the only pass, run with the fixed
+    heads gated). ``gated``: heads silenced for the emitted token.
+    ``heads_after``: the same kind of set for the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
     when the step was not re-run). ``ungated_token_id``: the discarded token of a re-run step.
     """
 

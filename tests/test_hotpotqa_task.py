@@ -230,6 +230,9 @@ def test_lm_eval_loads_task_with_metadata(tok):
         ({"source": "/no/such/file.json"}, "source", FileNotFoundError),
         ({"source": "hf:hotpot_qa"}, "source", ValueError),
         ({"source": 3}, "source", ValueError),
+        ({"start": -1}, "start", ValueError),
+        ({"start": "x"}, "start", ValueError),
+        ({"start": 999, "n": 2}, "n", ValueError),  # past the end of the 1000 vendored examples
     ],
 )
 def test_bad_metadata_gives_one_clear_line(meta, key, error, tok):
@@ -247,6 +250,14 @@ def test_metadata_forms_and_defaults(user_file):
     assert cfg == U.HotpotConfig(source=str(user_file), split="train", n=7, tokenizer="t")
     assert U.parse_metadata({"n": "all"}).n is None and U.parse_metadata({"n": None}).n is None
     assert U.parse_metadata({"source": "hf:hotpot_qa/distractor:validation"}).source == "hf:hotpot_qa/distractor:validation"
+
+
+def test_start_skips_examples(tok, user_file):
+    assert U.parse_metadata({}).start == 0 and U.parse_metadata({"start": "3"}).start == 3
+    (second,) = U.docs_from_metadata(source=str(user_file), start=1, n=1, tokenizer=tok)
+    assert second["id"] == U.docs_from_metadata(source=str(user_file), n=2, tokenizer=tok)[1]["id"]
+    tail = [d["id"] for d in U.docs_from_metadata(start=998, n="all", tokenizer=tok)]
+    assert tail == [r["id"] for r in load_examples(limit=1000)[998:]]
 
 
 def test_train_split_and_all(tok, user_file):
