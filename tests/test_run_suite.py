@@ -148,3 +148,30 @@ def check_hotpotqa(out: Path, row: dict) -> None:
 def test_unknown_stage_is_refused(run_suite, capsys):
     assert run_suite.main(["--stages", "nope"]) == 2
     assert "unknown stage(s) nope" in capsys.readouterr().err
+
+
+def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
+    """--hotpot-* flags reach the profile, and an evaluation is split into resumable chunks that carry the
+    user's source; a bad count is one clear line."""
+    args = run_suite.parse_args(["--stages", "hotpotqa", "--hotpot-source", str(tmp_path / "mine.json"), "--hotpot-n", "5",
+                                 "--hotpot-chunk", "2", "--hotpot-threshold", "0.3", "--hotpot-ks", "0,3"])
+    hot = run_suite.profile_for("smollm2", args)["hotpotqa"]
+    assert (hot["n"], hot["chunk"], hot["threshold"], hot["progressive"]["ks"]) == (5, 2, 0.3, [0, 3])
+    assert run_suite.PROFILES["quick"]["hotpotqa"]["source"] is None  # the profile itself is not modified
+
+    class Recorder:
+        calls: list = []
+
+        def run(self, key, task, metadata, conditions, heads, extra):
+            self.calls.append((key, task, metadata, extra))
+            return {"samples": []}
+
+    recorder = Recorder()
+    run_suite.hotpot_chunks(recorder, hot, 5, ["none"], None, lambda xs, **_: xs, "test")
+    assert [(key, meta["start"], meta["n"], meta["source"]) for key, _, meta, _ in recorder.calls] == [
+        ("dev_00000", 0, 2, str(tmp_path / "mine.json")), ("dev_00002", 2, 2, str(tmp_path / "mine.json")),
+        ("dev_00004", 4, 1, str(tmp_path / "mine.json"))]
+    assert {task for _, task, _, _ in recorder.calls} == {"hotpotqa_sf"}
+
+    with pytest.raises(SystemExit, match="HotpotQA n = 0 must be at least 1"):
+        run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--hotpot-n", "0"]))
