@@ -14,8 +14,8 @@ Each calibration prompt is decoded twice after one shared prefill:
   the steps that masked any head (see :func:`dynheads.metrics.dynamism.matched_head_count`).
 
 The result is a JSON file in the user cache, one per (model, dtype, calibration setting), written
-atomically and reused by later runs; ``static_heads=PATH`` accepts the same file (or a plain ranked
-list of ``[layer, head]`` pairs).
+atomically and reused by later runs; ``static_heads=PATH`` accepts the same file for the same kind
+of analysis (or a plain ranked list of ``[layer, head]`` pairs for any).
 """
 
 from __future__ import annotations
@@ -115,8 +115,13 @@ class StaticHeads:
         }, indent=1)
 
 
-def load_static_heads(path: str | os.PathLike) -> StaticHeads:
-    """Read a calibration file, or a plain JSON list of ranked ``[layer, head]`` pairs."""
+def load_static_heads(path: str | os.PathLike, kind: str | None = None) -> StaticHeads:
+    """Read a calibration file, or a plain JSON list of ranked ``[layer, head]`` pairs.
+
+    ``kind`` (``niah`` / ``hotpotqa``): the analysis the heads are for. A calibration file records the
+    task it was made on, and an Eq. 1 NIAH ranking is not a ranking of Eq. 2 reasoning heads (nor the
+    reverse), so a file of the other kind is refused; a plain list carries no task and serves any.
+    """
     def bad(problem: str) -> ValueError:
         return ValueError(f"dynheads: static_heads={str(path)!r} {problem}; give a calibration file or a JSON list like [[12, 3], [14, 7]]")
 
@@ -134,6 +139,9 @@ def load_static_heads(path: str | os.PathLike) -> StaticHeads:
         score = r[2] if len(r) > 2 and isinstance(r[2], (int, float)) else float("nan")
         ranking.append((r[0], r[1], float(score)))
     meta = data if isinstance(data, dict) else {}
+    if kind is not None and meta and meta.get("task", "niah") != kind:
+        raise ValueError(f"dynheads: static_heads={str(path)!r} is a {meta.get('task', 'niah')} calibration but this "
+                         f"request needs {kind} static heads; use static_heads=auto, or a {kind} calibration file")
     kind = SETTINGS.get(meta.get("task", "niah"), CalibrationSetting)
     known = {f for f in kind.__dataclass_fields__}
     raw = meta.get("setting", {}) if isinstance(meta.get("setting", {}), dict) else {}

@@ -171,11 +171,12 @@ class DynHeadsLM(HFLM):
         """The static-head calibration of this model (loaded, or computed once and cached); None if off.
 
         ``kind``: ``niah`` (Eq. 1 activation rate on NIAH) or ``hotpotqa`` (mean Eq. 2 score on HotpotQA
-        train examples, with this model's Eq. 2 settings). A ``static_heads=PATH`` file serves both.
+        train examples, with this model's Eq. 2 settings). A ``static_heads=PATH`` calibration file serves
+        the kind it was made for (a plain ranked list serves both).
         """
         if kind not in self._static and self.static_source != "off":
             if self.static_source != "auto":
-                static = load_static_heads(self.static_source)
+                static = load_static_heads(self.static_source, kind)
             else:
                 model_id = f"{self.pretrained_name}@{str(self.model.dtype).replace('torch.', '')}"
                 r = self.reasoning

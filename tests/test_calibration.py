@@ -154,6 +154,17 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
     assert user.fixed_heads(Condition("static"), "niah_uuid", 0) == ((17, 3), (0, 0))
     assert load_static_heads(plain).heads == [(17, 3), (0, 0), (29, 8)]
 
+    # 3. a calibration file serves only its own kind; a plain list serves both
+    assert _with_source(lm, str(plain)).static("hotpotqa").heads == [(17, 3), (0, 0), (29, 8)]
+    with pytest.raises(ValueError, match=r"is a niah calibration but this request needs hotpotqa static heads"):
+        _with_source(lm, str(full)).static("hotpotqa")
+    reasoning = tmp_path / "reasoning.json"
+    reasoning.write_text(json.dumps({**json.loads(static.path.read_text()), "task": "hotpotqa", "setting": {}}))
+    assert load_static_heads(reasoning, "hotpotqa").heads == static.heads
+    with pytest.raises(ValueError, match="is a hotpotqa calibration but this request needs niah") as info:
+        load_static_heads(reasoning, "niah")
+    assert "\n" not in str(info.value)
+
 
 def test_bad_static_heads_files_are_refused(lm, tmp_path):
     with pytest.raises(ValueError, match=r"static_heads='/no/such\.json' is not a file"):
