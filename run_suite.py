@@ -239,7 +239,8 @@ def hotpot_chunks(runner: CellRunner, setting: dict[str, Any], n: int, condition
     size = int(setting["chunk"])
     starts = list(range(0, n, size))
     base = {"split": setting["split"], "source": setting.get("source")}
-    return [runner.run(f"{setting['split']}_{start:05d}", HOTPOT, {**base, "start": start, "n": min(size, n - start)},
+    label = "custom" if base["source"] else setting["split"]  # the cell's settings record the source itself
+    return [runner.run(f"{label}_{start:05d}", HOTPOT, {**base, "start": start, "n": min(size, n - start)},
                        conditions, heads, {"start": start})
             for start in progress(starts, desc=desc, unit="chunk")]
 
@@ -677,7 +678,9 @@ def profile_for(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             target[key] = value
     if args.hotpot_source:
-        hot["source"] = args.hotpot_source
+        from dynheads.tasks.hotpotqa_sf.utils import parse_metadata
+
+        hot["source"] = parse_metadata({"source": args.hotpot_source}).source  # a missing file fails here, in one line
     for key in ("n", "chunk", "calib_examples"):
         if int(hot[key]) < 1:
             raise SystemExit(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
@@ -698,6 +701,11 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",") if args.models else default_models()
     models += args.pretrained
     out = Path(args.out)
+    try:
+        profiles = {name: profile_for(name, args) for name in models}
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"run_suite: {exc}", file=sys.stderr)
+        return 2
 
     import logging
 
@@ -708,7 +716,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     for model_name in models:
         t0 = time.time()
-        suite = ModelSuite(model_name, profile_for(model_name, args), out, args, tqdm)
+        suite = ModelSuite(model_name, profiles[model_name], out, args, tqdm)
         # the calibrations every later stage of their family needs (cached after the first run)
         if any(s in stages for s in NIAH_STAGES):
             suite.calibrate("niah")

@@ -153,6 +153,7 @@ def test_unknown_stage_is_refused(run_suite, capsys):
 def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
     """--hotpot-* flags reach the profile, and an evaluation is split into resumable chunks that carry the
     user's source; a bad count is one clear line."""
+    (tmp_path / "mine.json").write_text("[]")
     args = run_suite.parse_args(["--stages", "hotpotqa", "--hotpot-source", str(tmp_path / "mine.json"), "--hotpot-n", "5",
                                  "--hotpot-chunk", "2", "--hotpot-threshold", "0.3", "--hotpot-ks", "0,3"])
     hot = run_suite.profile_for("smollm2", args)["hotpotqa"]
@@ -169,9 +170,16 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
     recorder = Recorder()
     run_suite.hotpot_chunks(recorder, hot, 5, ["none"], None, lambda xs, **_: xs, "test")
     assert [(key, meta["start"], meta["n"], meta["source"]) for key, _, meta, _ in recorder.calls] == [
-        ("dev_00000", 0, 2, str(tmp_path / "mine.json")), ("dev_00002", 2, 2, str(tmp_path / "mine.json")),
-        ("dev_00004", 4, 1, str(tmp_path / "mine.json"))]
+        ("custom_00000", 0, 2, str(tmp_path / "mine.json")), ("custom_00002", 2, 2, str(tmp_path / "mine.json")),
+        ("custom_00004", 4, 1, str(tmp_path / "mine.json"))]
     assert {task for _, task, _, _ in recorder.calls} == {"hotpotqa_sf"}
 
     with pytest.raises(SystemExit, match="HotpotQA n = 0 must be at least 1"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--hotpot-n", "0"]))
+
+
+def test_missing_hotpot_source_is_one_line_before_any_model_loads(run_suite, tmp_path, capsys):
+    assert run_suite.main(["--stages", "hotpotqa", "--hotpot-source", str(tmp_path / "nope.json"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an existing file" in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # nothing was started
