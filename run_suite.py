@@ -717,15 +717,25 @@ def main(argv: list[str] | None = None) -> int:
     for model_name in models:
         t0 = time.time()
         suite = ModelSuite(model_name, profiles[model_name], out, args, tqdm)
+        seconds = {"load": time.time() - t0}
+
+        def timed(name: str, step: Callable[[], Any]) -> None:
+            began = time.time()
+            step()
+            seconds[name] = time.time() - began
+
         # the calibrations every later stage of their family needs (cached after the first run)
         if any(s in stages for s in NIAH_STAGES):
-            suite.calibrate("niah")
+            timed("calibrate", lambda current=suite: current.calibrate("niah"))
         if "calibrate" in stages or any(s in stages for s in HOTPOT_STAGES):
-            suite.calibrate("hotpotqa")
+            timed("calibrate_hotpotqa", lambda current=suite: current.calibrate("hotpotqa"))
         for stage in STAGES[1:]:
             if stage in stages:
-                getattr(suite, stage)()
-        print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s")
+                timed(stage, getattr(suite, stage))
+        # wall-clock seconds of this invocation (cached cells and calibrations take ~0 s)
+        write_atomic(suite.dir / "timings.json", json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=1))
+        print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
+              + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")")
         del suite
     rows = collect_rows(out)
     board = leaderboard(rows)

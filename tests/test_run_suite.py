@@ -89,6 +89,8 @@ def test_all_stages_write_tables_figures_and_resume(run_suite, isolated_cache, t
     assert grid_cell.stat().st_mtime_ns == stamps[0] and prog_cell.stat().st_mtime_ns != stamps[1]
     assert [p["k"] for p in json.loads((model / "progressive.json").read_text())] == [0, 10]
     check_hotpotqa(tmp_path, board[0])
+    timings = json.loads((model / "timings.json").read_text())  # of the last invocation: --stages progressive
+    assert set(timings) == {"load", "calibrate", "progressive"} and all(v >= 0 for v in timings.values())
 
 
 def check_hotpotqa(out: Path, row: dict) -> None:
