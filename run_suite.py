@@ -3,6 +3,7 @@
 
     python run_suite.py --all                      # every stage, default models, quick profile
     python run_suite.py --stages niah,dynamism --pretrained meta-llama/Llama-3.1-8B-Instruct --profile paper
+    python run_suite.py --stages hotpotqa,hotpotqa_dynamism --hotpot-source hotpot_dev_distractor_v1.json --hotpot-n 200
 
 Stages, each for every selected model. Paper Section 3 (NIAH, Eq. 1 copy-paste retrieval heads):
 
