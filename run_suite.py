@@ -265,10 +265,10 @@ def mean_of(cells: list[dict[str, Any]], condition: str, metric: str) -> float |
 def dynamic_masking(cells: list[dict[str, Any]]) -> dict[str, float | None]:
     """Heads the dynamic condition masked per step, over all steps and over the steps that masked any
     (the latter is what N was matched to)."""
-    masked = [k for r in samples_of(cells) for k in r["conditions"]["dynamic"]["gated"]]
-    positive = [k for k in masked if k]
-    return {"dynamic_masked_per_step": statistics.fmean(masked) if masked else None,
-            "dynamic_masked_per_masked_step": statistics.fmean(positive) if positive else None}
+    from dynheads.metrics.dynamism import masked_means
+
+    per_step, per_masked_step = masked_means([k for r in samples_of(cells) for k in r["conditions"]["dynamic"]["gated"]])
+    return {"dynamic_masked_per_step": per_step, "dynamic_masked_per_masked_step": per_masked_step}
 
 
 def progressive_rows(cells: list[dict[str, Any]], ks: list[int], names: list[str], top20: list, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -312,12 +312,6 @@ class ModelSuite:
     def _runner(self, stage: str) -> CellRunner:
         return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.args.seed, self.args.limit)
 
-    def matched_n(self, kind: str) -> int:
-        static = self.lm.static(kind)
-        if static is None or static.matched_n is None:
-            raise RuntimeError(f"run_suite: the {kind} calibration of {self.name} has no matched head count")
-        return static.matched_n
-
     # calibrate --------------------------------------------------------------------------------------
     def calibrate(self, kind: str = "niah") -> dict[str, Any]:
         """The static heads of ``kind`` (niah: Eq. 1 on NIAH; hotpotqa: Eq. 2 on HotpotQA train), cached."""
@@ -339,7 +333,7 @@ class ModelSuite:
     def grid(self) -> list[dict[str, Any]]:
         if self._grid is None:
             g = self.profile["grid"]
-            n = self.matched_n("niah")
+            n = self.lm.calibrated_count("niah")
             runner = self._runner("niah")
             cells = [(L, d) for L in g["lengths"] for d in g["depths"]]
             self._grid = [niah_cell(runner, L, d, g["runs"], list(CONDITIONS), n)
@@ -351,7 +345,7 @@ class ModelSuite:
         from dynheads.tasks.niah_uuid.utils import markdown_table
 
         cells = self.grid()
-        n = self.matched_n("niah")
+        n = self.lm.calibrated_count("niah")
         titles = condition_titles(n)
         per = {cond: cell_summaries(cells, cond) for cond in CONDITIONS}
         for metric, label in (("acc", "accuracy"), ("rouge_l", "ROUGE-L")):
@@ -399,7 +393,7 @@ class ModelSuite:
         if self._hotpot is None:
             h = self.profile["hotpotqa"]
             self._hotpot = hotpot_chunks(self._runner("hotpotqa"), h, int(h["n"]), list(CONDITIONS),
-                                         self.matched_n("hotpotqa"), self.progress,
+                                         self.lm.calibrated_count("hotpotqa"), self.progress,
                                          f"{self.name} HotpotQA (4 conditions)")
         return self._hotpot
 
@@ -410,7 +404,7 @@ class ModelSuite:
 
         h = self.profile["hotpotqa"]
         cells = self.hotpot_cells()
-        n = self.matched_n("hotpotqa")
+        n = self.lm.calibrated_count("hotpotqa")
         titles = condition_titles(n)
         samples = samples_of(cells)
         lengths, positions = bin_labels(h["length_edges"]), bin_labels(h["position_edges"], percent=True)

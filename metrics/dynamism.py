@@ -65,6 +65,7 @@ __all__ = [
     "activation_entropy",
     "activation_rates",
     "rank_static_heads",
+    "masked_means",
     "matched_head_count",
     "rank_heads_by_mean_score",
     "compensated_heads",
@@ -251,6 +252,14 @@ def rank_heads_by_mean_score(
     return sorted(ranked, key=lambda r: (-r[2], r[0], r[1]))
 
 
+def masked_means(masked_counts: Sequence[int]) -> tuple[float | None, float | None]:
+    """Mean heads masked per step over all steps, and over the steps that masked any (``None`` when
+    there is no such step): the two means reported beside the matched count N."""
+    positive = [c for c in masked_counts if c > 0]
+    return (statistics.fmean(masked_counts) if len(masked_counts) else None,
+            statistics.fmean(positive) if positive else None)
+
+
 def matched_head_count(masked_counts: Sequence[int]) -> int:
     """``N`` = mean size of the masked dynamic sets, over the steps that masked any head, rounded half up.
 
@@ -263,10 +272,8 @@ def matched_head_count(masked_counts: Sequence[int]) -> int:
     """
     if len(masked_counts) == 0:
         raise ValueError("dynheads: matched_head_count needs at least one per-step masked-head count")
-    masked = [c for c in masked_counts if c > 0]
-    if not masked:
-        return 0
-    return int(math.floor(statistics.fmean(masked) + 0.5))
+    positive_mean = masked_means(masked_counts)[1]
+    return 0 if positive_mean is None else int(math.floor(positive_mean + 0.5))
 
 
 def compensated_heads(before: Iterable[Head], after: Iterable[Head]) -> set[Head]:

@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..metrics.dynamism import matched_head_count, rank_heads_by_mean_score, rank_static_heads
+from ..metrics.dynamism import masked_means, matched_head_count, rank_heads_by_mean_score, rank_static_heads
+from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
 from ..metrics.retrieval import Head
 from .files import write_atomic
 from .loading import cache_root
@@ -37,8 +38,17 @@ CALIBRATION_SEED = 1_000_003
 FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache key)
 
 
+class _Keyed:
+    """Settings dataclasses named in the cache by a short stable hash of their fields."""
+
+    def key(self) -> str:
+        """Short stable hash naming the cache file of this setting (the file format is part of it)."""
+        blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
-class CalibrationSetting:
+class CalibrationSetting(_Keyed):
     """Which NIAH samples calibrate the static heads (defaults sized for 2 CPU cores)."""
 
     task: ClassVar[str] = "niah"
@@ -50,14 +60,9 @@ class CalibrationSetting:
     max_new_tokens: int = 64
     haystack_file: str | None = None
 
-    def key(self) -> str:
-        """Short stable hash naming the cache file of this setting."""
-        blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
 
 @dataclass(frozen=True)
-class ReasoningCalibrationSetting:
+class ReasoningCalibrationSetting(_Keyed):
     """Which HotpotQA *train* examples calibrate the static reasoning heads (Eq. 2).
 
     Train examples keep the calibration disjoint from the dev examples that are evaluated. A head's
@@ -68,14 +73,10 @@ class ReasoningCalibrationSetting:
     task: ClassVar[str] = "hotpotqa"
     n: int = 20
     split: str = "train"
-    sink_tokens: int = 4
-    local_window: int = 32
-    threshold: float = 0.5
+    sink_tokens: int = DEFAULT_SINK_TOKENS
+    local_window: int = DEFAULT_LOCAL_WINDOW
+    threshold: float = DEFAULT_THRESHOLD
     max_new_tokens: int = 32
-
-    def key(self) -> str:
-        blob = json.dumps({**asdict(self), "format": FORMAT}, sort_keys=True)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
 SETTINGS = {"niah": CalibrationSetting, "hotpotqa": ReasoningCalibrationSetting}
@@ -160,10 +161,28 @@ def cache_path(model_id: str, setting: CalibrationSetting | ReasoningCalibration
     return cache_root() / "static_heads" / safe / f"{setting.task}_{setting.key()}.json"
 
 
+def _two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progress: Callable | None,
+                targets: Callable[[dict], tuple[list[int], dict[str, Any]]]) -> tuple[list[Any], list[int]]:
+    """Decode every calibration prompt unmasked and dynamically masked after one shared prefill.
+
+    ``targets(doc)`` gives the prompt ids and the engine's tracing arguments (needle or supporting-fact
+    indices). Returns the unmasked generations and, over all masked steps, the number of heads masked.
+    """
+    from .engine import Condition
+
+    iterator = progress(docs, desc=desc, unit="sample") if progress else docs
+    plain, masked_counts = [], []
+    for doc in iterator:
+        ids, tracing = targets(doc)
+        none, dynamic = lm.engine.generate_many(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
+                                                eos_token_ids=lm.eos_ids(), **tracing)
+        plain.append(none)
+        masked_counts.extend(len(step.gated) for step in dynamic.steps)
+    return plain, masked_counts
+
+
 def _result(setting: Any, model_id: str, ranking: list, samples: int, steps: int, masked_counts: list[int]) -> StaticHeads:
-    mean_masked = sum(masked_counts) / len(masked_counts) if masked_counts else None
-    positive = [c for c in masked_counts if c > 0]
-    mean_positive = sum(positive) / len(positive) if positive else None
+    mean_masked, mean_positive = masked_means(masked_counts)
     return StaticHeads(model=model_id, setting=setting, ranking=ranking, samples=samples, steps=steps,
                        masked_per_step=mean_masked, masked_per_masked_step=mean_positive,
                        matched_n=matched_head_count(masked_counts) if masked_counts else None)
@@ -172,24 +191,19 @@ def _result(setting: Any, model_id: str, ranking: list, samples: int, steps: int
 def calibrate_reasoning(lm: Any, setting: ReasoningCalibrationSetting, model_id: str, progress: Callable | None = None) -> StaticHeads:
     """Eq. 2 calibration on HotpotQA train examples: heads ranked by mean reasoning score, and N."""
     from ..tasks.hotpotqa_sf.utils import docs_from_metadata
-    from .engine import Condition, ReasoningScore
+    from .engine import ReasoningScore
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)
     spec = ReasoningScore(setting.sink_tokens, setting.local_window, setting.threshold)
-    iterator = progress(docs, desc=f"calibrating static reasoning heads ({model_id})", unit="sample") if progress else docs
-    step_scores: list[list[list[float]]] = []
-    masked_counts: list[int] = []
-    for doc in iterator:
+
+    def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
         ids, offsets = lm._encode_with_offsets(doc["input"])
-        support = lm._support_indices(doc["input"], doc, offsets, 0)
-        none, dynamic = lm.engine.generate_many(
-            ids, setting.max_new_tokens, [Condition("none"), Condition("dynamic")], support_indices=support,
-            reasoning=spec, eos_token_ids=lm.eos_ids(),
-        )
-        step_scores.extend(step.scores for step in none.steps)
-        masked_counts.extend(len(step.gated) for step in dynamic.steps)
-    engine = lm.engine
-    ranking = rank_heads_by_mean_score(step_scores, engine.num_layers, engine.num_heads)
+        return ids, {"support_indices": lm._support_indices(doc["input"], doc, offsets, 0), "reasoning": spec}
+
+    plain, masked_counts = _two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model_id})",
+                                       progress, targets)
+    step_scores = [step.scores for gen in plain for step in gen.steps]
+    ranking = rank_heads_by_mean_score(step_scores, lm.engine.num_layers, lm.engine.num_heads)
     return _result(setting, model_id, ranking, len(docs), len(step_scores), masked_counts)
 
 
@@ -206,23 +220,18 @@ def calibrate(
     if isinstance(setting, ReasoningCalibrationSetting):
         return calibrate_reasoning(lm, setting, model_id, progress)
     from ..tasks.niah_uuid.utils import docs_from_metadata
-    from .engine import Condition
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, lengths=list(setting.lengths), depths=list(setting.depths),
                               runs=setting.runs, seed=setting.seed, haystack_file=setting.haystack_file)
-    iterator = progress(docs, desc=f"calibrating static heads ({model_id})", unit="sample") if progress else docs
-    plain_steps: list[list[list[Head]]] = []
-    masked_counts: list[int] = []
-    for doc in iterator:
+
+    def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
         ids, needle = lm.encode_with_needle(doc["input"], doc["needle"])
-        none, dynamic = lm.engine.generate_many(
-            ids, setting.max_new_tokens, [Condition("none"), Condition("dynamic")], needle_indices=needle,
-            eos_token_ids=lm.eos_ids(),
-        )
-        plain_steps.append([step.heads for step in none.steps])
-        masked_counts.extend(len(step.gated) for step in dynamic.steps)
-    engine = lm.engine
-    ranking = rank_static_heads(plain_steps, engine.num_layers, engine.num_heads)
+        return ids, {"needle_indices": needle}
+
+    plain, masked_counts = _two_passes(lm, docs, setting.max_new_tokens, f"calibrating static heads ({model_id})",
+                                       progress, targets)
+    plain_steps = [[step.heads for step in gen.steps] for gen in plain]
+    ranking = rank_static_heads(plain_steps, lm.engine.num_layers, lm.engine.num_heads)
     return _result(setting, model_id, ranking, len(docs), sum(len(s) for s in plain_steps), masked_counts)
 
 

@@ -189,8 +189,10 @@ class DynHeadsLM(HFLM):
 
     def matched_count(self, kind: str = "niah") -> int:
         """N for static/random: ``heads=N`` if given, else the calibration's matched count."""
-        if isinstance(self.heads_arg, int):
-            return self.heads_arg
+        return self.heads_arg if isinstance(self.heads_arg, int) else self.calibrated_count(kind)
+
+    def calibrated_count(self, kind: str = "niah") -> int:
+        """The calibration's matched count N of ``kind``, whatever ``heads`` is currently configured."""
         static = self.static(kind)
         if static is None or static.matched_n is None:
             raise ValueError("dynheads: no matched head count in the static-head file; give heads=N")

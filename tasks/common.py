@@ -32,6 +32,11 @@ def tokenizer_from_spec(spec: Any, task: str):
     raise ValueError(f"{task}: metadata 'tokenizer'/'pretrained' = {spec!r} is neither a name/path nor a tokenizer")
 
 
+def count_tokens(tokenizer: Any, text: str) -> int:
+    """Tokens of ``text`` without special tokens (the unit of every length and bucket in the tasks)."""
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
 def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
     """System + user turns through the tokenizer's chat template (generation prompt added).
 

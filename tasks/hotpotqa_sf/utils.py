@@ -80,7 +80,7 @@ import re
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from dynheads.metrics.qa import exact_match_score, f1_score
-from dynheads.tasks.common import head_metrics, render_dialogue, tokenizer_from_spec
+from dynheads.tasks.common import count_tokens, head_metrics, render_dialogue, tokenizer_from_spec
 from dynheads.tasks.hotpotqa_sf.data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
 
 TASK = "hotpotqa_sf"
@@ -229,11 +229,6 @@ def _examples(cfg: HotpotConfig) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- docs
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens of ``text`` without special tokens."""
-    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 def render_prompt(tokenizer: Any, context: str, question: str) -> str:

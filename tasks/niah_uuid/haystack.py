@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dynheads.tasks.common import render_dialogue
+from dynheads.tasks.common import count_tokens, render_dialogue
 
 NEEDLE_TEMPLATE = "The magic word is {uuid}."
 QUESTION = "What is the magic word?"
@@ -79,11 +79,6 @@ __all__ = [
     "make_uuid",
     "render_prompt",
 ]
-
-
-def count_tokens(tokenizer: Any, text: str) -> int:
-    """Tokens of ``text`` without special tokens (the unit of every length in this task)."""
-    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 @lru_cache(maxsize=4)
