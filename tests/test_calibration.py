@@ -18,11 +18,14 @@ import pytest
 import lm_eval
 from lm_eval.tasks import TaskManager
 
-from dynheads.models import calibration
-from dynheads.models.calibration import CALIBRATION_SEED, CalibrationSetting, load_static_heads
+from dynheads.models.static_heads import FORMAT, load_static_heads
+from dynheads.tasks.niah_uuid import calibration
+from dynheads.tasks.niah_uuid.calibration import CALIBRATION_SEED, CalibrationSetting, setting_from
 from dynheads.models.engine import Condition, DecodingError
 from dynheads.models.lm import DynHeadsLM
 from dynheads.tasks.niah_uuid.utils import docs_from_metadata
+
+pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 LAYERS, HEADS = 30, 9  # SmolLM2-135M
@@ -44,12 +47,12 @@ def static(lm):
 
 
 def test_calibration_writes_the_cache_file(lm, static, cache_dir):
-    setting = lm.calibration_setting
+    setting = setting_from(lm.calibration_options)
     assert setting == CalibrationSetting(lengths=(300,), depths=(0.5,), runs=1)
     path = cache_dir / "static_heads" / "smollm2_float32" / f"niah_{setting.key()}.json"
     assert static.path == path and path.is_file()
     data = json.loads(path.read_text())
-    assert data["format"] == calibration.FORMAT == 2
+    assert data["format"] == FORMAT == 2
     assert data["model"] == "smollm2@float32"
     assert data["setting"] == {"lengths": [300], "depths": [0.5], "runs": 1, "seed": CALIBRATION_SEED,
                                "max_new_tokens": 64, "haystack_file": None}
@@ -114,7 +117,7 @@ def test_second_load_reuses_the_file(lm, static, monkeypatch):
     assert again.path == path
     assert path.stat().st_mtime_ns == mtime
     # another grid is another file: the key covers every field of the setting
-    base = lm.calibration_setting
+    base = setting_from(lm.calibration_options)
     assert CalibrationSetting(lengths=(300,), depths=(0.0,)).key() != base.key()
     assert CalibrationSetting(lengths=(300,), depths=(0.5,), seed=1).key() != base.key()
     assert CalibrationSetting(lengths=(300,), depths=(0.5,)).key() == base.key()

@@ -24,6 +24,8 @@ from dynheads.models.loading import ModelLoadError, load_model, resolve_pretrain
 from dynheads.models.lm import DynHeadsLM
 from dynheads.models.verify import verify_records
 
+pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model
+
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 SHORT = {"lengths": [300], "depths": [0.5], "runs": 2, "seed": 7}
 CONDITIONS = ["none", "dynamic", "static", "random"]

@@ -19,6 +19,8 @@ from dynheads.metrics.reasoning import reasoning_heads
 from dynheads.models.lm import DynHeadsLM
 from dynheads.tasks.hotpotqa_sf.utils import extract_answer
 
+pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model
+
 ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = str(ROOT / "tasks")
 METADATA = {"n": 2}
@@ -114,7 +116,8 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     lm, _, _ = run
     clone = DynHeadsLM.__new__(DynHeadsLM)
     clone.__dict__.update(lm.__dict__)
-    clone.static_source, clone._static, clone.calib_examples = "auto", {}, 1
+    clone.static_source, clone._static = "auto", {}
+    clone.calibration_options = {**lm.calibration_options, "examples": 1}
     clone.configure(mask="none+static", trace_dir=tmp_path)
     static = clone.static("hotpotqa")
     data = json.loads(static.path.read_text())

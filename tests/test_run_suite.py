@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", "1", "--seed", "5",
         "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
@@ -28,85 +30,124 @@ def _png(path: Path) -> bool:
     return path.is_file() and path.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_all_stages_write_tables_figures_and_resume(run_suite, isolated_cache, tmp_path):
-    args = ["--all", *TINY, "--ks", "0,5", "--out", str(tmp_path)]
+@pytest.fixture(scope="module")
+def suite_run(run_suite, isolated_cache, tmp_path_factory):
+    """One cold ``--all`` on the one-cell grid; every stage test below reads its outputs."""
+    out = tmp_path_factory.mktemp("suite")
+    args = ["--all", *TINY, "--ks", "0,5", "--out", str(out)]
     assert run_suite.main(args) == 0
-    model = tmp_path / "smollm2"
-
-    board = json.loads((tmp_path / "leaderboard.json").read_text())
+    board = json.loads((out / "leaderboard.json").read_text())
     assert [row["model"] for row in board] == ["smollm2"]
-    row = board[0]
+    return out, args, board[0]
+
+
+def _grid_cell(out: Path) -> dict:
+    return json.loads((out / "smollm2" / "niah" / "cells" / "L300_D0.5.json").read_text())
+
+
+@pytest.mark.slow
+def test_calibrate_stage(suite_run):
+    out, _, row = suite_run
+    calibration = json.loads((out / "smollm2" / "calibration.json").read_text())
+    assert row["matched_n"] == calibration["matched_n"] >= 0 and len(calibration["top20"]) == 20
+    assert calibration["setting"] == {"lengths": [300], "depths": [0.5], "runs": 1}
+    hot = json.loads((out / "smollm2" / "hotpotqa_calibration.json").read_text())
+    assert hot["setting"] == {"examples": 1, "split": "train", "threshold": 0.2} and hot["samples"] == 1
+
+
+@pytest.mark.slow
+def test_niah_stage(suite_run):
+    """Figure 2: the four conditions of the prompt; dynamic gates its own heads, static/random gate N."""
+    out, _, row = suite_run
     assert row["samples"] == 1 and row["total_heads"] == 270
     for key in ("acc", "acc_mask_dynamic", "acc_mask_static", "acc_mask_random"):
         assert row[key] in (0.0, 1.0), key
     assert 0.0 <= row["rouge_l"] <= 1.0
-    calibration = json.loads((model / "calibration.json").read_text())
-    assert row["matched_n"] == calibration["matched_n"] >= 0 and len(calibration["top20"]) == 20
-    with open(tmp_path / "leaderboard.csv") as fh:
+    with open(out / "leaderboard.csv") as fh:
         assert next(csv.DictReader(fh))["model"] == "smollm2"
-
-    # Table 1 / Table 5 are computed from the unmasked traces of the grid
-    stats = json.loads((model / "dynamism.json").read_text())
-    cell = json.loads((model / "niah" / "cells" / "L300_D0.5.json").read_text())
-    steps = cell["samples"][0]["conditions"]["none"]["heads"]
-    assert stats["steps"] == len(steps) > 0
-    assert stats["heads_per_step_mean"] == pytest.approx(sum(map(len, steps)) / len(steps))
-    assert stats["unique_heads"] == len({tuple(h) for s in steps for h in s})
-    for k in (20, 50, 100):
-        assert 0.0 <= stats[f"jaccard_static_{k}"] <= 1.0
-    table1 = (tmp_path / "table1.md").read_text()
-    assert f"| smollm2 | 1 | {len(steps)} |" in table1 and "llama3.1-8b" in table1  # ours, then the paper's
-    assert "| smollm2 |" in (tmp_path / "table5.md").read_text()
-
-    # the four conditions of the prompt: the dynamic one gates its own heads, static/random gate N
+    cell = _grid_cell(out)
     conds = cell["samples"][0]["conditions"]
     assert set(conds) == {"none", "dynamic", "static", "random"}
     assert all(g == 0 for g in conds["none"]["gated"])
     assert all(g == len(h) for g, h in zip(conds["dynamic"]["gated"], conds["dynamic"]["heads"]))
     assert all(g == row["matched_n"] for g in conds["static"]["gated"] + conds["random"]["gated"])
-    for name in ("niah_masking_acc.png", "niah_masking_rouge_l.png", "progressive_ablation.png"):
-        assert _png(model / name), name
+    calibration = json.loads((out / "smollm2" / "calibration.json").read_text())
+    assert cell["settings"]["static_heads"] == calibration["top20"][: row["matched_n"]]
+    for name in ("niah_masking_acc.png", "niah_masking_rouge_l.png"):
+        assert _png(out / "smollm2" / name), name
 
-    # Figure 3: k = 0 is the unmasked run; k = 5 masks at most 5 heads per step
-    prog = json.loads((model / "progressive.json").read_text())
+
+@pytest.mark.slow
+def test_dynamism_stage(suite_run):
+    """Table 1 / Table 5 are computed from the unmasked traces of the grid."""
+    out, _, _ = suite_run
+    stats = json.loads((out / "smollm2" / "dynamism.json").read_text())
+    steps = _grid_cell(out)["samples"][0]["conditions"]["none"]["heads"]
+    assert stats["steps"] == len(steps) > 0
+    assert stats["heads_per_step_mean"] == pytest.approx(sum(map(len, steps)) / len(steps))
+    assert stats["unique_heads"] == len({tuple(h) for s in steps for h in s})
+    for k in (20, 50, 100):
+        assert 0.0 <= stats[f"jaccard_static_{k}"] <= 1.0
+    table1 = (out / "table1.md").read_text()
+    assert f"| smollm2 | 1 | {len(steps)} |" in table1 and "llama3.1-8b" in table1  # ours, then the paper's
+    assert "| smollm2 |" in (out / "table5.md").read_text()
+
+
+@pytest.mark.slow
+def test_progressive_stage(suite_run):
+    """Figure 3: k = 0 is the unmasked run; k = 5 masks at most 5 heads per step."""
+    out, _, row = suite_run
+    prog = json.loads((out / "smollm2" / "progressive.json").read_text())
     assert [p["k"] for p in prog] == [0, 5]
     assert prog[0]["static_compensation"] == 0 and prog[0]["acc"] == row["acc"]
     assert 0 < prog[1]["masked_per_step"] <= 5 and not math.isnan(prog[1]["static_compensation"])
-    assert "| 5 | 1 |" in (tmp_path / "figure3.md").read_text()
+    assert "| 5 | 1 |" in (out / "figure3.md").read_text()
+    assert _png(out / "smollm2" / "progressive_ablation.png")
 
-    # a rerun reuses every cell; a changed k list recomputes only the progressive cell
+
+@pytest.mark.slow
+def test_rerun_reuses_cells_and_a_changed_k_list_recomputes_only_progressive(run_suite, suite_run):
+    out, args, row = suite_run
+    model = out / "smollm2"
     grid_cell = model / "niah" / "cells" / "L300_D0.5.json"
     prog_cell = model / "progressive" / "cells" / "L300_D0.5.json"
     hotpot_cells = sorted((model / "hotpotqa").glob("cells/*.json")) + sorted((model / "hotpotqa_progressive").glob("cells/*.json"))
     assert len(hotpot_cells) == 3
     stamps = grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns
     hotpot_stamps = [p.stat().st_mtime_ns for p in hotpot_cells]
+    tables = {p.name: p.read_bytes() for p in out.glob("*.md")}
     assert run_suite.main(args) == 0
     assert (grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns) == stamps
     assert [p.stat().st_mtime_ns for p in hotpot_cells] == hotpot_stamps
-    assert json.loads((tmp_path / "leaderboard.json").read_text()) == board
-    assert run_suite.main(["--stages", "progressive", *TINY, "--ks", "0,10", "--out", str(tmp_path)]) == 0
+    assert json.loads((out / "leaderboard.json").read_text())[0] == row
+    assert {p.name: p.read_bytes() for p in out.glob("*.md")} == tables  # a cached rerun writes the same tables
+    progressive = [a for a in args if a != "--all"]
+    progressive[progressive.index("--ks") + 1] = "0,10"
+    assert run_suite.main(["--stages", "progressive", *progressive]) == 0
     assert grid_cell.stat().st_mtime_ns == stamps[0] and prog_cell.stat().st_mtime_ns != stamps[1]
     assert [p["k"] for p in json.loads((model / "progressive.json").read_text())] == [0, 10]
-    check_hotpotqa(tmp_path, board[0])
     timings = json.loads((model / "timings.json").read_text())  # of the last invocation: --stages progressive
     assert set(timings) == {"load", "calibrate", "progressive"} and all(v >= 0 for v in timings.values())
 
 
-def check_hotpotqa(out: Path, row: dict) -> None:
-    """The HotpotQA stages of the --all run: Figure 6 cells, Table 1 on Eq. 2 heads, Figures 5 and 7."""
+def _hotpot_samples(out: Path) -> list[dict]:
+    chunks = [json.loads((out / "smollm2" / "hotpotqa" / "cells" / f"dev_{i:05d}.json").read_text()) for i in (0, 1)]
+    return [s for c in chunks for s in c["samples"]]
+
+
+@pytest.mark.slow
+def test_hotpotqa_stage(suite_run):
+    """EM/F1 under four conditions from two chunks of one example, and the Figure 6 cells."""
     from dynheads.tasks.hotpotqa_sf.ablation import bin_index
     from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
 
+    out, _, row = suite_run
     model = out / "smollm2"
-    chunks = [json.loads((model / "hotpotqa" / "cells" / f"dev_{i:05d}.json").read_text()) for i in (0, 1)]
-    samples = [s for c in chunks for s in c["samples"]]
+    samples = _hotpot_samples(out)
     docs = docs_from_metadata(n=2, tokenizer=None)
     assert [s["id"] for s in samples] == [d["id"] for d in docs]  # two chunks of one example: dev 0 and 1
     assert [s["n_tokens"] for s in samples] == [d["n_tokens"] for d in docs]
-    calibration = json.loads((model / "hotpotqa_calibration.json").read_text())
-    assert calibration["setting"] == {"examples": 1, "split": "train", "threshold": 0.2}
-    n = calibration["matched_n"]
+    n = json.loads((model / "hotpotqa_calibration.json").read_text())["matched_n"]
     assert row["hotpotqa_samples"] == 2 and row["hotpotqa_matched_n"] == n and row["hotpotqa_threshold"] == 0.2
     none = [s["conditions"]["none"] for s in samples]
     assert row["hotpotqa_f1"] == pytest.approx(sum(r["f1"] for r in none) / 2)
@@ -118,7 +159,6 @@ def check_hotpotqa(out: Path, row: dict) -> None:
         # the traced heads are the Eq. 2 scores above the threshold
         assert conds["none"]["heads"] == [[[l, h] for l, r in enumerate(step) for h, v in enumerate(r) if v > 0.2]
                                           for step in conds["none"]["scores"]]
-
     # Figure 6: every sample lands in the cell of its length bucket and first-fact position
     masking = json.loads((model / "hotpotqa_masking.json").read_text())
     for condition, cells in masking["cells"].items():
@@ -127,24 +167,36 @@ def check_hotpotqa(out: Path, row: dict) -> None:
             key = (bin_index(s["n_tokens"], [1250, 1500, 1750]), bin_index(s["position"], [0.2, 0.4, 0.6, 0.8]))
             assert any((c["length_bin"], c["position_bin"]) == key for c in cells)
     assert "— = no sample" in (model / "hotpotqa_masking.md").read_text()
+    for name in ("hotpotqa_ablation_f1.png", "hotpotqa_ablation_em.png"):
+        assert _png(model / name), name
 
-    # Table 1 on reasoning heads, at the masking threshold and recomputed at 0.5
-    rows = {r["threshold"]: r for r in json.loads((model / "hotpotqa_dynamism.json").read_text())}
+
+@pytest.mark.slow
+def test_hotpotqa_dynamism_stage(suite_run):
+    """Table 1 on reasoning heads, at the masking threshold and recomputed at 0.5; Figure 5."""
+    out, _, _ = suite_run
+    none = [s["conditions"]["none"] for s in _hotpot_samples(out)]
+    rows = {r["threshold"]: r for r in json.loads((out / "smollm2" / "hotpotqa_dynamism.json").read_text())}
     steps = [st for r in none for st in r["heads"]]
     assert rows[0.2]["traced"] and rows[0.2]["steps"] == len(steps) > 0
     assert rows[0.2]["heads_per_step_mean"] == pytest.approx(sum(map(len, steps)) / len(steps))
     above = [sum(v > 0.5 for r in st for v in r) for run in none for st in run["scores"]]
     assert rows[0.5]["heads_per_step_mean"] == pytest.approx(sum(above) / len(above))
     assert "| smollm2 | 0.2 (masked with) | 2 |" in (out / "hotpotqa_table1.md").read_text()
+    assert _png(out / "smollm2" / "figure5.png")
 
-    # Figure 7: k = 0 is the unmasked first example, k = 2 masks at most 2 heads per step
-    prog = json.loads((model / "hotpotqa_progressive.json").read_text())
+
+@pytest.mark.slow
+def test_hotpotqa_progressive_stage(suite_run):
+    """Figure 7: k = 0 is the unmasked first example, k = 2 masks at most 2 heads per step."""
+    out, _, _ = suite_run
+    none = [s["conditions"]["none"] for s in _hotpot_samples(out)]
+    prog = json.loads((out / "smollm2" / "hotpotqa_progressive.json").read_text())
     assert [p["k"] for p in prog] == [0, 2] and prog[0]["samples"] == 1
     assert prog[0]["f1"] == none[0]["f1"] and prog[0]["static_compensation"] == 0
     assert 0 <= prog[1]["masked_per_step"] <= 2
     assert "| 2 | 1 |" in (out / "figure7.md").read_text()
-    for name in ("hotpotqa_ablation_f1.png", "hotpotqa_ablation_em.png", "figure5.png", "hotpotqa_progressive_ablation.png"):
-        assert _png(model / name), name
+    assert _png(out / "smollm2" / "hotpotqa_progressive_ablation.png")
 
 
 def test_unknown_stage_is_refused(run_suite, capsys):
@@ -160,7 +212,7 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
                                  "--hotpot-chunk", "2", "--hotpot-threshold", "0.3", "--hotpot-ks", "0,3"])
     hot = run_suite.profile_for("smollm2", args)["hotpotqa"]
     assert (hot["n"], hot["chunk"], hot["threshold"], hot["progressive"]["ks"]) == (5, 2, 0.3, [0, 3])
-    assert run_suite.PROFILES["quick"]["hotpotqa"]["source"] is None  # the profile itself is not modified
+    assert hotpotqa.PROFILES["quick"]["hotpotqa"]["source"] is None  # the profile itself is not modified
 
     class Recorder:
         calls: list = []
@@ -170,11 +222,11 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
             return {"samples": []}
 
     recorder = Recorder()
-    run_suite.hotpot_chunks(recorder, hot, 5, ["none"], None, lambda xs, **_: xs, "test")
+    hotpotqa.chunks(recorder, hot, 5, ["none"], None, lambda xs, **_: xs, "test")
     assert [(key, meta["start"], meta["n"], meta["source"]) for key, _, meta, _ in recorder.calls] == [
         ("custom_00000", 0, 2, str(tmp_path / "mine.json")), ("custom_00002", 2, 2, str(tmp_path / "mine.json")),
         ("custom_00004", 4, 1, str(tmp_path / "mine.json"))]
-    assert {task for _, task, _, _ in recorder.calls} == {"hotpotqa_sf"}
+    assert {task.name for _, task, _, _ in recorder.calls} == {"hotpotqa_sf"}
 
     with pytest.raises(SystemExit, match="HotpotQA n = 0 must be at least 1"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--hotpot-n", "0"]))

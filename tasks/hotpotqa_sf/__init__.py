@@ -4,3 +4,10 @@
 Hub); ``utils.py`` builds the prompts with supporting-sentence character spans and scores EM/F1
 with the official normalisation (``hotpotqa_sf.yaml`` wires them into lm-eval).
 """
+
+# This task's documents get their static heads from this task's calibration ('hotpotqa' kind); the model
+# layer cannot import tasks, so the task registers it when lm-eval (or run_suite) imports the package.
+from dynheads.models.static_heads import register_calibration
+from dynheads.tasks.hotpotqa_sf.calibration import CALIBRATION
+
+register_calibration(CALIBRATION)

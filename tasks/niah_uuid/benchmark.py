@@ -1,7 +1,7 @@
-"""Benchmark: cost of tracing and gating relative to plain Hugging Face ``generate``, in one run.
+"""Benchmark of the trace engine on a NIAH prompt: cost of tracing and gating relative to plain Hugging Face ``generate``, in one run.
 
 Usage: ``dynheads-bench [--pretrained smollm2] [--length 1000] [--new-tokens 32] [--memory-length 4096]``
-(or ``python -m dynheads.models.benchmark``).
+(or ``python -m dynheads.tasks.niah_uuid.benchmark``).
 
 Prints three ratios, each measured in this process on this machine against the same prompt:
 
@@ -28,10 +28,10 @@ from typing import Any
 
 import torch
 
-from ..tasks.niah_uuid.haystack import build_docs
-from .engine import TraceEngine
-from .loading import load_model, load_tokenizer
-from ..metrics.retrieval import span_token_indices
+from dynheads.metrics.retrieval import span_token_indices
+from dynheads.models.engine import TraceEngine
+from dynheads.models.loading import load_model, load_tokenizer
+from dynheads.tasks.niah_uuid.haystack import build_docs
 
 
 def needle_prompt(tokenizer: Any, length: int) -> tuple[list[int], list[int]]:
@@ -157,7 +157,7 @@ def peak_memory(pretrained: str | None, variant: str, length: int, new_tokens: i
 
 
 def _memory_in_subprocess(args: argparse.Namespace, variant: str) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "dynheads.models.benchmark", "--_memory-child", variant,
+    cmd = [sys.executable, "-m", "dynheads.tasks.niah_uuid.benchmark", "--_memory-child", variant,
            "--memory-length", str(args.memory_length), "--memory-new-tokens", str(args.memory_new_tokens),
            "--device", args.device] + (["--pretrained", args.pretrained] if args.pretrained else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -1,0 +1,68 @@
+"""HotpotQA static reasoning heads: mean Eq. 2 scores on *train* examples, disjoint from the dev evaluation.
+
+A head's static score is its mean Eq. 2 score over all calibration steps (the issue's "top-N by mean
+Eq. 2 score"); N comes from the dynamic-masking pass as for NIAH (shared loop and cache:
+:mod:`dynheads.tasks.calibration`). Registered with the model layer as the ``hotpotqa`` calibration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+from dynheads.metrics.dynamism import rank_heads_by_mean_score
+from dynheads.metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
+from dynheads.models.static_heads import Calibration, StaticHeads
+from dynheads.tasks.calibration import Keyed, load_or_calibrate, model_id, result, two_passes
+
+DEFAULT_EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class ReasoningCalibrationSetting(Keyed):
+    """Which HotpotQA *train* examples calibrate the static reasoning heads (Eq. 2), with which Eq. 2 settings."""
+
+    task: ClassVar[str] = "hotpotqa"
+    n: int = DEFAULT_EXAMPLES
+    split: str = "train"
+    sink_tokens: int = DEFAULT_SINK_TOKENS
+    local_window: int = DEFAULT_LOCAL_WINDOW
+    threshold: float = DEFAULT_THRESHOLD
+    max_new_tokens: int = 32
+
+
+def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
+    """The setting for a model's ``calib_examples`` (None = default) and Eq. 2 settings (``reasoning``)."""
+    r = options["reasoning"]
+    examples = options.get("examples")
+    return ReasoningCalibrationSetting(n=DEFAULT_EXAMPLES if examples is None else int(examples),
+                                       sink_tokens=r.sink_tokens, local_window=r.local_window, threshold=r.threshold)
+
+
+def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, progress: Callable | None = None) -> StaticHeads:
+    """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
+    from dynheads.models.engine import ReasoningScore
+    from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
+
+    docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)
+    spec = ReasoningScore(setting.sink_tokens, setting.local_window, setting.threshold)
+
+    def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
+        ids, offsets = lm._encode_with_offsets(doc["input"])
+        return ids, {"support_indices": lm._support_indices(doc["input"], doc, offsets, 0), "reasoning": spec}
+
+    plain, masked_counts = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model})",
+                                      progress, targets)
+    step_scores = [step.scores for gen in plain for step in gen.steps]
+    ranking = rank_heads_by_mean_score(step_scores, lm.engine.num_layers, lm.engine.num_heads)
+    return result(setting, model, ranking, len(docs), len(step_scores), masked_counts)
+
+
+def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
+    """The cached HotpotQA calibration of ``lm`` under its ``calib_examples`` and Eq. 2 settings, computed once."""
+    setting = setting_from(options)
+    model = model_id(lm)
+    return load_or_calibrate(setting, model, lambda: calibrate(lm, setting, model, progress))
+
+
+CALIBRATION = Calibration("hotpotqa", static_heads)

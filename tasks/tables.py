@@ -1,0 +1,85 @@
+"""Rendering shared by every task's suite tables: Markdown and CSV text, result-file rows, the leaderboard.
+
+Why one module: each task folder owns its tables (what the columns are), but a table entry must look
+the same everywhere (``—`` for a value that was not computed, three decimals), and the leaderboard
+joins the columns of every task into one row per model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dynheads.models.files import write_atomic
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table entry: ``—`` marks a value that was not computed (or is undefined)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or "|---" + "|---:" * (len(header) - 1) + "|"
+    lines = ["| " + " | ".join(header) + " |", align]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def mean_std(d: dict[str, Any], prefix: str = "") -> str | None:
+    """``mean ± std`` of heads per step (``—`` when not computed)."""
+    mean = d.get(f"{prefix}heads_per_step_mean")
+    return None if mean is None else f"{mean:.2f} ± {d[f'{prefix}heads_per_step_std']:.2f}"
+
+
+def unique_of(d: dict[str, Any], total: int | None, prefix: str = "") -> str | None:
+    """``unique / total`` heads (``—`` when not computed)."""
+    unique = d.get(f"{prefix}unique_heads")
+    return None if unique is None else f"{unique} / {total}"
+
+
+def collect_rows(out: Path, result_files: dict[str, tuple[str, str | None]]) -> list[dict[str, Any]]:
+    """One row per model folder under ``out``, from the stage result files present there.
+
+    ``result_files``: row key -> (file name in the model folder, key inside it or None for the whole
+    file), gathered from every task. Tables are rebuilt from files, not from this run's memory, so
+    running one stage later keeps the other stages' columns; a stage never run shows as ``—``.
+    """
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if (p / "model.json").is_file() or (p / "calibration.json").is_file()):
+        def load(name: str) -> Any:
+            path = folder / name
+            return json.loads(path.read_text()) if path.is_file() else None
+
+        model = load("model.json") or load("calibration.json")  # results of older versions lack model.json
+        row: dict[str, Any] = {"model": model["model"], "total_heads": model["total_heads"]}
+        for key, (name, inner) in result_files.items():
+            data = load(name)
+            row[key] = data[inner] if data is not None and inner is not None else data
+        rows.append(row)
+    return rows
+
+
+def write_leaderboard(out: Path, rows: list[dict[str, Any]], columns: Sequence[Callable[[dict[str, Any]], dict[str, Any]]],
+                      sections: Sequence[Callable[[list[dict[str, Any]]], str]]) -> str:
+    """``leaderboard.{md,csv,json}``: one row per model, each task adding its columns and its Markdown section."""
+    board = [{"model": r["model"], **{k: v for column in columns for k, v in column(r).items()}} for r in rows]
+    text = "# dynheads leaderboard\n\n" + "\n".join(section(board) for section in sections)
+    write_atomic(out / "leaderboard.md", text)
+    write_atomic(out / "leaderboard.csv", to_csv(board))
+    write_atomic(out / "leaderboard.json", json.dumps(board, indent=2))
+    return text
