@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="results", help="results folder (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto (the checkpoint's), float32, bfloat16, float16 (default: %(default)s)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
     args = p.parse_args(argv)
     if not args.all and not args.stages:
         p.error(f"nothing to do: pass --all or --stages {','.join(STAGES)}")
@@ -87,11 +88,17 @@ def run_model(model_name: str, profile: dict[str, Any], stages: list[str], args:
         model_args.update(task.model_args(profile))
     suite = ModelSuite(model_name, profile, Path(args.out), args.seed, args.limit, progress, model_args)
     seconds = {"load": time.time() - t0}
+    timings = suite.dir / "timings.json"
+    earlier = json.loads(timings.read_text()) if timings.is_file() else {}
+    cached: list[str] = []
 
     def timed(name: str, step: Callable[[ModelSuite], Any]) -> None:
-        began = time.time()
+        began, work = time.time(), suite.computed
         step(suite)
         seconds[name] = time.time() - began
+        if suite.computed == work and name in earlier:  # all cached: keep the seconds of the run that computed it
+            seconds[name] = earlier[name]
+            cached.append(name)
 
     needed = {c for s in stages for c in STAGES[s].calibrations}
     for name, calibrate in CALIBRATIONS.items():
@@ -100,10 +107,10 @@ def run_model(model_name: str, profile: dict[str, Any], stages: list[str], args:
     for name, stage in STAGES.items():
         if name in stages and stage.run is not None:
             timed(name, stage.run)
-    # wall-clock seconds of this invocation (cached cells and calibrations take ~0 s)
-    write_atomic(suite.dir / "timings.json", json.dumps({k: round(v, 1) for k, v in seconds.items()}, indent=1))
+    # wall-clock seconds per stage of the run that computed it (a fully cached stage keeps the earlier value)
+    write_atomic(timings, json.dumps({**earlier, **{k: round(v, 1) for k, v in seconds.items()}}, indent=1))
     print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
-          + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()) + ")")
+          + ", ".join(f"{k} {v:.0f} s" + (" earlier, cached now" if k in cached else "") for k, v in seconds.items()) + ")")
 
 
 def write_tables(out: Path) -> list[dict[str, Any]]:
@@ -119,8 +126,30 @@ def write_tables(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def error_line(exc: BaseException) -> str:
+    """One line for an error: our own messages already name the problem and the fix."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if text.startswith(("dynheads:", "run_suite:")):
+        return text
+    return f"run_suite: {text}" if isinstance(exc, (ValueError, OSError)) else f"run_suite: {type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("run_suite: interrupted; finished cells and calibrations are kept, so the same command resumes the run",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001  (a CLI: one line, the traceback behind --debug)
+        if args.debug:
+            raise
+        print(f"{error_line(exc)} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
     stages = list(STAGES) if args.all or not args.stages else [s.strip() for s in args.stages.split(",")]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -128,11 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     models = args.models.split(",") if args.models else default_models()
     models += args.pretrained
-    try:
-        profiles = {name: profile_for(name, args) for name in models}
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"run_suite: {exc}", file=sys.stderr)
-        return 2
+    profiles = {name: profile_for(name, args) for name in models}  # bad overrides fail here, before any model loads
 
     import logging
 

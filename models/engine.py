@@ -25,6 +25,8 @@ from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mas
 from .attention import PROBE, install
 
 MASK_MODES = ("none", "dynamic", "static", "random")
+ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
+                  "or several joined by + (one shared prefill, e.g. none+dynamic+static)")
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
 TRACE_FORMAT = 1
@@ -50,7 +52,7 @@ class Condition:
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_MODES:
-            raise DecodingError(f"dynheads: unknown mask mode {self.mask!r}; choose one of {', '.join(MASK_MODES)}")
+            raise DecodingError(f"dynheads: unknown mask mode {self.mask!r}; {ACCEPTED_MASKS}")
         if self.top_k is not None and (self.mask != "dynamic" or self.top_k < 0):
             raise DecodingError(f"dynheads: a head count k (mask {self.mask}:{self.top_k}) needs mask dynamic and k >= 0, e.g. dynamic:5")
 
@@ -66,7 +68,7 @@ class Condition:
             try:
                 top_k = int(k)
             except ValueError:
-                raise DecodingError(f"dynheads: cannot read mask condition {text!r}; write e.g. dynamic:5") from None
+                raise DecodingError(f"dynheads: cannot read mask condition {text!r}; {ACCEPTED_MASKS}") from None
         else:
             top_k = None
         return cls(mask, tuple(gate_heads), top_k)
@@ -212,12 +214,15 @@ class TraceEngine:
         reasoning: ReasoningScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
+        on_step: Callable[[str, int, bool], None] | None = None,
     ) -> list[Generation]:
         """One greedy generation per condition, all continuing one shared prefill of the prompt.
 
         Why shared: the conditions of an ablation differ only from the first generated token on, so the
         prompt's KV cache is computed once and copied for each condition; the comparison is then exact
         (identical prefill numerics) and an N-condition grid costs one prefill instead of N.
+        ``on_step(condition, steps, finished)`` is called after every decode step and when a condition ends
+        (progress bars).
         """
         conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in conditions]
         if not conditions:
@@ -264,7 +269,9 @@ class TraceEngine:
         for i, condition in enumerate(conditions):
             cache = prefilled if i == len(conditions) - 1 else copy.deepcopy(prefilled)
             steps = self._decode(cache, seq.clone(), needle if traced else None, n, max_new_tokens, condition,
-                                 set(eos_token_ids), stop, scoring)
+                                 set(eos_token_ids), stop, scoring, on_step)
+            if on_step is not None:
+                on_step(condition.name, len(steps), True)
             generations.append(Generation(prompt_ids=prompt_ids, steps=steps, condition=condition.name))
         return generations
 
@@ -300,6 +307,7 @@ class TraceEngine:
         eos: set[int],
         stop: Callable[[list[int]], bool] | None,
         scoring: ReasoningScore | None = None,
+        on_step: Callable[[str, int, bool], None] | None = None,
     ) -> list[Step]:
         traced = needle is not None
         fixed_heads = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
@@ -337,6 +345,8 @@ class TraceEngine:
             cache.crop(0)
             steps.append(step)
             generated.append(step.token_id)
+            if on_step is not None:
+                on_step(condition.name, len(steps), False)
             if pos + 1 < seq.shape[1]:
                 seq[0, pos + 1] = step.token_id
             if step.token_id in eos or (stop is not None and stop(generated)):

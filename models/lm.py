@@ -73,6 +73,28 @@ def _number_list(name: str, text: Any, cast: type) -> tuple:
     return values
 
 
+def trace_record(task: str, doc_id: Any, gen: Generation, text: str, needle: list[int] | None,
+                 support: list[int] | None = None, reasoning: ReasoningScore | None = None) -> dict[str, Any]:
+    """One line of the trace file (the public format in the README) for one generation."""
+    steps = []
+    for s in gen.steps:
+        step: dict[str, Any] = {"token_id": s.token_id, "heads": [list(h) for h in s.heads]}
+        if gen.condition != "none":
+            step["gated"] = [list(h) for h in s.gated]
+        if s.heads_after or s.ungated_token_id is not None:
+            step["heads_after"] = [list(h) for h in s.heads_after]
+        if s.scores is not None:
+            step["scores"] = s.scores
+        steps.append(step)
+    record = {"task": task, "doc_id": doc_id, "mask": gen.condition, "response": text,
+              "input_ids": gen.prompt_ids, "needle_token_indices": needle or [], "steps": steps}
+    if support is not None and reasoning is not None:
+        record["support_token_indices"] = support
+        record["reasoning"] = {"sink_tokens": reasoning.sink_tokens, "local_window": reasoning.local_window,
+                               "threshold": reasoning.threshold}
+    return record
+
+
 class DynHeadsLM(HFLM):
     """lm-eval model that decodes greedily with the trace engine (see module docstring)."""
 
@@ -303,25 +325,9 @@ class DynHeadsLM(HFLM):
                       support: list[int] | None = None) -> None:
         assert self.trace_dir is not None
         self.trace_dir.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for gen, text in zip(gens, texts):
-            steps = []
-            for s in gen.steps:
-                step: dict[str, Any] = {"token_id": s.token_id, "heads": [list(h) for h in s.heads]}
-                if gen.condition != "none":
-                    step["gated"] = [list(h) for h in s.gated]
-                if s.heads_after or s.ungated_token_id is not None:
-                    step["heads_after"] = [list(h) for h in s.heads_after]
-                if s.scores is not None:
-                    step["scores"] = s.scores
-                steps.append(step)
-            record = {"task": task, "doc_id": doc_id, "mask": gen.condition, "response": text,
-                      "input_ids": gen.prompt_ids, "needle_token_indices": needle or [], "steps": steps}
-            if support is not None:
-                record["support_token_indices"] = support
-                record["reasoning"] = {"sink_tokens": self.reasoning.sink_tokens, "local_window": self.reasoning.local_window,
-                                       "threshold": self.reasoning.threshold}
-            lines.append(json.dumps(record, separators=(",", ":")) + "\n")
+        reasoning = self.reasoning if support is not None else None
+        lines = [json.dumps(trace_record(task, doc_id, gen, text, needle, support, reasoning), separators=(",", ":")) + "\n"
+                 for gen, text in zip(gens, texts)]
         # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:
             fh.write("".join(lines))
@@ -360,8 +366,16 @@ class DynHeadsLM(HFLM):
             sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
             kind = "hotpotqa" if support is not None else "niah"
             conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key, kind), c.top_k) for c in self.conditions]
-            gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
-                                             reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop)
+            with tqdm(total=len(conditions), desc="  conditions of this request", unit="condition", leave=False,
+                      disable=disable_tqdm or self.rank != 0) as bar:
+                def on_step(condition: str, steps: int, finished: bool) -> None:
+                    if finished:
+                        bar.update(1)
+                    else:
+                        bar.set_postfix_str(f"{condition}: step {steps}/{max_gen}")
+
+                gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
+                                                 reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop, on_step=on_step)
             texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
                      for g in gens]
             if (needle is not None or support is not None) and isinstance(doc, dict):

@@ -42,6 +42,7 @@ class StaticHeads:
     masked_per_masked_step: float | None = None
     matched_n: int | None = None
     path: Path | None = field(default=None, compare=False)
+    computed: bool = field(default=False, compare=False)  # True when this run calibrated (not read from the cache)
 
     @property
     def heads(self) -> list[Head]:

@@ -1,68 +1,188 @@
-"""Check trace files against an independent full eager-attention recomputation.
+"""Check trace files against an independent eager-attention recomputation, masked conditions included.
 
 Usage: ``python -m dynheads.models.verify [--pretrained smollm2] TRACE.jsonl [...]``
 
-Why: the trace engine reads attention from a custom sdpa wrapper at each cached decode step; this
-check recomputes every step from scratch with transformers' own eager attention
-(``output_attentions=True``) on the full sequence (prompt + emitted tokens). By causality, row
-``p`` of that single forward is exactly what the query at position ``p`` saw, so one forward per
-trace line gives every step. A step agrees when its recorded Eq. 1 head set equals the recomputed one.
-Memory is layers × heads × n² floats per line: use it on traces of moderate length.
+Why: the trace engine reads attention from a custom sdpa wrapper at each cached decode step and gates
+heads inside it; this check recomputes every step with transformers' own eager attention
+(``output_attentions=True``) and gates heads its own way (a pre-hook on each layer's ``o_proj`` that
+zeroes the gated heads' slices), then compares what the trace says:
+
+* ``mask=none`` lines: one full forward over prompt + emitted tokens; by causality row ``p`` is exactly
+  what the query at ``p`` saw, so one forward gives every step;
+* masked lines (``dynamic``, ``dynamic:K``, ``static``, ``random``): a step-by-step replay with a KV
+  cache that follows the trace's tokens. Each step's first pass is gated as the trace says (the fixed
+  heads under static / random, nothing under dynamic); where the trace re-ran a dynamic step, the
+  cache is restored and the step re-run with the recorded ``gated`` heads zeroed, which gives
+  ``heads_after`` and the emitted token.
+
+A step agrees when its head set (Eq. 1, or Eq. 2 above the recorded threshold), its ``heads_after``
+and its emitted token all equal the recomputed ones. Memory of the full forward is layers x heads x
+n^2 floats per line: use it on traces of moderate length.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
-from ..metrics.retrieval import copy_paste_heads
+from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
+from ..metrics.retrieval import Head, copy_paste_heads
 from .loading import load_model
 
 
-def recompute_heads(model: torch.nn.Module, record: dict[str, Any]) -> list[list[tuple[int, int]]]:
-    """Eq. 1 head sets of every step of one trace record, from one eager forward."""
+def _heads_of(record: dict[str, Any]) -> Callable[[list[torch.Tensor], list[int], int], list[Head]]:
+    """The record's retrieval-head definition: Eq. 2 when it carries ``reasoning`` settings, else Eq. 1.
+
+    The function takes the last-row attention of every layer (``[heads, keys]``), the sequence up to
+    the query and the token chosen at that step.
+    """
+    reasoning = record.get("reasoning")
+    if reasoning is None:
+        return lambda rows, sequence, token: copy_paste_heads(rows, sequence, record["needle_token_indices"], token)
+
+    def eq2(rows: list[torch.Tensor], sequence: list[int], token: int) -> list[Head]:
+        scores = reasoning_scores_for_sequence(rows, len(sequence), record["support_token_indices"],
+                                               reasoning["sink_tokens"], reasoning["local_window"])
+        return reasoning_heads(scores, reasoning["threshold"])
+
+    return eq2
+
+
+def recompute_heads(model: torch.nn.Module, record: dict[str, Any]) -> list[list[Head]]:
+    """Head sets of every step of one unmasked trace record, from one eager forward."""
+    return [step["heads"] for step in recompute_unmasked(model, record)]
+
+
+def recompute_unmasked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step of a ``mask=none`` record: its head set and the greedy token, from one eager forward."""
     prompt = record["input_ids"]
     emitted = [s["token_id"] for s in record["steps"]]
-    # The last emitted token is never fed back, so the sequence stops before it.
-    sequence = prompt + emitted[:-1]
+    sequence = prompt + emitted[:-1]  # the last emitted token is never fed back
+    heads_of = _heads_of(record)
     with torch.no_grad():
         out = model(input_ids=torch.tensor([sequence], device=model.device), output_attentions=True, use_cache=False)
-    heads = []
-    for t, token in enumerate(emitted):  # mask=none traces only: the emitted token is the ungated one
+    steps = []
+    for t, token in enumerate(emitted):
         pos = len(prompt) - 1 + t
         rows = [a[0, :, pos, : pos + 1].float() for a in out.attentions]
-        heads.append(copy_paste_heads(rows, sequence[: pos + 1], record["needle_token_indices"], token))
-    return heads
+        steps.append({"heads": heads_of(rows, sequence[: pos + 1], token), "heads_after": [],
+                      "token_id": int(out.logits[0, pos].argmax())})
+    return steps
+
+
+def _attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
+    """Each decoder layer's attention module (the one holding ``o_proj``), by layer index."""
+    return {int(m.layer_idx): m for m in model.modules() if hasattr(m, "o_proj") and hasattr(m, "layer_idx")}
+
+
+@contextmanager
+def gated(model: torch.nn.Module, heads: list[Head]) -> Iterator[None]:
+    """Zero the chosen heads' outputs before ``o_proj`` (independently of the engine's own gating)."""
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(int(layer), []).append(int(head))
+    hooks = []
+    for layer, module in _attention_modules(model).items():
+        if layer not in by_layer:
+            continue
+        dim = module.head_dim
+
+        def zero(_module: torch.nn.Module, args: tuple, chosen: list[int] = by_layer[layer], dim: int = dim) -> tuple:
+            hidden = args[0].clone()
+            for head in chosen:
+                hidden[..., head * dim : (head + 1) * dim] = 0
+            return (hidden, *args[1:])
+
+        hooks.append(module.o_proj.register_forward_pre_hook(zero))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def replay_masked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step of a masked record: head set of the first pass, ``heads_after`` of a re-run, emitted token.
+
+    Follows the trace's own tokens (teacher forcing), so a disagreement at one step does not spread.
+    """
+    from transformers import DynamicCache
+
+    prompt = record["input_ids"]
+    steps = record["steps"]
+    fixed = record["mask"] in ("static", "random")
+    heads_of = _heads_of(record)
+    sequence = list(prompt)
+    cache = DynamicCache(config=model.config)
+
+    def forward(token: int, gate: list[Head]) -> tuple[list[torch.Tensor], int]:
+        with gated(model, gate), torch.no_grad():
+            out = model(input_ids=torch.tensor([[token]], device=model.device), cache=cache, use_cache=True,
+                        output_attentions=True)
+        return [a[0, :, -1, :].float() for a in out.attentions], int(out.logits[0, -1].argmax())
+
+    with torch.no_grad():
+        if len(prompt) > 1:
+            model(input_ids=torch.tensor([prompt[:-1]], device=model.device), cache=cache, use_cache=True)
+    result = []
+    for step in steps:
+        gate = [tuple(h) for h in step.get("gated", [])]
+        rerun = not fixed and bool(gate)
+        saved = copy.deepcopy(cache) if rerun else None
+        rows, token = forward(sequence[-1], gate if fixed else [])
+        got = {"heads": heads_of(rows, sequence, token), "heads_after": [], "token_id": token}
+        if rerun:
+            cache = saved
+            rows, token = forward(sequence[-1], gate)
+            got["heads_after"], got["token_id"] = heads_of(rows, sequence, token), token
+        result.append(got)
+        sequence.append(step["token_id"])
+    return result
 
 
 def verify_records(model: torch.nn.Module, records: list[dict[str, Any]]) -> dict[str, Any]:
-    steps = agree = 0
+    """Agreement of every step of ``records`` (any mask) with the eager recomputation."""
+    counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0}
     for record in records:
-        if record.get("mask", "none") != "none":
-            raise ValueError("dynheads verify: only mask=none traces can be recomputed (masked steps change the prefix's meaning)")
-        for got, expected in zip((s["heads"] for s in record["steps"]), recompute_heads(model, record)):
-            steps += 1
-            agree += sorted(map(tuple, got)) == expected
-    return {"lines": len(records), "steps": steps, "agreeing_steps": agree, "agreement": agree / steps if steps else None}
+        masked = record.get("mask", "none") != "none"
+        counts["masked_lines"] += masked
+        expected = replay_masked(model, record) if masked else recompute_unmasked(model, record)
+        for step, want in zip(record["steps"], expected):
+            same = {"heads": sorted(map(tuple, step["heads"])) == want["heads"],
+                    "heads_after": sorted(map(tuple, step.get("heads_after", []))) == want["heads_after"],
+                    "tokens": step["token_id"] == want["token_id"]}
+            counts["steps"] += 1
+            counts["agreeing_steps"] += all(same.values())
+            for key, ok in same.items():
+                counts[key] += ok
+    steps = counts["steps"]
+    return {"lines": len(records), "masked_lines": counts["masked_lines"], "steps": steps,
+            "agreeing_steps": counts["agreeing_steps"], "agreement": counts["agreeing_steps"] / steps if steps else None,
+            **{f"{key}_agreement": counts[key] / steps if steps else None for key in ("heads", "heads_after", "tokens")}}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("traces", nargs="+")
-    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--pretrained", default=None, help="the model the traces were written with (default: smollm2)")
     args = parser.parse_args(argv)
+    records = [json.loads(line) for path in args.traces for line in Path(path).read_text().splitlines() if line.strip()]
+    if not any(r.get("steps") for r in records):
+        print(f"dynheads verify: {', '.join(args.traces)} hold{'s' if len(args.traces) == 1 else ''} no decode step to "
+              "check; give trace files written with trace_dir=DIR", file=sys.stderr)
+        return 2
     model = load_model(args.pretrained)
     model.set_attn_implementation("eager")
-    records = [json.loads(line) for path in args.traces for line in Path(path).read_text().splitlines() if line.strip()]
-    plain = [r for r in records if r.get("mask", "none") == "none"]  # masked conditions cannot be recomputed
-    result = {**verify_records(model, plain), "skipped_masked_lines": len(records) - len(plain)}
+    result = verify_records(model, records)
     print(json.dumps(result))
-    return 0 if result["agreement"] is not None and result["agreement"] >= 0.99 else 1
+    return 0 if result["agreement"] >= 0.99 else 1
 
 
 if __name__ == "__main__":

@@ -53,24 +53,52 @@ def model_id(lm: Any) -> str:
     return f"{lm.pretrained_name}@{str(lm.model.dtype).replace('torch.', '')}"
 
 
+def _finished(partial: Path) -> list[dict[str, Any]]:
+    """The per-prompt records an interrupted calibration left (a torn last line is dropped)."""
+    records = []
+    if partial.is_file():
+        for line in partial.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if record.get("doc") != len(records):
+                break
+            records.append(record)
+    return records
+
+
 def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progress: Callable | None,
-               targets: Callable[[dict], tuple[list[int], dict[str, Any]]]) -> tuple[list[Any], list[int]]:
+               targets: Callable[[dict], tuple[list[int], dict[str, Any]]], partial: Path) -> list[dict[str, Any]]:
     """Decode every calibration prompt unmasked and dynamically masked after one shared prefill.
 
     ``targets(doc)`` gives the prompt ids and the engine's tracing arguments (needle or supporting-fact
-    indices). Returns the unmasked generations and, over all masked steps, the number of heads masked.
+    indices). Returns one record per prompt: the unmasked pass's per-step ``heads`` and Eq. 2
+    ``scores`` (None without them) and the dynamic pass's heads ``masked`` per step. Each record is
+    appended to ``partial`` as it is made, so an interrupted calibration resumes at the next prompt.
     """
     from dynheads.models.engine import Condition
 
-    iterator = progress(docs, desc=desc, unit="sample") if progress else docs
-    plain, masked_counts = [], []
-    for doc in iterator:
-        ids, tracing = targets(doc)
-        none, dynamic = lm.engine.generate_many(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
-                                                eos_token_ids=lm.eos_ids(), **tracing)
-        plain.append(none)
-        masked_counts.extend(len(step.gated) for step in dynamic.steps)
-    return plain, masked_counts
+    records = _finished(partial)
+    if len(records) > len(docs):
+        records = []
+    todo = list(enumerate(docs))[len(records):]
+    if records:
+        desc += f" (resumed after {len(records)})"
+    iterator = progress(todo, desc=desc, unit="sample") if progress else todo
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with open(partial, "a" if records else "w", encoding="utf-8") as fh:
+        for index, doc in iterator:
+            ids, tracing = targets(doc)
+            none, dynamic = lm.engine.generate_many(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
+                                                    eos_token_ids=lm.eos_ids(), **tracing)
+            record = {"doc": index, "heads": [[list(h) for h in step.heads] for step in none.steps],
+                      "scores": [step.scores for step in none.steps] if none.steps and none.steps[0].scores is not None else None,
+                      "masked": [len(step.gated) for step in dynamic.steps]}
+            fh.write(json.dumps(record) + "\n")  # one whole line per prompt
+            fh.flush()
+            records.append(record)
+    return records
 
 
 def result(setting: Any, model: str, ranking: list, samples: int, steps: int, masked_counts: list[int]) -> StaticHeads:
@@ -81,12 +109,20 @@ def result(setting: Any, model: str, ranking: list, samples: int, steps: int, ma
                        matched_n=matched_head_count(masked_counts) if masked_counts else None)
 
 
-def load_or_calibrate(setting: Any, model: str, calibrate: Callable[[], StaticHeads]) -> StaticHeads:
-    """The cached calibration of ``model`` under ``setting``, computing (``calibrate()``) and caching it when missing."""
+def masked_counts(records: list[dict[str, Any]]) -> list[int]:
+    """Heads the dynamic pass masked, at every step of every calibration prompt."""
+    return [count for record in records for count in record["masked"]]
+
+
+def load_or_calibrate(setting: Any, model: str, calibrate: Callable[[Path], StaticHeads]) -> StaticHeads:
+    """The cached calibration of ``model`` under ``setting``; when missing, ``calibrate(partial)`` computes it
+    (resuming from the per-prompt records in ``partial``), and it is cached and ``partial`` removed."""
     path = cache_path(model, setting)
     if path.is_file():
         return load_static_heads(path)
-    static = calibrate()
+    partial = path.with_name(path.stem + ".partial.jsonl")
+    static = calibrate(partial)
     write_atomic(path, static.to_json())
-    static.path = path
+    partial.unlink(missing_ok=True)
+    static.path, static.computed = path, True
     return static

@@ -22,6 +22,23 @@ def pyplot():
     return plt
 
 
+# Colour-bar and axis words for the metric keys of the result files.
+METRIC_LABELS = {"acc": "accuracy", "rouge_l": "ROUGE-L F-measure", "em": "exact match (EM)", "f1": "F1"}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
+def text_colour(rgba: Sequence[float]) -> str:
+    """Black or white, whichever reads better on a cell of colour ``rgba`` (WCAG relative luminance)."""
+    def linear(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(float(c)) for c in rgba[:3])
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.179 else "white"
+
+
 def save_figure(fig: Any, path: Path) -> None:
     """Write ``fig`` to ``path`` atomically (a reader never sees a half-written PNG) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,17 +53,20 @@ def progressive_plot(
     title: str,
     path: Path,
     metrics: Sequence[tuple[str, str]] = (("acc", "accuracy"), ("rouge_l", "ROUGE-L")),
+    xlabel: str = "dynamic retrieval heads masked per step (k; Eq. 1)",
 ) -> None:
     """Figures 3 and 7: mean peak static compensation (left axis) and task scores (right axis) against k.
 
-    ``rows``: one per k with ``k``, ``static_compensation`` (mean m_s) and each key of ``metrics``
-    (``(key, label)`` pairs; NIAH: acc and ROUGE-L, HotpotQA: EM and F1).
+    ``rows``: one per k with ``k``, ``samples``, ``static_compensation`` (mean m_s) and each key of
+    ``metrics`` (``(key, label)`` pairs; NIAH: acc and ROUGE-L, HotpotQA: EM and F1). The title says
+    how many prompts each point averages.
     """
     plt = pyplot()
     ks = [int(r["k"]) for r in rows]
-    fig, left = plt.subplots(figsize=(5.5, 3.8))
+    counts = sorted({int(r["samples"]) for r in rows})
+    fig, left = plt.subplots(figsize=(5.8, 4.0))
     left.plot(ks, [r["static_compensation"] for r in rows], "o-", color="tab:blue", label="compensated ∩ top-20 static (mean m_s)")
-    left.set_xlabel("masked dynamic heads per step (k)")
+    left.set_xlabel(xlabel)
     left.set_ylabel("mean m_s (heads)", color="tab:blue")
     left.tick_params(axis="y", labelcolor="tab:blue")
     left.set_xticks(ks)
@@ -59,6 +79,6 @@ def progressive_plot(
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
     left.legend(handles, labels, fontsize=7, loc="center right")
-    left.set_title(title, fontsize=10)
+    left.set_title(f"{title}\nmean over {'/'.join(map(str, counts))} prompt{'s' if counts != [1] else ''} per k", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)

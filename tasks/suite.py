@@ -73,9 +73,9 @@ class CellRunner:
     """
 
     def __init__(self, lm: Any, model_name: str, folder: Path, seed: int, limit: int | None,
-                 evaluate: Callable[..., list[dict[str, Any]]] = lm_eval_cell) -> None:
+                 evaluate: Callable[..., list[dict[str, Any]]] = lm_eval_cell, on_compute: Callable[[], None] | None = None) -> None:
         self.lm, self.model_name, self.folder, self.seed, self.limit = lm, model_name, folder, seed, limit
-        self.evaluate = evaluate
+        self.evaluate, self.on_compute = evaluate, on_compute
 
     def settings(self, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None) -> dict[str, Any]:
         """Everything that changes a cell's output, recorded in the cell and compared on reuse.
@@ -106,6 +106,8 @@ class CellRunner:
         if trace_file.exists():
             trace_file.unlink()  # a half-finished cell restarts from scratch
         self.lm.configure(mask="+".join(conditions), heads=heads, trace_dir=trace_dir)
+        if self.on_compute is not None:
+            self.on_compute()
         full = {"pretrained": None if self.model_name == "smollm2" else self.model_name, **metadata}
         if task.seeded:
             full["seed"] = self.seed
@@ -150,10 +152,14 @@ class ModelSuite:
         self.lm = DynHeadsLM(pretrained=model_name, seed=seed, **model_args)
         self.total_heads = self.lm.engine.num_layers * self.lm.engine.num_heads
         self._shared: dict[str, Any] = {}
+        self.computed = 0  # cells and calibrations computed (not read from a cache) by this invocation
         write_atomic(self.dir / "model.json", json.dumps({"model": model_name, "total_heads": self.total_heads}))
 
     def runner(self, stage: str) -> CellRunner:
-        return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit)
+        return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count)
+
+    def _count(self) -> None:
+        self.computed += 1
 
     def shared(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per invocation (e.g. the NIAH grid that Figure 2 and Table 1 both read)."""
@@ -164,6 +170,8 @@ class ModelSuite:
     def write_calibration(self, kind: str, setting: dict[str, Any], filename: str) -> dict[str, Any]:
         """The static heads of ``kind`` (computed once and cached by the model), summarised into ``filename``."""
         static = self.lm.static(kind)
+        if static.computed:
+            self._count()
         if not static.informative:
             print(f"run_suite: warning: no head of {self.name} retrieved during the {kind} calibration; static-head "
                   "statistics are reported as absent (use a larger calibration)", file=sys.stderr)

@@ -116,6 +116,8 @@ def test_rerun_reuses_cells_and_a_changed_k_list_recomputes_only_progressive(run
     stamps = grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns
     hotpot_stamps = [p.stat().st_mtime_ns for p in hotpot_cells]
     tables = {p.name: p.read_bytes() for p in out.glob("*.md")}
+    first = json.loads((model / "timings.json").read_text())
+    assert set(first) == {"load", *run_suite.CALIBRATIONS, *(s for s in run_suite.STAGES if s != "calibrate")}
     assert run_suite.main(args) == 0
     assert (grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns) == stamps
     assert [p.stat().st_mtime_ns for p in hotpot_cells] == hotpot_stamps
@@ -126,8 +128,13 @@ def test_rerun_reuses_cells_and_a_changed_k_list_recomputes_only_progressive(run
     assert run_suite.main(["--stages", "progressive", *progressive]) == 0
     assert grid_cell.stat().st_mtime_ns == stamps[0] and prog_cell.stat().st_mtime_ns != stamps[1]
     assert [p["k"] for p in json.loads((model / "progressive.json").read_text())] == [0, 10]
-    timings = json.loads((model / "timings.json").read_text())  # of the last invocation: --stages progressive
-    assert set(timings) == {"load", "calibrate", "progressive"} and all(v >= 0 for v in timings.values())
+    # timings.json keeps, per stage, the seconds of the run that computed it: the cached rerun changed none of
+    # them, the last invocation recomputed only the progressive cell
+    timings = json.loads((model / "timings.json").read_text())
+    assert set(timings) == set(first) and all(v >= 0 for v in timings.values())
+    assert {k: v for k, v in timings.items() if k not in ("load", "progressive")} == {
+        k: v for k, v in first.items() if k not in ("load", "progressive")}
+    assert timings["progressive"] != first["progressive"]
 
 
 def _hotpot_samples(out: Path) -> list[dict]:
@@ -228,7 +235,7 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
         ("custom_00004", 4, 1, str(tmp_path / "mine.json"))]
     assert {task.name for _, task, _, _ in recorder.calls} == {"hotpotqa_sf"}
 
-    with pytest.raises(SystemExit, match="HotpotQA n = 0 must be at least 1"):
+    with pytest.raises(ValueError, match="HotpotQA n = 0 must be at least 1"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--hotpot-n", "0"]))
 
 
@@ -237,3 +244,26 @@ def test_missing_hotpot_source_is_one_line_before_any_model_loads(run_suite, tmp
     err = capsys.readouterr().err
     assert "is not an existing file" in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_errors_are_one_line_with_exit_code_2(run_suite, tmp_path, capsys):
+    """A model that cannot load (here a folder that is no saved model), a bad override: one line, exit 2."""
+    (tmp_path / "not_a_model").mkdir()
+    assert run_suite.main(["--stages", "niah", "--models", str(tmp_path / "not_a_model"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder without config.json" in err and "--debug" in err and err.count("\n") == 1
+    assert run_suite.main(["--all", "--hotpot-n", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run_suite: HotpotQA n = 0 must be at least 1") and err.count("\n") == 1
+    with pytest.raises(ValueError, match="folder without config.json"):  # --debug: the traceback
+        run_suite.main(["--stages", "niah", "--models", str(tmp_path / "not_a_model"), "--debug", "--out", str(tmp_path / "o")])
+
+
+def test_ctrl_c_says_the_same_command_resumes(run_suite, tmp_path, capsys, monkeypatch):
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_suite, "run_model", interrupted)
+    assert run_suite.main(["--stages", "niah", "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "same command resumes" in err and err.count("\n") == 1

@@ -402,13 +402,13 @@ def test_condition_parse_and_its_errors():
     assert Condition.parse("dynamic:5").name == "dynamic:5"
     assert Condition.parse(" static ", [(1, 2)]) == Condition("static", ((1, 2),), None)
     assert Condition.parse("dynamic").name == "dynamic"
-    with pytest.raises(DecodingError, match=r"cannot read mask condition 'dynamic:x'; write e\.g\. dynamic:5"):
+    with pytest.raises(DecodingError, match=r"cannot read mask condition 'dynamic:x'; choose one of .*dynamic:K \(gate the K strongest, e\.g\. dynamic:5\)"):
         Condition.parse("dynamic:x")
     with pytest.raises(DecodingError, match=r"static:3\) needs mask dynamic and k >= 0"):
         Condition.parse("static:3")
     with pytest.raises(DecodingError, match=r"dynamic:-1\) needs mask dynamic and k >= 0"):
         Condition.parse("dynamic:-1")
-    with pytest.raises(DecodingError, match="unknown mask mode 'bogus'; choose one of none, dynamic, static, random"):
+    with pytest.raises(DecodingError, match=r"unknown mask mode 'bogus'; choose one of none, dynamic, dynamic:K .*static, random, or several joined by \+"):
         Condition.parse("bogus")
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(DecodingError, match="no mask condition given"):

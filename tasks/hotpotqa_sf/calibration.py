@@ -8,12 +8,13 @@ Eq. 2 score"); N comes from the dynamic-masking pass as for NIAH (shared loop an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from dynheads.metrics.dynamism import rank_heads_by_mean_score
 from dynheads.metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
 from dynheads.models.static_heads import Calibration, StaticHeads
-from dynheads.tasks.calibration import Keyed, load_or_calibrate, model_id, result, two_passes
+from dynheads.tasks.calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
 
 DEFAULT_EXAMPLES = 20
 
@@ -39,7 +40,7 @@ def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
                                        sink_tokens=r.sink_tokens, local_window=r.local_window, threshold=r.threshold)
 
 
-def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, progress: Callable | None = None) -> StaticHeads:
+def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
     from dynheads.models.engine import ReasoningScore
     from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
@@ -51,18 +52,18 @@ def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, progres
         ids, offsets = lm._encode_with_offsets(doc["input"])
         return ids, {"support_indices": lm._support_indices(doc["input"], doc, offsets, 0), "reasoning": spec}
 
-    plain, masked_counts = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model})",
-                                      progress, targets)
-    step_scores = [step.scores for gen in plain for step in gen.steps]
+    records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model})", progress,
+                         targets, partial)
+    step_scores = [scores for record in records for scores in record["scores"] or []]
     ranking = rank_heads_by_mean_score(step_scores, lm.engine.num_layers, lm.engine.num_heads)
-    return result(setting, model, ranking, len(docs), len(step_scores), masked_counts)
+    return result(setting, model, ranking, len(docs), len(step_scores), masked_counts(records))
 
 
 def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
     """The cached HotpotQA calibration of ``lm`` under its ``calib_examples`` and Eq. 2 settings, computed once."""
     setting = setting_from(options)
     model = model_id(lm)
-    return load_or_calibrate(setting, model, lambda: calibrate(lm, setting, model, progress))
+    return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))
 
 
 CALIBRATION = Calibration("hotpotqa", static_heads)

@@ -1,6 +1,6 @@
 """Figures of the HotpotQA analysis: Figure 5 (Eq. 2 scores of the most varying heads over the steps
 of one answer) and Figure 6 (EM/F1 per context-length × first-fact-position cell under each masking
-condition, opacity = samples per cell). Figure 7 is :func:`dynheads.tasks.plotting.progressive_plot`.
+condition, with the samples per cell written in it). Figure 7 is :func:`dynheads.tasks.plotting.progressive_plot`.
 
     python -m dynheads.tasks.hotpotqa_sf.figures TRACE.jsonl --doc 0 --out figure5.png
 
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynheads.tasks.plotting import pyplot, save_figure
+from dynheads.tasks.plotting import metric_label, pyplot, save_figure, text_colour
 
 Head = tuple[int, int]
 
@@ -39,8 +39,13 @@ def most_varying_heads(step_scores: Sequence[Sequence[Sequence[float]]], k: int 
     return sorted(variance, key=lambda head: (-variance[head], head))[:k]
 
 
-def score_heatmap(record: Mapping[str, Any], labels: Sequence[str], path: Path, k: int = 10, title: str = "") -> list[Head]:
-    """Draw Figure 5 for one trace record; returns the heads shown (top row first)."""
+def score_heatmap(record: Mapping[str, Any], labels: Sequence[str], path: Path, k: int = 10, title: str = "",
+                  threshold: float | None = None) -> list[Head]:
+    """Draw Figure 5 for one trace record; returns the heads shown (top row first).
+
+    ``threshold`` (default: the record's own Eq. 2 threshold, if it has one) is marked on the colour
+    bar, and every cell above it (a reasoning head at that step) gets a dot.
+    """
     import numpy as np
 
     plt = pyplot()
@@ -50,12 +55,23 @@ def score_heatmap(record: Mapping[str, Any], labels: Sequence[str], path: Path, 
     chosen = most_varying_heads(steps, k)
     grid = np.array([[step[l][h] for step in steps] for l, h in chosen])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(steps) + 2), 0.4 * len(chosen) + 1.8), layout="constrained")
+    if threshold is None:
+        threshold = (record.get("reasoning") or {}).get("threshold")
     image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     ax.set_yticks(range(len(chosen)), [f"L{l}H{h}" for l, h in chosen])
+    ax.set_ylabel("head (layer L, head H)")
     ax.set_xticks(range(len(steps)), [repr(t)[1:-1] for t in labels[: len(steps)]], rotation=90, fontsize=7)
     ax.set_xlabel("generation step (generated token)")
     ax.set_title(title or "Eq. 2 reasoning retrieval scores of the most varying heads", fontsize=10)
-    fig.colorbar(image, ax=ax, label="Eq. 2 score", fraction=0.03, pad=0.02)
+    label = "Eq. 2 score"
+    if threshold is not None:
+        rows, cols = np.nonzero(grid > threshold)
+        ax.scatter(cols, rows, s=10, c=[text_colour(image.cmap(image.norm(grid[r, c]))) for r, c in zip(rows, cols)],
+                   marker="o", linewidths=0)
+        label += f" (line: threshold {threshold:g}; dot: above it)"
+    bar = fig.colorbar(image, ax=ax, label=label, fraction=0.03, pad=0.02)
+    if threshold is not None:
+        bar.ax.axhline(threshold, color="tab:red", linewidth=2)
     save_figure(fig, path)
     return chosen
 
@@ -68,18 +84,17 @@ def ablation_heatmaps(
     title: str,
     path: Path,
 ) -> None:
-    """Figure 6: one position × length panel per condition; colour = ``metric``, opacity = samples.
+    """Figure 6: one position × length panel per condition; colour = ``metric``, text = value and samples.
 
     ``panels``: ``(condition title, cells)`` with cells from
-    :func:`dynheads.tasks.hotpotqa_sf.ablation.ablation_cells`. A cell's opacity is its sample count
-    over the fullest cell's (at least 0.2 so a one-sample cell stays legible) and it is annotated
-    with the value and ``n``; a cell with no sample is blank, as in the paper.
+    :func:`dynheads.tasks.hotpotqa_sf.ablation.ablation_cells`. Colours are the colour bar's exactly;
+    each cell is annotated with its value and its sample count ``n`` (the small quick profile leaves
+    many cells with one or two examples); a cell with no sample is blank, as in the paper.
     """
     import matplotlib.colors as mcolors
 
     plt = pyplot()
     cmap = plt.get_cmap("RdYlGn")
-    most = max((c["n"] for _, cells in panels for c in cells), default=1)
     fig, axes = plt.subplots(1, len(panels), figsize=(1.1 * len(length_labels) * len(panels) + 2.5, 0.6 * len(position_labels) + 2.3),
                              squeeze=False, sharey=True, layout="constrained")
     for ax, (name, cells) in zip(axes[0], panels):
@@ -87,19 +102,19 @@ def ablation_heatmaps(
         ax.set_ylim(len(position_labels) - 0.5, -0.5)
         for c in cells:
             value = float(c[metric])
-            alpha = max(0.2, c["n"] / most)
             x, y = c["length_bin"], c["position_bin"]
-            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=cmap(value), alpha=alpha, edgecolor="white"))
+            ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, facecolor=cmap(value), edgecolor="white"))
             if not math.isnan(value):
-                ax.text(x, y, f"{value:.2f}\nn={c['n']}", ha="center", va="center", fontsize=7)
+                ax.text(x, y, f"{value:.2f}\nn={c['n']}", ha="center", va="center", fontsize=8, color=text_colour(cmap(value)))
         ax.set_xticks(range(len(length_labels)), list(length_labels), rotation=45, fontsize=8)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("context length (tokens)")
     axes[0][0].set_yticks(range(len(position_labels)), list(position_labels), fontsize=8)
-    axes[0][0].set_ylabel("first supporting fact at")
+    axes[0][0].set_ylabel("first supporting fact starts at\n(% of the paragraphs' characters)")
     fig.suptitle(title)
     mappable = plt.cm.ScalarMappable(norm=mcolors.Normalize(0, 1), cmap=cmap)
-    fig.colorbar(mappable, ax=list(axes[0]), label=f"{metric} (opacity: samples in cell)", shrink=0.9, fraction=0.03, pad=0.02)
+    fig.colorbar(mappable, ax=list(axes[0]), label=f"{metric_label(metric)} (n = examples in the cell)", shrink=0.9,
+                 fraction=0.03, pad=0.02)
     save_figure(fig, path)
 
 

@@ -96,7 +96,7 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
         hot["source"] = parse_metadata({"source": args.hotpot_source}).source  # a missing file fails here, in one line
     for key in ("n", "chunk", "calib_examples"):
         if int(hot[key]) < 1:
-            raise SystemExit(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
+            raise ValueError(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
     for key in ("length_edges", "position_edges"):
         hot[key] = check_edges(key, hot[key])
     return prof
@@ -196,7 +196,8 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
         labels = [suite.lm.tokenizer.decode([t]) for t in runs[longest]["tokens"]]
         sample = samples_of(evaluated(suite))[longest]
         score_heatmap({"steps": [{"scores": s} for s in runs[longest]["scores"]]}, labels, suite.dir / "figure5.png",
-                      title=f"{suite.name}, HotpotQA {sample['id']}: Eq. 2 scores of the 10 most varying heads")
+                      title=f"{suite.name}, HotpotQA {sample['id']}: Eq. 2 scores of the 10 most varying heads",
+                      threshold=traced)
     write_atomic(suite.dir / "hotpotqa_dynamism.json", json.dumps(rows, indent=1))
     return rows
 
@@ -212,7 +213,8 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
                    f"{suite.name} HotpotQA progressive ablation")
     rows = progressive_rows(cells, ks, names, suite.lm.static("hotpotqa").heads[:20], ("em", "f1"))
     progressive_plot(rows, f"{suite.name}: HotpotQA progressive ablation (Eq. 2 > {suite.lm.reasoning.threshold:g})",
-                     suite.dir / "hotpotqa_progressive_ablation.png", metrics=(("em", "EM"), ("f1", "F1")))
+                     suite.dir / "hotpotqa_progressive_ablation.png", metrics=(("em", "EM"), ("f1", "F1")),
+                     xlabel="reasoning retrieval heads masked per step (k; strongest Eq. 2 scores)")
     write_atomic(suite.dir / "hotpotqa_progressive.json", json.dumps(rows, indent=1))
     return rows
 

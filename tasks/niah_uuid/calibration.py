@@ -9,11 +9,12 @@ calibration (see this package's ``__init__``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from dynheads.metrics.dynamism import rank_static_heads
 from dynheads.models.static_heads import Calibration, StaticHeads
-from dynheads.tasks.calibration import Keyed, load_or_calibrate, model_id, result, two_passes
+from dynheads.tasks.calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
 
 CALIBRATION_SEED = 1_000_003
 
@@ -38,7 +39,7 @@ def setting_from(options: dict[str, Any]) -> CalibrationSetting:
     return CalibrationSetting(**{key: value for key, value in given.items() if value is not None})
 
 
-def calibrate(lm: Any, setting: CalibrationSetting, model: str, progress: Callable | None = None) -> StaticHeads:
+def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode the calibration grid on ``lm`` (a ``DynHeadsLM``) and rank heads by Eq. 1 activation rate."""
     from dynheads.tasks.niah_uuid.utils import docs_from_metadata
 
@@ -49,18 +50,17 @@ def calibrate(lm: Any, setting: CalibrationSetting, model: str, progress: Callab
         ids, needle = lm.encode_with_needle(doc["input"], doc["needle"])
         return ids, {"needle_indices": needle}
 
-    plain, masked_counts = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static heads ({model})",
-                                      progress, targets)
-    plain_steps = [[step.heads for step in gen.steps] for gen in plain]
+    records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static heads ({model})", progress, targets, partial)
+    plain_steps = [[[tuple(h) for h in step] for step in record["heads"]] for record in records]
     ranking = rank_static_heads(plain_steps, lm.engine.num_layers, lm.engine.num_heads)
-    return result(setting, model, ranking, len(docs), sum(len(s) for s in plain_steps), masked_counts)
+    return result(setting, model, ranking, len(docs), sum(len(s) for s in plain_steps), masked_counts(records))
 
 
 def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
     """The cached NIAH calibration of ``lm`` under its ``calib_*`` options, computed once."""
     setting = setting_from(options)
     model = model_id(lm)
-    return load_or_calibrate(setting, model, lambda: calibrate(lm, setting, model, progress))
+    return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))
 
 
 CALIBRATION = Calibration("niah", static_heads, reserved_seed=CALIBRATION_SEED)

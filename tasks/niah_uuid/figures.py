@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynheads.tasks.plotting import progressive_plot, pyplot, save_figure
+from dynheads.tasks.plotting import metric_label, progressive_plot, pyplot, save_figure, text_colour
 
 __all__ = ["condition_heatmaps", "progressive_plot"]
 
@@ -41,12 +41,13 @@ def condition_heatmaps(
         for i in range(len(depths)):
             for j in range(len(lengths)):
                 if not math.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color=text_colour(image.cmap(image.norm(grid[i, j]))))
         ax.set_xticks(range(len(lengths)), [str(x) for x in lengths], rotation=45)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("context length (tokens)")
     axes[0][0].set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
     axes[0][0].set_ylabel("needle depth")
     fig.suptitle(title)
-    fig.colorbar(image, ax=list(axes[0]), label=metric, shrink=0.9, fraction=0.03, pad=0.02)
+    fig.colorbar(image, ax=list(axes[0]), label=metric_label(metric), shrink=0.9, fraction=0.03, pad=0.02)
     save_figure(fig, path)
