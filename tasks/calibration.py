@@ -104,7 +104,8 @@ def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progre
 def result(setting: Any, model: str, ranking: list, samples: int, steps: int, masked_counts: list[int]) -> StaticHeads:
     """A :class:`StaticHeads` from a ranking and the dynamic pass's masked-head counts."""
     mean_masked, mean_positive = masked_means(masked_counts)
-    return StaticHeads(model=model, kind=setting.task, setting=asdict(setting), ranking=ranking, samples=samples,
+    plain = json.loads(json.dumps(asdict(setting)))  # as the cache file holds it (lists, not tuples)
+    return StaticHeads(model=model, kind=setting.task, setting=plain, ranking=ranking, samples=samples,
                        steps=steps, masked_per_step=mean_masked, masked_per_masked_step=mean_positive,
                        matched_n=matched_head_count(masked_counts) if masked_counts else None)
 
