@@ -1,0 +1,56 @@
+"""Scores of head predictions, micro-averaged over every (step, head) cell, and the trivial baselines.
+
+Why micro: the paper reports one precision / recall / F1 / AUPRC per model, which we read as pooled
+over steps x heads (a head that never fires then weighs as little as it should). scikit-learn
+computes every number; this module only fixes how they are pooled, and how a decision threshold is
+chosen (the F1-maximising point of the validation precision-recall curve).
+
+The baselines a probe must beat, on the same held-out generations: the *prior* (each head's training
+activation rate / mean score, whatever the hidden state) and the *previous step* (the same
+generation's score vector one step earlier; the prior at a generation's first step).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (average_precision_score, mean_absolute_error, mean_squared_error, precision_recall_curve,
+                             precision_recall_fscore_support, r2_score)
+
+
+def best_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The probability threshold with the highest F1 on the precision-recall curve of ``(y_true, proba)``."""
+    y, p = np.asarray(y_true).ravel().astype(int), np.asarray(proba, dtype=float).ravel()
+    if y.sum() == 0:
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.where(precision + recall > 0, precision + recall, 1), 0)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def classification_scores(y_true: np.ndarray, proba: np.ndarray, threshold: float) -> dict[str, float]:
+    """Micro precision, recall, F1 at ``threshold`` and AUPRC (average precision) over all cells."""
+    y, p = np.asarray(y_true).ravel().astype(int), np.asarray(proba, dtype=float).ravel()
+    precision, recall, f1, _ = precision_recall_fscore_support(y, p >= threshold, average="binary", zero_division=0)
+    auprc = float(average_precision_score(y, p)) if y.any() else float("nan")
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1), "auprc": auprc, "threshold": float(threshold)}
+
+
+def regression_scores(y_true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MSE, MAE and R² over all (step, head) cells pooled (R² against the pooled mean)."""
+    y, p = np.asarray(y_true, dtype=float).ravel(), np.asarray(pred, dtype=float).ravel()
+    return {"mse": float(mean_squared_error(y, p)), "mae": float(mean_absolute_error(y, p)), "r2": float(r2_score(y, p))}
+
+
+def prior(y_train: np.ndarray, rows: int) -> np.ndarray:
+    """Each head's training mean (activation rate for 0/1 targets), repeated for ``rows`` steps."""
+    return np.tile(np.asarray(y_train, dtype=float).mean(axis=0), (rows, 1))
+
+
+def previous_step(y: np.ndarray, groups: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Row i predicted by row i - 1 of the same generation; ``fallback`` (one row) at a generation's first step."""
+    y, groups = np.asarray(y, dtype=float), np.asarray(groups)
+    out = np.empty_like(y)
+    out[:] = fallback
+    same = np.r_[False, groups[1:] == groups[:-1]]
+    out[same] = y[np.flatnonzero(same) - 1]
+    return out
