@@ -100,6 +100,7 @@ class Step:
     gated: list[Head] = field(default_factory=list)
     heads_after: list[Head] = field(default_factory=list)
     scores: list[list[float]] | None = None  # Eq. 2 only: [layer][head] score of the first pass
+    hidden: torch.Tensor | None = None  # with record_hidden: the first pass's final hidden state (float32, CPU)
 
 
 @dataclass
@@ -153,12 +154,18 @@ class TraceEngine:
                 layer.activate_past_recording()  # lets crop(-1) roll back a sliding-window layer
         return cache
 
-    def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool, keep: dict[int, torch.Tensor]) -> torch.Tensor:
+    def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool, keep: dict[int, torch.Tensor],
+                 hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Last-position logits; with ``hidden`` also the last position's final hidden state (after the
+        final norm: the last entry of ``output_hidden_states``, the vector the LM head reads)."""
         PROBE.record, PROBE.keep, PROBE.rows = record, keep, {}
         try:
-            out = self.model(input_ids=token_ids, cache=cache, use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=token_ids, cache=cache, use_cache=True, logits_to_keep=1,
+                             **({"output_hidden_states": True} if hidden else {}))
         finally:
             PROBE.record, PROBE.keep = False, {}
+        if hidden:
+            return out.logits[:, -1, :], out.hidden_states[-1][0, -1, :].float().cpu()
         return out.logits[:, -1, :]
 
     def _keep_from_mask(self, gate: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -215,6 +222,7 @@ class TraceEngine:
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
         on_step: Callable[[str, int, bool], None] | None = None,
+        record_hidden: bool = False,
     ) -> list[Generation]:
         """One greedy generation per condition, all continuing one shared prefill of the prompt.
 
@@ -222,7 +230,8 @@ class TraceEngine:
         prompt's KV cache is computed once and copied for each condition; the comparison is then exact
         (identical prefill numerics) and an N-condition grid costs one prefill instead of N.
         ``on_step(condition, steps, finished)`` is called after every decode step and when a condition ends
-        (progress bars).
+        (progress bars). ``record_hidden``: keep each step's first-pass final hidden state (``Step.hidden``),
+        read from the same forward pass.
         """
         conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in conditions]
         if not conditions:
@@ -269,7 +278,7 @@ class TraceEngine:
         for i, condition in enumerate(conditions):
             cache = prefilled if i == len(conditions) - 1 else copy.deepcopy(prefilled)
             steps = self._decode(cache, seq.clone(), needle if traced else None, n, max_new_tokens, condition,
-                                 set(eos_token_ids), stop, scoring, on_step)
+                                 set(eos_token_ids), stop, scoring, on_step, record_hidden)
             if on_step is not None:
                 on_step(condition.name, len(steps), True)
             generations.append(Generation(prompt_ids=prompt_ids, steps=steps, condition=condition.name))
@@ -308,6 +317,7 @@ class TraceEngine:
         stop: Callable[[list[int]], bool] | None,
         scoring: ReasoningScore | None = None,
         on_step: Callable[[str, int, bool], None] | None = None,
+        record_hidden: bool = False,
     ) -> list[Step]:
         traced = needle is not None
         fixed_heads = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
@@ -318,7 +328,10 @@ class TraceEngine:
             pos = n - 1 + t  # position of the query token fed at this step
             current = seq[:, pos : pos + 1]
             step = Step(token_id=-1, gated=list(fixed_heads))
-            logits = self._forward(current, cache, record=traced, keep=fixed_keep)
+            if record_hidden:
+                logits, step.hidden = self._forward(current, cache, record=traced, keep=fixed_keep, hidden=True)
+            else:
+                logits = self._forward(current, cache, record=traced, keep=fixed_keep)
             token = logits.argmax(dim=-1)
             if traced:
                 hit, peak = self._detect(seq, needle, pos, token, scoring, need_strength=condition.top_k is not None)

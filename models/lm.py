@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
 from .static_heads import StaticHeads, calibration_for, load_static_heads
+from .vectors import HIDDEN_DTYPES, append_vectors, score_matrix
 from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine
 from .loading import embedded_revision, resolve_pretrained
 
@@ -60,6 +61,18 @@ def _random_heads(count: int, layers: int, heads: int, seed: Any) -> list[Head]:
     rng = random.Random(str(seed))
     picked = rng.sample(range(layers * heads), count)
     return sorted((p // heads, p % heads) for p in picked)
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A boolean model argument (lm-eval may pass ``True`` or the text ``true``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise ValueError(f"dynheads: {name}={value!r} is not true or false")
 
 
 def _number_list(name: str, text: Any, cast: type) -> tuple:
@@ -113,10 +126,18 @@ class DynHeadsLM(HFLM):
         sink_tokens: int | None = None,
         local_window: int | None = None,
         reasoning_threshold: float | None = None,
+        hidden: bool | str = False,
+        hidden_dtype: str = "float16",
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.seed = seed
+        self.record_hidden = _flag("hidden", hidden)
+        if hidden_dtype not in HIDDEN_DTYPES:
+            raise ValueError(f"dynheads: hidden_dtype={hidden_dtype!r}; choose {' or '.join(HIDDEN_DTYPES)}")
+        self.hidden_dtype = hidden_dtype
+        if self.record_hidden and not trace_dir:  # before the (slow) model load
+            raise ValueError("dynheads: hidden=true records hidden states into the trace's sidecar; give trace_dir=DIR too")
         base = ReasoningScore()
         self.reasoning = ReasoningScore(
             sink_tokens=int(sink_tokens) if sink_tokens is not None else base.sink_tokens,
@@ -188,6 +209,8 @@ class DynHeadsLM(HFLM):
             self.engine.gate_mask(parse_head_list(heads))  # validates indices now, not mid-run
         self._check_heads(conditions, heads)
         self.conditions = conditions
+        if self.record_hidden and not trace_dir:
+            raise ValueError("dynheads: hidden=true records hidden states into the trace's sidecar; give trace_dir=DIR too")
         self.mask_mode = conditions[0].name
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.heads_arg = heads
@@ -326,8 +349,13 @@ class DynHeadsLM(HFLM):
         assert self.trace_dir is not None
         self.trace_dir.mkdir(parents=True, exist_ok=True)
         reasoning = self.reasoning if support is not None else None
-        lines = [json.dumps(trace_record(task, doc_id, gen, text, needle, support, reasoning), separators=(",", ":")) + "\n"
-                 for gen, text in zip(gens, texts)]
+        records = [trace_record(task, doc_id, gen, text, needle, support, reasoning) for gen, text in zip(gens, texts)]
+        if self.record_hidden:  # the binary block first: a line never points at bytes not yet written
+            for record, gen in zip(records, gens):
+                hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, 0).numpy()
+                scores = score_matrix(gen.steps, self.engine.num_layers, self.engine.num_heads)
+                record["vectors"] = append_vectors(self.trace_dir / f"{task}.vectors.bin", hidden, scores, self.hidden_dtype)
+        lines = [json.dumps(record, separators=(",", ":")) + "\n" for record in records]
         # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:
             fh.write("".join(lines))
@@ -375,7 +403,8 @@ class DynHeadsLM(HFLM):
                         bar.set_postfix_str(f"{condition}: step {steps}/{max_gen}")
 
                 gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
-                                                 reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop, on_step=on_step)
+                                                 reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop, on_step=on_step,
+                                                 record_hidden=self.record_hidden)
             texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
                      for g in gens]
             if (needle is not None or support is not None) and isinstance(doc, dict):
