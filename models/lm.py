@@ -36,7 +36,7 @@ from tqdm import tqdm
 from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
 from .static_heads import StaticHeads, calibration_for, load_static_heads
-from .vectors import HIDDEN_DTYPES, append_vectors, score_matrix
+from ..metrics.vectors import HIDDEN_DTYPES, append_vectors, score_matrix
 from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine
 from .loading import embedded_revision, resolve_pretrained
 
@@ -106,6 +106,16 @@ def trace_record(task: str, doc_id: Any, gen: Generation, text: str, needle: lis
         record["reasoning"] = {"sink_tokens": reasoning.sink_tokens, "local_window": reasoning.local_window,
                                "threshold": reasoning.threshold}
     return record
+
+
+def attach_vectors(record: dict[str, Any], gen: Generation, sidecar: Path, engine: TraceEngine, hidden_dtype: str,
+                   model: str | None) -> None:
+    """Append a generation's hidden states and score vectors to ``sidecar`` and reference them from ``record``."""
+    if any(s.hidden is None for s in gen.steps):
+        raise ValueError("dynheads: this generation was decoded without record_hidden; no hidden states to store")
+    hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, 0).numpy()
+    scores = score_matrix(gen.steps, engine.num_layers, engine.num_heads)
+    record["vectors"] = append_vectors(sidecar, hidden, scores, hidden_dtype, model=model)
 
 
 class DynHeadsLM(HFLM):
@@ -352,9 +362,8 @@ class DynHeadsLM(HFLM):
         records = [trace_record(task, doc_id, gen, text, needle, support, reasoning) for gen, text in zip(gens, texts)]
         if self.record_hidden:  # the binary block first: a line never points at bytes not yet written
             for record, gen in zip(records, gens):
-                hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, 0).numpy()
-                scores = score_matrix(gen.steps, self.engine.num_layers, self.engine.num_heads)
-                record["vectors"] = append_vectors(self.trace_dir / f"{task}.vectors.bin", hidden, scores, self.hidden_dtype)
+                attach_vectors(record, gen, self.trace_dir / f"{task}.vectors.bin", self.engine, self.hidden_dtype,
+                               self.pretrained_name)
         lines = [json.dumps(record, separators=(",", ":")) + "\n" for record in records]
         # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:

@@ -12,7 +12,7 @@ import torch
 
 from dynheads.models.engine import Condition, ReasoningScore, TraceEngine
 from dynheads.models.lm import DynHeadsLM, trace_record
-from dynheads.models.vectors import append_vectors, read_vectors, score_matrix
+from dynheads.metrics.vectors import append_vectors, read_vectors, score_matrix
 from dynheads.models.verify import gated
 
 from tiny_models import tiny_model

@@ -1,11 +1,14 @@
 """Binary sidecar of a trace file: each decode step's final hidden state and every head's retrieval score.
 
+Part of the trace contract, so it sits in the bottom layer (numpy only): the model writes it, the
+probes read it.
+
 Why binary: Claim 3's probes read one hidden vector (576 floats for SmolLM2, 4096 for an 8B model)
 per decode step, over up to ~10^5 steps; as JSON floats that would be slow to write, huge, and read
 back as Python lists. The vectors are appended to ``<task>.vectors.bin`` beside ``<task>.jsonl`` and
 each trace line says where its block lies (public contract, see the README):
 
-    "vectors": {"file": "niah_uuid.vectors.bin", "offset": 1234, "steps": T,
+    "vectors": {"file": "niah_uuid.vectors.bin", "offset": 1234, "steps": T, "model": "smollm2",
                 "hidden": {"dim": 576, "dtype": "float16"}, "scores": {"dim": 270, "dtype": "float32"}}
 
 At ``offset`` bytes into ``file``: ``T x hidden.dim`` little-endian values of ``hidden.dtype`` (row-major:
@@ -37,8 +40,10 @@ def score_matrix(steps: list[Any], num_layers: int, num_heads: int) -> np.ndarra
     return out
 
 
-def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dtype: str = "float16") -> dict[str, Any]:
-    """Append one line's block to the sidecar ``path``; returns the reference to store in the trace line."""
+def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dtype: str = "float16",
+                   model: str | None = None) -> dict[str, Any]:
+    """Append one line's block to the sidecar ``path``; returns the reference to store in the trace line
+    (``model`` names the model that wrote it, so a probe trained on it knows what it was trained on)."""
     if hidden_dtype not in HIDDEN_DTYPES:
         raise ValueError(f"dynheads: hidden_dtype={hidden_dtype!r}; choose float16 or float32")
     hidden = np.ascontiguousarray(hidden, dtype=np.dtype(hidden_dtype).newbyteorder("<"))
@@ -49,7 +54,7 @@ def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dt
     with open(path, "ab") as fh:
         offset = fh.seek(0, 2)
         fh.write(hidden.tobytes() + scores.tobytes())
-    return {"file": path.name, "offset": offset, "steps": len(hidden),
+    return {"file": path.name, "offset": offset, "steps": len(hidden), "model": model,
             "hidden": {"dim": hidden.shape[1], "dtype": hidden_dtype}, "scores": {"dim": scores.shape[1], "dtype": "float32"}}
 
 
