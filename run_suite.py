@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dynheads.models.files import write_atomic
-from dynheads.tasks import tables
+from dynheads.tasks import probing, tables
 from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
 from dynheads.tasks.niah_uuid import stages as niah
 from dynheads.tasks.suite import ModelSuite, Stage
@@ -42,6 +42,8 @@ STAGES: dict[str, Stage] = {
     "hotpotqa": Stage(hotpotqa.masking, ("calibrate_hotpotqa",)),  # EM/F1 under four conditions, Figure 6
     "hotpotqa_dynamism": Stage(hotpotqa.dynamism, ("calibrate_hotpotqa",)),  # Table 1 on Eq. 2 heads, Figure 5
     "hotpotqa_progressive": Stage(hotpotqa.progressive, ("calibrate_hotpotqa",)),  # Figure 7
+    "probes": Stage(niah.probes),  # Claim 3 on NIAH: Figure 4, Table 2
+    "hotpotqa_probes": Stage(hotpotqa.probes),  # Claim 3 on HotpotQA: Figure 8, Table 3
 }
 PROFILES = ("quick", "paper")
 
@@ -63,6 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="quick: sized for the embedded models on 2 CPU cores (~15 min); paper: the paper's grids, for GPUs (default: %(default)s)")
     for task in TASKS:
         task.add_arguments(p)
+    probing.add_arguments(p)
     p.add_argument("--limit", type=int, default=None, help="at most this many samples per cell (debugging)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (UUIDs, random heads; default: %(default)s); calibration uses its own")
     p.add_argument("--out", default="results", help="results folder (default: %(default)s)")

@@ -204,8 +204,10 @@ class DynHeadsLM(HFLM):
         if masks & {"static", "random"} and heads is None and self.static_source == "off":
             raise ValueError("dynheads: mask=static/random without heads=N needs the calibration; set heads=N or static_heads=auto")
 
-    def configure(self, mask: str = "none", heads: str | int | None = None, trace_dir: str | os.PathLike | None = None) -> None:
-        """(Re)select the mask conditions, head count and trace folder without reloading the model.
+    def configure(self, mask: str = "none", heads: str | int | None = None, trace_dir: str | os.PathLike | None = None,
+                  hidden: bool | None = None) -> None:
+        """(Re)select the mask conditions, head count, trace folder and hidden-state recording (None: unchanged)
+        without reloading the model.
 
         Everything is validated before anything changes, so a refused call leaves the model as it was.
         """
@@ -219,8 +221,10 @@ class DynHeadsLM(HFLM):
             self.engine.gate_mask(parse_head_list(heads))  # validates indices now, not mid-run
         self._check_heads(conditions, heads)
         self.conditions = conditions
-        if self.record_hidden and not trace_dir:
+        record_hidden = self.record_hidden if hidden is None else bool(hidden)
+        if record_hidden and not trace_dir:
             raise ValueError("dynheads: hidden=true records hidden states into the trace's sidecar; give trace_dir=DIR too")
+        self.record_hidden = record_hidden
         self.mask_mode = conditions[0].name
         self.trace_dir = Path(trace_dir) if trace_dir else None
         self.heads_arg = heads

@@ -68,9 +68,13 @@ def canonical_correlation(x: np.ndarray, y: np.ndarray, n_components: int = 50) 
         raise ValueError(f"dynheads: CCA needs two [samples, features] blocks with equal samples, got {x.shape} and {y.shape}")
     if x.shape[0] < 3:
         raise ValueError(f"dynheads: CCA needs at least 3 samples, got {x.shape[0]}")
+    # with fewer samples than dimensions the blocks cannot be full rank: keep the leading columns (PCA
+    # components come ordered by variance) so that each block has at most n - 2 of them
+    limit = x.shape[0] - 2
+    xc, yc = x[:, :limit], y[:, :limit]
     x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    qx, rx, kx = _full_rank(x - x_mean)
-    qy, ry, ky = _full_rank(y - y_mean)
+    qx, rx, kx = _full_rank(xc - x_mean[:limit])
+    qy, ry, ky = _full_rank(yc - y_mean[:limit])
     u, s, vt = np.linalg.svd(qx.T @ qy, full_matrices=False)
     k = min(n_components, len(s))
     scale = np.sqrt(x.shape[0] - 1)  # unit-variance canonical variates

@@ -30,3 +30,15 @@ def split_by_generation(groups: np.ndarray, fractions: tuple[float, float, float
     n_val = min(max(int(round(fractions[1] * n)), 1), n - n_train - 1)
     parts = (order[:n_train], order[n_train:n_train + n_val], order[n_train + n_val:])
     return tuple(np.flatnonzero(np.isin(groups, part)) for part in parts)  # type: ignore[return-value]
+
+
+def split_train_validation(groups: np.ndarray, validation: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of a train / validation split by generation (for a pool whose test set lies elsewhere,
+    e.g. HotpotQA train examples with dev examples as the test)."""
+    groups = np.asarray(groups)
+    names = np.unique(groups)
+    if len(names) < 2:
+        raise ValueError(f"dynheads: a train/validation split by generation needs at least 2 generations, got {len(names)}")
+    order = np.random.default_rng(seed).permutation(names)
+    n_val = min(max(int(round(validation * len(order))), 1), len(order) - 1)
+    return np.flatnonzero(np.isin(groups, order[n_val:])), np.flatnonzero(np.isin(groups, order[:n_val]))

@@ -29,7 +29,7 @@ from .cca import TemporalCCA, summarise
 from .dataset import StepVectors, load_step_vectors
 from .evaluation import best_threshold, classification_scores, previous_step, prior, regression_scores
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
-from .split import split_by_generation
+from .split import split_by_generation, split_train_validation
 
 
 def cca_report(data: StepVectors, train: np.ndarray, test: np.ndarray, max_offset: int, n_components: int,
@@ -74,10 +74,24 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
     return probe, {**scores, "predicts": bool(beats), "criteria": list(keys), "epochs": len(probe.history_)}
 
 
+def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[StepVectors, tuple[np.ndarray, ...]]:
+    """One array of ``pool`` then ``test`` steps, and a split that draws train / validation (80 / 20 by
+    generation) from the pool and tests on all of ``test`` (e.g. HotpotQA train examples, dev test)."""
+    if (pool.kind, pool.model, pool.hidden.shape[1]) != (test.kind, test.model, test.hidden.shape[1]):
+        raise ValueError("dynheads: the test traces come from another model, task kind or hidden size than the training ones")
+    data = StepVectors(np.concatenate([pool.hidden, test.hidden]), np.concatenate([pool.scores, test.scores]),
+                       np.concatenate([pool.groups, test.groups + pool.groups.max() + 1]), pool.kind, pool.model)
+    train, val = split_train_validation(pool.groups, 0.2, seed)
+    return data, (train, val, np.arange(len(pool.groups), len(data.groups)))
+
+
 def evaluate(data: StepVectors, seed: int = 0, max_offset: int = 10, n_components: int = 50,
-             probe_params: dict[str, Any] | None = None, progress: Callable | None = None) -> tuple[Any, dict[str, Any]]:
-    """The whole Claim 3 evaluation of one model and task kind; returns the fitted probe and the report."""
-    split = split_by_generation(data.groups, seed=seed)
+             probe_params: dict[str, Any] | None = None, progress: Callable | None = None,
+             split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The whole Claim 3 evaluation of one model and task kind; returns the fitted probe and the report.
+
+    ``split``: train / validation / test row indices (default: 70 / 20 / 10 by generation, seeded)."""
+    split = split if split is not None else split_by_generation(data.groups, seed=seed)
     params = {"random_state": seed, **(probe_params or {})}
     probe, probe_scores = probe_report(data, split, params, progress)
     report = {"model": data.model, "kind": data.kind, "seed": seed, "hidden_dim": int(data.hidden.shape[1]),

@@ -82,3 +82,29 @@ def progressive_plot(
     left.set_title(f"{title}\nmean over {'/'.join(map(str, counts))} prompt{'s' if counts != [1] else ''} per k", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
+    """Figures 4 / 8: canonical correlation against the temporal offset k (hidden state at n, scores at n + k).
+
+    ``rows``: one per k with ``in_sample``, ``held_out`` and ``shuffled`` summaries (``top1``,
+    ``top10_mean``, ``top50_mean``). Colour = statistic; solid = in-sample (the paper's), dashed =
+    held-out generations, dotted = shuffled control (in-sample on mismatched steps).
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for stat, label, colour in (("top1", "top-1", "tab:blue"), ("top10_mean", "top-10 mean", "tab:orange"),
+                                ("top50_mean", "top-50 mean", "tab:green")):
+        for source, style, name in (("in_sample", "o-", "in-sample"), ("held_out", "s--", "held-out"),
+                                    ("shuffled", "^:", "shuffled control")):
+            points = [(r["k"], r[source][stat]) for r in rows if r.get(source)]
+            if points:
+                ax.plot(*zip(*points), style, color=colour, label=f"{label}, {name}", markersize=4)
+    ax.set_xlabel("temporal offset k (hidden state at step n, head scores at step n + k)")
+    ax.set_ylabel("canonical correlation")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xticks([int(r["k"]) for r in rows])
+    ax.legend(fontsize=6.5, ncol=3, loc="lower left")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

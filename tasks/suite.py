@@ -77,7 +77,8 @@ class CellRunner:
         self.lm, self.model_name, self.folder, self.seed, self.limit = lm, model_name, folder, seed, limit
         self.evaluate, self.on_compute = evaluate, on_compute
 
-    def settings(self, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None) -> dict[str, Any]:
+    def settings(self, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
+                 hidden: bool = False) -> dict[str, Any]:
         """Everything that changes a cell's output, recorded in the cell and compared on reuse.
 
         The model (name, revision, dtype) and the engine's trace format change every cell; the seed
@@ -89,13 +90,16 @@ class CellRunner:
                     **self.lm.identity(), **task.model_settings(self.lm)}
         if task.seeded or "random" in masks:
             settings["seed"] = self.seed
+        if hidden:  # cells that also wrote the hidden-state sidecar
+            settings["hidden"] = self.lm.hidden_dtype
         if "static" in masks:
             settings["static_heads"] = [list(h) for h in self.lm.static(task.kind).heads[: int(heads or 0)]]
         return settings
 
     def run(self, key: str, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        settings = self.settings(task, metadata, conditions, heads)
+            extra: dict[str, Any] | None = None, hidden: bool = False) -> dict[str, Any]:
+        """The cell's result (cached or computed); ``hidden`` also writes the hidden-state sidecar beside the trace."""
+        settings = self.settings(task, metadata, conditions, heads, hidden)
         path = self.folder / f"{key}.json"
         if path.is_file():
             cached = json.loads(path.read_text())
@@ -103,9 +107,9 @@ class CellRunner:
                 return cached
         trace_dir = self.folder / f"{key}.traces"
         trace_file = trace_dir / f"{task.name}.jsonl"
-        if trace_file.exists():
-            trace_file.unlink()  # a half-finished cell restarts from scratch
-        self.lm.configure(mask="+".join(conditions), heads=heads, trace_dir=trace_dir)
+        for stale in (trace_file, trace_dir / f"{task.name}.vectors.bin"):
+            stale.unlink(missing_ok=True)  # a half-finished cell restarts from scratch
+        self.lm.configure(mask="+".join(conditions), heads=heads, trace_dir=trace_dir, hidden=hidden)
         if self.on_compute is not None:
             self.on_compute()
         full = {"pretrained": None if self.model_name == "smollm2" else self.model_name, **metadata}

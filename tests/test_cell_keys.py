@@ -40,7 +40,7 @@ class FakeLM:
     def static(self, kind: str) -> SimpleNamespace:
         return SimpleNamespace(heads=self.rankings[kind])
 
-    def configure(self, mask: str, heads, trace_dir: Path) -> None:
+    def configure(self, mask: str, heads, trace_dir: Path, hidden: bool = False) -> None:
         self.mask, self.trace_dir = mask, Path(trace_dir)
 
 

@@ -15,7 +15,9 @@ from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", "1", "--seed", "5",
         "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
-        "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2"]
+        "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2",
+        "--probe-lengths", "300", "--probe-depths", "0,1", "--probe-runs", "2", "--probe-epochs", "3", "--probe-hidden-sizes", "16",
+        "--hotpot-probe-train", "5", "--hotpot-probe-test", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +139,39 @@ def test_rerun_reuses_cells_and_a_changed_k_list_recomputes_only_progressive(run
     assert timings["progressive"] != first["progressive"]
 
 
+@pytest.mark.slow
+def test_probes_stage(suite_run):
+    """Claim 3 on NIAH: unmasked generations with hidden states, a saved probe, Table 2 with its baselines, Figure 4."""
+    from dynheads.probes.mlp import load_probe
+
+    out, _, row = suite_run
+    model = out / "smollm2"
+    report = json.loads((model / "probes.json").read_text())["report"]
+    assert report["kind"] == "niah" and report["hidden_dim"] == 576 and report["heads"] == 270
+    assert sum(report["split"][s]["generations"] for s in ("train", "validation", "test")) == 4  # 2 depths x 2 runs
+    assert [r["k"] for r in report["cca"]] == list(range(11))
+    assert set(report["probe"]) >= {"probe", "prior", "previous_step", "predicts"}
+    probe, meta = load_probe(model / "probes.pt")
+    assert meta["model"] == "smollm2" and meta["kind"] == "niah" and meta["hidden_sizes"] == [16]
+    assert row["probe_f1"] == report["probe"]["probe"]["f1"] and row["cca_top1_k0"] == report["cca"][0]["in_sample"]["top1"]
+    table = (out / "table2.md").read_text()
+    assert "| smollm2 | prior |" in table and "| smollm2 | previous-step |" in table and "llama3.1-8b" in table
+    assert _png(model / "figure4.png")
+
+
+@pytest.mark.slow
+def test_hotpotqa_probes_stage(suite_run):
+    """Claim 3 on HotpotQA: a regressor trained on train answers and tested on dev answers; Table 3, Figure 8."""
+    out, _, row = suite_run
+    report = json.loads((out / "smollm2" / "hotpotqa_probes.json").read_text())["report"]
+    assert report["kind"] == "hotpotqa" and report["split"]["test"]["generations"] == 2
+    assert report["split"]["train"]["generations"] + report["split"]["validation"]["generations"] == 5
+    assert {"mse", "mae", "r2"} <= set(report["probe"]["probe"])
+    assert row["hotpotqa_probe_r2"] == report["probe"]["probe"]["r2"]
+    assert "| smollm2 | probe |" in (out / "table3.md").read_text()
+    assert _png(out / "smollm2" / "figure8.png")
+
+
 def _hotpot_samples(out: Path) -> list[dict]:
     chunks = [json.loads((out / "smollm2" / "hotpotqa" / "cells" / f"dev_{i:05d}.json").read_text()) for i in (0, 1)]
     return [s for c in chunks for s in c["samples"]]
@@ -224,7 +259,7 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
     class Recorder:
         calls: list = []
 
-        def run(self, key, task, metadata, conditions, heads, extra):
+        def run(self, key, task, metadata, conditions, heads, extra, hidden=False):
             self.calls.append((key, task, metadata, extra))
             return {"samples": []}
 

@@ -6,7 +6,9 @@ Static heads are calibrated on HotpotQA *train* examples (``calibrate_hotpotqa``
   and per type, and Figure 6 (context-length bucket x position of the first supporting fact);
 * ``hotpotqa_dynamism``    -- Table 1 for reasoning heads (at the masking threshold and others) and
   Figure 5 (Eq. 2 scores of the ten most varying heads over the longest answer);
-* ``hotpotqa_progressive`` -- Figure 7: EM/F1 as the k strongest reasoning heads are masked per step.
+* ``hotpotqa_progressive`` -- Figure 7: EM/F1 as the k strongest reasoning heads are masked per step;
+* ``hotpotqa_probes``      -- Claim 3: unmasked answers with hidden states on train examples (train /
+  validation) and dev examples (test), temporal CCA (Figure 8) and the MLP regressor (Table 3).
 
 Examples run in resumable chunks of ``chunk`` examples (:mod:`dynheads.tasks.suite`).
 """
@@ -15,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 from dynheads.models.files import write_atomic
 from dynheads.tasks.suite import (CONDITIONS, CellTask, ModelSuite, condition_titles, dynamic_masking, ks_and_names,
                                   matching_note, mean_of, override, progressive_rows, progressive_table, samples_of)
+from dynheads.tasks.probing import PROBE_FIT, apply_arguments, cca_columns, cca_table, predictor_rows
 from dynheads.tasks.tables import markdown, mean_std, unique_of
 
 # Contexts are 1-2K tokens (SmolLM2 tokenizer: quartiles 1305 / 1535 / 1762 on the first 200 dev examples),
@@ -28,17 +32,26 @@ BINS = {"length_edges": [1250, 1500, 1750], "position_edges": [0.2, 0.4, 0.6, 0.
 PROFILES: dict[str, dict[str, Any]] = {
     # threshold 0.2, not the library default 0.5: SmolLM2 has ~0.2-0.4 heads per step above 0.5 (too few
     # to mask; N would be 0-1) and ~4-6 above 0.2, near its NIAH Eq. 1 count. Table 1 reports both.
+    # probes: ~9 steps per answer, so 72 train examples give >= 600 steps; the first 16 dev examples are the test set
     "quick": {"hotpotqa": {"split": "dev", "source": None, "n": 16, "chunk": 8, "calib_examples": 8, "threshold": 0.2,
-                           "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 6, "ks": [0, 1, 2, 5, 10]}}},
+                           "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 6, "ks": [0, 1, 2, 5, 10]},
+                           "probes": {"train_n": 72, "test_n": 16, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
     "paper": {"hotpotqa": {"split": "dev", "source": None, "n": 1000, "chunk": 50, "calib_examples": 200, "threshold": 0.5,
                            "thresholds": [0.2, 0.5], "length_edges": [1000, 1250, 1500, 1750, 2000],
-                           "position_edges": [0.2, 0.4, 0.6, 0.8], "progressive": {"n": 200, "ks": [0, 5, 10, 15, 20]}}},
+                           "position_edges": [0.2, 0.4, 0.6, 0.8], "progressive": {"n": 200, "ks": [0, 5, 10, 15, 20]},
+                           "probes": {"train_n": 601, "test_n": 1000, "chunk": 50, **PROBE_FIT,
+                                      "hidden_sizes": [8192, 4096, 4096]}}},
 }
 # Gemma-3-270M is ~3x slower per sample on 2 cores: 4 examples, 2 for Figure 7.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 4, "chunk": 4, "calib_examples": 4, "threshold": 0.2,
-                                 "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]}}},
+                                 "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]},
+                                 "probes": {"train_n": 24, "test_n": 4, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
 }
+# Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
+PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
+                ("qwen3-8b", "0.0050", "0.0255", "0.7200"), ("llama2-13b", "0.0009", "0.0121", "0.7669"),
+                ("phi4-mini", "0.0014", "0.0109", "0.7333")]
 
 
 def _score(response: str, doc: dict[str, Any]) -> dict[str, float]:
@@ -72,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpot-threshold", type=float, default=None, help="override the Eq. 2 threshold that defines reasoning heads")
     p.add_argument("--hotpot-prog-n", type=int, default=None, help="override the examples of the HotpotQA progressive ablation")
     p.add_argument("--hotpot-ks", default=None, help="override the HotpotQA progressive ablation's k values, e.g. 0,2,5")
+    p.add_argument("--hotpot-probe-train", type=int, default=None, help="override the train examples of the HotpotQA probe")
+    p.add_argument("--hotpot-probe-test", type=int, default=None, help="override the test (evaluation source) examples of the HotpotQA probe")
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -90,6 +105,9 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
                        ("threshold", args.hotpot_threshold)):
         override(hot, key, value)
     override(hot["progressive"], "n", args.hotpot_prog_n)
+    override(hot["probes"], "train_n", args.hotpot_probe_train)
+    override(hot["probes"], "test_n", args.hotpot_probe_test)
+    apply_arguments(hot["probes"], args)
     if args.hotpot_source:
         from dynheads.tasks.hotpotqa_sf.utils import parse_metadata
 
@@ -116,14 +134,14 @@ def calibrate(suite: ModelSuite) -> dict[str, Any]:
 
 
 def chunks(runner: Any, setting: dict[str, Any], n: int, conditions: list[str], heads: int | None,
-           progress: Callable, desc: str) -> list[dict[str, Any]]:
-    """The first ``n`` examples of the evaluation source as resumable chunks of ``setting["chunk"]``."""
+           progress: Callable, desc: str, hidden: bool = False) -> list[dict[str, Any]]:
+    """The first ``n`` examples of ``setting``'s split / source as resumable chunks of ``setting["chunk"]``."""
     size = int(setting["chunk"])
     starts = list(range(0, n, size))
     base = {"split": setting["split"], "source": setting.get("source")}
     label = "custom" if base["source"] else setting["split"]  # the cell's settings record the source itself
     return [runner.run(f"{label}_{start:05d}", CELLS, {**base, "start": start, "n": min(size, n - start)},
-                       conditions, heads, {"start": start})
+                       conditions, heads, {"start": start}, hidden=hidden)
             for start in progress(starts, desc=desc, unit="chunk")]
 
 
@@ -219,9 +237,40 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     return rows
 
 
+def probes(suite: ModelSuite) -> dict[str, Any]:
+    """Claim 3 on HotpotQA: temporal CCA (Figure 8) and the MLP regressor with its baselines (Table 3).
+
+    Train / validation: unmasked answers to ``train_n`` train examples (80 / 20 by example); test: the
+    first ``test_n`` examples of the evaluation source (dev by default)."""
+    from dynheads.tasks.plotting import cca_plot
+    from dynheads.tasks.probing import fit_or_reuse
+
+    h = suite.profile["hotpotqa"]
+    p = h["probes"]
+    runner = suite.runner("hotpotqa_probes")
+    train_setting = {"split": "train", "source": None, "chunk": p["chunk"]}
+    test_setting = {"split": h["split"], "source": h.get("source"), "chunk": p["chunk"]}
+    train = chunks(runner, train_setting, int(p["train_n"]), ["none"], None, suite.progress,
+                   f"{suite.name} HotpotQA probes: train answers with hidden states", hidden=True)
+    test = chunks(runner, test_setting, int(p["test_n"]), ["none"], None, suite.progress,
+                  f"{suite.name} HotpotQA probes: test answers with hidden states", hidden=True)
+
+    def folders(setting: dict[str, Any], cells: list[dict[str, Any]]) -> list[Path]:
+        label = "custom" if setting["source"] else setting["split"]
+        return [runner.folder / f"{label}_{c['start']:05d}.traces" for c in cells]
+
+    settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
+    report = fit_or_reuse(suite, "hotpotqa_probes", train + test, folders(train_setting, train), settings,
+                          test_folders=folders(test_setting, test))
+    cca_plot(report["cca"], f"{suite.name}: HotpotQA hidden state at n vs Eq. 2 scores at n + k (Figure 8)",
+             suite.dir / "figure8.png")
+    return report
+
+
 # ------------------------------------------------------------------------------------------ tables
 RESULT_FILES = {"hotpotqa": ("hotpotqa_masking.json", "summary"), "hotpotqa_dynamism": ("hotpotqa_dynamism.json", None),
-                "hotpotqa_progressive": ("hotpotqa_progressive.json", None)}
+                "hotpotqa_progressive": ("hotpotqa_progressive.json", None),
+                "hotpotqa_probes": ("hotpotqa_probes.json", "report")}
 
 
 def traced_dynamism(row: dict[str, Any]) -> dict[str, Any]:
@@ -239,6 +288,9 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         "hotpotqa_heads_per_step_mean": hd.get("heads_per_step_mean"), "hotpotqa_heads_per_step_std": hd.get("heads_per_step_std"),
         "hotpotqa_unique_heads": hd.get("unique_heads"), "hotpotqa_jaccard_static_20": hd.get("jaccard_static_20"),
         "hotpotqa_adjacent_jaccard": hd.get("adjacent_jaccard"), "hotpotqa_entropy": hd.get("entropy"),
+        "hotpotqa_probe_r2": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("r2"),
+        "hotpotqa_probe_mae": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("mae"),
+        **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
     }
 
 
@@ -246,11 +298,12 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
     p = "hotpotqa_"
     rows = [[b["model"], b[p + "samples"], b[p + "em"], b[p + "f1"], b[p + "f1_mask_dynamic"], b[p + "f1_mask_static"],
              b[p + "f1_mask_random"], b[p + "matched_n"], b[p + "threshold"], mean_std(b, p), unique_of(b, b["total_heads"], p),
-             b[p + "jaccard_static_20"], b[p + "adjacent_jaccard"], b[p + "entropy"]] for b in board]
+             b[p + "jaccard_static_20"], b[p + "adjacent_jaccard"], b[p + "entropy"], b[p + "probe_r2"], b[p + "probe_mae"],
+             b[p + "cca_top1_k0"], b[p + "cca_top1_k1"], b[p + "cca_top1_k2"], b[p + "cca_heldout_top1_k0"]] for b in board]
     return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
                         "N", "threshold", "heads / step", "unique / total", "Jaccard w/ static", "adj. Jaccard",
-                        "entropy"], rows))
+                        "entropy", "probe R²", "probe MAE", "CCA k=0", "CCA k=1", "CCA k=2", "CCA k=0 held-out"], rows))
 
 
 def table1(rows: list[dict[str, Any]]) -> str:
@@ -267,9 +320,22 @@ def table1(rows: list[dict[str, Any]]) -> str:
                         "k=50", "Adj. Jaccard", "Entropy"], body))
 
 
+def table3(rows: list[dict[str, Any]]) -> str:
+    """Table 3: the MLP regressor on test answers beside the prior and previous-step baselines; Figure 8's numbers."""
+    body, notes = predictor_rows(rows, "hotpotqa_probes", ("mse", "mae", "r2"))
+    return ("# Table 3: MLP probe predicting every head's Eq. 2 score of a step from its final hidden state (HotpotQA)\n\n"
+            "Train / validation: answers to HotpotQA train examples; test: answers to dev examples. Scores pooled over "
+            "steps x heads (R² against the pooled mean).\n\n"
+            + markdown(["model", "predictor", "MSE", "MAE", "R²"], body)
+            + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + "\n## Figure 8: temporal CCA (hidden state at n, Eq. 2 scores at n + k)\n\n" + cca_table(rows, "hotpotqa_probes")
+            + "\nFor reference, the paper's Table 3 (not computed here; the paper reports no baselines):\n\n"
+            + markdown(["model (paper)", "MSE", "MAE", "R²"], [list(row) for row in PAPER_TABLE3]))
+
+
 def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
     """This task's suite tables, by file name under the results folder."""
-    return {"hotpotqa_table1.md": table1(rows),
+    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows),
             "figure7.md": progressive_table(rows, "hotpotqa_progressive",
                                             "Figure 7: HotpotQA progressive ablation (k strongest reasoning heads masked per step)",
                                             [("em", "EM"), ("f1", "F1")])}

@@ -4,7 +4,9 @@
 * ``niah``        -- the grid under none, dynamic, static top-N and random N after one shared prefill
   per prompt: Figure 2 heatmaps and the masking table;
 * ``dynamism``    -- Table 1 and Table 5 over every decode step of the unmasked grid;
-* ``progressive`` -- Figure 3: k dynamic heads masked per step, compensated heads.
+* ``progressive`` -- Figure 3: k dynamic heads masked per step, compensated heads;
+* ``probes``      -- Claim 3: unmasked generations with hidden states, temporal CCA (Figure 4) and the
+  MLP classifier with its baselines (Table 2).
 
 Every number comes from lm-eval running the ``dynheads`` model on ``niah_uuid`` (the same code path as
 ``lm_eval --model dynheads``), through resumable cells (:mod:`dynheads.tasks.suite`).
@@ -20,6 +22,7 @@ from dynheads.models.files import write_atomic
 from dynheads.tasks.suite import (CONDITIONS, CellRunner, CellTask, ModelSuite, condition_titles, dynamic_masking,
                                   ks_and_names, matching_note, mean_of, override, progressive_rows, progressive_table,
                                   samples_of)
+from dynheads.tasks.probing import PROBE_FIT, apply_arguments, cca_columns, cca_table, predictor_rows
 from dynheads.tasks.tables import markdown, mean_std, unique_of
 
 # Sized for the embedded 135M model on 2 CPU cores (--all, NIAH and HotpotQA, in about 15 minutes): it
@@ -30,12 +33,17 @@ PROFILES: dict[str, dict[str, Any]] = {
         "calibration": {"lengths": [500, 1000, 1500, 2000], "depths": [0.0, 0.5, 1.0], "runs": 1},
         # the paper's k = 0, 5, ..., 20 plus 1 and 2: this model has ~4 retrieval heads per step
         "progressive": {"length": 1000, "depths": [0.0, 0.5, 1.0], "runs": 1, "ks": [0, 1, 2, 5, 10, 15, 20]},
+        # ~45 unmasked generations of ~37 steps (>= 1,500 steps); an MLP sized for 2 cores
+        "probes": {"lengths": [500, 1000, 1500], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 3, **PROBE_FIT,
+                   "hidden_sizes": [512, 256]},
     },
     # The paper's settings (Appendix A.1: 5 runs per cell; Figure 3: 20 runs at 5000 tokens) for GPUs.
     "paper": {
         "grid": {"lengths": [1000, 2000, 4000, 8000, 16000, 32000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 5},
         "calibration": {"lengths": [1000, 2000, 4000, 8000, 16000, 32000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 1},
         "progressive": {"length": 5000, "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 4, "ks": [0, 5, 10, 15, 20]},
+        "probes": {"lengths": [1000, 2000, 4000, 8000, 16000, 32000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 5,
+                   **PROBE_FIT, "hidden_sizes": [8192, 4096, 4096]},
     },
 }
 # Gemma-3-270M (base model) runs to the token limit on every prompt and is ~3x slower per sample on
@@ -45,8 +53,13 @@ QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
         "grid": {"lengths": [500, 1000], "depths": [0.0, 1.0], "runs": 1},
         "calibration": {"lengths": [500, 1000], "depths": [0.0], "runs": 1},
         "progressive": {"length": 1000, "depths": [0.5], "runs": 1, "ks": [0, 1, 2, 5, 10, 20]},
+        "probes": {"lengths": [500, 1000], "depths": [0.0, 0.5, 1.0], "runs": 2, **PROBE_FIT, "hidden_sizes": [256]},
     },
 }
+# Table 2 of the paper for reference: F1, precision, recall, AUPRC (not computed here).
+PAPER_TABLE2 = [("llama3.1-8b", "0.8349", "0.8344", "0.8353", "0.9173"), ("llama3.2-3b", "0.8456", "0.8564", "0.8351", "0.9289"),
+                ("qwen3-8b", "0.8566", "0.8780", "0.8362", "0.9339"), ("llama2-13b", "0.8336", "0.8455", "0.8220", "0.9183"),
+                ("phi4-mini", "0.8038", "0.8219", "0.7865", "0.8862")]
 # Table 1 of the paper for reference (Lin et al.; not computed here).
 PAPER_TABLE1 = [
     ("llama3.1-8b", "12.97 ± 7.69", "238 / 1024", "0.3512", "0.2793", "3.8154"),
@@ -77,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prog-length", type=int, default=None, help="override the progressive ablation's length")
     p.add_argument("--prog-depths", default=None, help="override the progressive ablation's depths, e.g. 0.5")
     p.add_argument("--ks", default=None, help="override the progressive ablation's k values, e.g. 0,5,10")
+    p.add_argument("--probe-lengths", default=None, help="override the probe generations' lengths, e.g. 500,1000")
+    p.add_argument("--probe-depths", default=None, help="override the probe generations' depths, e.g. 0,0.5,1")
+    p.add_argument("--probe-runs", type=int, default=None, help="override runs per cell of the probe generations")
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -93,6 +109,11 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
     override(prog, "ks", args.ks, int)
     override(grid, "runs", args.runs)
     override(prog, "length", args.prog_length)
+    probe = prof["probes"]
+    override(probe, "lengths", args.probe_lengths, int)
+    override(probe, "depths", args.probe_depths, float)
+    override(probe, "runs", args.probe_runs)
+    apply_arguments(probe, args)
     return prof
 
 
@@ -186,9 +207,31 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     return rows
 
 
+def probes(suite: ModelSuite) -> dict[str, Any]:
+    """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2)."""
+    from dynheads.tasks.plotting import cca_plot
+    from dynheads.tasks.probing import fit_or_reuse
+
+    p = suite.profile["probes"]
+    runner = suite.runner("probes")
+    grid = [(L, d) for L in p["lengths"] for d in p["depths"]]
+    cells, folders = [], []
+    for L, d in suite.progress(grid, desc=f"{suite.name} probes: unmasked generations with hidden states", unit="cell"):
+        key = f"L{L}_D{d:g}"
+        cells.append(runner.run(key, CELLS, {"lengths": [L], "depths": [d], "runs": p["runs"]}, ["none"], None,
+                                {"length": L, "depth": d}, hidden=True))
+        folders.append(runner.folder / f"{key}.traces")
+    settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
+    report = fit_or_reuse(suite, "probes", cells, folders, settings)
+    cca_plot(report["cca"], f"{suite.name}: NIAH hidden state at n vs Eq. 1 head indicators at n + k (Figure 4)",
+             suite.dir / "figure4.png")
+    return report
+
+
 # ------------------------------------------------------------------------------------------ tables
 RESULT_FILES = {"calibration": ("calibration.json", None), "niah": ("niah_masking.json", "summary"),
-                "dynamism": ("dynamism.json", None), "progressive": ("progressive.json", None)}
+                "dynamism": ("dynamism.json", None), "progressive": ("progressive.json", None),
+                "probes": ("probes.json", "report")}
 
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
@@ -201,17 +244,22 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         "unique_heads": d.get("unique_heads"), "total_heads": r.get("total_heads"),
         "jaccard_static_20": d.get("jaccard_static_20"), "adjacent_jaccard": d.get("adjacent_jaccard"),
         "entropy": d.get("entropy"),
+        "probe_f1": ((r.get("probes") or {}).get("probe") or {}).get("probe", {}).get("f1"),
+        "probe_auprc": ((r.get("probes") or {}).get("probe") or {}).get("probe", {}).get("auprc"),
+        **cca_columns(r.get("probes")),
     }
 
 
 def leaderboard_section(board: list[dict[str, Any]]) -> str:
     rows = [[b["model"], b["samples"], b["acc"], b["rouge_l"], b["acc_mask_dynamic"], b["acc_mask_static"],
              b["acc_mask_random"], b["matched_n"], mean_std(b), unique_of(b, b["total_heads"]), b["jaccard_static_20"],
-             b["adjacent_jaccard"], b["entropy"]] for b in board]
+             b["adjacent_jaccard"], b["entropy"], b["probe_f1"], b["probe_auprc"], b["cca_top1_k0"], b["cca_top1_k1"],
+             b["cca_top1_k2"], b["cca_heldout_top1_k0"]] for b in board]
     return ("## NIAH (paper Section 3; Eq. 1 retrieval heads)\n\n"
             + markdown(["model", "samples", "acc", "ROUGE-L", "acc, dynamic masked", "acc, static masked",
                         "acc, random masked", "N", "heads / step", "unique / total", "Jaccard w/ static",
-                        "adj. Jaccard", "entropy"], rows))
+                        "adj. Jaccard", "entropy", "probe F1", "probe AUPRC", "CCA k=0", "CCA k=1", "CCA k=2",
+                        "CCA k=0 held-out"], rows))
 
 
 def table1(rows: list[dict[str, Any]]) -> str:
@@ -235,9 +283,23 @@ def table5(rows: list[dict[str, Any]]) -> str:
             + markdown(["model", "k = 20", "k = 50", "k = 100"], body))
 
 
+def table2(rows: list[dict[str, Any]]) -> str:
+    """Table 2: the MLP classifier on test generations beside the prior and previous-step baselines; Figure 4's numbers."""
+    body, notes = predictor_rows(rows, "probes", ("f1", "precision", "recall", "auprc", "threshold"))
+    return ("# Table 2: MLP probe predicting the Eq. 1 retrieval heads of a step from its final hidden state (NIAH)\n\n"
+            "Test generations (split by generation); micro scores over steps x heads; threshold = best F1 on the "
+            "validation precision-recall curve, for the probe and each baseline.\n\n"
+            + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold"], body)
+            + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + "\n## Figure 4: temporal CCA (hidden state at n, Eq. 1 indicators at n + k)\n\n" + cca_table(rows, "probes")
+            + "\nFor reference, the paper's Table 2 (not computed here; the paper reports no baselines) and Figure 4 "
+              "(llama3.1-8b in-sample top-1: 0.966 at k = 0, 0.931 at k = 1, 0.915 at k = 2):\n\n"
+            + markdown(["model (paper)", "F1", "precision", "recall", "AUPRC"], [list(row) for row in PAPER_TABLE2]))
+
+
 def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
     """This task's suite tables, by file name under the results folder."""
-    return {"table1.md": table1(rows), "table5.md": table5(rows),
+    return {"table1.md": table1(rows), "table5.md": table5(rows), "table2.md": table2(rows),
             "figure3.md": progressive_table(rows, "progressive", "Figure 3: NIAH progressive ablation (k dynamic heads masked per step)",
                                             [("acc", "acc"), ("rouge_l", "ROUGE-L")])}
 

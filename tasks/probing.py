@@ -1,0 +1,111 @@
+"""Claim 3 in the suite: collect hidden states in unmasked cells, fit and evaluate the probes, cache the result.
+
+Shared by the ``probes`` (NIAH, Eq. 1, classifier) and ``hotpotqa_probes`` (HotpotQA, Eq. 2, regressor)
+stages. The generations are the tasks' own unmasked cells run with ``hidden=true`` (resumable and keyed
+like every cell); the fitted probe and its report are reused while the cells' settings and the probe
+settings are unchanged, like the calibration cache.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dynheads.models.files import write_atomic
+from dynheads.tasks.suite import ModelSuite
+from dynheads.tasks.tables import markdown
+
+# Claim 3 fitting settings of every profile (paper A.4 / A.5): k = 0..10, up to 50 CCA components, 100 epochs.
+PROBE_FIT = {"seed": 0, "max_offset": 10, "components": 50, "max_epochs": 100}
+
+
+def add_arguments(p: Any) -> None:
+    """Command-line overrides of the probe fitting shared by both tasks' probe stages."""
+    p.add_argument("--probe-epochs", type=int, default=None, help="override the probes' maximum training epochs")
+    p.add_argument("--probe-hidden-sizes", default=None, help="override the MLP probes' hidden sizes, e.g. 512,256")
+
+
+def apply_arguments(fit: dict[str, Any], args: Any) -> None:
+    if getattr(args, "probe_epochs", None) is not None:
+        fit["max_epochs"] = args.probe_epochs
+    if getattr(args, "probe_hidden_sizes", None):
+        fit["hidden_sizes"] = [int(x) for x in args.probe_hidden_sizes.split(",")]
+
+
+def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trace_folders: list[Path],
+                 settings: dict[str, Any], test_folders: list[Path] | None = None) -> dict[str, Any]:
+    """The report of ``name`` (``probes`` / ``hotpotqa_probes``), fitted on the step vectors under ``trace_folders``.
+
+    With ``test_folders`` the probe trains / validates on ``trace_folders`` (80 / 20 by generation) and
+    is tested on those; else everything is split 70 / 20 / 10 by generation. The probe is saved as
+    ``OUT/<model>/<name>.pt`` with its settings, the report as ``<name>.json``.
+    """
+    from dynheads.probes.dataset import load_step_vectors
+    from dynheads.probes.train import evaluate, with_test_set
+
+    key = {"cells": [c["settings"] for c in cells], **settings}
+    path = suite.dir / f"{name}.json"
+    if path.is_file() and (suite.dir / f"{name}.pt").is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("settings") == key:
+            return cached["report"]
+    data = load_step_vectors(trace_folders)
+    split = None
+    if test_folders:
+        data, split = with_test_set(data, load_step_vectors(test_folders), settings["seed"])
+    probe_params = {"hidden_sizes": tuple(settings["hidden_sizes"]), "max_epochs": settings["max_epochs"]}
+    probe, report = evaluate(data, settings["seed"], settings["max_offset"], settings["components"], probe_params,
+                             progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} {name}: training the probe",
+                                                                    unit="epoch"), split=split)
+    suite.computed += 1
+    probe.save(suite.dir / f"{name}.pt", model=suite.name, kind=data.kind, hidden_dim=report["hidden_dim"],
+               heads=report["heads"], split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]))
+    write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
+    return report
+
+
+def cca_columns(report: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+    """Leaderboard columns: in-sample top-1 canonical correlation at k = 0, 1, 2 (the paper's numbers) and the held-out one at k = 0."""
+    rows = {r["k"]: r for r in (report or {}).get("cca", [])}
+
+    def top1(k: int, source: str) -> float | None:
+        return ((rows.get(k) or {}).get(source) or {}).get("top1")
+
+    return {**{f"{prefix}cca_top1_k{k}": top1(k, "in_sample") for k in (0, 1, 2)},
+            f"{prefix}cca_heldout_top1_k0": top1(0, "held_out")}
+
+
+def cca_table(rows: list[dict[str, Any]], key: str) -> str:
+    """Top-1 canonical correlation per k, in-sample / held-out / shuffled, one line per model."""
+    body = []
+    for r in rows:
+        report = r.get(key)
+        for c in (report or {}).get("cca", []):
+            cells = [(c.get(s) or {}).get("top1") for s in ("in_sample", "held_out", "shuffled")]
+            body.append([r["model"], c["k"], c["pairs"], *cells, (c.get("in_sample") or {}).get("top10_mean"),
+                         (c.get("held_out") or {}).get("top10_mean")])
+    return markdown(["model", "k", "pairs", "top-1 in-sample", "top-1 held-out", "top-1 shuffled control",
+                     "top-10 mean in-sample", "top-10 mean held-out"], body)
+
+
+def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
+    """Table 2 / 3 body: per model the probe, prior and previous-step rows of ``metrics``, and one note per model."""
+    body, notes = [], []
+    for r in rows:
+        report = r.get(key)
+        if not report:
+            continue
+        for name in ("probe", "prior", "previous_step"):
+            body.append([r["model"], name.replace("_", "-"), *(report["probe"][name][m] for m in metrics)])
+        notes.append(f"* {r['model']}: {split_note(report)}")
+    return body, notes
+
+
+def split_note(report: dict[str, Any]) -> str:
+    s = report["split"]
+    return (f"train {s['train']['generations']} generations / {s['train']['steps']} steps, validation "
+            f"{s['validation']['generations']} / {s['validation']['steps']}, test {s['test']['generations']} / "
+            f"{s['test']['steps']}; probe {'beats' if report['probe']['predicts'] else 'does NOT beat'} both baselines on "
+            f"{', '.join(report['probe']['criteria'])}; {report['probe']['epochs']} epochs, hidden sizes "
+            f"{report['probe_params']['hidden_sizes']}")
