@@ -199,6 +199,7 @@ class TraceEngine:
         reasoning: ReasoningScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
+        record_hidden: bool = False,
     ) -> Generation:
         """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition.
 
@@ -207,7 +208,7 @@ class TraceEngine:
         condition = Condition(mask, tuple(gate_heads or ()), top_k)
         return self.generate_many(prompt_ids, max_new_tokens, [condition], needle_indices=needle_indices,
                                   support_indices=support_indices, reasoning=reasoning,
-                                  eos_token_ids=eos_token_ids, stop=stop)[0]
+                                  eos_token_ids=eos_token_ids, stop=stop, record_hidden=record_hidden)[0]
 
     @torch.inference_mode()
     def generate_many(

@@ -37,7 +37,8 @@ from ..metrics.retrieval import Head, span_token_indices
 from . import step_registry
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 from ..metrics.vectors import HIDDEN_DTYPES, append_vectors, score_matrix
-from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine
+from ..probes.mlp import load_probe
+from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine, text_config
 from .loading import embedded_revision, resolve_pretrained
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
@@ -108,6 +109,26 @@ def trace_record(task: str, doc_id: Any, gen: Generation, text: str, needle: lis
     return record
 
 
+def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, path: str) -> None:
+    """Refuse, in one line, a probe trained on another model, or on vectors of another size."""
+    if meta.get("model") != model or meta.get("hidden_dim") != hidden_dim or meta.get("heads") != heads:
+        raise ValueError(f"dynheads: probe={path!r} was trained on {meta.get('model')} ({meta.get('hidden_dim')}-dim hidden "
+                         f"states, {meta.get('heads')} heads) but this model is {model} ({hidden_dim}, {heads}); "
+                         "train one on this model with run_suite.py --stages probes (or python -m dynheads.probes.train)")
+
+
+def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, layers: int, heads: int,
+                 path: str) -> dict[str, Any]:
+    """The probe's predictions for one generation's steps beside the traced targets (for the task's probe metrics)."""
+    if meta.get("kind") != kind:
+        raise DecodingError(f"dynheads: probe={path!r} was trained on {meta.get('kind')} documents but this task gives "
+                            f"{kind} documents; use a probe of this task kind")
+    hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, meta["hidden_dim"]).numpy()
+    pred = probe.predict_proba(hidden) if kind == "niah" else probe.predict(hidden)
+    return {"kind": kind, "target": score_matrix(gen.steps, layers, heads).tolist(), "pred": pred.tolist(),
+            "threshold": getattr(probe, "threshold_", None)}
+
+
 def attach_vectors(record: dict[str, Any], gen: Generation, sidecar: Path, engine: TraceEngine, hidden_dtype: str,
                    model: str | None) -> None:
     """Append a generation's hidden states and score vectors to ``sidecar`` and reference them from ``record``."""
@@ -138,6 +159,7 @@ class DynHeadsLM(HFLM):
         reasoning_threshold: float | None = None,
         hidden: bool | str = False,
         hidden_dtype: str = "float16",
+        probe: str | None = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -148,6 +170,8 @@ class DynHeadsLM(HFLM):
         self.hidden_dtype = hidden_dtype
         if self.record_hidden and not trace_dir:  # before the (slow) model load
             raise ValueError("dynheads: hidden=true records hidden states into the trace's sidecar; give trace_dir=DIR too")
+        self.probe_path = str(probe) if probe else ""
+        self.probe, self.probe_meta = (None, {}) if not probe else load_probe(probe)  # an unreadable file fails here
         base = ReasoningScore()
         self.reasoning = ReasoningScore(
             sink_tokens=int(sink_tokens) if sink_tokens is not None else base.sink_tokens,
@@ -182,6 +206,9 @@ class DynHeadsLM(HFLM):
         super().__init__(pretrained=resolved, device=device, **kwargs)
         self.revision = embedded_revision(self.pretrained_name) or kwargs.get("revision") or "main"
         self.engine = TraceEngine(self.model)
+        if self.probe is not None:
+            check_probe(self.probe_meta, self.pretrained_name, text_config(self.model).hidden_size,
+                        self.engine.num_layers * self.engine.num_heads, str(probe))
         self.configure(mask=mask, heads=heads, trace_dir=trace_dir)
 
     # -- configuration -------------------------------------------------------------------------------
@@ -352,11 +379,15 @@ class DynHeadsLM(HFLM):
         ranking of the same kind (Eq. 1 heads against the NIAH calibration, Eq. 2 heads against the
         HotpotQA one)."""
         static = self.static(kind)
-        step_registry.remember(doc, {
+        record = {
             "steps": [[list(h) for h in s.heads] for s in gen.steps],
             "total_heads": self.engine.num_layers * self.engine.num_heads,
             "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None,
-        })
+        }
+        if self.probe is not None:
+            record["probe"] = probe_record(self.probe, self.probe_meta, kind, gen, self.engine.num_layers,
+                                           self.engine.num_heads, self.probe_path)
+        step_registry.remember(doc, record)
 
     def _write_traces(self, task: str, doc_id: Any, gens: list[Generation], texts: list[str], needle: list[int] | None,
                       support: list[int] | None = None) -> None:
@@ -417,7 +448,7 @@ class DynHeadsLM(HFLM):
 
                 gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
                                                  reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop, on_step=on_step,
-                                                 record_hidden=self.record_hidden)
+                                                 record_hidden=self.record_hidden or self.probe is not None)
             texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
                      for g in gens]
             if (needle is not None or support is not None) and isinstance(doc, dict):

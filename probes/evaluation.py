@@ -54,3 +54,31 @@ def previous_step(y: np.ndarray, groups: np.ndarray, fallback: np.ndarray) -> np
     same = np.r_[False, groups[1:] == groups[:-1]]
     out[same] = y[np.flatnonzero(same) - 1]
     return out
+
+
+# -- lm-eval aggregations: each item is one document's {"target", "pred", "threshold"} (steps x heads);
+# the statistic pools every step of every document, as the suite's tables do.
+def _pooled(items: list[dict]) -> tuple[np.ndarray, np.ndarray, float | None]:
+    target = np.concatenate([np.asarray(i["target"], dtype=float).reshape(-1) for i in items]) if items else np.zeros(0)
+    pred = np.concatenate([np.asarray(i["pred"], dtype=float).reshape(-1) for i in items]) if items else np.zeros(0)
+    return target, pred, (items[0].get("threshold") if items else None)
+
+
+def agg_probe_f1(items: list[dict]) -> float:
+    target, pred, threshold = _pooled(items)
+    return classification_scores(target, pred, threshold)["f1"] if len(target) else float("nan")
+
+
+def agg_probe_auprc(items: list[dict]) -> float:
+    target, pred, threshold = _pooled(items)
+    return classification_scores(target, pred, threshold)["auprc"] if len(target) else float("nan")
+
+
+def agg_probe_r2(items: list[dict]) -> float:
+    target, pred, _ = _pooled(items)
+    return regression_scores(target, pred)["r2"] if len(target) else float("nan")
+
+
+def agg_probe_mae(items: list[dict]) -> float:
+    target, pred, _ = _pooled(items)
+    return regression_scores(target, pred)["mae"] if len(target) else float("nan")

@@ -14,6 +14,7 @@ from dynheads.models import step_registry
 
 HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
+PROBE_METRICS = {"niah": ("probe_f1", "probe_auprc"), "hotpotqa": ("probe_r2", "probe_mae")}
 
 
 @lru_cache(maxsize=4)
@@ -64,4 +65,6 @@ def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
     if record is None:
         return {}
     names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
-    return {name: record for name in names}
+    probe = record.get("probe")  # with --model_args probe=PATH: predictions and targets of this document's steps
+    probe_names = () if probe is None else PROBE_METRICS[probe["kind"]]
+    return {**{name: record for name in names}, **{name: probe for name in probe_names}}
