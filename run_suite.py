@@ -7,7 +7,8 @@
 
 This file is the command line and the stage registry only. Each task folder owns its stages, profile,
 command-line overrides and tables (``tasks/niah_uuid/stages.py``: paper Section 3, Eq. 1 heads;
-``tasks/hotpotqa_sf/stages.py``: Section 4, Eq. 2 reasoning heads); adding a stage is one function
+``tasks/hotpotqa_sf/stages.py``: Section 4, Eq. 2 reasoning heads; each with its Claim 3 probe stage,
+sharing ``tasks/probing.py``); adding a stage is one function
 there plus one line in :data:`STAGES`. Every number comes from lm-eval running the ``dynheads`` model
 on the suite's tasks (the same code path as ``lm_eval --model dynheads``). Each grid cell (NIAH) or
 chunk of examples (HotpotQA) is one lm-eval run stored under ``OUT/<model>/<stage>/cells/``; a finished
