@@ -92,7 +92,7 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
     held-out generations, dotted = shuffled control (in-sample on mismatched steps).
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.6, 5.2))
     for stat, label, colour in (("top1", "top-1", "tab:blue"), ("top10_mean", "top-10 mean", "tab:orange"),
                                 ("top50_mean", "top-50 mean", "tab:green")):
         for source, style, name in (("in_sample", "o-", "in-sample"), ("held_out", "s--", "held-out"),
@@ -104,7 +104,7 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
     ax.set_ylabel("canonical correlation")
     ax.set_ylim(-0.05, 1.05)
     ax.set_xticks([int(r["k"]) for r in rows])
-    ax.legend(fontsize=6.5, ncol=3, loc="lower left")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, ncol=3, loc="lower center", frameon=False)
     save_figure(fig, path)
