@@ -113,7 +113,7 @@ class CellRunner:
         if self.on_compute is not None:
             self.on_compute()
         full = {"pretrained": None if self.model_name == "smollm2" else self.model_name, **metadata}
-        if task.seeded:
+        if task.seeded and "seed" not in metadata:  # a cell may name its own document seed (in its metadata)
             full["seed"] = self.seed
         samples = self.evaluate(self.lm, task, full, self.limit)
         traces: dict[tuple[int, str], dict[str, Any]] = {}

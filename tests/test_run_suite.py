@@ -17,7 +17,7 @@ TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", 
         "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
         "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2",
         "--probe-lengths", "300", "--probe-depths", "0,1", "--probe-runs", "2", "--probe-epochs", "3", "--probe-hidden-sizes", "16",
-        "--hotpot-probe-train", "5", "--hotpot-probe-test", "2"]
+        "--hotpot-probe-train", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,12 @@ def test_probes_stage(suite_run):
     model = out / "smollm2"
     report = json.loads((model / "probes.json").read_text())["report"]
     assert report["kind"] == "niah" and report["hidden_dim"] == 576 and report["heads"] == 270
-    assert sum(report["split"][s]["generations"] for s in ("train", "validation", "test")) == 4  # 2 depths x 2 runs
+    # the grid's one unmasked generation plus 2 depths x 2 runs of further ones (another document seed)
+    assert sum(report["split"][s]["generations"] for s in ("train", "validation", "test")) == 5
+    grid_cell = json.loads((model / "niah" / "cells" / "L300_D0.5.json").read_text())
+    probe_cell = json.loads((model / "probes" / "cells" / "L300_D0.json").read_text())
+    assert grid_cell["settings"]["hidden"] == "float16" and probe_cell["settings"]["metadata"]["seed"] == 6
+    assert probe_cell["samples"][0]["uuid"] != grid_cell["samples"][0]["uuid"]
     assert [r["k"] for r in report["cca"]] == list(range(11))
     assert set(report["probe"]) >= {"probe", "prior", "previous_step", "predicts"}
     probe, meta = load_probe(model / "probes.pt")

@@ -32,21 +32,21 @@ BINS = {"length_edges": [1250, 1500, 1750], "position_edges": [0.2, 0.4, 0.6, 0.
 PROFILES: dict[str, dict[str, Any]] = {
     # threshold 0.2, not the library default 0.5: SmolLM2 has ~0.2-0.4 heads per step above 0.5 (too few
     # to mask; N would be 0-1) and ~4-6 above 0.2, near its NIAH Eq. 1 count. Table 1 reports both.
-    # probes: ~9 steps per answer, so 72 train examples give >= 600 steps; the first 16 dev examples are the test set
+    # probes: ~9 steps per answer, so 72 train examples give >= 600 steps; the 16 evaluated dev answers are the test set
     "quick": {"hotpotqa": {"split": "dev", "source": None, "n": 16, "chunk": 8, "calib_examples": 8, "threshold": 0.2,
                            "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 6, "ks": [0, 1, 2, 5, 10]},
-                           "probes": {"train_n": 72, "test_n": 16, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
+                           "probes": {"train_n": 72, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
     "paper": {"hotpotqa": {"split": "dev", "source": None, "n": 1000, "chunk": 50, "calib_examples": 200, "threshold": 0.5,
                            "thresholds": [0.2, 0.5], "length_edges": [1000, 1250, 1500, 1750, 2000],
                            "position_edges": [0.2, 0.4, 0.6, 0.8], "progressive": {"n": 200, "ks": [0, 5, 10, 15, 20]},
-                           "probes": {"train_n": 601, "test_n": 1000, "chunk": 50, **PROBE_FIT,
+                           "probes": {"train_n": 601, "chunk": 50, **PROBE_FIT,
                                       "hidden_sizes": [8192, 4096, 4096]}}},
 }
 # Gemma-3-270M is ~3x slower per sample on 2 cores: 4 examples, 2 for Figure 7.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 4, "chunk": 4, "calib_examples": 4, "threshold": 0.2,
                                  "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]},
-                                 "probes": {"train_n": 24, "test_n": 4, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
+                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
 }
 # Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
 PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
@@ -86,7 +86,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpot-prog-n", type=int, default=None, help="override the examples of the HotpotQA progressive ablation")
     p.add_argument("--hotpot-ks", default=None, help="override the HotpotQA progressive ablation's k values, e.g. 0,2,5")
     p.add_argument("--hotpot-probe-train", type=int, default=None, help="override the train examples of the HotpotQA probe")
-    p.add_argument("--hotpot-probe-test", type=int, default=None, help="override the test (evaluation source) examples of the HotpotQA probe")
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -106,7 +105,6 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
         override(hot, key, value)
     override(hot["progressive"], "n", args.hotpot_prog_n)
     override(hot["probes"], "train_n", args.hotpot_probe_train)
-    override(hot["probes"], "test_n", args.hotpot_probe_test)
     apply_arguments(hot["probes"], args)
     if args.hotpot_source:
         from dynheads.tasks.hotpotqa_sf.utils import parse_metadata
@@ -146,11 +144,12 @@ def chunks(runner: Any, setting: dict[str, Any], n: int, conditions: list[str], 
 
 
 def evaluated(suite: ModelSuite) -> list[dict[str, Any]]:
-    """The evaluation chunks under the four conditions (shared by ``hotpotqa`` and ``hotpotqa_dynamism``)."""
+    """The evaluation chunks under the four conditions (shared by ``hotpotqa``, ``hotpotqa_dynamism`` and
+    ``hotpotqa_probes``, whose test set are their unmasked answers: the cells record hidden states)."""
     def compute() -> list[dict[str, Any]]:
         h = suite.profile["hotpotqa"]
         return chunks(suite.runner("hotpotqa"), h, int(h["n"]), list(CONDITIONS), suite.lm.calibrated_count("hotpotqa"),
-                      suite.progress, f"{suite.name} HotpotQA (4 conditions)")
+                      suite.progress, f"{suite.name} HotpotQA (4 conditions)", hidden=True)
 
     return suite.shared("hotpotqa_chunks", compute)
 
@@ -241,7 +240,7 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
     """Claim 3 on HotpotQA: temporal CCA (Figure 8) and the MLP regressor with its baselines (Table 3).
 
     Train / validation: unmasked answers to ``train_n`` train examples (80 / 20 by example); test: the
-    first ``test_n`` examples of the evaluation source (dev by default)."""
+    unmasked answers of the ``hotpotqa`` stage's evaluation examples (dev by default), reused."""
     from dynheads.tasks.plotting import cca_plot
     from dynheads.tasks.probing import fit_or_reuse
 
@@ -249,19 +248,17 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
     p = h["probes"]
     runner = suite.runner("hotpotqa_probes")
     train_setting = {"split": "train", "source": None, "chunk": p["chunk"]}
-    test_setting = {"split": h["split"], "source": h.get("source"), "chunk": p["chunk"]}
     train = chunks(runner, train_setting, int(p["train_n"]), ["none"], None, suite.progress,
                    f"{suite.name} HotpotQA probes: train answers with hidden states", hidden=True)
-    test = chunks(runner, test_setting, int(p["test_n"]), ["none"], None, suite.progress,
-                  f"{suite.name} HotpotQA probes: test answers with hidden states", hidden=True)
+    test = evaluated(suite)
 
-    def folders(setting: dict[str, Any], cells: list[dict[str, Any]]) -> list[Path]:
-        label = "custom" if setting["source"] else setting["split"]
-        return [runner.folder / f"{label}_{c['start']:05d}.traces" for c in cells]
+    def folders(folder: Path, setting: dict[str, Any], cells: list[dict[str, Any]]) -> list[Path]:
+        label = "custom" if setting.get("source") else setting["split"]
+        return [folder / f"{label}_{c['start']:05d}.traces" for c in cells]
 
     settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
-    report = fit_or_reuse(suite, "hotpotqa_probes", train + test, folders(train_setting, train), settings,
-                          test_folders=folders(test_setting, test))
+    report = fit_or_reuse(suite, "hotpotqa_probes", train + test, folders(runner.folder, train_setting, train), settings,
+                          test_folders=folders(suite.dir / "hotpotqa" / "cells", h, test))
     cca_plot(report["cca"], f"{suite.name}: HotpotQA hidden state at n vs Eq. 2 scores at n + k (Figure 8)",
              suite.dir / "figure8.png")
     return report

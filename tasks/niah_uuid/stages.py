@@ -130,19 +130,25 @@ def calibrate(suite: ModelSuite) -> dict[str, Any]:
     return suite.write_calibration("niah", suite.profile["calibration"], "calibration.json")
 
 
-def niah_cell(runner: CellRunner, length: int, depth: float, runs: int, conditions: list[str], heads: int | None) -> dict[str, Any]:
-    metadata = {"lengths": [length], "depths": [depth], "runs": runs}
-    return runner.run(f"L{length}_D{depth:g}", CELLS, metadata, conditions, heads, {"length": length, "depth": depth})
+def niah_cell(runner: CellRunner, length: int, depth: float, runs: int, conditions: list[str], heads: int | None,
+              hidden: bool = False, seed: int | None = None) -> dict[str, Any]:
+    metadata = {"lengths": [length], "depths": [depth], "runs": runs, **({"seed": seed} if seed is not None else {})}
+    return runner.run(cell_key(length, depth), CELLS, metadata, conditions, heads, {"length": length, "depth": depth}, hidden)
+
+
+def cell_key(length: int, depth: float) -> str:
+    return f"L{length}_D{depth:g}"
 
 
 def grid(suite: ModelSuite) -> list[dict[str, Any]]:
-    """The grid's cells under the four conditions (shared by ``niah`` and ``dynamism``)."""
+    """The grid's cells under the four conditions (shared by ``niah``, ``dynamism`` and ``probes``, which reuses
+    their unmasked passes: the cells record hidden states)."""
     def compute() -> list[dict[str, Any]]:
         g = suite.profile["grid"]
         n = suite.lm.calibrated_count("niah")
         runner = suite.runner("niah")
         cells = [(L, d) for L in g["lengths"] for d in g["depths"]]
-        return [niah_cell(runner, L, d, g["runs"], list(CONDITIONS), n)
+        return [niah_cell(runner, L, d, g["runs"], list(CONDITIONS), n, hidden=True)
                 for L, d in suite.progress(cells, desc=f"{suite.name} NIAH grid (4 conditions)", unit="cell")]
 
     return suite.shared("niah_grid", compute)
@@ -208,19 +214,21 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
 
 
 def probes(suite: ModelSuite) -> dict[str, Any]:
-    """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2)."""
+    """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2).
+
+    The data are the unmasked passes of the grid (its cells record hidden states) plus the profile's
+    further unmasked generations, whose documents use seed + 1 so that no generation occurs twice."""
     from dynheads.tasks.plotting import cca_plot
     from dynheads.tasks.probing import fit_or_reuse
 
     p = suite.profile["probes"]
+    cells = list(grid(suite))
+    folders = [suite.dir / "niah" / "cells" / f"{cell_key(c['length'], c['depth'])}.traces" for c in cells]
     runner = suite.runner("probes")
-    grid = [(L, d) for L in p["lengths"] for d in p["depths"]]
-    cells, folders = [], []
-    for L, d in suite.progress(grid, desc=f"{suite.name} probes: unmasked generations with hidden states", unit="cell"):
-        key = f"L{L}_D{d:g}"
-        cells.append(runner.run(key, CELLS, {"lengths": [L], "depths": [d], "runs": p["runs"]}, ["none"], None,
-                                {"length": L, "depth": d}, hidden=True))
-        folders.append(runner.folder / f"{key}.traces")
+    more = [(L, d) for L in p["lengths"] for d in p["depths"]]
+    for L, d in suite.progress(more, desc=f"{suite.name} probes: further unmasked generations with hidden states", unit="cell"):
+        cells.append(niah_cell(runner, L, d, p["runs"], ["none"], None, hidden=True, seed=suite.seed + 1))
+        folders.append(runner.folder / f"{cell_key(L, d)}.traces")
     settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
     report = fit_or_reuse(suite, "probes", cells, folders, settings)
     cca_plot(report["cca"], f"{suite.name}: NIAH hidden state at n vs Eq. 1 head indicators at n + k (Figure 4)",
