@@ -28,6 +28,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
@@ -109,6 +110,13 @@ def trace_record(task: str, doc_id: Any, gen: Generation, text: str, needle: lis
     return record
 
 
+def hidden_matrix(gen: Generation, width: int = 0) -> np.ndarray:
+    """``[steps, hidden]`` float32 of a generation decoded with ``record_hidden`` (``[0, width]`` without steps)."""
+    if any(s.hidden is None for s in gen.steps):
+        raise ValueError("dynheads: this generation was decoded without record_hidden; no hidden states to store")
+    return torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else np.zeros((0, width), dtype=np.float32)
+
+
 def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, path: str) -> None:
     """Refuse, in one line, a probe trained on another model, or on vectors of another size."""
     if meta.get("model") != model or meta.get("hidden_dim") != hidden_dim or meta.get("heads") != heads:
@@ -123,7 +131,7 @@ def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, l
     if meta.get("kind") != kind:
         raise DecodingError(f"dynheads: probe={path!r} was trained on {meta.get('kind')} documents but this task gives "
                             f"{kind} documents; use a probe of this task kind")
-    hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, meta["hidden_dim"]).numpy()
+    hidden = hidden_matrix(gen, meta["hidden_dim"])
     pred = probe.predict_proba(hidden) if kind == "niah" else probe.predict(hidden)
     return {"kind": kind, "target": score_matrix(gen.steps, layers, heads).tolist(), "pred": pred.tolist(),
             "threshold": getattr(probe, "threshold_", None)}
@@ -132,9 +140,7 @@ def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, l
 def attach_vectors(record: dict[str, Any], gen: Generation, sidecar: Path, engine: TraceEngine, hidden_dtype: str,
                    model: str | None) -> None:
     """Append a generation's hidden states and score vectors to ``sidecar`` and reference them from ``record``."""
-    if any(s.hidden is None for s in gen.steps):
-        raise ValueError("dynheads: this generation was decoded without record_hidden; no hidden states to store")
-    hidden = torch.stack([s.hidden for s in gen.steps]).numpy() if gen.steps else torch.zeros(0, 0).numpy()
+    hidden = hidden_matrix(gen)
     scores = score_matrix(gen.steps, engine.num_layers, engine.num_heads)
     record["vectors"] = append_vectors(sidecar, hidden, scores, hidden_dtype, model=model)
 

@@ -93,6 +93,7 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 5.2))
+    lowest = 0.0
     for stat, label, colour in (("top1", "top-1", "tab:blue"), ("top10_mean", "top-10 mean", "tab:orange"),
                                 ("top50_mean", "top-50 mean", "tab:green")):
         for source, style, name in (("in_sample", "o-", "in-sample"), ("held_out", "s--", "held-out"),
@@ -100,9 +101,10 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
             points = [(r["k"], r[source][stat]) for r in rows if r.get(source)]
             if points:
                 ax.plot(*zip(*points), style, color=colour, label=f"{label}, {name}", markersize=4)
+                lowest = min(lowest, *(v for _, v in points))
     ax.set_xlabel("temporal offset k (hidden state at step n, head scores at step n + k)")
     ax.set_ylabel("canonical correlation")
-    ax.set_ylim(-0.05, 1.05)
+    ax.set_ylim(lowest - 0.05, 1.05)  # held-out correlations can be negative: keep them on the axes
     ax.set_xticks([int(r["k"]) for r in rows])
     ax.set_title(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.14, 1, 1))

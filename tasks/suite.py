@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dynheads.models.files import write_atomic
-from dynheads.tasks.tables import fmt
+from dynheads.tasks.tables import fmt, markdown
 
 CONDITIONS = ("none", "dynamic", "static", "random")
 TASKS_DIR = str(Path(__file__).resolve().parent)
@@ -244,8 +244,6 @@ def matching_note(static: Any, summary: dict[str, Any], n: int) -> str:
 
 def progressive_table(rows: list[dict[str, Any]], key: str, title: str, metrics: list[tuple[str, str]]) -> str:
     """Figures 3 / 7 as Markdown, one section per model that ran the stage."""
-    from dynheads.tasks.tables import markdown
-
     text = f"# {title}\n"
     for r in rows:
         prog = r.get(key)
