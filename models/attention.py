@@ -11,6 +11,8 @@ kernel and adds two cheap extras:
   cheap as plain sdpa.
 * **gating** -- the per-head attention output ``out[b, q, h, :]`` is multiplied by 0 for gated heads,
   which removes exactly that head's contribution before ``o_proj`` mixes heads.
+* **hiding** -- key positions marked hidden in ``visible`` get no attention from any query of the pass
+  (Section 5's in-context RAG shows the model only the retrieved windows of its context this way).
 
 State lives in one module-level :class:`HeadProbe` that the decoding engine toggles between forward
 passes; when it is idle the function is plain sdpa plus one attribute check.
@@ -41,16 +43,20 @@ class HeadProbe:
     tensor ``[batch, heads, keys]`` whose last key is the newest position (keys are right-aligned:
     a sliding-window layer sees only the most recent positions).
     ``keep``: per layer, a float tensor ``[batch, heads]`` of 1 (keep) / 0 (gate), or absent.
+    ``visible``: a boolean tensor over the absolute positions ``0 .. total - 1`` of the sequence after this
+    pass (False = no query may attend that key), or None (everything causal is visible).
     """
 
     record: bool = False
     keep: dict[int, torch.Tensor] = field(default_factory=dict)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
+    visible: torch.Tensor | None = None
 
     def reset(self) -> None:
         self.record = False
         self.keep = {}
         self.rows = {}
+        self.visible = None
 
 
 PROBE = HeadProbe()
@@ -88,6 +94,33 @@ def last_row_probabilities(
     return torch.softmax(logits, dim=-1)
 
 
+def hide_keys(
+    attention_mask: torch.Tensor | None,
+    visible: torch.Tensor,
+    query_len: int,
+    kv_len: int,
+    sliding_window: int | None,
+) -> torch.Tensor:
+    """A boolean ``[b, 1, q, keys]`` mask that also forbids the keys ``visible`` marks hidden.
+
+    Keys are right-aligned (the last key is position ``len(visible) - 1``; a sliding-window layer holds
+    only the newest keys). A ``None`` mask means causal, so the causal (and sliding-window) rule is
+    built here; an additive float mask is read as allowed where it is finite.
+    """
+    total = visible.shape[0]
+    keys = visible[total - kv_len :]
+    if attention_mask is None:
+        q_pos = torch.arange(total - query_len, total, device=visible.device)[:, None]
+        k_pos = torch.arange(total - kv_len, total, device=visible.device)[None, :]
+        allowed = k_pos <= q_pos
+        if sliding_window is not None:
+            allowed &= k_pos > q_pos - sliding_window
+        attention_mask = allowed[None, None]
+    elif attention_mask.dtype != torch.bool:
+        attention_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
+    return attention_mask[..., :kv_len] & keys[None, None, None, :]
+
+
 def dynheads_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -107,8 +140,10 @@ def dynheads_attention_forward(
         )
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     probe = PROBE
+    if probe.visible is not None:
+        attention_mask = hide_keys(attention_mask, probe.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if probe.record or probe.keep:
         layer = module.layer_idx
         if probe.record:

@@ -154,16 +154,29 @@ class TraceEngine:
                 layer.activate_past_recording()  # lets crop(-1) roll back a sliding-window layer
         return cache
 
+    def fork(self, cache: DynamicCache) -> DynamicCache:
+        """A cache that continues ``cache`` without copying its tensors.
+
+        Why it is safe: cache layers only ever *replace* their key/value tensors (``torch.cat``, slicing),
+        never write into them, so a shallow copy of each layer can grow, be cropped or slide its window
+        while the original keeps the prefix it had. Section 5 forks one context prefill per strategy and
+        per retrieval round instead of recomputing or deep-copying it.
+        """
+        forked = copy.copy(cache)
+        forked.layers = [copy.copy(layer) for layer in cache.layers]
+        return forked
+
     def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool, keep: dict[int, torch.Tensor],
-                 hidden: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                 hidden: bool = False, visible: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits; with ``hidden`` also the last position's final hidden state (after the
-        final norm: the last entry of ``output_hidden_states``, the vector the LM head reads)."""
-        PROBE.record, PROBE.keep, PROBE.rows = record, keep, {}
+        final norm: the last entry of ``output_hidden_states``, the vector the LM head reads).
+        ``visible``: boolean over every position up to the last fed one; hidden keys get no attention."""
+        PROBE.record, PROBE.keep, PROBE.rows, PROBE.visible = record, keep, {}, visible
         try:
             out = self.model(input_ids=token_ids, cache=cache, use_cache=True, logits_to_keep=1,
                              **({"output_hidden_states": True} if hidden else {}))
         finally:
-            PROBE.record, PROBE.keep = False, {}
+            PROBE.record, PROBE.keep, PROBE.visible = False, {}, None
         if hidden:
             return out.logits[:, -1, :], out.hidden_states[-1][0, -1, :].float().cpu()
         return out.logits[:, -1, :]

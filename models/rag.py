@@ -1,0 +1,310 @@
+"""Section 5: in-context dynamic RAG, where the model sees its context only through retrieved windows.
+
+The paper adapts DRAGIN to retrieval *inside* the prompt. Everything outside the context span (chat
+preamble, question, instruction, generated text) and the first ``sink_tokens`` positions stay
+visible; context positions are hidden by the attention mask unless a retrieval revealed them.
+
+Algorithm 1 (per answer): draft with the context hidden; RIND (:mod:`dynheads.metrics.rind`) scores the
+draft's words from the rows the decoder already records (entropy of each step, last-layer attention);
+on a need, keep the draft up to the start of the flagged sentence, retrieve, regenerate with the
+retrieved windows visible and keep the first new sentence (as DRAGIN does), then hide the context
+again and draft on. Algorithm 2 (retrieve): run the current position once with the whole context
+visible, choose k heads by strategy, average their last-row attention over the context, and turn the
+top positions into windows (:mod:`dynheads.metrics.windows`).
+
+Why it is cheap: the context's KV cache is prefilled once per example (its keys and values never
+depend on what later tokens may see) and *forked* without copying for every strategy and round; only
+the short suffix (question, instruction, generated text) is recomputed under each visibility mask.
+Decoding is deterministic, so a draft or retrieval pass that several strategies share (the first
+draft is common to all of them) is computed once per example and reused.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..metrics.retrieval import Head
+from ..metrics.rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
+from ..metrics.windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
+                               coverage, runs)
+from .attention import PROBE
+from .engine import DecodingError, TraceEngine
+
+STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
+HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")
+ACCEPTED_STRATEGIES = ("choose from dynamic, static, dynamic_random, fixed_random (each with an optional :K head count, "
+                       "e.g. dynamic:10), none, full, oracle; join several with + (one context prefill)")
+
+
+@dataclass(frozen=True)
+class RagSettings:
+    """Choices the paper leaves open (README, "Section 5"), all exposed as ``rag_*`` model arguments."""
+
+    heads: int = 5
+    threshold: float = DEFAULT_RIND_THRESHOLD
+    top_positions: int = DEFAULT_TOP_POSITIONS
+    cluster_gap: int = DEFAULT_CLUSTER_GAP
+    window: int = DEFAULT_WINDOW
+    max_retrievals: int = 3
+    sink_tokens: int = 4
+
+    def __post_init__(self) -> None:
+        if min(self.heads, self.top_positions, self.window) < 1 or min(self.cluster_gap, self.max_retrievals, self.sink_tokens) < 0:
+            raise ValueError("dynheads: rag_heads, rag_top_positions and rag_window must be >= 1; rag_cluster_gap, "
+                             "rag_max_retrievals and sink_tokens >= 0 (e.g. rag_heads=5,rag_window=48)")
+        if not self.threshold >= 0:
+            raise ValueError(f"dynheads: rag_threshold={self.threshold} must be >= 0 (DRAGIN uses 0.8-1.2 on HotpotQA)")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A head-selection strategy and its head count k (``None``: the settings' ``heads``)."""
+
+    name: str
+    k: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Strategy":
+        name, _, k = str(text).strip().partition(":")
+        if name not in STRATEGIES or (k and name not in HEAD_STRATEGIES):
+            raise DecodingError(f"dynheads: unknown RAG strategy {text!r}; {ACCEPTED_STRATEGIES}")
+        try:
+            count = int(k) if k else None
+        except ValueError:
+            raise DecodingError(f"dynheads: cannot read the head count of RAG strategy {text!r}; {ACCEPTED_STRATEGIES}") from None
+        if count is not None and count < 1:
+            raise DecodingError(f"dynheads: RAG strategy {text!r} needs at least 1 head")
+        return cls(name, count)
+
+    @property
+    def label(self) -> str:
+        return self.name if self.k is None else f"{self.name}:{self.k}"
+
+
+@dataclass
+class Retrieval:
+    """One retrieval of an answer: where, why (the RIND trigger), which heads, what became visible."""
+
+    step: int
+    trigger: dict[str, Any]
+    heads: list[Head]
+    windows: list[Window]
+    visible_tokens: int
+    precision: float | None
+    recall: float | None
+
+    def record(self) -> dict[str, Any]:
+        return {"step": self.step, "trigger": self.trigger, "heads": [list(h) for h in self.heads],
+                "windows": [list(w) for w in self.windows], "visible_tokens": self.visible_tokens,
+                "precision": self.precision, "recall": self.recall}
+
+
+@dataclass
+class RagAnswer:
+    strategy: str
+    token_ids: list[int]
+    retrievals: list[Retrieval] = field(default_factory=list)
+    drafts: int = 0
+
+
+@dataclass
+class Decoded:
+    """A greedy continuation: its tokens, and (when recorded, for RIND) each step's entropy and each draft
+    token's last-layer attention row over the draft tokens before it."""
+
+    tokens: list[int]
+    finished: bool
+    entropies: list[float] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+
+
+HeadChooser = Callable[[Strategy, int, np.ndarray], list[Head]]  # (strategy, retrieval index, hidden) -> heads
+
+
+class ContextExample:
+    """One prompt whose context span can be hidden, with its context prefilled once.
+
+    ``context``: the token indices of the context span (contiguous); the prefix prefilled once runs up to
+    its end. ``support``: the gold supporting-fact token indices (oracle windows, precision and recall).
+    """
+
+    def __init__(self, engine: TraceEngine, prompt_ids: Sequence[int], context: Sequence[int], support: Sequence[int],
+                 settings: RagSettings, eos: set[int], stop: Callable[[list[int]], bool] | None,
+                 token_text: Callable[[int], str]) -> None:
+        context = sorted(set(int(i) for i in context))
+        if not context or context[-1] - context[0] + 1 != len(context):
+            raise DecodingError("dynheads: RAG needs one contiguous context span in the prompt (the task's context_char_span)")
+        if context[-1] >= len(prompt_ids) - 1:
+            raise DecodingError("dynheads: RAG needs the question after the context span; the prompt ends inside the context")
+        self.engine, self.settings, self.eos, self.stop, self.token_text = engine, settings, eos, stop, token_text
+        self.ids = list(prompt_ids)
+        self.context = (max(context[0], settings.sink_tokens), context[-1] + 1)  # the sinks stay visible
+        self.support = sorted(int(i) for i in support)
+        self.prefix_len = self.context[1]
+        self.prefix = engine._new_cache()
+        with torch.inference_mode():
+            engine._forward(torch.tensor([self.ids[: self.prefix_len]], device=engine.device), self.prefix, record=False, keep={})
+        self.prefix.crop(0)
+        self._memo: dict[tuple, Any] = {}
+
+    # -- decoding under a visibility -------------------------------------------------------------
+    def _visible(self, length: int, windows: Sequence[Window] | None) -> torch.Tensor | None:
+        """Visibility over ``length`` positions: ``None`` = all (plain causal); else the context hidden except ``windows``."""
+        if windows is None:
+            return None
+        visible = torch.ones(length, dtype=torch.bool, device=self.engine.device)
+        start, end = self.context
+        visible[start:end] = False
+        for s, e in windows:
+            visible[max(s, start) : min(e, end)] = True
+        return visible
+
+    def decode(self, generated: Sequence[int], max_new: int, windows: Sequence[Window] | None, record: bool) -> Decoded:
+        """Greedy continuation of ``prompt + generated`` with the context visible only in ``windows``
+        (``None``: all of it; ``[]``: none). Memoised: every strategy that reaches the same state reuses it."""
+        key = ("decode", tuple(generated), None if windows is None else tuple(windows), max_new, record)
+        if key not in self._memo:
+            self._memo[key] = self._decode(list(generated), max_new, windows, record)
+        return self._memo[key]
+
+    @torch.inference_mode()
+    def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool) -> Decoded:
+        engine, device = self.engine, self.engine.device
+        suffix = self.ids[self.prefix_len :] + generated
+        first = self.prefix_len + len(suffix)  # position of the first new token
+        visible = self._visible(first + max_new, windows)
+        cache = engine.fork(self.prefix)
+        if len(suffix) > 1:
+            engine._forward(torch.tensor([suffix[:-1]], device=device), cache, record=False, keep={},
+                            visible=None if visible is None else visible[: first - 1])
+            cache.crop(0)
+        out = Decoded(tokens=[], finished=False)
+        current, pos = suffix[-1], first - 1
+        while max_new > 0:
+            logits = engine._forward(torch.tensor([[current]], device=device), cache, record=record, keep={},
+                                     visible=None if visible is None else visible[: pos + 1])
+            cache.crop(0)
+            if record and out.tokens:  # the query is the newest draft token: its row over draft tokens so far
+                out.rows.append(draft_row(PROBE.rows[engine.num_layers - 1][0], len(out.tokens)))
+            PROBE.rows = {}
+            if out.finished or len(out.tokens) == max_new:
+                break  # with record, the last token was fed once more only to read its row
+            token = int(logits.argmax(dim=-1).item())
+            if record:
+                out.entropies.append(entropy(logits))
+            out.tokens.append(token)
+            out.finished = token in self.eos or (self.stop is not None and self.stop(generated + out.tokens))
+            if not record and (out.finished or len(out.tokens) == max_new):
+                break
+            current, pos = token, pos + 1
+        return out
+
+    @torch.inference_mode()
+    def inspect(self, generated: Sequence[int]) -> tuple[list[torch.Tensor], np.ndarray]:
+        """Algorithm 2, line 2-3: the current position run once with the whole context visible; every
+        layer's last-row attention ``[heads, keys]`` and the final hidden state (what the probe reads)."""
+        key = ("inspect", tuple(generated))
+        if key not in self._memo:
+            engine, device = self.engine, self.engine.device
+            suffix = self.ids[self.prefix_len :] + list(generated)
+            cache = engine.fork(self.prefix)
+            if len(suffix) > 1:
+                engine._forward(torch.tensor([suffix[:-1]], device=device), cache, record=False, keep={})
+                cache.crop(0)
+            _, hidden = engine._forward(torch.tensor([[suffix[-1]]], device=device), cache, record=True, keep={}, hidden=True)
+            rows = [PROBE.rows[layer][0] for layer in range(engine.num_layers)]
+            PROBE.rows = {}
+            self._memo[key] = (rows, hidden.numpy())
+        return self._memo[key]
+
+    # -- Algorithm 2 -----------------------------------------------------------------------------
+    def head_windows(self, rows: list[torch.Tensor], heads: Sequence[Head], query: int) -> list[Window]:
+        """The chosen heads' mean last-row attention over the context (``query``: the inspected position),
+        turned into windows (Algorithm 2, lines 5-14)."""
+        start, end = self.context
+        scores = np.zeros(end - start)
+        for layer, head in heads:
+            scores += context_slice(rows[layer][head].float().cpu().numpy(), query, start, end)
+        scores /= max(1, len(heads))
+        s = self.settings
+        return attention_windows(scores, np.arange(start, end), s.top_positions, s.cluster_gap, s.window, (start, end))
+
+    def oracle_windows(self) -> list[Window]:
+        start, end = self.context
+        return [(max(s, start), min(e, end)) for s, e in runs(self.support) if min(e, end) > max(s, start)]
+
+    def retrieve(self, strategy: Strategy, generated: Sequence[int], index: int, choose: HeadChooser) -> tuple[list[Head], list[Window]]:
+        if strategy.name == "oracle":
+            return [], self.oracle_windows()
+        rows, hidden = self.inspect(generated)
+        heads = choose(strategy, index, hidden)
+        return heads, self.head_windows(rows, heads, query=len(self.ids) + len(generated) - 1)
+
+    # -- Algorithm 1 -----------------------------------------------------------------------------
+    def answer(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> RagAnswer:
+        """One answer under ``strategy``: ``full`` reads the whole context, ``none`` never sees it, the
+        others follow Algorithm 1 with their own retrieval."""
+        if strategy.name in ("full", "none"):
+            decoded = self.decode([], max_new, None if strategy.name == "full" else [], record=False)
+            return RagAnswer(strategy.label, decoded.tokens, drafts=int(strategy.name == "none"))
+        out = RagAnswer(strategy.label, [])
+        generated: list[int] = []
+        while len(generated) < max_new:
+            draft = self.decode(generated, max_new - len(generated), [], record=True)
+            out.drafts += 1
+            texts = [self.token_text(t) for t in draft.tokens]
+            words = rind_words(texts, draft.entropies, later_attention(draft.rows, len(draft.tokens)))
+            need = first_need(words, self.settings.threshold) if len(out.retrievals) < self.settings.max_retrievals else None
+            if need is None:
+                generated += draft.tokens
+                break
+            generated += draft.tokens[: sentence_start(words, need)]
+            heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
+            trigger = {"word": need.text, "token": len(generated) - sentence_start(words, need) + need.start,
+                       "score": round(need.score, 4), "entropy": round(need.entropy, 4), "attention": round(need.attention, 4),
+                       "draft": [[w.text, round(w.score, 4)] for w in words]}
+            out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
+            regenerated = self.decode(generated, max_new - len(generated), windows, record=False)
+            kept = first_sentence(regenerated.tokens, self.token_text)
+            generated += regenerated.tokens[:kept]
+            if regenerated.finished and kept == len(regenerated.tokens):
+                break
+        out.token_ids = generated
+        return out
+
+
+def draft_row(row: torch.Tensor, n: int) -> np.ndarray:
+    """``[heads, n]``: a right-aligned last-layer row read over its last ``n`` keys (the draft tokens so far);
+    keys a sliding window dropped read 0."""
+    held = row[:, max(0, row.shape[-1] - n) :].float().cpu().numpy()
+    return np.pad(held, ((0, 0), (n - held.shape[-1], 0)))
+
+
+def context_slice(row: np.ndarray, query: int, start: int, end: int) -> np.ndarray:
+    """A key row right-aligned to position ``query`` read over positions ``start .. end - 1``; positions a
+    sliding-window layer no longer holds read 0."""
+    first_held = query + 1 - row.shape[-1]
+    out = np.zeros(end - start)
+    lo = max(start, first_held)
+    if lo < end:
+        out[lo - start :] = row[lo - first_held : end - first_held]
+    return out
+
+
+def first_sentence(tokens: Sequence[int], token_text: Callable[[int], str]) -> int:
+    """How many tokens the first sentence of a regeneration takes (DRAGIN keeps only that sentence)."""
+    if not tokens:
+        return 0
+    sentences = sentence_of_tokens([token_text(t) for t in tokens])
+    return next((i for i, s in enumerate(sentences) if s > 0), len(tokens))
+
+
+def random_heads(k: int, layers: int, heads: int, seed: str) -> list[Head]:
+    rng = random.Random(seed)
+    return sorted((p // heads, p % heads) for p in rng.sample(range(layers * heads), k))
