@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 from dynheads.models.files import write_atomic
 from dynheads.tasks import probing, tables
+from dynheads.tasks.hotpotqa_sf import rag as hotpotqa_rag
 from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
 from dynheads.tasks.niah_uuid import stages as niah
 from dynheads.tasks.suite import ModelSuite, Stage
@@ -45,6 +46,7 @@ STAGES: dict[str, Stage] = {
     "hotpotqa_progressive": Stage(hotpotqa.progressive, ("calibrate_hotpotqa",)),  # Figure 7
     "probes": Stage(niah.probes, ("calibrate",)),  # Claim 3 on NIAH (reuses the grid): Figure 4, Table 2
     "hotpotqa_probes": Stage(hotpotqa.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
+    "rag": Stage(hotpotqa_rag.run, ("calibrate_hotpotqa",)),  # Section 5: in-context RAG by strategy, Tables 4 and 6
 }
 PROFILES = ("quick", "paper")
 

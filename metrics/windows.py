@@ -84,3 +84,12 @@ def coverage(windows: Sequence[Window], support: Iterable[int]) -> dict[str, flo
     hit = sum(1 for i in support if any(s <= i < e for s, e in windows))
     return {"visible_tokens": visible, "precision": hit / visible if visible else None,
             "recall": hit / len(support) if support else None}
+
+
+def pooled_mean(items: Iterable[Sequence[float | None] | float | None]) -> float:
+    """lm-eval aggregation: the mean over every retrieval of every answer (per-answer lists pooled; None
+    values, e.g. the precision of an empty window set, skipped). NaN when no answer retrieved anything."""
+    values = []
+    for item in items:
+        values.extend(v for v in (item if isinstance(item, (list, tuple)) else [item]) if v is not None)
+    return float(np.mean(values)) if values else float("nan")

@@ -40,7 +40,10 @@ from .static_heads import StaticHeads, calibration_for, load_static_heads
 from ..metrics.vectors import HIDDEN_DTYPES, append_vectors, score_matrix
 from ..probes.mlp import load_probe
 from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine, text_config
+from .files import file_digest
 from .loading import embedded_revision, resolve_pretrained
+from .rag import RagSettings
+from .rag_requests import answer_all, check_requirements, measures, parse_strategies, rag_record, settings_record
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
 
@@ -166,10 +169,24 @@ class DynHeadsLM(HFLM):
         hidden: bool | str = False,
         hidden_dtype: str = "float16",
         probe: str | None = None,
+        rag: str | None = None,
+        rag_heads: int = 5,
+        rag_threshold: float | None = None,
+        rag_top_positions: int | None = None,
+        rag_cluster_gap: int | None = None,
+        rag_window: int | None = None,
+        rag_max_retrievals: int | None = None,
         device: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.seed = seed
+        given = {"heads": rag_heads, "threshold": rag_threshold, "top_positions": rag_top_positions,
+                 "cluster_gap": rag_cluster_gap, "window": rag_window, "max_retrievals": rag_max_retrievals,
+                 "sink_tokens": sink_tokens}
+        try:
+            self.rag_settings = RagSettings(**{k: (float(v) if k == "threshold" else int(v)) for k, v in given.items() if v is not None})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc) if str(exc).startswith("dynheads") else f"dynheads: cannot read the rag_* arguments ({exc})") from None
         self.record_hidden = _flag("hidden", hidden)
         if hidden_dtype not in HIDDEN_DTYPES:
             raise ValueError(f"dynheads: hidden_dtype={hidden_dtype!r}; choose {' or '.join(HIDDEN_DTYPES)}")
@@ -178,6 +195,7 @@ class DynHeadsLM(HFLM):
             raise ValueError("dynheads: hidden=true records hidden states into the trace's sidecar; give trace_dir=DIR too")
         self.probe_path = str(probe) if probe else ""
         self.probe, self.probe_meta = (None, {}) if not probe else load_probe(probe)  # an unreadable file fails here
+        self.rag_probe, self.rag_probe_meta, self.rag_probe_path = self.probe, self.probe_meta, self.probe_path
         base = ReasoningScore()
         self.reasoning = ReasoningScore(
             sink_tokens=int(sink_tokens) if sink_tokens is not None else base.sink_tokens,
@@ -204,6 +222,7 @@ class DynHeadsLM(HFLM):
             raise ValueError(f"dynheads: calib_examples={calib_examples!r} must be a positive number of HotpotQA train examples, e.g. calib_examples=20")
         self._static: dict[str, StaticHeads] = {}
         self._check_heads(self._parse_conditions(mask), heads)  # validates before the (slow) model load
+        self._check_rag(mask, rag, self.record_hidden)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -215,7 +234,7 @@ class DynHeadsLM(HFLM):
         if self.probe is not None:
             check_probe(self.probe_meta, self.pretrained_name, text_config(self.model).hidden_size,
                         self.engine.num_layers * self.engine.num_heads, str(probe))
-        self.configure(mask=mask, heads=heads, trace_dir=trace_dir)
+        self.configure(mask=mask, heads=heads, trace_dir=trace_dir, rag=rag)
 
     # -- configuration -------------------------------------------------------------------------------
     @staticmethod
@@ -237,10 +256,22 @@ class DynHeadsLM(HFLM):
         if masks & {"static", "random"} and heads is None and self.static_source == "off":
             raise ValueError("dynheads: mask=static/random without heads=N needs the calibration; set heads=N or static_heads=auto")
 
+    def _check_rag(self, mask: str, rag: str | None, record_hidden: bool) -> list:
+        """The RAG strategies of ``rag``; one clear line for a combination that cannot run (before any compute)."""
+        strategies = parse_strategies(rag)
+        if strategies and str(mask) != "none":
+            raise ValueError(f"dynheads: rag={rag!r} decides what the model sees by itself; use it with mask=none (drop mask={mask!r})")
+        if strategies and record_hidden:
+            raise ValueError("dynheads: hidden=true records unmasked traces; run it without rag=")
+        if strategies:
+            check_requirements(strategies, self.rag_probe_meta if self.rag_probe is not None else None, self.rag_probe_path,
+                               self.static_source)
+        return strategies
+
     def configure(self, mask: str = "none", heads: str | int | None = None, trace_dir: str | os.PathLike | None = None,
-                  hidden: bool | None = None) -> None:
-        """(Re)select the mask conditions, head count, trace folder and hidden-state recording (None: unchanged)
-        without reloading the model.
+                  hidden: bool | None = None, rag: str | None = None) -> None:
+        """(Re)select the mask conditions, head count, trace folder, hidden-state recording (None: unchanged)
+        and RAG strategies (None: no RAG) without reloading the model.
 
         Everything is validated before anything changes, so a refused call leaves the model as it was.
         """
@@ -253,6 +284,8 @@ class DynHeadsLM(HFLM):
         if isinstance(heads, str):
             self.engine.gate_mask(parse_head_list(heads))  # validates indices now, not mid-run
         self._check_heads(conditions, heads)
+        strategies = self._check_rag(mask, rag, self.record_hidden if hidden is None else bool(hidden))
+        self.rag_strategies = strategies
         self.conditions = conditions
         record_hidden = self.record_hidden if hidden is None else bool(hidden)
         if record_hidden and not trace_dir:
@@ -269,6 +302,27 @@ class DynHeadsLM(HFLM):
         commit = getattr(self.model.config, "_commit_hash", None)
         return {"model": self.pretrained_name, "revision": commit or self.revision,
                 "dtype": str(self.model.dtype).replace("torch.", ""), "trace_format": TRACE_FORMAT}
+
+    def use_rag_probe(self, path: str | os.PathLike) -> None:
+        """Give the ``dynamic`` RAG strategy the probe saved at ``path`` (checked against this model). Unlike
+        ``probe=PATH`` it adds no probe metrics to other tasks."""
+        probe, meta = load_probe(str(path))
+        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size,
+                    self.engine.num_layers * self.engine.num_heads, str(path))
+        self.rag_probe, self.rag_probe_meta, self.rag_probe_path = probe, meta, str(path)
+
+    def rag_identity(self, strategies: list[str]) -> dict[str, Any]:
+        """What decides the windows of these RAG strategies beyond the model: the settings, the probe (its file
+        digest) where dynamic chooses heads, the static heads where static does."""
+        parsed = parse_strategies("+".join(strategies))
+        out: dict[str, Any] = {"settings": settings_record(self.rag_settings)}
+        if any(s.name == "dynamic" for s in parsed):
+            out["probe"] = file_digest(self.rag_probe_path)
+        static = [s for s in parsed if s.name == "static"]
+        if static:
+            k = max(s.k or self.rag_settings.heads for s in static)
+            out["static_heads"] = [list(h) for h in self.static("hotpotqa").heads[:k]]
+        return out
 
     def static(self, kind: str = "niah") -> StaticHeads | None:
         """The static-head calibration of this model (loaded, or computed once and cached); None if off.
@@ -405,10 +459,38 @@ class DynHeadsLM(HFLM):
             for record, gen in zip(records, gens):
                 attach_vectors(record, gen, self.trace_dir / f"{task}.vectors.bin", self.engine, self.hidden_dtype,
                                self.pretrained_name)
+        self._append_lines(task, records)
+
+    def _append_lines(self, task: str, records: list[dict[str, Any]]) -> None:
+        """One write of whole lines in append mode: readers never see a half-written record."""
+        assert self.trace_dir is not None
+        self.trace_dir.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(record, separators=(",", ":")) + "\n" for record in records]
-        # One write of whole lines in append mode: readers never see a half-written record.
         with open(self.trace_dir / f"{task}.jsonl", "a", encoding="utf-8") as fh:
             fh.write("".join(lines))
+
+    def _rag_request(self, context: str, doc: dict | None, offsets: list[tuple[int, int]], kept_from: int, ids: list[int],
+                     support: list[int] | None, max_gen: int, eos_ids: set[int], stop: Any, until: list[str], task: str,
+                     doc_id: Any, sample_key: Any, disable_tqdm: bool) -> list[str]:
+        """Every ``rag=`` strategy's answer to one request (one context prefill); trace lines and measures."""
+        span = (doc or {}).get("context_char_span")
+        base = context.find((doc or {}).get("input") or "\0")
+        if not span or base < 0:
+            raise DecodingError("dynheads: rag= needs documents that mark their context span (context_char_span in the "
+                                "prompt), e.g. --tasks hotpotqa_sf")
+        spans = span_token_indices(offsets, base + int(span[0]), base + int(span[1]))
+        context_ids = self._after_truncation(spans, kept_from, "the context was", "use shorter examples")
+        with tqdm(total=len(self.rag_strategies), desc="  RAG strategies of this request", unit="strategy", leave=False,
+                  disable=disable_tqdm or self.rank != 0) as bar:
+            example, answers = answer_all(self, ids, context_ids, support or [], max_gen, eos_ids, stop, str(sample_key),
+                                          on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
+        texts = [postprocess_generated_text(generation=self.tok_decode(a.token_ids), stop=until, think_end_token=None)
+                 for a in answers]
+        if isinstance(doc, dict):
+            step_registry.remember(doc, {"rag": measures(answers[0])})
+        if self.trace_dir is not None:
+            self._append_lines(task, [rag_record(task, doc_id, ids, a, t, example) for a, t in zip(answers, texts)])
+        return texts
 
     # -- lm-eval API -------------------------------------------------------------------------------
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -417,7 +499,8 @@ class DynHeadsLM(HFLM):
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         eos_ids = self.eos_ids()
         names = "+".join(c.name for c in self.conditions)
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=f"dynheads generate (mask={names})"):
+        desc = f"dynheads RAG ({'+'.join(s.label for s in self.rag_strategies)})" if self.rag_strategies else f"dynheads generate (mask={names})"
+        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=desc):
             context, gen_kwargs = req.args
             kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             if kwargs.get("do_sample"):
@@ -442,6 +525,12 @@ class DynHeadsLM(HFLM):
             task = getattr(req, "task_name", None) or "task"
             doc_id = getattr(req, "doc_id", None)
             sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
+            if self.rag_strategies:
+                texts = self._rag_request(context, doc, offsets, kept_from, ids, support, max_gen, eos_ids, stop, until,
+                                          task, doc_id, sample_key, disable_tqdm)
+                results.append(texts[0])
+                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[0])
+                continue
             kind = "hotpotqa" if support is not None else "niah"
             conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key, kind), c.top_k) for c in self.conditions]
             with tqdm(total=len(conditions), desc="  conditions of this request", unit="condition", leave=False,

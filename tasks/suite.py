@@ -88,7 +88,10 @@ class CellRunner:
         masks = {c.partition(":")[0] for c in conditions}
         settings = {"task": task.name, "metadata": metadata, "conditions": conditions, "heads": heads, "limit": self.limit,
                     **self.lm.identity(), **task.model_settings(self.lm)}
-        if task.seeded or "random" in masks:
+        strategies = rag_strategies(conditions)
+        if strategies:  # Section 5: what decides the revealed windows
+            settings["rag"] = self.lm.rag_identity(strategies)
+        if task.seeded or "random" in masks or any("random" in s for s in strategies):
             settings["seed"] = self.seed
         if hidden:  # cells that also wrote the hidden-state sidecar
             settings["hidden"] = self.lm.hidden_dtype
@@ -109,7 +112,9 @@ class CellRunner:
         trace_file = trace_dir / f"{task.name}.jsonl"
         for stale in (trace_file, trace_dir / f"{task.name}.vectors.bin"):
             stale.unlink(missing_ok=True)  # a half-finished cell restarts from scratch
-        self.lm.configure(mask="+".join(conditions), heads=heads, trace_dir=trace_dir, hidden=hidden)
+        strategies = rag_strategies(conditions)
+        self.lm.configure(mask="none" if strategies else "+".join(conditions), heads=heads, trace_dir=trace_dir,
+                          hidden=hidden, **({"rag": "+".join(strategies)} if strategies else {}))
         if self.on_compute is not None:
             self.on_compute()
         full = {"pretrained": None if self.model_name == "smollm2" else self.model_name, **metadata}
@@ -127,9 +132,11 @@ class CellRunner:
             for name in conditions:
                 rec = traces[(s["doc_id"], name)]
                 result = {"response": rec["response"], **task.score(rec["response"], doc),
-                          "heads": [step["heads"] for step in rec["steps"]],
+                          "heads": [step.get("heads", []) for step in rec["steps"]],
                           "gated": [len(step.get("gated", [])) for step in rec["steps"]],
                           "heads_after": [step.get("heads_after", []) for step in rec["steps"]]}
+                if "rag" in rec:
+                    result["rag"] = rec["rag"]
                 if name == "none" and rec["steps"] and "scores" in rec["steps"][0]:
                     result["scores"] = [step["scores"] for step in rec["steps"]]
                     result["tokens"] = [step["token_id"] for step in rec["steps"]]
@@ -186,6 +193,14 @@ class ModelSuite:
                    "top20": [list(h) for h in static.heads[:20]], "setting": setting}
         write_atomic(self.dir / filename, json.dumps(summary, indent=1))
         return summary
+
+
+def rag_strategies(conditions: list[str]) -> list[str]:
+    """The RAG strategies of a cell's conditions (``rag:dynamic`` -> ``dynamic``); a cell is all RAG or none."""
+    strategies = [c[len("rag:"):] for c in conditions if c.startswith("rag:")]
+    if strategies and len(strategies) != len(conditions):
+        raise ValueError("run_suite: a cell cannot mix RAG strategies (rag:...) with mask conditions")
+    return strategies
 
 
 def slug(name: str) -> str:

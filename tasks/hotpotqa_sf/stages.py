@@ -24,6 +24,9 @@ from dynheads.models.files import write_atomic
 from dynheads.tasks.suite import (CONDITIONS, CellTask, ModelSuite, condition_titles, dynamic_masking, ks_and_names,
                                   matching_note, mean_of, override, progressive_rows, progressive_table, samples_of)
 from dynheads.tasks.probing import PROBE_FIT, apply_arguments, cca_columns, cca_table, predictor_rows
+from dynheads.tasks.hotpotqa_sf.rag import leaderboard_columns as rag_columns
+from dynheads.tasks.hotpotqa_sf.rag import leaderboard_rows as rag_section
+from dynheads.tasks.hotpotqa_sf.rag import table4, table6
 from dynheads.tasks.tables import markdown, mean_std, unique_of
 
 # Contexts are 1-2K tokens (SmolLM2 tokenizer: quartiles 1305 / 1535 / 1762 on the first 200 dev examples),
@@ -35,18 +38,22 @@ PROFILES: dict[str, dict[str, Any]] = {
     # probes: ~9 steps per answer, so 72 train examples give >= 600 steps; the 16 evaluated dev answers are the test set
     "quick": {"hotpotqa": {"split": "dev", "source": None, "n": 16, "chunk": 8, "calib_examples": 8, "threshold": 0.2,
                            "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 6, "ks": [0, 1, 2, 5, 10]},
-                           "probes": {"train_n": 72, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
+                           "probes": {"train_n": 72, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]},
+                           "rag": {"n": 16, "chunk": 8, "heads": 5, "ks": [5, 10, 20]}}},
     "paper": {"hotpotqa": {"split": "dev", "source": None, "n": 1000, "chunk": 50, "calib_examples": 200, "threshold": 0.5,
                            "thresholds": [0.2, 0.5], "length_edges": [1000, 1250, 1500, 1750, 2000],
                            "position_edges": [0.2, 0.4, 0.6, 0.8], "progressive": {"n": 200, "ks": [0, 5, 10, 15, 20]},
                            "probes": {"train_n": 601, "chunk": 50, **PROBE_FIT,
-                                      "hidden_sizes": [8192, 4096, 4096]}}},
+                                      "hidden_sizes": [8192, 4096, 4096]},
+                           # 500 dev examples: the paper's Table 4 scores are multiples of 1/500
+                           "rag": {"n": 500, "chunk": 50, "heads": 5, "ks": [5, 10, 20]}}},
 }
 # Gemma-3-270M is ~3x slower per sample on 2 cores: 4 examples, 2 for Figure 7.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 4, "chunk": 4, "calib_examples": 4, "threshold": 0.2,
                                  "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]},
-                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
+                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]},
+                                 "rag": {"n": 4, "chunk": 4, "heads": 5, "ks": [5, 10, 20]}}},
 }
 # Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
 PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
@@ -86,6 +93,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpot-prog-n", type=int, default=None, help="override the examples of the HotpotQA progressive ablation")
     p.add_argument("--hotpot-ks", default=None, help="override the HotpotQA progressive ablation's k values, e.g. 0,2,5")
     p.add_argument("--hotpot-probe-train", type=int, default=None, help="override the train examples of the HotpotQA probe")
+    p.add_argument("--rag-n", type=int, default=None, help="override the dev examples of the in-context RAG stage")
+    p.add_argument("--rag-ks", default=None, help="override the RAG head counts k of Table 6, e.g. 5,10,20 (the first is Table 4's)")
+    for name, kind, what in RAG_ARGUMENTS:
+        p.add_argument(f"--rag-{name.replace('_', '-')}", type=kind, default=None, help=f"RAG: {what}")
+
+
+RAG_ARGUMENTS = (
+    ("threshold", float, "RIND threshold a draft word must exceed to trigger retrieval (default 1.0; DRAGIN: 0.8-1.2)"),
+    ("top_positions", int, "context positions taken from the chosen heads' mean attention (default 8)"),
+    ("cluster_gap", int, "top positions at most this many tokens apart form one cluster (default 16)"),
+    ("window", int, "tokens made visible around each cluster's best position (default 48)"),
+    ("max_retrievals", int, "retrievals allowed per answer (default 3)"),
+)
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -105,11 +125,19 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
         override(hot, key, value)
     override(hot["progressive"], "n", args.hotpot_prog_n)
     override(hot["probes"], "train_n", args.hotpot_probe_train)
+    override(hot["rag"], "n", args.rag_n)
+    override(hot["rag"], "ks", args.rag_ks, int)
+    if args.rag_ks:
+        hot["rag"]["heads"] = hot["rag"]["ks"][0]
+    for name, _, _ in RAG_ARGUMENTS:
+        override(hot["rag"], name, getattr(args, f"rag_{name}"))
     apply_arguments(hot["probes"], args)
     if args.hotpot_source:
         from dynheads.tasks.hotpotqa_sf.utils import parse_metadata
 
         hot["source"] = parse_metadata({"source": args.hotpot_source}).source  # a missing file fails here, in one line
+    if int(hot["rag"]["n"]) < 1 or any(int(k) < 1 for k in hot["rag"]["ks"]):
+        raise ValueError("run_suite: RAG examples and head counts must be at least 1, e.g. --rag-n 16 --rag-ks 5,10,20")
     for key in ("n", "chunk", "calib_examples"):
         if int(hot[key]) < 1:
             raise ValueError(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
@@ -121,7 +149,9 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
 def model_args(prof: dict[str, Any]) -> dict[str, Any]:
     """The ``dynheads`` model arguments this task's profile sets (calibration size, Eq. 2 threshold)."""
     hot = prof["hotpotqa"]
-    return {"calib_examples": hot["calib_examples"], "reasoning_threshold": hot["threshold"]}
+    rag = hot["rag"]
+    return {"calib_examples": hot["calib_examples"], "reasoning_threshold": hot["threshold"], "rag_heads": rag["heads"],
+            **{f"rag_{name}": rag[name] for name, _, _ in RAG_ARGUMENTS if name in rag}}
 
 
 # ------------------------------------------------------------------------------------------ stages
@@ -267,7 +297,7 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ tables
 RESULT_FILES = {"hotpotqa": ("hotpotqa_masking.json", "summary"), "hotpotqa_dynamism": ("hotpotqa_dynamism.json", None),
                 "hotpotqa_progressive": ("hotpotqa_progressive.json", None),
-                "hotpotqa_probes": ("hotpotqa_probes.json", "report")}
+                "hotpotqa_probes": ("hotpotqa_probes.json", "report"), "rag": ("rag.json", "summary")}
 
 
 def traced_dynamism(row: dict[str, Any]) -> dict[str, Any]:
@@ -288,6 +318,7 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         "hotpotqa_probe_r2": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("r2"),
         "hotpotqa_probe_mae": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("mae"),
         **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
+        **rag_columns(r),
     }
 
 
@@ -300,7 +331,8 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
     return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
                         "N", "threshold", "heads / step", "unique / total", "Jaccard w/ static", "adj. Jaccard",
-                        "entropy", "probe R²", "probe MAE", "CCA k=0", "CCA k=1", "CCA k=2", "CCA k=0 held-out"], rows))
+                        "entropy", "probe R²", "probe MAE", "CCA k=0", "CCA k=1", "CCA k=2", "CCA k=0 held-out"], rows)
+            + "\n" + rag_section(board))
 
 
 def table1(rows: list[dict[str, Any]]) -> str:
@@ -332,7 +364,7 @@ def table3(rows: list[dict[str, Any]]) -> str:
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
     """This task's suite tables, by file name under the results folder."""
-    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows),
+    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows), "table4.md": table4(rows), "table6.md": table6(rows),
             "figure7.md": progressive_table(rows, "hotpotqa_progressive",
                                             "Figure 7: HotpotQA progressive ablation (k strongest reasoning heads masked per step)",
                                             [("em", "EM"), ("f1", "F1")])}
