@@ -165,16 +165,26 @@ class ContextExample:
             visible[max(s, start) : min(e, end)] = True
         return visible
 
-    def decode(self, generated: Sequence[int], max_new: int, windows: Sequence[Window] | None, record: bool) -> Decoded:
+    def decode(self, generated: Sequence[int], max_new: int, windows: Sequence[Window] | None, record: bool,
+               one_sentence: bool = False) -> Decoded:
         """Greedy continuation of ``prompt + generated`` with the context visible only in ``windows``
-        (``None``: all of it; ``[]``: none). Memoised: every strategy that reaches the same state reuses it."""
-        key = ("decode", tuple(generated), None if windows is None else tuple(windows), max_new, record)
+        (``None``: all of it; ``[]``: none). ``one_sentence``: stop once a second sentence starts (a
+        regeneration keeps only its first sentence, so decoding further would be thrown away).
+        Memoised: every strategy that reaches the same state reuses it."""
+        key = ("decode", tuple(generated), None if windows is None else tuple(windows), max_new, record, one_sentence)
         if key not in self._memo:
-            self._memo[key] = self._decode(list(generated), max_new, windows, record)
+            self._memo[key] = self._decode(list(generated), max_new, windows, record, one_sentence)
         return self._memo[key]
 
+    def _second_sentence(self, tokens: list[int]) -> bool:
+        texts = [self.token_text(t) for t in tokens]
+        if not any(ch in "".join(texts[:-1]) for ch in ".!?\n"):
+            return False  # no sentence can have ended yet: skip the splitter
+        return sentence_of_tokens(texts)[-1] > 0
+
     @torch.inference_mode()
-    def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool) -> Decoded:
+    def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool,
+                one_sentence: bool = False) -> Decoded:
         engine, device = self.engine, self.engine.device
         suffix = self.ids[self.prefix_len :] + generated
         first = self.prefix_len + len(suffix)  # position of the first new token
@@ -200,7 +210,7 @@ class ContextExample:
                 out.entropies.append(entropy(logits))
             out.tokens.append(token)
             out.finished = token in self.eos or (self.stop is not None and self.stop(generated + out.tokens))
-            if not record and (out.finished or len(out.tokens) == max_new):
+            if not record and (out.finished or len(out.tokens) == max_new or (one_sentence and self._second_sentence(out.tokens))):
                 break
             current, pos = token, pos + 1
         return out
@@ -270,7 +280,7 @@ class ContextExample:
                        "score": round(need.score, 4), "entropy": round(need.entropy, 4), "attention": round(need.attention, 4),
                        "draft": [[w.text, round(w.score, 4)] for w in words]}
             out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
-            regenerated = self.decode(generated, max_new - len(generated), windows, record=False)
+            regenerated = self.decode(generated, max_new - len(generated), windows, record=False, one_sentence=True)
             kept = first_sentence(regenerated.tokens, self.token_text)
             generated += regenerated.tokens[:kept]
             if regenerated.finished and kept == len(regenerated.tokens):

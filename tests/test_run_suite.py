@@ -17,7 +17,7 @@ TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", 
         "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
         "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2",
         "--probe-lengths", "300", "--probe-depths", "0,1", "--probe-runs", "2", "--probe-epochs", "3", "--probe-hidden-sizes", "16",
-        "--hotpot-probe-train", "5"]
+        "--hotpot-probe-train", "5", "--rag-n", "2", "--rag-ks", "2,4", "--rag-threshold", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +244,43 @@ def test_hotpotqa_progressive_stage(suite_run):
     assert 0 <= prog[1]["masked_per_step"] <= 2
     assert "| 2 | 1 |" in (out / "figure7.md").read_text()
     assert _png(out / "smollm2" / "hotpotqa_progressive_ablation.png")
+
+
+@pytest.mark.slow
+def test_rag_stage(suite_run):
+    """Section 5: every strategy on the same two dev examples, Tables 4 and 6, the retrieval log, leaderboard columns."""
+    from dynheads.tasks.hotpotqa_sf.rag import STRATEGIES
+
+    out, _, row = suite_run
+    model = out / "smollm2"
+    summary = json.loads((model / "rag.json").read_text())["summary"]
+    assert summary["samples"] == 2 and summary["heads"] == 2 and summary["ks"] == [2, 4]
+    labels = list(STRATEGIES) + [f"{s}:4" for s in ("dynamic", "static", "dynamic_random", "fixed_random")]
+    assert sorted(summary["strategies"]) == sorted(labels)
+    cell = json.loads((model / "rag" / "cells" / "dev_00000.json").read_text())
+    assert cell["settings"]["rag"]["settings"]["threshold"] == 0.0 and len(cell["settings"]["rag"]["probe"]) == 64
+    assert cell["settings"]["rag"]["static_heads"] == [list(h) for h in
+                                                        json.loads((model / "hotpotqa_calibration.json").read_text())["top20"][:4]]
+    samples = [s for c in ("dev_00000", "dev_00001") for s in json.loads((model / "rag" / "cells" / f"{c}.json").read_text())["samples"]]
+    for name in labels:
+        results = [s["conditions"][f"rag:{name}"] for s in samples]
+        got = summary["strategies"][name]
+        assert got["f1"] == pytest.approx(sum(r["f1"] for r in results) / 2)
+        assert got["retrievals_per_answer"] == pytest.approx(sum(r["rag"]["retrievals"] for r in results) / 2)
+        if name in ("none", "full"):
+            assert got["retrievals"] == 0 and got["recall"] is None
+        else:  # threshold 0: every answer retrieves
+            assert got["trigger_rate"] == 1.0 and 0 <= got["recall"] <= 1
+    assert summary["strategies"]["oracle"]["precision"] == summary["strategies"]["oracle"]["recall"] == 1.0
+    # the dynamic strategy used k = 2 heads of the probe, the k = 4 variant four
+    logs = [log for s in samples for log in s["conditions"]["rag:dynamic"]["rag"]["retrieval_log"]]
+    assert logs and all(len(log["heads"]) == 2 for log in logs)
+    assert all(len(log["heads"]) == 4 for s in samples for log in s["conditions"]["rag:dynamic:4"]["rag"]["retrieval_log"])
+    assert row["rag_f1_dynamic"] == summary["strategies"]["dynamic"]["f1"] and row["rag_f1_full"] == summary["strategies"]["full"]["f1"]
+    table4, table6 = (out / "table4.md").read_text(), (out / "table6.md").read_text()
+    assert "| smollm2 | Dynamic (probe) | 2 |" in table4 and "Oracle windows" in table4 and "llama3.1-8b" in table4
+    assert "k = 4 (EM / F1)" in table6 and "| Fixed Random |" in table6
+    assert "trigger" in (model / "rag_retrievals.md").read_text()
 
 
 def test_unknown_stage_is_refused(run_suite, capsys):

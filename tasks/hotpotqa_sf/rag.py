@@ -93,7 +93,7 @@ def _probe_quality(suite: ModelSuite) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     report = json.loads(path.read_text()).get("report", {}).get("probe") or {}
-    return {name: (report.get(name) or {}).get("r2") for name in ("probe", "prior", "previous")}
+    return {name: (report.get(name) or {}).get("r2") for name in ("probe", "prior", "previous_step")}
 
 
 def retrieval_log(suite: ModelSuite, samples: list[dict[str, Any]], names: list[str], limit: int = 4) -> str:
@@ -148,7 +148,7 @@ def table4(rows: list[dict[str, Any]]) -> str:
         probe = rag.get("probe") or {}
         if probe:
             notes.append(f"- {r['model']}: the dynamic strategy's probe has held-out R² {fmt(probe.get('probe'))} "
-                         f"(prior baseline {fmt(probe.get('prior'))}, previous step {fmt(probe.get('previous'))}; Table 3).")
+                         f"(prior baseline {fmt(probe.get('prior'))}, previous step {fmt(probe.get('previous_step'))}; Table 3).")
         cfg = rag.get("settings") or {}
         notes.append(f"- {r['model']}: k = {rag['heads']} heads; RIND threshold {cfg.get('threshold')}; top "
                      f"{cfg.get('top_positions')} positions, cluster gap {cfg.get('cluster_gap')} tokens, window "

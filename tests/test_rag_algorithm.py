@@ -1,0 +1,111 @@
+"""Algorithm 1 / 2 on a tiny model: what each strategy retrieves, what the thresholds do, what sharing saves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dynheads.models.engine import DecodingError, TraceEngine
+from dynheads.models.rag import ContextExample, RagSettings, Strategy, context_slice, draft_row, first_sentence, random_heads
+
+from tiny_models import tiny_model
+
+CONTEXT = (6, 40)
+LENGTH = 50
+NEW = 8
+SUPPORT = list(range(12, 18)) + list(range(30, 34))
+
+
+def _prompt(seed: int = 4) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 96, (LENGTH,), generator=g).tolist()
+
+
+def _example(engine: TraceEngine, threshold: float, **kw) -> ContextExample:
+    settings = RagSettings(heads=2, threshold=threshold, top_positions=3, cluster_gap=2, window=4, sink_tokens=2, **kw)
+    return ContextExample(engine, _prompt(), range(*CONTEXT), SUPPORT, settings, eos=set(), stop=None,
+                          token_text=lambda t: f" w{t}")  # every token a content word of one sentence
+
+
+def _choose(strategy: Strategy, index: int, hidden: np.ndarray):
+    return [(1, 0), (2, 3)] if strategy.name != "dynamic_random" else [(0, index % 4), (2, 1)]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return TraceEngine(tiny_model("llama"))
+
+
+def test_none_and_full_are_the_hidden_and_the_plain_answers(engine):
+    example = _example(engine, threshold=0.0)
+    plain = engine.generate(_prompt(), NEW).token_ids
+    assert example.answer(Strategy("full"), NEW, _choose).token_ids == plain
+    none = example.answer(Strategy("none"), NEW, _choose)
+    assert none.token_ids == example.decode([], NEW, [], record=False).tokens and not none.retrievals
+
+
+def test_a_threshold_nothing_exceeds_keeps_the_first_draft(engine):
+    example = _example(engine, threshold=float("inf"))
+    none = example.answer(Strategy("none"), NEW, _choose).token_ids
+    for name in ("static", "oracle", "dynamic_random"):
+        answer = example.answer(Strategy(name), NEW, _choose)
+        assert answer.token_ids == none and answer.retrievals == [] and answer.drafts == 1
+
+
+def test_threshold_zero_retrieves_from_the_start_and_reveals_windows(engine):
+    example = _example(engine, threshold=0.0, max_retrievals=2)
+    static = example.answer(Strategy("static"), NEW, _choose)
+    assert 1 <= len(static.retrievals) <= 2
+    first = static.retrievals[0]
+    assert first.step == 0 and first.heads == [(1, 0), (2, 3)]  # one sentence: retracted to its start
+    assert first.trigger["score"] > 0 and len(first.trigger["draft"]) == len(example.decode([], NEW, [], record=True).tokens)
+    for s, e in first.windows:
+        assert CONTEXT[0] <= s < e <= CONTEXT[1]  # merged windows may be longer than one
+    assert first.visible_tokens == sum(e - s for s, e in first.windows) <= 3 * 4
+    # the regeneration saw exactly those windows: it is the masked decode from the retracted state
+    regen = example.decode([], NEW, first.windows, record=False, one_sentence=True).tokens
+    assert static.token_ids[: len(regen)] == regen
+    oracle = example.answer(Strategy("oracle"), NEW, _choose).retrievals[0]
+    assert oracle.windows == [(12, 18), (30, 34)] and oracle.precision == oracle.recall == 1.0 and oracle.heads == []
+
+
+def test_windows_follow_the_chosen_heads_attention(engine):
+    example = _example(engine, threshold=0.0)
+    rows, hidden = example.inspect([])
+    assert hidden.shape == (64,)
+    a = example.head_windows(rows, [(1, 0), (2, 3)], query=LENGTH - 1)
+    b = example.head_windows(rows, [(0, 2)], query=LENGTH - 1)
+    assert a and b and a != b  # different heads, different evidence
+    # the windows are centred on the chosen heads' strongest context position
+    scores = context_slice(rows[0][2].numpy(), LENGTH - 1, *CONTEXT)
+    best = CONTEXT[0] + int(np.argmax(scores))
+    assert any(s <= best < e for s, e in b)
+
+
+def test_sharing_one_prefill_changes_no_answer(engine):
+    shared = _example(engine, threshold=0.0)
+    labels = ("static", "dynamic_random", "oracle", "none", "full")
+    together = [shared.answer(Strategy(n), NEW, _choose).token_ids for n in labels]
+    alone = [_example(engine, threshold=0.0).answer(Strategy(n), NEW, _choose).token_ids for n in labels]
+    assert together == alone
+
+
+def test_helpers_and_bad_input():
+    assert Strategy.parse("dynamic:10") == Strategy("dynamic", 10) and Strategy.parse("full").label == "full"
+    for bad in ("bogus", "full:3", "static:x", "static:0"):
+        with pytest.raises(DecodingError):
+            Strategy.parse(bad)
+    with pytest.raises(ValueError, match="rag_window"):
+        RagSettings(window=0)
+    assert random_heads(3, 4, 4, "s") == random_heads(3, 4, 4, "s") != random_heads(3, 4, 4, "t")
+    row = torch.tensor([[0.1, 0.2, 0.7]])
+    np.testing.assert_allclose(draft_row(row, 2), [[0.2, 0.7]])
+    np.testing.assert_allclose(draft_row(row, 5), [[0, 0, 0.1, 0.2, 0.7]])
+    np.testing.assert_allclose(context_slice(np.array([1.0, 2.0, 3.0]), 9, 5, 9), [0, 0, 1.0, 2.0])  # keys 7..9
+    assert first_sentence([1, 2, 3, 4], lambda t: {1: "Yes", 2: ".", 3: " It", 4: " is"}[t]) == 2
+    engine = TraceEngine(tiny_model("llama"))
+    with pytest.raises(DecodingError, match="contiguous"):
+        ContextExample(engine, _prompt(), [6, 7, 9], [], RagSettings(), set(), None, str)
+    with pytest.raises(DecodingError, match="question after"):
+        ContextExample(engine, _prompt(), range(6, LENGTH), [], RagSettings(), set(), None, str)

@@ -1,0 +1,87 @@
+"""SmolLM2 end to end: ``--model dynheads --model_args rag=...`` on hotpotqa_sf scores the RAG answers with the
+task's metrics plus the retrieval measures, and writes a trace line per strategy with every retrieval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lm_eval
+from lm_eval.tasks import TaskManager
+
+from dynheads.metrics.retrieval import span_token_indices
+from dynheads.models.lm import DynHeadsLM
+from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata, score
+
+ROOT = Path(__file__).resolve().parent.parent
+STRATEGIES = ("static", "oracle", "none", "full", "fixed_random")
+
+
+@pytest.fixture(scope="module")
+def run(isolated_cache, tmp_path_factory):
+    trace_dir = tmp_path_factory.mktemp("rag_traces")
+    lm = DynHeadsLM(device="cpu", dtype="float32", rag="+".join(STRATEGIES), rag_threshold=0.0, calib_examples=1,
+                    reasoning_threshold=0.2, trace_dir=str(trace_dir))
+    manager = TaskManager(include_path=str(ROOT / "tasks"), include_defaults=False, metadata={"n": 2})
+    out = lm_eval.simple_evaluate(model=lm, tasks=["hotpotqa_sf"], task_manager=manager, log_samples=True)
+    records = [json.loads(line) for line in (trace_dir / "hotpotqa_sf.jsonl").read_text().splitlines()]
+    return lm, out, records
+
+
+@pytest.mark.slow
+def test_rag_answers_are_scored_with_the_retrieval_measures(run):
+    lm, out, records = run
+    res = out["results"]["hotpotqa_sf"]
+    # threshold 0: every answer retrieves at least once, so every retrieval measure is present
+    assert res["rag_triggered,none"] == 1.0 and res["rag_retrievals,none"] >= 1
+    assert res["rag_visible_tokens,none"] > 0 and 0 <= res["rag_precision,none"] <= 1 and 0 <= res["rag_recall,none"] <= 1
+    samples = out["samples"]["hotpotqa_sf"]
+    firsts = [r for r in records if r["mask"] == "rag:static"]
+    for s, rec in zip(sorted(samples, key=lambda s: s["doc_id"]), sorted(firsts, key=lambda r: r["doc_id"])):
+        assert s["f1"] == score(rec["response"], s["doc"])["f1"]  # lm-eval scored the first strategy
+
+
+@pytest.mark.slow
+def test_trace_lines_log_every_retrieval(run):
+    lm, _, records = run
+    assert sorted({r["mask"] for r in records}) == sorted(f"rag:{s}" for s in STRATEGIES) and len(records) == 2 * len(STRATEGIES)
+    docs = docs_from_metadata(n=2, tokenizer=lm.tokenizer)
+    static_top = [list(h) for h in lm.static("hotpotqa").heads[:5]]
+    for rec in records:
+        doc = docs[rec["doc_id"]]
+        enc = lm.tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
+        context = span_token_indices(enc["offset_mapping"], *doc["context_char_span"])
+        rag = rec["rag"]
+        assert rag["context_token_span"] == [max(context[0], 4), context[-1] + 1]
+        name = rec["mask"][4:]
+        assert rag["retrievals"] == len(rag["retrieval_log"]) == (0 if name in ("none", "full") else rag["retrievals"])
+        for log in rag["retrieval_log"]:
+            assert log["trigger"]["word"] and log["trigger"]["score"] > 0 and log["trigger"]["draft"]
+            assert all(rag["context_token_span"][0] <= s < e <= rag["context_token_span"][1] for s, e in log["windows"])
+            if name == "static":
+                assert log["heads"] == static_top
+            if name == "oracle":
+                assert log["precision"] == log["recall"] == 1.0 and log["heads"] == []
+            if name == "fixed_random":
+                assert log["heads"] == rag["retrieval_log"][0]["heads"] and len(log["heads"]) == 5
+    # full = plain greedy decoding of the whole prompt; none = the first draft (context hidden)
+    for doc_id, doc in enumerate(docs):
+        ids = lm.tok_encode(doc["input"])
+        plain = lm.engine.generate(ids, 32, eos_token_ids=lm.eos_ids()).token_ids
+        full = next(r for r in records if r["doc_id"] == doc_id and r["mask"] == "rag:full")
+        assert [s["token_id"] for s in full["steps"]] == plain
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rag": "dynamic"}, "hotpotqa_probes"),  # names the command that makes the probe
+    ({"rag": "static", "static_heads": "off"}, "static_heads=auto"),
+    ({"rag": "static", "mask": "dynamic"}, "mask=none"),
+    ({"rag": "bogus"}, "unknown RAG strategy"),
+    ({"rag": "static+static"}, "twice"),
+    ({"rag": "static", "rag_window": 0}, "rag_window"),
+])
+def test_strategy_requirements_are_one_line_before_the_model_loads(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DynHeadsLM(**kwargs)
