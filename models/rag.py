@@ -260,6 +260,10 @@ class ContextExample:
     def answer(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> RagAnswer:
         """One answer under ``strategy``: ``full`` reads the whole context, ``none`` never sees it, the
         others follow Algorithm 1 with their own retrieval."""
+        limit = self.engine.max_positions
+        if limit is not None and len(self.ids) + max_new > limit:
+            raise DecodingError(f"dynheads: prompt of {len(self.ids)} tokens + {max_new} new tokens exceeds this model's "
+                                f"{limit} positions; use shorter examples or fewer new tokens")
         if strategy.name in ("full", "none"):
             decoded = self.decode([], max_new, None if strategy.name == "full" else [], record=False)
             return RagAnswer(strategy.label, decoded.tokens, drafts=int(strategy.name == "none"))
