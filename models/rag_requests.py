@@ -7,6 +7,7 @@ lm-eval model only hands it the encoded request.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -100,4 +101,5 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
 
 
 def settings_record(settings: RagSettings) -> dict[str, Any]:
-    return {k: getattr(settings, k) for k in settings.__dataclass_fields__}
+    """The settings as a plain dict (recorded in cell keys and in ``rag.json``)."""
+    return dataclasses.asdict(settings)
