@@ -94,6 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpot-ks", default=None, help="override the HotpotQA progressive ablation's k values, e.g. 0,2,5")
     p.add_argument("--hotpot-probe-train", type=int, default=None, help="override the train examples of the HotpotQA probe")
     p.add_argument("--rag-n", type=int, default=None, help="override the dev examples of the in-context RAG stage")
+    p.add_argument("--rag-chunk", type=int, default=None, help="override RAG examples per resumable chunk")
     p.add_argument("--rag-ks", default=None, help="override the RAG head counts k of Table 6, e.g. 5,10,20 (the first is Table 4's)")
     for name, kind, what in RAG_ARGUMENTS:
         p.add_argument(f"--rag-{name.replace('_', '-')}", type=kind, default=None, help=f"RAG: {what}")
@@ -126,6 +127,7 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
     override(hot["progressive"], "n", args.hotpot_prog_n)
     override(hot["probes"], "train_n", args.hotpot_probe_train)
     override(hot["rag"], "n", args.rag_n)
+    override(hot["rag"], "chunk", args.rag_chunk)
     override(hot["rag"], "ks", args.rag_ks, int)
     if args.rag_ks:
         hot["rag"]["heads"] = hot["rag"]["ks"][0]
@@ -136,8 +138,8 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
         from dynheads.tasks.hotpotqa_sf.utils import parse_metadata
 
         hot["source"] = parse_metadata({"source": args.hotpot_source}).source  # a missing file fails here, in one line
-    if int(hot["rag"]["n"]) < 1 or any(int(k) < 1 for k in hot["rag"]["ks"]):
-        raise ValueError("run_suite: RAG examples and head counts must be at least 1, e.g. --rag-n 16 --rag-ks 5,10,20")
+    if min(int(hot["rag"]["n"]), int(hot["rag"]["chunk"]), *(int(k) for k in hot["rag"]["ks"])) < 1:
+        raise ValueError("run_suite: RAG examples, chunk and head counts must be at least 1, e.g. --rag-n 16 --rag-chunk 8 --rag-ks 5,10,20")
     for key in ("n", "chunk", "calib_examples"):
         if int(hot[key]) < 1:
             raise ValueError(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
