@@ -13,15 +13,15 @@ RIND scores, heads, windows) is in the cells' trace files and, readable, in ``ra
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from typing import Any
 
+from dynheads.metrics.windows import pooled_mean
 from dynheads.models.files import write_atomic
+from dynheads.models.rag import HEAD_STRATEGIES, STRATEGIES
 from dynheads.tasks.suite import ModelSuite, samples_of
 from dynheads.tasks.tables import fmt, markdown
-
-STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
-HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
           "fixed_random": "Fixed Random", "none": "w/o RAG (context hidden)", "full": "Full context (reference)",
           "oracle": "Oracle windows (gold supporting facts; upper bound)"}
@@ -44,11 +44,6 @@ def labels(ks: list[int], base_k: int) -> list[str]:
     return list(STRATEGIES) + [f"{s}:{k}" for k in ks if k != base_k for s in HEAD_STRATEGIES]
 
 
-def _pooled(values: list[Any]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One strategy over its answers: scores and the retrieval measures."""
     rag = [r["rag"] for r in results]
@@ -60,7 +55,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["trigger_rate"] = statistics.fmean(float(g["retrievals"] > 0) for g in rag) if rag else None
     out["retrievals"] = sum(g["retrievals"] for g in rag)
     for key in ("visible_tokens", "precision", "recall"):
-        out[key] = _pooled([v for g in rag for v in g[key]])
+        pooled = pooled_mean(g[key] for g in rag)  # the lm-eval aggregation, so both report the same number
+        out[key] = None if math.isnan(pooled) else pooled
     out["context_tokens"] = statistics.fmean(g["context_token_span"][1] - g["context_token_span"][0] for g in rag) if rag else None
     return out
 
