@@ -39,7 +39,8 @@ class UnsupportedAttentionError(ValueError):
 class HeadProbe:
     """What the attention function should do during the next forward pass.
 
-    ``record``: store the last-row probabilities of every layer in ``rows[layer]`` as a float32
+    ``record``: store the last-row probabilities of every layer (or, given a set of layer indices, of
+    those layers only: RIND reads just the last one) in ``rows[layer]`` as a float32
     tensor ``[batch, heads, keys]`` whose last key is the newest position (keys are right-aligned:
     a sliding-window layer sees only the most recent positions).
     ``keep``: per layer, a float tensor ``[batch, heads]`` of 1 (keep) / 0 (gate), or absent.
@@ -47,7 +48,7 @@ class HeadProbe:
     pass (False = no query may attend that key), or None (everything causal is visible).
     """
 
-    record: bool = False
+    record: bool | frozenset[int] = False
     keep: dict[int, torch.Tensor] = field(default_factory=dict)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
     visible: torch.Tensor | None = None
@@ -146,7 +147,7 @@ def dynheads_attention_forward(
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if probe.record or probe.keep:
         layer = module.layer_idx
-        if probe.record:
+        if probe.record is True or (probe.record and layer in probe.record):
             probe.rows[layer] = last_row_probabilities(query, key, attention_mask, scaling, kwargs.get("sliding_window"))
         keep = probe.keep.get(layer)
         if keep is not None:

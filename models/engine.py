@@ -166,7 +166,7 @@ class TraceEngine:
         forked.layers = [copy.copy(layer) for layer in cache.layers]
         return forked
 
-    def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool, keep: dict[int, torch.Tensor],
+    def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool | frozenset[int], keep: dict[int, torch.Tensor],
                  hidden: bool = False, visible: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Last-position logits; with ``hidden`` also the last position's final hidden state (after the
         final norm: the last entry of ``output_hidden_states``, the vector the LM head reads).

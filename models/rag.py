@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from ..metrics.retrieval import Head
 from ..metrics.rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
@@ -186,18 +187,14 @@ class ContextExample:
     def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool,
                 one_sentence: bool = False) -> Decoded:
         engine, device = self.engine, self.engine.device
-        suffix = self.ids[self.prefix_len :] + generated
-        first = self.prefix_len + len(suffix)  # position of the first new token
+        first = len(self.ids) + len(generated)  # position of the first new token
         visible = self._visible(first + max_new, windows)
-        cache = engine.fork(self.prefix)
-        if len(suffix) > 1:
-            engine._forward(torch.tensor([suffix[:-1]], device=device), cache, record=False, keep={},
-                            visible=None if visible is None else visible[: first - 1])
-            cache.crop(0)
+        cache, current = self._resume(generated, visible)
+        last_layer = frozenset({engine.num_layers - 1})  # RIND reads only the last layer's rows
         out = Decoded(tokens=[], finished=False)
-        current, pos = suffix[-1], first - 1
+        pos = first - 1
         while max_new > 0:
-            logits = engine._forward(torch.tensor([[current]], device=device), cache, record=record, keep={},
+            logits = engine._forward(torch.tensor([[current]], device=device), cache, record=last_layer if record else False, keep={},
                                      visible=None if visible is None else visible[: pos + 1])
             cache.crop(0)
             if record and out.tokens:  # the query is the newest draft token: its row over draft tokens so far
@@ -215,6 +212,18 @@ class ContextExample:
             current, pos = token, pos + 1
         return out
 
+    def _resume(self, generated: list[int], visible: torch.Tensor | None) -> tuple[DynamicCache, int]:
+        """A fork of the context prefill with the suffix (question, instruction, ``generated``) recomputed under
+        ``visible``, all but its last token; returns the cache and that last token, which the caller feeds."""
+        suffix = self.ids[self.prefix_len :] + generated
+        cache = self.engine.fork(self.prefix)
+        if len(suffix) > 1:
+            end = self.prefix_len + len(suffix) - 1
+            self.engine._forward(torch.tensor([suffix[:-1]], device=self.engine.device), cache, record=False, keep={},
+                                 visible=None if visible is None else visible[:end])
+            cache.crop(0)
+        return cache, suffix[-1]
+
     @torch.inference_mode()
     def inspect(self, generated: Sequence[int]) -> tuple[list[torch.Tensor], np.ndarray]:
         """Algorithm 2, line 2-3: the current position run once with the whole context visible; every
@@ -222,12 +231,8 @@ class ContextExample:
         key = ("inspect", tuple(generated))
         if key not in self._memo:
             engine, device = self.engine, self.engine.device
-            suffix = self.ids[self.prefix_len :] + list(generated)
-            cache = engine.fork(self.prefix)
-            if len(suffix) > 1:
-                engine._forward(torch.tensor([suffix[:-1]], device=device), cache, record=False, keep={})
-                cache.crop(0)
-            _, hidden = engine._forward(torch.tensor([[suffix[-1]]], device=device), cache, record=True, keep={}, hidden=True)
+            cache, current = self._resume(list(generated), None)
+            _, hidden = engine._forward(torch.tensor([[current]], device=device), cache, record=True, keep={}, hidden=True)
             rows = [PROBE.rows[layer][0] for layer in range(engine.num_layers)]
             PROBE.rows = {}
             self._memo[key] = (rows, hidden.numpy())
@@ -278,11 +283,12 @@ class ContextExample:
             if need is None:
                 generated += draft.tokens
                 break
-            generated += draft.tokens[: sentence_start(words, need)]
-            heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
-            trigger = {"word": need.text, "token": len(generated) - sentence_start(words, need) + need.start,
+            retract = sentence_start(words, need)
+            trigger = {"word": need.text, "token": len(generated) + need.start,
                        "score": round(need.score, 4), "entropy": round(need.entropy, 4), "attention": round(need.attention, 4),
                        "draft": [[w.text, round(w.score, 4)] for w in words]}
+            generated += draft.tokens[:retract]
+            heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
             out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
             regenerated = self.decode(generated, max_new - len(generated), windows, record=False, one_sentence=True)
             kept = first_sentence(regenerated.tokens, self.token_text)

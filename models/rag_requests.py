@@ -8,6 +8,7 @@ lm-eval model only hands it the encoded request.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,8 +90,12 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
                on_answer: Callable[[str], None] | None = None) -> tuple[ContextExample, list[RagAnswer]]:
     """Every configured strategy's answer to one prompt, after one context prefill."""
     tokenizer = lm.tokenizer
-    example = ContextExample(lm.engine, ids, context, support, lm.rag_settings, eos, stop,
-                             token_text=lambda t: tokenizer.decode([t], skip_special_tokens=True))
+
+    @functools.lru_cache(maxsize=None)  # RIND and the sentence checks decode the same tokens again and again
+    def token_text(token: int) -> str:
+        return tokenizer.decode([token], skip_special_tokens=True)
+
+    example = ContextExample(lm.engine, ids, context, support, lm.rag_settings, eos, stop, token_text=token_text)
     choose = head_chooser(lm, sample_key)
     answers = []
     for strategy in lm.rag_strategies:

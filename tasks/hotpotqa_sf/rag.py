@@ -20,6 +20,7 @@ from typing import Any
 from dynheads.metrics.windows import pooled_mean
 from dynheads.models.files import write_atomic
 from dynheads.models.rag import HEAD_STRATEGIES, STRATEGIES
+from dynheads.models.rag_requests import settings_record
 from dynheads.tasks.suite import ModelSuite, samples_of
 from dynheads.tasks.tables import fmt, markdown
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
@@ -76,7 +77,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
                    f"{suite.name} in-context RAG ({len(names)} strategies, one context prefill per example)")
     samples = samples_of(cells)
     per = {name: summarise([s["conditions"][f"rag:{name}"] for s in samples]) for name in names}
-    summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": suite.lm.rag_identity([names[0]])["settings"],
+    summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": settings_record(suite.lm.rag_settings),
                "strategies": per, "probe": _probe_quality(suite)}
     write_atomic(suite.dir / "rag.json", json.dumps({"summary": summary}, indent=1))
     write_atomic(suite.dir / "rag_retrievals.md", retrieval_log(suite, samples, names))
