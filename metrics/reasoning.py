@@ -80,12 +80,15 @@ def reasoning_scores(
     support_mask: torch.Tensor,
     sink_tokens: int = DEFAULT_SINK_TOKENS,
     local_window: int = DEFAULT_LOCAL_WINDOW,
+    first_position: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 2 for every head: ``[batch, layers, heads]`` float32 scores in ``[0, 1]``.
 
     ``rows[layer]``: ``[batch, heads, keys]`` last-row attention probabilities, keys right-aligned to
     ``total_len - 1``. ``support_mask``: bool ``[batch, total_len]``, True at supporting-fact token
-    positions. See the module docstring for the sink / local-window conventions.
+    positions. ``first_position``: for left-padded batches, ``[batch]`` index of each sequence's first
+    token (the sinks are counted from there; padding is never eligible). See the module docstring for
+    the sink / local-window conventions.
     """
     _check_window(sink_tokens, local_window)
     if total_len <= 0:
@@ -109,8 +112,9 @@ def reasoning_scores(
             )
         row = row.float()
         offset = total_len - keys
-        pos = torch.arange(offset, total_len, device=row.device)
-        eligible = (pos >= lo) & (pos < hi)  # [keys]
+        pos = torch.arange(offset, total_len, device=row.device)[None, :]
+        start = lo if first_position is None else first_position.to(row.device)[:, None] + lo
+        eligible = (pos >= start) & (pos < hi)  # [1 or batch, keys]
         support = support_mask[:, offset:].to(row.device) & eligible  # [batch, keys]
         other = eligible & ~support
         num = (row * support[:, None, :]).sum(dim=-1)  # [batch, heads]

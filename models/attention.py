@@ -14,12 +14,15 @@ kernel and adds two cheap extras:
 * **hiding** -- key positions marked hidden in ``visible`` get no attention from any query of the pass
   (Section 5's in-context RAG shows the model only the retrieved windows of its context this way).
 
-State lives in one module-level :class:`HeadProbe` that the decoding engine toggles between forward
-passes; when it is idle the function is plain sdpa plus one attribute check.
+State lives in one private module-level :class:`HeadProbe`; :func:`traced_pass` sets it for the forward
+passes it wraps (the decoding engine's step API, :mod:`dynheads.models.batch`, is its one user) and
+resets it afterwards. When it is idle the function is plain sdpa plus one attribute check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +47,9 @@ class HeadProbe:
     tensor ``[batch, heads, keys]`` whose last key is the newest position (keys are right-aligned:
     a sliding-window layer sees only the most recent positions).
     ``keep``: per layer, a float tensor ``[batch, heads]`` of 1 (keep) / 0 (gate), or absent.
-    ``visible``: a boolean tensor over the absolute positions ``0 .. total - 1`` of the sequence after this
-    pass (False = no query may attend that key), or None (everything causal is visible).
+    ``visible``: a boolean tensor ``[batch, total]`` (or ``[total]`` for every row) over the positions
+    ``0 .. total - 1`` of the sequence after this pass (False = no query may attend that key), or None
+    (everything causal is visible).
     """
 
     record: bool | frozenset[int] = False
@@ -60,7 +64,19 @@ class HeadProbe:
         self.visible = None
 
 
-PROBE = HeadProbe()
+_PROBE = HeadProbe()
+
+
+@contextmanager
+def traced_pass(record: bool | frozenset[int] = False, keep: dict[int, torch.Tensor] | None = None,
+                visible: torch.Tensor | None = None) -> Iterator[HeadProbe]:
+    """What the attention does during the forward passes inside the ``with`` block; the probe it yields
+    holds the recorded rows (read them inside the block). Resets the hook afterwards, errors included."""
+    _PROBE.record, _PROBE.keep, _PROBE.rows, _PROBE.visible = record, dict(keep or {}), {}, visible
+    try:
+        yield _PROBE
+    finally:
+        _PROBE.reset()
 
 
 def last_row_probabilities(
@@ -108,8 +124,9 @@ def hide_keys(
     only the newest keys). A ``None`` mask means causal, so the causal (and sliding-window) rule is
     built here; an additive float mask is read as allowed where it is finite.
     """
-    total = visible.shape[0]
-    keys = visible[total - kv_len :]
+    visible = visible if visible.dim() == 2 else visible[None]
+    total = visible.shape[1]
+    keys = visible[:, total - kv_len :]
     if attention_mask is None:
         q_pos = torch.arange(total - query_len, total, device=visible.device)[:, None]
         k_pos = torch.arange(total - kv_len, total, device=visible.device)[None, :]
@@ -119,7 +136,7 @@ def hide_keys(
         attention_mask = allowed[None, None]
     elif attention_mask.dtype != torch.bool:
         attention_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
-    return attention_mask[..., :kv_len] & keys[None, None, None, :]
+    return attention_mask[..., :kv_len] & keys[:, None, None, :]
 
 
 def dynheads_attention_forward(
@@ -141,7 +158,7 @@ def dynheads_attention_forward(
         )
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    probe = PROBE
+    probe = _PROBE
     if probe.visible is not None:
         attention_mask = hide_keys(attention_mask, probe.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)

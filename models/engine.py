@@ -2,27 +2,31 @@
 
 Why a custom loop rather than ``model.generate``: the ablations of the paper need, at one step, an
 ungated pass (to find that step's retrieval heads) followed by a gated re-run of *the same step*.
-With a KV cache this costs one extra single-token forward: the ungated pass appends one position to
-the cache, ``cache.crop(-1)`` removes it, and the gated pass appends it again. The prompt is never
+With a KV cache this costs one extra single-token forward for the rows that need it: the ungated pass
+appends one position, the gated pass replaces it (:meth:`DecodeBatch.rerun`). The prompt is never
 recomputed.
 
 Layout of a generation: the prompt minus its last token is prefilled without recording (so prefill
 stays plain sdpa); then every step, including the first, feeds exactly one token, so every step can
 be recorded and re-run in the same way.
+
+Batching (:meth:`TraceEngine.generate_batch`): the conditions of a prompt, and the prompts of a batch,
+are rows of one :class:`~dynheads.models.batch.DecodeBatch` that step together; each prompt is
+prefilled once, alone, and held once. Rows leave when they stop. A one-row batch is the one-at-a-time
+engine, so both run the same code.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
 from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
 from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mask_to_heads
-from .attention import PROBE, install
+from .attention import install
+from .batch import DecodeBatch
 
 MASK_MODES = ("none", "dynamic", "static", "random")
 ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
@@ -30,6 +34,7 @@ ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest,
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
 TRACE_FORMAT = 1
+StepCallback = Callable[[int, str, int, bool], None]  # (request index, condition, steps, finished)
 
 
 class DecodingError(ValueError):
@@ -120,6 +125,81 @@ def text_config(model: torch.nn.Module):
     return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
+@dataclass
+class DecodeRequest:
+    """One prompt and the conditions to decode it under (one :class:`Generation` each).
+
+    ``needle_indices`` (Eq. 1) or ``support_indices`` (Eq. 2, scored by ``reasoning``) are the prompt's token
+    indices that define its retrieval heads; without either the decoding is untraced. Decoding stops after
+    an EOS token (kept in the steps), when ``stop(generated_ids)`` is true, or after ``max_new_tokens``.
+    ``record_hidden``: keep each step's first-pass final hidden state (``Step.hidden``).
+    """
+
+    prompt_ids: Sequence[int]
+    max_new_tokens: int
+    conditions: Sequence[Condition | str] = ("none",)
+    needle_indices: Sequence[int] | None = None
+    support_indices: Sequence[int] | None = None
+    reasoning: ReasoningScore | None = None
+    eos_token_ids: Iterable[int] = ()
+    stop: Callable[[list[int]], bool] | None = None
+    record_hidden: bool = False
+
+    def __post_init__(self) -> None:
+        self.prompt_ids = [int(t) for t in self.prompt_ids]
+        self.conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in self.conditions]
+        self.eos_token_ids = set(self.eos_token_ids)
+
+    @property
+    def target(self) -> list[int] | None:
+        return list(self.needle_indices if self.support_indices is None else self.support_indices) \
+            if (self.needle_indices is not None or self.support_indices is not None) else None
+
+    @property
+    def scoring(self) -> ReasoningScore | None:
+        return (self.reasoning or ReasoningScore()) if self.support_indices is not None else None
+
+    def check(self, engine: "TraceEngine") -> None:
+        """Every problem with this request as one clear error, before any compute."""
+        if not self.conditions:
+            raise DecodingError("dynheads: no mask condition given; pass at least one, e.g. 'none'")
+        n = len(self.prompt_ids)
+        if n == 0:
+            raise DecodingError("dynheads: empty prompt; give at least one token")
+        if self.max_new_tokens < 1:
+            raise DecodingError(f"dynheads: max_new_tokens={self.max_new_tokens}; ask for at least one new token")
+        if engine.max_positions is not None and n + self.max_new_tokens > engine.max_positions:
+            raise DecodingError(
+                f"dynheads: prompt of {n} tokens + {self.max_new_tokens} new tokens exceeds this model's "
+                f"{engine.max_positions} positions; use a shorter context (smaller task length) or fewer new tokens"
+            )
+        if self.needle_indices is not None and self.support_indices is not None:
+            raise DecodingError("dynheads: give needle_indices (Eq. 1) or support_indices (Eq. 2), not both")
+        target = self.target
+        if target is not None:
+            what = "needle" if self.support_indices is None else "supporting-fact"
+            bad = [i for i in target if not 0 <= i < n]
+            if bad or not target:
+                raise DecodingError(
+                    f"dynheads: {what} token indices {bad or '[]'} are outside the {n}-token prompt; "
+                    f"the {'needle was' if what == 'needle' else 'supporting facts were'} lost (truncated?) -- "
+                    "shorten the context or raise max_length"
+                )
+        for condition in self.conditions:
+            if condition.mask == "dynamic" and target is None:
+                raise DecodingError("dynheads: mask=dynamic needs needle or supporting-fact token indices to find each step's heads")
+            engine.gate_mask(condition.gate_heads)  # validates indices before any compute
+
+
+@dataclass
+class _Row:
+    """One (request, condition) continuation inside a batch."""
+
+    request: int
+    condition: Condition
+    steps: list[Step] = field(default_factory=list)
+
+
 class TraceEngine:
     """Step-wise greedy decoder over a Hugging Face causal LM with head tracing and gating.
 
@@ -131,60 +211,22 @@ class TraceEngine:
     * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
       (traced heads are those of that gated pass).
 
-    :meth:`generate_many` runs several conditions after one shared prefill.
+    :meth:`generate_many` runs several conditions over one shared prefill; :meth:`generate_batch` runs
+    many prompts, ``batch_size`` prompts (with all their conditions) at a time.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, batch_size: int = 1) -> None:
         install(model)
         self.model = model.eval()
         cfg = text_config(model)
         self.num_layers: int = cfg.num_hidden_layers
         self.num_heads: int = cfg.num_attention_heads
         self.max_positions: int | None = getattr(cfg, "max_position_embeddings", None)
+        self.batch_size = batch_size
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    # -- low level -------------------------------------------------------------------------------
-    def _new_cache(self) -> DynamicCache:
-        cache = DynamicCache(config=self.model.config)
-        for layer in getattr(cache, "layers", []):
-            if getattr(layer, "is_sliding", False) and hasattr(layer, "activate_past_recording"):
-                layer.activate_past_recording()  # lets crop(-1) roll back a sliding-window layer
-        return cache
-
-    def fork(self, cache: DynamicCache) -> DynamicCache:
-        """A cache that continues ``cache`` without copying its tensors.
-
-        Why it is safe: cache layers only ever *replace* their key/value tensors (``torch.cat``, slicing),
-        never write into them, so a shallow copy of each layer can grow, be cropped or slide its window
-        while the original keeps the prefix it had. Section 5 forks one context prefill per strategy and
-        per retrieval round instead of recomputing or deep-copying it.
-        """
-        forked = copy.copy(cache)
-        forked.layers = [copy.copy(layer) for layer in cache.layers]
-        return forked
-
-    def _forward(self, token_ids: torch.Tensor, cache: DynamicCache, record: bool | frozenset[int], keep: dict[int, torch.Tensor],
-                 hidden: bool = False, visible: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Last-position logits; with ``hidden`` also the last position's final hidden state (after the
-        final norm: the last entry of ``output_hidden_states``, the vector the LM head reads).
-        ``visible``: boolean over every position up to the last fed one; hidden keys get no attention."""
-        PROBE.record, PROBE.keep, PROBE.rows, PROBE.visible = record, keep, {}, visible
-        try:
-            out = self.model(input_ids=token_ids, cache=cache, use_cache=True, logits_to_keep=1,
-                             **({"output_hidden_states": True} if hidden else {}))
-        finally:
-            PROBE.record, PROBE.keep, PROBE.visible = False, {}, None
-        if hidden:
-            return out.logits[:, -1, :], out.hidden_states[-1][0, -1, :].float().cpu()
-        return out.logits[:, -1, :]
-
-    def _keep_from_mask(self, gate: torch.Tensor) -> dict[int, torch.Tensor]:
-        """``[layers, heads]`` boolean gate to the probe's per-layer keep vectors (only gated layers)."""
-        keep_all = (~gate).to(torch.float32)
-        return {int(l): keep_all[l : l + 1] for l in gate.any(dim=1).nonzero().flatten().tolist()}
 
     def gate_mask(self, heads: Iterable[Head]) -> torch.Tensor:
         """Boolean ``[layers, heads]`` tensor for a head list, validating every index."""
@@ -197,6 +239,10 @@ class TraceEngine:
                 )
             gate[layer, head] = True
         return gate
+
+    def batch(self, prompts: Sequence[Sequence[int]], rows_of: Sequence[int]) -> DecodeBatch:
+        """The step API (:class:`~dynheads.models.batch.DecodeBatch`) over this engine's model."""
+        return DecodeBatch(self.model, prompts, rows_of)
 
     # -- decoding --------------------------------------------------------------------------------
     def generate(
@@ -214,21 +260,17 @@ class TraceEngine:
         stop: Callable[[list[int]], bool] | None = None,
         record_hidden: bool = False,
     ) -> Generation:
-        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition.
-
-        Stops after an EOS token (which is kept in the steps) or when ``stop(generated_ids)`` is true.
-        """
+        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition."""
         condition = Condition(mask, tuple(gate_heads or ()), top_k)
         return self.generate_many(prompt_ids, max_new_tokens, [condition], needle_indices=needle_indices,
                                   support_indices=support_indices, reasoning=reasoning,
                                   eos_token_ids=eos_token_ids, stop=stop, record_hidden=record_hidden)[0]
 
-    @torch.inference_mode()
     def generate_many(
         self,
         prompt_ids: Sequence[int],
         max_new_tokens: int,
-        conditions: Sequence[Condition],
+        conditions: Sequence[Condition | str],
         *,
         needle_indices: Sequence[int] | None = None,
         support_indices: Sequence[int] | None = None,
@@ -238,144 +280,161 @@ class TraceEngine:
         on_step: Callable[[str, int, bool], None] | None = None,
         record_hidden: bool = False,
     ) -> list[Generation]:
-        """One greedy generation per condition, all continuing one shared prefill of the prompt.
+        """One greedy generation per condition, all rows of one batch over one prefill of the prompt.
 
         Why shared: the conditions of an ablation differ only from the first generated token on, so the
-        prompt's KV cache is computed once and copied for each condition; the comparison is then exact
-        (identical prefill numerics) and an N-condition grid costs one prefill instead of N.
-        ``on_step(condition, steps, finished)`` is called after every decode step and when a condition ends
-        (progress bars). ``record_hidden``: keep each step's first-pass final hidden state (``Step.hidden``),
-        read from the same forward pass.
+        prompt's KV cache is computed once and held once; the comparison is then exact (identical prefill
+        numerics) and an N-condition grid costs one prefill instead of N.
+        ``on_step(condition, steps, finished)`` is called after every decode step of a condition and when it
+        ends (progress bars).
         """
-        conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in conditions]
-        if not conditions:
-            raise DecodingError("dynheads: no mask condition given; pass at least one, e.g. 'none'")
-        prompt_ids = list(prompt_ids)
-        n = len(prompt_ids)
-        if n == 0:
-            raise DecodingError("dynheads: empty prompt; give at least one token")
-        if self.max_positions is not None and n + max_new_tokens > self.max_positions:
-            raise DecodingError(
-                f"dynheads: prompt of {n} tokens + {max_new_tokens} new tokens exceeds this model's "
-                f"{self.max_positions} positions; use a shorter context (smaller task length) or fewer new tokens"
-            )
-        if needle_indices is not None and support_indices is not None:
-            raise DecodingError("dynheads: give needle_indices (Eq. 1) or support_indices (Eq. 2), not both")
-        target = needle_indices if support_indices is None else support_indices
-        what = "needle" if support_indices is None else "supporting-fact"
-        traced = target is not None
-        if traced:
-            bad = [i for i in target if not 0 <= i < n]
-            if bad or not target:
-                raise DecodingError(
-                    f"dynheads: {what} token indices {bad or '[]'} are outside the {n}-token prompt; "
-                    f"the {'needle was' if what == 'needle' else 'supporting facts were'} lost (truncated?) -- "
-                    "shorten the context or raise max_length"
-                )
-        scoring = (reasoning or ReasoningScore()) if support_indices is not None else None
-        for condition in conditions:
-            if condition.mask == "dynamic" and not traced:
-                raise DecodingError("dynheads: mask=dynamic needs needle or supporting-fact token indices to find each step's heads")
-            self.gate_mask(condition.gate_heads)  # validates indices before any compute
+        request = DecodeRequest(prompt_ids, max_new_tokens, conditions, needle_indices, support_indices, reasoning,
+                                eos_token_ids, stop, record_hidden)
+        callback = None if on_step is None else (lambda _i, name, steps, done: on_step(name, steps, done))
+        return self.generate_batch([request], batch_size=1, on_step=callback)[0]
 
-        device = self.device
-        seq = torch.zeros(1, n + max_new_tokens, dtype=torch.long, device=device)
-        seq[0, :n] = torch.tensor(prompt_ids, device=device)
-        needle = torch.zeros_like(seq, dtype=torch.bool)
-        if traced:
-            needle[0, list(target)] = True
-        prefilled = self._new_cache()
-        if n > 1:
-            self._forward(seq[:, : n - 1], prefilled, record=False, keep={})
-            prefilled.crop(0)
-        generations = []
-        for i, condition in enumerate(conditions):
-            cache = prefilled if i == len(conditions) - 1 else copy.deepcopy(prefilled)
-            steps = self._decode(cache, seq.clone(), needle if traced else None, n, max_new_tokens, condition,
-                                 set(eos_token_ids), stop, scoring, on_step, record_hidden)
-            if on_step is not None:
-                on_step(condition.name, len(steps), True)
-            generations.append(Generation(prompt_ids=prompt_ids, steps=steps, condition=condition.name))
-        return generations
+    @torch.inference_mode()
+    def generate_batch(self, requests: Sequence[DecodeRequest], batch_size: int | None = None,
+                       on_step: StepCallback | None = None) -> list[list[Generation]]:
+        """Generations for many requests, ``batch_size`` prompts (with all their conditions as rows) per batch.
 
-    def _detect(
-        self, seq: torch.Tensor, target: torch.Tensor, pos: int, token: torch.Tensor, scoring: ReasoningScore | None,
-        need_strength: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Retrieval heads ``[layers, heads]`` of the pass just run, and each head's strength.
-
-        Eq. 1 (``scoring`` None): copy-paste heads; strength = peak attention probability (the weight
-        on the copied token for a retrieval head), computed only when ``need_strength`` (a top-k
-        selection), since this runs at every decode step. Eq. 2: heads whose reasoning score exceeds
-        the threshold; strength = the score.
+        Prompts are batched longest first (as lm-eval's HF model groups requests), so a batch's left padding
+        stays small; results come back in request order. ``batch_size`` defaults to the engine's.
         """
-        rows = [PROBE.rows[layer] for layer in range(self.num_layers)]
-        PROBE.rows = {}
+        requests = list(requests)
+        for request in requests:
+            request.check(self)
+        size = max(1, int(batch_size or self.batch_size))
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt_ids))
+        results: list[list[Generation]] = [[] for _ in requests]
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            rows = [_Row(i, c) for i in chunk for c in requests[i].conditions]
+            self._decode(requests, chunk, rows, on_step)
+            for row in rows:
+                results[row.request].append(Generation(requests[row.request].prompt_ids, row.steps, row.condition.name))
+        return results
+
+    def _detect(self, rows: dict[int, torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
+                token: torch.Tensor, scoring: ReasoningScore | None, need_strength: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Retrieval heads ``[rows, layers, heads]`` of the pass just run, and each head's strength.
+
+        ``seq`` / ``target``: ``[rows, keys]`` token ids and needle (supporting-fact) membership in the batch's
+        padded coordinates, whose last key is the query; ``first``: ``[rows]`` padded index of each row's
+        position 0. Eq. 1 (``scoring`` None): copy-paste heads; strength = peak attention probability (the
+        weight on the copied token for a retrieval head), computed only when ``need_strength`` (a top-k
+        selection), since this runs at every decode step. Eq. 2: heads whose reasoning score exceeds the
+        threshold; strength = the score.
+        """
+        layers = [rows[layer] for layer in range(self.num_layers)]
+        total = seq.shape[1]
         if scoring is not None:
-            scores = reasoning_scores(rows, pos + 1, target[:, : pos + 1], scoring.sink_tokens, scoring.local_window)[0]
+            scores = reasoning_scores(layers, total, target, scoring.sink_tokens, scoring.local_window, first_position=first)
             return scores > scoring.threshold, scores
-        positions = argmax_key_positions(rows, pos + 1)
-        hit = copy_paste_mask(positions, seq[:, : pos + 1], target[:, : pos + 1], token)[0]
-        peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1)[0] if need_strength else None
+        hit = copy_paste_mask(argmax_key_positions(layers, total), seq, target, token)
+        peak = torch.stack([row.amax(dim=-1) for row in layers], dim=1) if need_strength else None
         return hit, peak
 
-    def _decode(
-        self,
-        cache: DynamicCache,
-        seq: torch.Tensor,
-        needle: torch.Tensor | None,
-        n: int,
-        max_new_tokens: int,
-        condition: Condition,
-        eos: set[int],
-        stop: Callable[[list[int]], bool] | None,
-        scoring: ReasoningScore | None = None,
-        on_step: Callable[[str, int, bool], None] | None = None,
-        record_hidden: bool = False,
-    ) -> list[Step]:
-        traced = needle is not None
-        fixed_heads = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
-        fixed_keep = self._keep_from_mask(self.gate_mask(fixed_heads)) if fixed_heads else {}
-        steps: list[Step] = []
-        generated: list[int] = []
-        for t in range(max_new_tokens):
-            pos = n - 1 + t  # position of the query token fed at this step
-            current = seq[:, pos : pos + 1]
-            step = Step(token_id=-1, gated=list(fixed_heads))
-            if record_hidden:
-                logits, step.hidden = self._forward(current, cache, record=traced, keep=fixed_keep, hidden=True)
-            else:
-                logits = self._forward(current, cache, record=traced, keep=fixed_keep)
-            token = logits.argmax(dim=-1)
-            if traced:
-                hit, peak = self._detect(seq, needle, pos, token, scoring, need_strength=condition.top_k is not None)
-                step.heads = mask_to_heads(hit)
-                if scoring is not None:
-                    step.scores = [[round(float(v), 5) for v in row] for row in peak.tolist()]
-                if condition.mask == "dynamic" and step.heads:
-                    gate = hit
-                    if condition.top_k is not None and len(step.heads) > condition.top_k:
-                        # keep the k strongest heads: most attention on the copied token (Appendix A.2), or highest Eq. 2 score
-                        scores = torch.where(hit, peak, torch.full_like(peak, -1.0)).flatten()
-                        chosen = torch.topk(scores, condition.top_k).indices
-                        gate = torch.zeros_like(hit).flatten()
-                        gate[chosen] = True
-                        gate = gate.reshape(hit.shape)
-                    step.gated = mask_to_heads(gate)
-                    if step.gated:
-                        step.ungated_token_id = int(token.item())
-                        cache.crop(-1)
-                        logits = self._forward(current, cache, record=True, keep=self._keep_from_mask(gate))
-                        token = logits.argmax(dim=-1)
-                        step.heads_after = mask_to_heads(self._detect(seq, needle, pos, token, scoring)[0])
-            step.token_id = int(token.item())
-            cache.crop(0)
-            steps.append(step)
-            generated.append(step.token_id)
-            if on_step is not None:
-                on_step(condition.name, len(steps), False)
-            if pos + 1 < seq.shape[1]:
-                seq[0, pos + 1] = step.token_id
-            if step.token_id in eos or (stop is not None and stop(generated)):
+    def _decode(self, requests: Sequence[DecodeRequest], chunk: Sequence[int], rows: list[_Row],
+                on_step: StepCallback | None) -> None:
+        """Decode ``rows`` (the conditions of the requests in ``chunk``) as one batch, in place."""
+        device = self.device
+        group_of = {i: g for g, i in enumerate(chunk)}
+        batch = self.batch([requests[i].prompt_ids for i in chunk], [group_of[r.request] for r in rows])
+        width = batch.width  # the prompts' last tokens all sit at padded index `width`
+        steps_max = max(requests[i].max_new_tokens for i in chunk)
+        count = len(rows)
+        seq = torch.full((count, width + 1 + steps_max), -1, dtype=torch.long, device=device)
+        target = torch.zeros_like(seq, dtype=torch.bool)
+        first = torch.zeros(count, dtype=torch.long, device=device)
+        keep = torch.ones(count, self.num_layers, self.num_heads, device=device)
+        fixed: list[list[Head]] = []
+        for r, row in enumerate(rows):
+            request = requests[row.request]
+            n = len(request.prompt_ids)
+            first[r] = width + 1 - n
+            seq[r, first[r] : first[r] + n] = torch.tensor(request.prompt_ids, device=device)
+            if request.target is not None:
+                target[r, first[r] + torch.tensor(request.target, dtype=torch.long, device=device)] = True
+            heads = sorted(set(row.condition.gate_heads)) if row.condition.mask in ("static", "random") else []
+            fixed.append(heads)
+            if heads:
+                keep[r] = (~self.gate_mask(heads)).float()
+        gated_any = any(fixed)
+        traced = [requests[row.request].target is not None for row in rows]
+        kinds = {(requests[row.request].scoring is None) for row, t in zip(rows, traced) if t}
+        if len(kinds) > 1:
+            raise DecodingError("dynheads: one batch cannot mix Eq. 1 (needle) and Eq. 2 (supporting-fact) requests")
+        scoring = next((requests[row.request].scoring for row, t in zip(rows, traced) if t), None)
+        record = any(traced)
+        hidden = any(requests[row.request].record_hidden for row in rows)
+        top_k = any(row.condition.top_k is not None for row in rows)
+        active = list(range(count))
+        for t in range(steps_max):
+            qpos = width + t
+            idx = torch.tensor(active, dtype=torch.long, device=device)
+            out = batch.step(seq[idx, qpos : qpos + 1], keep=keep[idx] if gated_any else None, record=record, hidden=hidden)
+            token = out.logits.argmax(dim=-1)
+            hit = peak = None
+            if record:
+                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, scoring, top_k)
+            rerun, gates = [], []
+            for a, r in enumerate(active):
+                row, request = rows[r], requests[rows[r].request]
+                step = Step(token_id=-1, gated=list(fixed[r]))
+                if request.record_hidden:
+                    step.hidden = out.hidden[a]
+                if traced[r]:
+                    step.heads = mask_to_heads(hit[a])
+                    if scoring is not None:
+                        step.scores = [[round(float(v), 5) for v in line] for line in peak[a].tolist()]
+                    if row.condition.mask == "dynamic" and step.heads:
+                        gate = self._strongest(hit[a], peak[a] if peak is not None else None, row.condition.top_k)
+                        step.gated = mask_to_heads(gate)
+                        if step.gated:
+                            step.ungated_token_id = int(token[a])
+                            rerun.append(a)
+                            gates.append(gate)
+                row.steps.append(step)
+            if rerun:
+                sub = torch.tensor(rerun, dtype=torch.long, device=device)
+                again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=(~torch.stack(gates)).float(), record=True)
+                retoken = again.logits.argmax(dim=-1)
+                after, _ = self._detect(again.rows, seq[idx[sub], : qpos + 1], target[idx[sub], : qpos + 1], first[idx[sub]],
+                                        retoken, scoring)
+                token = token.index_copy(0, sub, retoken)
+                for j, a in enumerate(rerun):
+                    rows[active[a]].steps[-1].heads_after = mask_to_heads(after[j])
+            if qpos + 1 < seq.shape[1]:
+                seq[idx, qpos + 1] = token
+            staying = []
+            for a, r in enumerate(active):
+                row, request = rows[r], requests[rows[r].request]
+                step = row.steps[-1]
+                step.token_id = int(token[a])
+                generated = [s.token_id for s in row.steps]
+                done = (step.token_id in request.eos_token_ids or len(row.steps) >= request.max_new_tokens
+                        or (request.stop is not None and request.stop(generated)))
+                if on_step is not None:
+                    on_step(row.request, row.condition.name, len(row.steps), False)
+                    if done:
+                        on_step(row.request, row.condition.name, len(row.steps), True)
+                if not done:
+                    staying.append(a)
+            if not staying:
                 break
-        return steps
+            if len(staying) < len(active):
+                batch.select(staying)
+                active = [active[a] for a in staying]
+
+    @staticmethod
+    def _strongest(hit: torch.Tensor, strength: torch.Tensor | None, top_k: int | None) -> torch.Tensor:
+        """The heads a dynamic step gates: all of ``hit``, or its ``top_k`` strongest (most attention on the
+        copied token, Appendix A.2; or highest Eq. 2 score)."""
+        if top_k is None or int(hit.sum()) <= top_k:
+            return hit
+        scores = torch.where(hit, strength, torch.full_like(strength, -1.0)).flatten()
+        gate = torch.zeros_like(hit).flatten()
+        gate[torch.topk(scores, top_k).indices] = True
+        return gate.reshape(hit.shape)

@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from ..metrics.retrieval import Head
 from ..metrics.rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
 from ..metrics.windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs)
-from .attention import PROBE
+from .batch import DecodeBatch
 from .engine import DecodingError, TraceEngine
 
 STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
@@ -148,10 +147,8 @@ class ContextExample:
         self.context = (max(context[0], settings.sink_tokens), context[-1] + 1)  # the sinks stay visible
         self.support = sorted(int(i) for i in support)
         self.prefix_len = self.context[1]
-        self.prefix = engine._new_cache()
-        with torch.inference_mode():
-            engine._forward(torch.tensor([self.ids[: self.prefix_len]], device=engine.device), self.prefix, record=False, keep={})
-        self.prefix.crop(0)
+        with torch.inference_mode():  # a batch prefills all but its prompt's last token: here, the whole context
+            self.prefix = engine.batch([self.ids[: self.prefix_len + 1]], [0])
         self._memo: dict[tuple, Any] = {}
 
     # -- decoding under a visibility -------------------------------------------------------------
@@ -186,20 +183,19 @@ class ContextExample:
     @torch.inference_mode()
     def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool,
                 one_sentence: bool = False) -> Decoded:
-        engine, device = self.engine, self.engine.device
+        engine = self.engine
         first = len(self.ids) + len(generated)  # position of the first new token
         visible = self._visible(first + max_new, windows)
-        cache, current = self._resume(generated, visible)
-        last_layer = frozenset({engine.num_layers - 1})  # RIND reads only the last layer's rows
+        batch, current = self._resume(generated, visible)
+        last = engine.num_layers - 1  # RIND reads only the last layer's rows
         out = Decoded(tokens=[], finished=False)
         pos = first - 1
         while max_new > 0:
-            logits = engine._forward(torch.tensor([[current]], device=device), cache, record=last_layer if record else False, keep={},
-                                     visible=None if visible is None else visible[: pos + 1])
-            cache.crop(0)
+            step = batch.step(torch.tensor([[current]]), record=frozenset({last}) if record else False,
+                              visible=None if visible is None else [visible[: pos + 1]])
+            logits = step.logits
             if record and out.tokens:  # the query is the newest draft token: its row over draft tokens so far
-                out.rows.append(draft_row(PROBE.rows[engine.num_layers - 1][0], len(out.tokens)))
-            PROBE.rows = {}
+                out.rows.append(draft_row(step.rows[last][0], len(out.tokens)))
             if out.finished or len(out.tokens) == max_new:
                 break  # with record, the last token was fed once more only to read its row
             token = int(logits.argmax(dim=-1).item())
@@ -212,17 +208,15 @@ class ContextExample:
             current, pos = token, pos + 1
         return out
 
-    def _resume(self, generated: list[int], visible: torch.Tensor | None) -> tuple[DynamicCache, int]:
+    def _resume(self, generated: list[int], visible: torch.Tensor | None) -> tuple[DecodeBatch, int]:
         """A fork of the context prefill with the suffix (question, instruction, ``generated``) recomputed under
-        ``visible``, all but its last token; returns the cache and that last token, which the caller feeds."""
+        ``visible``, all but its last token; returns the batch and that last token, which the caller feeds."""
         suffix = self.ids[self.prefix_len :] + generated
-        cache = self.engine.fork(self.prefix)
+        batch = self.prefix.fork()
         if len(suffix) > 1:
             end = self.prefix_len + len(suffix) - 1
-            self.engine._forward(torch.tensor([suffix[:-1]], device=self.engine.device), cache, record=False, keep={},
-                                 visible=None if visible is None else visible[:end])
-            cache.crop(0)
-        return cache, suffix[-1]
+            batch.step(torch.tensor([suffix[:-1]]), visible=None if visible is None else [visible[:end]])
+        return batch, suffix[-1]
 
     @torch.inference_mode()
     def inspect(self, generated: Sequence[int]) -> tuple[list[torch.Tensor], np.ndarray]:
@@ -230,12 +224,10 @@ class ContextExample:
         layer's last-row attention ``[heads, keys]`` and the final hidden state (what the probe reads)."""
         key = ("inspect", tuple(generated))
         if key not in self._memo:
-            engine, device = self.engine, self.engine.device
-            cache, current = self._resume(list(generated), None)
-            _, hidden = engine._forward(torch.tensor([[current]], device=device), cache, record=True, keep={}, hidden=True)
-            rows = [PROBE.rows[layer][0] for layer in range(engine.num_layers)]
-            PROBE.rows = {}
-            self._memo[key] = (rows, hidden.numpy())
+            batch, current = self._resume(list(generated), None)
+            out = batch.step(torch.tensor([[current]]), record=True, hidden=True)
+            rows = [out.rows[layer][0] for layer in range(self.engine.num_layers)]
+            self._memo[key] = (rows, out.hidden[0].numpy())
         return self._memo[key]
 
     # -- Algorithm 2 -----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynheads.models.attention import PROBE
 from dynheads.models.engine import TraceEngine
 from dynheads.models.rag import ContextExample, RagSettings
 
@@ -52,20 +51,18 @@ def test_recorded_rows_put_zero_mass_on_hidden_positions(arch):
     visible = example._visible(LENGTH, windows)
     hidden = [p for p in range(LENGTH) if not visible[p]]
     assert hidden == [p for p in range(*CONTEXT) if not 12 <= p < 16]
-    cache = engine.fork(example.prefix)
+    batch = example.prefix.fork()
     with torch.no_grad():
-        engine._forward(torch.tensor([ids[CONTEXT[1] : -1]]), cache, record=False, keep={}, visible=visible[: LENGTH - 1])
-        cache.crop(0)
-        engine._forward(torch.tensor([ids[-1:]]), cache, record=True, keep={}, visible=visible)
+        batch.step(torch.tensor([ids[CONTEXT[1] : -1]]), visible=[visible[: LENGTH - 1]])
+        out = batch.step(torch.tensor([ids[-1:]]), record=True, visible=[visible])
     seen_any = False
     for layer in range(engine.num_layers):
-        row = PROBE.rows[layer][0]  # [heads, keys], right-aligned
+        row = out.rows[layer][0]  # [heads, keys], right-aligned
         first = LENGTH - row.shape[-1]
         for p in hidden:
             if p >= first:
                 assert torch.all(row[:, p - first] == 0), (layer, p)
         seen_any |= any(p >= first for p in range(12, 16)) and bool(row[:, max(12, first) - first : 16 - first].sum() > 0)
-    PROBE.rows = {}
     if arch != "mistral":  # every mistral layer slides (window 8): no layer holds the window's keys from here
         assert seen_any  # the visible window does receive attention on the full-attention layers
 
@@ -94,9 +91,10 @@ def test_forked_prefix_is_untouched_by_its_forks():
     engine = TraceEngine(tiny_model("gemma3"))
     ids = _prompt()
     example = _example(engine, ids)
-    before = [layer.keys.clone() for layer in example.prefix.layers]
+    layers = example.prefix.cache.layers
+    before = [(layer.prefix_keys.clone(), layer.keys.clone()) for layer in layers]
     first = example.decode([], NEW, [], record=True)
     example._memo.clear()
     again = example.decode([], NEW, [], record=True)
     assert first.tokens == again.tokens and first.entropies == again.entropies
-    assert all(torch.equal(b, layer.keys) for b, layer in zip(before, example.prefix.layers))
+    assert all(torch.equal(p, layer.prefix_keys) and torch.equal(k, layer.keys) for (p, k), layer in zip(before, layers))

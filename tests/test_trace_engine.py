@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dynheads.metrics.retrieval import copy_paste_heads
-from dynheads.models.attention import PROBE, UnsupportedAttentionError, install
+from dynheads.models.attention import UnsupportedAttentionError, install
 from dynheads.models.engine import Condition, DecodingError, TraceEngine
 
 from tiny_models import ARCHITECTURES, SLIDING_WINDOW, tiny_model
@@ -30,19 +30,11 @@ def _eager_last_rows(model: torch.nn.Module, ids: list[int]) -> list[torch.Tenso
 
 
 def _engine_last_rows(engine: TraceEngine, ids: list[int]) -> list[torch.Tensor]:
-    cache = engine._new_cache()
+    """The step API's recorded rows: prefill all but the last token, then step it with recording on."""
     with torch.no_grad():
-        engine._forward(torch.tensor([ids[:-1]]), cache, record=False, keep={})
-        cache.crop(0)
-        engine._forward(torch.tensor([ids[-1:]]), cache, record=True, keep={})
-    rows = []
-    for layer in range(engine.num_layers):
-        row = PROBE.rows[layer][0]
-        full = torch.zeros(row.shape[0], len(ids))
-        full[:, len(ids) - row.shape[-1] :] = row  # keys are right-aligned
-        rows.append(full)
-    PROBE.rows = {}
-    return rows
+        out = engine.batch([ids], [0]).step(torch.tensor([ids[-1:]]), record=True)
+    assert all(out.rows[layer].shape[-1] == len(ids) for layer in range(engine.num_layers))  # every key, every layer
+    return [out.rows[layer][0] for layer in range(engine.num_layers)]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
@@ -96,12 +88,9 @@ def test_gating_equals_removing_head_by_hand(arch):
         plain = reference(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
 
     engine = TraceEngine(model)
-    keep = engine._keep_from_mask(engine.gate_mask([(layer, head)]))
-    cache = engine._new_cache()
+    keep = (~engine.gate_mask([(layer, head)])).float()[None]
     with torch.no_grad():
-        engine._forward(torch.tensor([ids[:-1]]), cache, record=False, keep={})
-        cache.crop(0)
-        got = engine._forward(torch.tensor([ids[-1:]]), cache, record=False, keep=keep)[0]
+        got = engine.batch([ids], [0]).step(torch.tensor([ids[-1:]]), keep=keep).logits[0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got, plain, atol=1e-4)  # the gate really changed something
 
