@@ -49,6 +49,21 @@ STAGES: dict[str, Stage] = {
     "rag": Stage(hotpotqa_rag.run, ("calibrate_hotpotqa",)),  # Section 5: in-context RAG by strategy, Tables 4 and 6
 }
 PROFILES = ("quick", "paper")
+# Prompts per batch by device kind: on 2 CPU cores traced decoding gains little past this (README, "Batching");
+# a GPU batch is also split when the engine's memory estimate exceeds the free memory.
+DEFAULT_BATCH = {"cpu": 4, "cuda": 16}
+
+
+def batch_size(value: str, device: str | None) -> int:
+    """``--batch-size``: a positive count, or ``auto`` for the device's default."""
+    if value == "auto":
+        import torch
+
+        kind = "cuda" if (device or "").startswith("cuda") or (device is None and torch.cuda.is_available()) else "cpu"
+        return DEFAULT_BATCH[kind]
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"run_suite: --batch-size {value!r}: give a positive number of prompts or auto")
+    return int(value)
 
 
 def default_models() -> list[str]:
@@ -73,6 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (UUIDs, random heads; default: %(default)s); calibration uses its own")
     p.add_argument("--out", default="results", help="results folder (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda if available, else cpu)")
+    p.add_argument("--batch-size", default="auto",
+                   help="prompts decoded together, each with all its conditions as rows (results do not depend on it); "
+                        f"auto: {DEFAULT_BATCH['cpu']} on a CPU, {DEFAULT_BATCH['cuda']} on a GPU, split further if memory runs short "
+                        "(default: %(default)s)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto (the checkpoint's), float32, bfloat16, float16 (default: %(default)s)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
     args = p.parse_args(argv)
@@ -89,7 +108,7 @@ def profile_for(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_model(model_name: str, profile: dict[str, Any], stages: list[str], args: argparse.Namespace, progress: Callable) -> None:
     """Every selected stage for one model, after the calibrations they need; ``timings.json`` per stage."""
     t0 = time.time()
-    model_args = {"device": args.device, "dtype": args.dtype}
+    model_args = {"device": args.device, "dtype": args.dtype, "batch_size": batch_size(args.batch_size, args.device)}
     for task in TASKS:
         model_args.update(task.model_args(profile))
     suite = ModelSuite(model_name, profile, Path(args.out), args.seed, args.limit, progress, model_args)
@@ -164,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
     models = args.models.split(",") if args.models else default_models()
     models += args.pretrained
     profiles = {name: profile_for(name, args) for name in models}  # bad overrides fail here, before any model loads
+    batch_size(args.batch_size, args.device)  # as does a bad batch size
 
     import logging
 

@@ -50,18 +50,25 @@ class HeadProbe:
     ``visible``: a boolean tensor ``[batch, total]`` (or ``[total]`` for every row) over the positions
     ``0 .. total - 1`` of the sequence after this pass (False = no query may attend that key), or None
     (everything causal is visible).
+    ``positions``: ``(query [batch, q], key [batch, total])`` true positions of the fed tokens and of every
+    key slot (-1: padding), or None. Given, the attention builds each layer's mask from them itself
+    (causal, sliding window, padding) instead of using the one transformers made: batches whose rows
+    have padding *inside* the sequence (Section 5's rows with suffixes of different lengths) need true
+    distances for sliding windows, which transformers' padded coordinates do not give.
     """
 
     record: bool | frozenset[int] = False
     keep: dict[int, torch.Tensor] = field(default_factory=dict)
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
     visible: torch.Tensor | None = None
+    positions: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def reset(self) -> None:
         self.record = False
         self.keep = {}
         self.rows = {}
         self.visible = None
+        self.positions = None
 
 
 _PROBE = HeadProbe()
@@ -69,10 +76,12 @@ _PROBE = HeadProbe()
 
 @contextmanager
 def traced_pass(record: bool | frozenset[int] = False, keep: dict[int, torch.Tensor] | None = None,
-                visible: torch.Tensor | None = None) -> Iterator[HeadProbe]:
+                visible: torch.Tensor | None = None,
+                positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[HeadProbe]:
     """What the attention does during the forward passes inside the ``with`` block; the probe it yields
     holds the recorded rows (read them inside the block). Resets the hook afterwards, errors included."""
     _PROBE.record, _PROBE.keep, _PROBE.rows, _PROBE.visible = record, dict(keep or {}), {}, visible
+    _PROBE.positions = positions
     try:
         yield _PROBE
     finally:
@@ -109,6 +118,20 @@ def last_row_probabilities(
     elif sliding_window is not None and kv_len > sliding_window:
         logits[..., : kv_len - sliding_window] = float("-inf")
     return torch.softmax(logits, dim=-1)
+
+
+def position_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, sliding_window: int | None) -> torch.Tensor:
+    """A boolean ``[b, 1, q, keys]`` causal (and sliding-window) mask from true positions; padding (-1) is
+    seen by no query, and every fed token sees its own key, so a padding query never attends to nothing
+    (which would make NaN keys and values for the next layer)."""
+    q = query_pos[:, None, :, None]
+    k = key_pos[:, None, None, :]
+    allowed = (k >= 0) & (k <= q)
+    if sliding_window is not None:
+        allowed &= k > q - sliding_window
+    fed = key_pos.shape[1] - query_pos.shape[1]  # the fed tokens are the last keys
+    own = torch.arange(key_pos.shape[1], device=key_pos.device)[None, :] == (fed + torch.arange(query_pos.shape[1], device=key_pos.device))[:, None]
+    return allowed | own[None, None]
 
 
 def hide_keys(
@@ -159,6 +182,9 @@ def dynheads_attention_forward(
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     probe = _PROBE
+    if probe.positions is not None:
+        query_pos, key_pos = probe.positions
+        attention_mask = position_mask(query_pos, key_pos[:, -key.shape[2]:], kwargs.get("sliding_window"))
     if probe.visible is not None:
         attention_mask = hide_keys(attention_mask, probe.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)

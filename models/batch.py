@@ -132,6 +132,7 @@ class DecodeBatch:
         self.pad_of_group = torch.tensor([width - h for h in held], dtype=torch.long, device=device)
         self.length = torch.tensor([held[g] for g in rows_of], dtype=torch.long, device=device)  # real tokens held
         self.padded = width > min(held)
+        self.key_pos: torch.Tensor | None = None  # [rows, width] true position of every key slot, once rows have gaps
         self.cache = Cache(layers=[SharedPrefixLayer(k, v, self.group) for k, v in layers])
 
     # -- construction ------------------------------------------------------------------------------
@@ -170,17 +171,34 @@ class DecodeBatch:
             return None  # nothing padded: plain causal, exactly as a one-row run
         return torch.arange(total, device=self.device)[None, :] >= pad[:, None]
 
-    def _padded_visibility(self, visible: Sequence[torch.Tensor | None], pad: torch.Tensor, total: int) -> torch.Tensor | None:
-        """Per-row absolute-position visibility to one ``[rows, total]`` padded tensor (``None``: all visible)."""
+    def _padded_visibility(self, visible: Sequence[torch.Tensor | None], pad: torch.Tensor, total: int,
+                           key_pos: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-row absolute-position visibility to one ``[rows, total]`` padded tensor (``None``: all visible).
+        ``key_pos``: the true position of every slot (rows with gaps); padding slots stay 'visible' (the
+        position mask already hides them from every other query)."""
         if all(v is None for v in visible):
             return None
         out = torch.ones(len(visible), total, dtype=torch.bool, device=self.device)
         for r, v in enumerate(visible):
-            if v is not None:
-                p = int(pad[r])
-                n = min(v.shape[0], total - p)
-                out[r, p : p + n] = v[:n].to(self.device)
+            if v is None:
+                continue
+            v = v.to(self.device)
+            if key_pos is not None:
+                slots = key_pos[r]
+                inside = (slots >= 0) & (slots < v.shape[0])
+                out[r, inside] = v[slots[inside]]
+                continue
+            p = int(pad[r])
+            n = min(v.shape[0], total - p)
+            out[r, p : p + n] = v[:n]
         return out
+
+    def _key_positions(self) -> torch.Tensor:
+        """``[rows, width]``: true position of every key slot (-1 for padding)."""
+        if self.key_pos is not None:
+            return self.key_pos
+        slots = torch.arange(self.width, device=self.device)[None, :] - self.pad[:, None]
+        return torch.where(slots >= 0, slots, torch.full_like(slots, -1))
 
     # -- stepping ----------------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, *, keep: torch.Tensor | None = None, record: bool | frozenset[int] = False,
@@ -193,6 +211,30 @@ class DecodeBatch:
         """
         return self._run(self.cache, self.group, self.length, tokens, keep, record, visible, hidden, advance=True)
 
+    def feed(self, chunks: Sequence[Sequence[int]], *, visible: Sequence[torch.Tensor | None] | None = None,
+             record: bool | frozenset[int] = False) -> StepOutput:
+        """Feed each row its own tokens, of any lengths (Section 5 recomputes suffixes that differ per row).
+
+        Shorter chunks are left-padded inside the sequence; from here on the batch masks by true positions
+        (:func:`~dynheads.models.attention.position_mask`), so padding is seen by no real query and sliding
+        windows count true distances. ``logits`` / ``rows`` are those of each chunk's last token.
+        """
+        if len(chunks) != self.rows or any(len(c) == 0 for c in chunks):
+            raise ValueError(f"dynheads: feed needs one non-empty token list per row ({self.rows} rows)")
+        width = max(len(c) for c in chunks)
+        tokens = torch.zeros(self.rows, width, dtype=torch.long, device=self.device)
+        query_pos = torch.full((self.rows, width), -1, dtype=torch.long, device=self.device)
+        for r, chunk in enumerate(chunks):
+            gap = width - len(chunk)
+            tokens[r, gap:] = torch.tensor(list(chunk), dtype=torch.long, device=self.device)
+            query_pos[r, gap:] = int(self.length[r]) + torch.arange(len(chunk), device=self.device)
+        key_pos = self._key_positions()
+        self.key_pos = key_pos  # from here on: masks from true positions
+        out = self._run(self.cache, self.group, self.length, tokens, None, record, visible, False, advance=False,
+                        query_pos=query_pos)
+        self.length = self.length + torch.tensor([len(c) for c in chunks], dtype=torch.long, device=self.device)
+        return out
+
     def rerun(self, rows: Sequence[int], tokens: torch.Tensor, *, keep: torch.Tensor | None = None,
               record: bool | frozenset[int] = False, visible: Sequence[torch.Tensor | None] | None = None,
               hidden: bool = False) -> StepOutput:
@@ -203,7 +245,9 @@ class DecodeBatch:
         """
         index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
         sub = Cache(layers=[self._sub_layer(layer, index, drop_last=True) for layer in self.cache.layers])
-        out = self._run(sub, self.group[index], self.length[index] - 1, tokens, keep, record, visible, hidden, advance=False)
+        key_pos = None if self.key_pos is None else self.key_pos[index][:, :-1]
+        out = self._run(sub, self.group[index], self.length[index] - 1, tokens, keep, record, visible, hidden, advance=False,
+                        key_pos=key_pos)
         for layer, part in zip(self.cache.layers, sub.layers):
             layer.keys = layer.keys.index_copy(0, index, part.keys)
             layer.values = layer.values.index_copy(0, index, part.values)
@@ -219,23 +263,33 @@ class DecodeBatch:
 
     def _run(self, cache: Cache, group: torch.Tensor, length: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor | None,
              record: bool | frozenset[int], visible: Sequence[torch.Tensor | None] | None, hidden: bool,
-             advance: bool) -> StepOutput:
+             advance: bool, key_pos: torch.Tensor | None = None, query_pos: torch.Tensor | None = None) -> StepOutput:
         tokens = tokens.to(self.device)
         if tokens.dim() != 2 or tokens.shape[0] != group.shape[0]:
             raise ValueError(f"dynheads: tokens must be [{group.shape[0]}, q], got {list(tokens.shape)}")
         q = tokens.shape[1]
         pad = self.pad_of_group[group]
         total = cache.layers[0].get_seq_length() + q
-        positions = length[:, None] + torch.arange(q, device=self.device)[None, :]
+        if query_pos is None:
+            query_pos = length[:, None] + torch.arange(q, device=self.device)[None, :]
+        if key_pos is None and cache is self.cache:
+            key_pos = self.key_pos
+        positions = None
+        if key_pos is not None:  # rows with gaps: masks from true positions (see feed)
+            key_pos = torch.cat([key_pos, query_pos], dim=1)
+            positions = (query_pos, key_pos)
         keep_by_layer = {}
         if keep is not None:
             for layer in (keep < 1).any(dim=(0, 2)).nonzero().flatten().tolist():
                 keep_by_layer[int(layer)] = keep[:, layer, :].to(self.device, torch.float32)
-        vis = None if visible is None else self._padded_visibility(visible, pad, total)
-        with traced_pass(record=record, keep=keep_by_layer, visible=vis) as probe:
-            out = self.model(input_ids=tokens, attention_mask=self._attention_mask(pad, total), position_ids=positions,
+        vis = None if visible is None else self._padded_visibility(visible, pad, total, key_pos)
+        mask = None if positions is not None else self._attention_mask(pad, total)
+        with traced_pass(record=record, keep=keep_by_layer, visible=vis, positions=positions) as probe:
+            out = self.model(input_ids=tokens, attention_mask=mask, position_ids=query_pos.clamp(min=0),
                              cache=cache, use_cache=True, logits_to_keep=1, **({"output_hidden_states": True} if hidden else {}))
             rows = dict(probe.rows)
+        if key_pos is not None and cache is self.cache:
+            self.key_pos = key_pos
         if advance:
             self.length = self.length + q
         return StepOutput(logits=out.logits[:, -1, :], rows=rows,
@@ -257,6 +311,8 @@ class DecodeBatch:
                 layer.prefix_values = layer.prefix_values.index_select(0, used)[..., trim:, :]
             layer.set_group(group)
         self.group, self.length = group, self.length[index]
+        if self.key_pos is not None:
+            self.key_pos = self.key_pos[index][:, trim:]
         self.pad_of_group = self.pad_of_group[used] - trim
         self.padded = bool((self.pad_of_group > 0).any())
 

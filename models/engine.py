@@ -18,9 +18,11 @@ engine, so both run the same code.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import psutil
 import torch
 
 from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
@@ -117,6 +119,19 @@ class Generation:
     @property
     def token_ids(self) -> list[int]:
         return [s.token_id for s in self.steps]
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory a batch may use: free device memory on a GPU, else available RAM (headroom kept for the rest)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * 0.9)
+    return int(psutil.virtual_memory().available * 0.8)
+
+
+def log_line(message: str) -> None:
+    """One line on stderr (batches split to fit memory): seen beside progress bars, never in results."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def text_config(model: torch.nn.Module):
@@ -307,13 +322,50 @@ class TraceEngine:
         size = max(1, int(batch_size or self.batch_size))
         order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt_ids))
         results: list[list[Generation]] = [[] for _ in requests]
-        for start in range(0, len(order), size):
-            chunk = order[start : start + size]
+        todo = [order[start : start + size] for start in range(0, len(order), size)]
+        while todo:
+            chunk = todo.pop(0)
+            need, free = self.batch_bytes(requests, chunk), available_bytes(self.device)
+            if len(chunk) > 1 and need > free:
+                half = (len(chunk) + 1) // 2
+                log_line(f"dynheads: a batch of {len(chunk)} prompts needs ~{need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
+                         f"is free; decoding it as batches of {half} and {len(chunk) - half}")
+                todo[:0] = [chunk[:half], chunk[half:]]
+                continue
             rows = [_Row(i, c) for i in chunk for c in requests[i].conditions]
-            self._decode(requests, chunk, rows, on_step)
+            try:
+                self._decode(requests, chunk, rows, on_step)
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                half = (len(chunk) + 1) // 2
+                log_line(f"dynheads: a batch of {len(chunk)} prompts ran out of device memory; decoding it again as "
+                         f"batches of {half} and {len(chunk) - half}")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                todo[:0] = [chunk[:half], chunk[half:]]
+                continue
             for row in rows:
                 results[row.request].append(Generation(requests[row.request].prompt_ids, row.steps, row.condition.name))
         return results
+
+    def batch_bytes(self, requests: Sequence[DecodeRequest], chunk: Sequence[int]) -> int:
+        """A generous estimate of the memory one batch takes beyond the model (why: split before running out).
+
+        One prefill per prompt (padded to the longest), each row's new tokens, and per step the transient
+        tensors of one layer's attention call (the gathered keys and values, their float32 copy for the
+        recorded row) plus every layer's recorded float32 rows.
+        """
+        cfg = text_config(self.model)
+        kv = getattr(cfg, "num_key_value_heads", None) or self.num_heads
+        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
+        item = next(self.model.parameters()).element_size()
+        width = max(len(requests[i].prompt_ids) for i in chunk) + max(requests[i].max_new_tokens for i in chunk)
+        rows = sum(len(requests[i].conditions) for i in chunk)
+        per_position = 2 * kv * dim * item  # keys + values of one layer
+        prefills = len(chunk) * width * self.num_layers * per_position
+        step = rows * width * (per_position + 2 * kv * dim * 4 + self.num_heads * 4 * (self.num_layers + 2))
+        return int(prefills + step)
 
     def _detect(self, rows: dict[int, torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
                 token: torch.Tensor, scoring: ReasoningScore | None, need_strength: bool = False

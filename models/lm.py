@@ -39,7 +39,7 @@ from . import step_registry
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 from ..metrics.vectors import HIDDEN_DTYPES, append_vectors, score_matrix
 from ..probes.mlp import load_probe
-from .engine import TRACE_FORMAT, Condition, DecodingError, Generation, ReasoningScore, TraceEngine, text_config
+from .engine import TRACE_FORMAT, Condition, DecodeRequest, DecodingError, Generation, ReasoningScore, TraceEngine, text_config
 from .files import file_digest
 from .loading import embedded_revision, resolve_pretrained
 from .rag import RagSettings
@@ -493,63 +493,100 @@ class DynHeadsLM(HFLM):
         return texts
 
     # -- lm-eval API -------------------------------------------------------------------------------
+    def decode_batch_size(self) -> int:
+        """Prompts decoded together (each with all its conditions as rows): lm-eval's ``--batch_size N``; for
+        ``auto`` the largest of ``max_batch_size`` that the engine's memory check lets through per batch."""
+        size = self.batch_size_per_gpu
+        if str(size).startswith("auto"):
+            return int(self.max_batch_size or 64)
+        return max(1, int(size))
+
+    def _prepare(self, req: Any, eos_text: str, eos_ids: set[int]) -> dict[str, Any]:
+        """One request's prompt ids, retrieval indices, stop rule and bookkeeping (everything before decoding)."""
+        context, gen_kwargs = req.args
+        kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+        if kwargs.get("do_sample"):
+            raise ValueError("dynheads: decoding is greedy (as in the paper); set do_sample: false in the task's generation_kwargs")
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+        max_gen = int(kwargs.pop("max_gen_toks"))
+        ids, offsets = self._encode_with_offsets(context)
+        kept_from = 0
+        if self._max_length and len(ids) > self.max_length - max_gen:
+            kept_from = len(ids) - (self.max_length - max_gen)  # left truncation, as HFLM does
+        doc = getattr(req, "doc", None)
+        needle = self._needle_indices(context, doc, offsets, kept_from)
+        support = self._support_indices(context, doc, offsets, kept_from) if needle is None else None
+        if needle is not None:
+            self._check_seed(doc, "niah")
+
+        def stop(generated: list[int]) -> bool:
+            text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
+            return any(u and u in text for u in until)
+
+        task = getattr(req, "task_name", None) or "task"
+        return {"context": context, "gen_kwargs": gen_kwargs, "offsets": offsets, "kept_from": kept_from, "doc": doc,
+                "ids": ids[kept_from:], "needle": needle, "support": support, "until": until, "max_gen": max_gen,
+                "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": getattr(req, "doc_id", None),
+                "sample_key": step_registry.doc_key(doc) if isinstance(doc, dict) else getattr(req, "doc_id", None)}
+
+    def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
+        kind = "hotpotqa" if p["support"] is not None else "niah"
+        conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], kind), c.top_k) for c in self.conditions]
+        return DecodeRequest(p["ids"], p["max_gen"], conditions, needle_indices=p["needle"], support_indices=p["support"],
+                             reasoning=self.reasoning, eos_token_ids=p["eos_ids"], stop=p["stop"],
+                             record_hidden=self.record_hidden or self.probe is not None)
+
+    def _finish(self, p: dict[str, Any], gens: list[Generation]) -> str:
+        """Texts, the heads handed to process_results, and the trace lines of one decoded request."""
+        texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=p["until"], think_end_token=None)
+                 for g in gens]
+        kind = "hotpotqa" if p["support"] is not None else "niah"
+        if (p["needle"] is not None or p["support"] is not None) and isinstance(p["doc"], dict):
+            self._remember_heads(p["doc"], gens[0], kind)
+        if self.trace_dir is not None:
+            self._write_traces(p["task"], p["doc_id"], gens, texts, p["needle"], p["support"])
+        self.cache_hook.add_partial("generate_until", (p["context"], p["gen_kwargs"]), texts[0])
+        return texts[0]
+
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        results: list[str] = []
+        """Greedy answers; ``--batch_size N`` decodes N prompts at a time, each with all its mask conditions as
+        rows of one batch (longest prompts first, as HFLM groups requests). Trace lines are written in request
+        order, each as soon as every earlier request is done."""
         step_registry.clear()
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
         eos_ids = self.eos_ids()
-        names = "+".join(c.name for c in self.conditions)
-        desc = f"dynheads RAG ({'+'.join(s.label for s in self.rag_strategies)})" if self.rag_strategies else f"dynheads generate (mask={names})"
-        for req in tqdm(requests, disable=disable_tqdm or self.rank != 0, desc=desc):
-            context, gen_kwargs = req.args
-            kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-            if kwargs.get("do_sample"):
-                raise ValueError("dynheads: decoding is greedy (as in the paper); set do_sample: false in the task's generation_kwargs")
-            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
-            max_gen = int(kwargs.pop("max_gen_toks"))
-            ids, offsets = self._encode_with_offsets(context)
-            kept_from = 0
-            if self._max_length and len(ids) > self.max_length - max_gen:
-                kept_from = len(ids) - (self.max_length - max_gen)  # left truncation, as HFLM does
-            doc = getattr(req, "doc", None)
-            needle = self._needle_indices(context, doc, offsets, kept_from)
-            support = self._support_indices(context, doc, offsets, kept_from) if needle is None else None
-            if needle is not None:
-                self._check_seed(doc, "niah")
-            ids = ids[kept_from:]
-
-            def stop(generated: list[int]) -> bool:
-                text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
-                return any(u and u in text for u in until)
-
-            task = getattr(req, "task_name", None) or "task"
-            doc_id = getattr(req, "doc_id", None)
-            sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
-            if self.rag_strategies:
-                texts = self._rag_request(context, doc, offsets, kept_from, ids, support, max_gen, eos_ids, stop, until,
-                                          task, doc_id, sample_key, disable_tqdm)
+        prepared = [self._prepare(req, eos_text, eos_ids) for req in requests]
+        if self.rag_strategies:
+            desc = f"dynheads RAG ({'+'.join(s.label for s in self.rag_strategies)})"
+            results = []
+            for p in tqdm(prepared, disable=disable_tqdm or self.rank != 0, desc=desc):
+                texts = self._rag_request(p["context"], p["doc"], p["offsets"], p["kept_from"], p["ids"], p["support"],
+                                          p["max_gen"], p["eos_ids"], p["stop"], p["until"], p["task"], p["doc_id"],
+                                          p["sample_key"], disable_tqdm)
                 results.append(texts[0])
-                self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[0])
-                continue
-            kind = "hotpotqa" if support is not None else "niah"
-            conditions = [Condition(c.mask, self.fixed_heads(c, task, sample_key, kind), c.top_k) for c in self.conditions]
-            with tqdm(total=len(conditions), desc="  conditions of this request", unit="condition", leave=False,
-                      disable=disable_tqdm or self.rank != 0) as bar:
-                def on_step(condition: str, steps: int, finished: bool) -> None:
-                    if finished:
-                        bar.update(1)
-                    else:
-                        bar.set_postfix_str(f"{condition}: step {steps}/{max_gen}")
+                self.cache_hook.add_partial("generate_until", (p["context"], p["gen_kwargs"]), texts[0])
+            return results
+        decode = [self._decode_request(p) for p in prepared]
+        for request in decode:
+            request.check(self.engine)  # every bad request fails before any decoding
+        size = self.decode_batch_size()
+        order = sorted(range(len(decode)), key=lambda i: -len(decode[i].prompt_ids))
+        names = "+".join(c.name for c in self.conditions)
+        results: list[str | None] = [None] * len(decode)
+        done: dict[int, list[Generation]] = {}
+        written = 0
+        rows = sum(len(r.conditions) for r in decode)
+        with tqdm(total=rows, disable=disable_tqdm or self.rank != 0, unit="row",
+                  desc=f"dynheads generate (mask={names}, batch {size})") as bar:
+            def on_step(_request: int, condition: str, steps: int, finished: bool) -> None:
+                if finished:
+                    bar.update(1)
 
-                gens = self.engine.generate_many(ids, max_gen, conditions, needle_indices=needle, support_indices=support,
-                                                 reasoning=self.reasoning, eos_token_ids=eos_ids, stop=stop, on_step=on_step,
-                                                 record_hidden=self.record_hidden or self.probe is not None)
-            texts = [postprocess_generated_text(generation=self.tok_decode(g.token_ids), stop=until, think_end_token=None)
-                     for g in gens]
-            if (needle is not None or support is not None) and isinstance(doc, dict):
-                self._remember_heads(doc, gens[0], kind)
-            if self.trace_dir is not None:
-                self._write_traces(task, doc_id, gens, texts, needle, support)
-            results.append(texts[0])
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), texts[0])
-        return results
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                for i, gens in zip(chunk, self.engine.generate_batch([decode[i] for i in chunk], batch_size=size, on_step=on_step)):
+                    done[i] = gens
+                while written in done:  # in request order: trace files do not depend on the batch size
+                    results[written] = self._finish(prepared[written], done.pop(written))
+                    written += 1
+        return results  # type: ignore[return-value]

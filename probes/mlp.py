@@ -210,7 +210,7 @@ def load_probe(path: str | Path) -> tuple[_HeadProbe, dict[str, Any]]:
     classes = {"HeadProbeClassifier": HeadProbeClassifier, "HeadProbeRegressor": HeadProbeRegressor}
     if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("class") not in classes:
         raise ValueError(f"dynheads: probe={str(path)!r} is not a dynheads probe file (format {FORMAT})")
-    probe = classes[state["class"]](**state["params"])
+    probe = classes[state["class"]](**{**state["params"], "device": "cpu"})  # wherever it was trained, it loads on the CPU
     probe.__dict__.update(state["fitted"])
     probe.network_ = build_mlp(probe.n_features_in_, tuple(probe.hidden_sizes), probe.n_outputs_, probe.dropout)
     probe.network_.load_state_dict(state["network"])

@@ -70,14 +70,16 @@ def _finished(partial: Path) -> list[dict[str, Any]]:
 
 def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progress: Callable | None,
                targets: Callable[[dict], tuple[list[int], dict[str, Any]]], partial: Path) -> list[dict[str, Any]]:
-    """Decode every calibration prompt unmasked and dynamically masked after one shared prefill.
+    """Decode every calibration prompt unmasked and dynamically masked after one shared prefill (the model's
+    decode batch size of prompts at a time).
 
     ``targets(doc)`` gives the prompt ids and the engine's tracing arguments (needle or supporting-fact
     indices). Returns one record per prompt: the unmasked pass's per-step ``heads`` and Eq. 2
     ``scores`` (None without them) and the dynamic pass's heads ``masked`` per step. Each record is
-    appended to ``partial`` as it is made, so an interrupted calibration resumes at the next prompt.
+    appended to ``partial`` once its batch is done, so an interrupted calibration resumes after the last
+    finished batch.
     """
-    from dynheads.models.engine import Condition
+    from dynheads.models.engine import Condition, DecodeRequest
 
     records = _finished(partial)
     if len(records) > len(docs):
@@ -87,17 +89,25 @@ def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progre
         desc += f" (resumed after {len(records)})"
     iterator = progress(todo, desc=desc, unit="sample") if progress else todo
     partial.parent.mkdir(parents=True, exist_ok=True)
+    size = lm.decode_batch_size() if hasattr(lm, "decode_batch_size") else 1
+    pending: list[DecodeRequest] = []
     with open(partial, "a" if records else "w", encoding="utf-8") as fh:
+        def flush() -> None:  # one batch of prompts, then one whole line per prompt, in order
+            for none, dynamic in lm.engine.generate_batch(pending, batch_size=size):
+                record = {"doc": len(records), "heads": [[list(h) for h in step.heads] for step in none.steps],
+                          "scores": [step.scores for step in none.steps] if none.steps and none.steps[0].scores is not None else None,
+                          "masked": [len(step.gated) for step in dynamic.steps]}
+                fh.write(json.dumps(record) + "\n")
+                records.append(record)
+            fh.flush()
+            pending.clear()
+
         for index, doc in iterator:
             ids, tracing = targets(doc)
-            none, dynamic = lm.engine.generate_many(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
-                                                    eos_token_ids=lm.eos_ids(), **tracing)
-            record = {"doc": index, "heads": [[list(h) for h in step.heads] for step in none.steps],
-                      "scores": [step.scores for step in none.steps] if none.steps and none.steps[0].scores is not None else None,
-                      "masked": [len(step.gated) for step in dynamic.steps]}
-            fh.write(json.dumps(record) + "\n")  # one whole line per prompt
-            fh.flush()
-            records.append(record)
+            pending.append(DecodeRequest(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
+                                         eos_token_ids=lm.eos_ids(), **tracing))
+            if len(pending) == size or index == len(docs) - 1:
+                flush()
     return records
 
 

@@ -54,7 +54,9 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     split = None
     if test_folders:
         data, split = with_test_set(data, load_step_vectors(test_folders), settings["seed"])
-    probe_params = {"hidden_sizes": tuple(settings["hidden_sizes"]), "max_epochs": settings["max_epochs"]}
+    # trained on the model's device: the paper-size probe (88M parameters) would take hours on a CPU beside an idle GPU
+    probe_params = {"hidden_sizes": tuple(settings["hidden_sizes"]), "max_epochs": settings["max_epochs"],
+                    "device": str(suite.lm.engine.device)}
     probe, report = evaluate(data, settings["seed"], settings["max_offset"], settings["components"], probe_params,
                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} {name}: training the probe",
                                                                     unit="epoch"), split=split)

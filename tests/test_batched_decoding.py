@@ -114,3 +114,62 @@ def test_a_batch_step_equals_the_rows_stepped_alone():
     nxt = torch.tensor([[7], [7]])
     step2 = batch.step(nxt)
     torch.testing.assert_close(step2.logits[1], alone[1].step(nxt[1:]).logits[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_batch_that_does_not_fit_is_split_with_one_line(monkeypatch, capsys):
+    import dynheads.models.engine as engine_module
+
+    engine = TraceEngine(tiny_model("llama"))
+    requests = _requests(engine)
+    whole = engine.generate_batch(requests, batch_size=3)
+    one_prompt = engine.batch_bytes(requests, [0])
+    monkeypatch.setattr(engine_module, "available_bytes", lambda device: int(one_prompt * 1.5))
+    split = engine.generate_batch(requests, batch_size=3)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dynheads: a batch")]
+    assert len(lines) == 2 and "batches of 2 and 1" in lines[0] and "batches of 1 and 1" in lines[1]
+    assert [[g.token_ids for g in gens] for gens in split] == [[g.token_ids for g in gens] for gens in whole]
+
+
+def test_running_out_of_device_memory_splits_the_batch(monkeypatch, capsys):
+    engine = TraceEngine(tiny_model("llama"))
+    requests = _requests(engine)
+    decode = engine._decode
+
+    def small_only(requests_, chunk, rows, on_step):
+        if len(chunk) > 1:
+            raise torch.OutOfMemoryError("pretend")
+        return decode(requests_, chunk, rows, on_step)
+
+    monkeypatch.setattr(engine, "_decode", small_only)
+    gens = engine.generate_batch(requests, batch_size=3)
+    assert "ran out of device memory" in capsys.readouterr().err
+    assert [len(g) for g in gens] == [len(CONDITIONS)] * 3
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_rows_fed_suffixes_of_different_lengths_equal_rows_fed_alone(arch):
+    """Section 5's batched rows: one shared prefill, suffixes of 2 / 5 / 9 tokens (gaps inside the sequence),
+    per-row visibility; then lockstep steps. Sliding-window layers must count true distances across the gaps."""
+    engine = TraceEngine(tiny_model(arch))
+    context = _prompt(7, 16)
+    suffixes = [_prompt(8, 2), _prompt(9, 5), _prompt(10, 9)]
+    hidden = torch.ones(40, dtype=torch.bool)
+    hidden[3:9] = False  # row 1 may not see context positions 3..8
+    visible = [None, hidden, None]
+    prefix = engine.batch([context + [0]], [0])  # prefills the whole context
+    batch = prefix.fork()
+    batch.select([0, 0, 0])
+    together = batch.feed(suffixes, visible=visible, record=True)
+    steps = [batch.step(torch.tensor([[11], [12], [13]]), visible=visible, record=True) for _ in range(3)]
+    for r, suffix in enumerate(suffixes):
+        alone = prefix.fork()
+        first = alone.step(torch.tensor([suffix]), visible=None if visible[r] is None else [visible[r]], record=True)
+        torch.testing.assert_close(together.logits[r], first.logits[0], atol=1e-5, rtol=1e-5)
+        for step in steps:
+            single = alone.step(torch.tensor([[11 + r]]), visible=None if visible[r] is None else [visible[r]], record=True)
+            torch.testing.assert_close(step.logits[r], single.logits[0], atol=1e-5, rtol=1e-5)
+            for layer in range(engine.num_layers):  # rows over true positions: padding slots read 0
+                slots = batch.key_pos[r][: step.rows[layer].shape[-1]] >= 0
+                torch.testing.assert_close(step.rows[layer][r][:, slots], single.rows[layer][0], atol=1e-6, rtol=1e-5)
+    if arch != "mistral":  # every mistral layer slides (window 8): hidden positions 3..8 are out of reach anyway
+        assert not torch.allclose(together.logits[1], prefix.fork().step(torch.tensor([suffixes[1]])).logits[0], atol=1e-4)

@@ -4,7 +4,7 @@ static variant gates one head in one pass, and every ratio is computed in one ru
 from __future__ import annotations
 
 from dynheads.models.engine import TraceEngine
-from dynheads.tasks.niah_uuid.benchmark import _RerunEveryStep, time_ratios
+from dynheads.tasks.niah_uuid.benchmark import _RerunEveryStep, batch_rates, time_ratios
 
 from tiny_models import tiny_model
 
@@ -22,3 +22,17 @@ def test_time_ratios_report_every_variant():
     for name in ("traced", "gated", "static", "two_pass"):
         assert result[f"{name}_over_plain"] > 0 and result[f"decode_{name}_over_plain"] > 0, name
     assert result["new_tokens"] == 4
+
+
+def test_batch_rates_decode_every_row_and_report_each_batch_size():
+    model = tiny_model("llama")
+
+    def prompts(size):  # lengths differ, so batches are padded
+        return [(list(range(3, 24 + r)), [4, 5, 6]) for r in range(size)]
+
+    rows = batch_rates(model, TraceEngine(model), prompts, [1, 3], new_tokens=4, repeats=1)
+    assert [r["batch"] for r in rows] == [1, 3] and rows[1]["padding"] == 2
+    for r in rows:
+        for name in ("plain", "traced", "gated"):
+            assert r[f"{name}_tokens_per_s"] > 0 and r[f"{name}_decode_tokens_per_s"] > 0
+    assert rows[0]["traced_speedup_over_first"] == 1.0

@@ -20,6 +20,10 @@ class PlantedEngine:
     def __init__(self) -> None:
         self.prompts: list[int] = []
 
+    def generate_batch(self, requests, batch_size=1):
+        assert len(requests) <= batch_size
+        return [self.generate_many(r.prompt_ids, r.max_new_tokens, r.conditions) for r in requests]
+
     def generate_many(self, ids, max_new_tokens, conditions, eos_token_ids=(), **tracing):
         doc = ids[0]
         self.prompts.append(doc)
@@ -32,8 +36,12 @@ class PlantedEngine:
 class StandInLM:
     tokenizer = None
 
-    def __init__(self) -> None:
+    def __init__(self, batch: int = 1) -> None:
         self.engine = PlantedEngine()
+        self.batch = batch
+
+    def decode_batch_size(self):
+        return self.batch
 
     def encode_with_needle(self, text, needle):
         return [int(text)], [0]
@@ -59,11 +67,12 @@ def _stop_after(count: int):
     return progress
 
 
-def test_an_interrupted_calibration_resumes_at_the_next_prompt(docs, tmp_path):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_an_interrupted_calibration_resumes_at_the_next_prompt(docs, tmp_path, batch):
     setting = CalibrationSetting(lengths=(300,), depths=(0.5,))
     whole = calibrate(StandInLM(), setting, "m", tmp_path / "whole.partial.jsonl")
 
-    lm = StandInLM()
+    lm = StandInLM(batch)
     partial = tmp_path / "cut.partial.jsonl"
     with pytest.raises(KeyboardInterrupt):
         calibrate(lm, setting, "m", partial, progress=_stop_after(2))

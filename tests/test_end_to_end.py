@@ -262,3 +262,22 @@ def test_needle_lost_in_truncation_is_refused(lm):
             _evaluate(lm, docs_meta)
     finally:
         lm._max_length = saved
+
+
+def test_batch_size_changes_nothing_in_the_traces(lm, tmp_path, model_dir):
+    """--batch_size 4 (prompts of two lengths, left-padded, four conditions each) writes the traces of batch 1,
+    and eager attention replays the batched traces (masked ones included)."""
+    metadata = {"lengths": [300, 450], "depths": [0.5], "runs": 2, "seed": 7}
+    before = lm.batch_size_per_gpu
+    try:
+        lm.batch_size_per_gpu = 1
+        _, one = _run(lm, "+".join(CONDITIONS), tmp_path / "batch1", metadata)
+        lm.batch_size_per_gpu = 4
+        _, four = _run(lm, "+".join(CONDITIONS), tmp_path / "batch4", metadata)
+    finally:
+        lm.batch_size_per_gpu = before
+    assert len(one) == 4 * len(CONDITIONS) and one == four
+    eager = load_model(str(model_dir))
+    eager.set_attn_implementation("eager")
+    check = verify_records(eager, four)
+    assert check["masked_lines"] == 3 * 4 and check["agreement"] >= 0.99, check

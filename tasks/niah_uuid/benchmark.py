@@ -19,6 +19,14 @@ benchmark asserts that it did).
 Decoding is forced to exactly ``--new-tokens`` steps (no EOS stop) so all variants do equal work;
 times are the best of ``--repeats`` interleaved repetitions. Ratios are given end to end
 (prefill included, as a user sees them) and decode-only (prefill subtracted, the per-step overhead).
+
+``--batch 1,4,8,16`` measures batched decoding instead: for each batch size B, B distinct NIAH prompts
+(needles at spread depths, so lengths differ by a few tokens and the batch is padded) are decoded together
+by plain ``model.generate`` (left-padded), by the traced engine (mask none, Eq. 1 heads every step) and
+by the gated engine (mask dynamic), in one process. It prints tokens/s of each, traced / plain time at
+equal batch (target <= 1.15), traced tokens/s at B over B = 1 (target >= 2.5 at B = 8 on 2 CPU cores),
+and the peak memory of plain and traced decoding per batch size (fresh subprocesses). It asserts that
+every row decoded ``--new-tokens`` steps, that the gated rows re-ran steps, and that no batch was split.
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ from typing import Any
 import torch
 
 from dynheads.metrics.retrieval import span_token_indices
-from dynheads.models.engine import TraceEngine
+from dynheads.models import engine as engine_module
+from dynheads.models.engine import DecodeRequest, TraceEngine
 from dynheads.models.loading import load_model, load_tokenizer
 from dynheads.tasks.niah_uuid.haystack import build_docs
 
@@ -45,6 +54,17 @@ def needle_prompt(tokenizer: Any, length: int) -> tuple[list[int], list[int]]:
     enc = tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
     start, end = doc["needle_char_span"]
     return enc["input_ids"], span_token_indices(enc["offset_mapping"], start, end)
+
+
+def needle_prompts(tokenizer: Any, length: int, count: int) -> list[tuple[list[int], list[int]]]:
+    """``count`` distinct NIAH prompts of about ``length`` context tokens, needles at spread depths."""
+    depths = [i / max(1, count - 1) for i in range(count)] if count > 1 else [0.5]
+    out = []
+    for doc in build_docs(tokenizer, [length], depths, runs=1, seed=12345):
+        enc = tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
+        start, end = doc["needle_char_span"]
+        out.append((enc["input_ids"], span_token_indices(enc["offset_mapping"], start, end)))
+    return out
 
 
 def _sync(device: torch.device) -> None:
@@ -141,6 +161,90 @@ def time_ratios(model, engine, ids, needle, new_tokens: int, repeats: int) -> di
     }
 
 
+def _batch_variants(model: torch.nn.Module, engine: TraceEngine, prompts: list[tuple[list[int], list[int]]]):
+    """name -> fn(new_tokens) decoding all ``prompts`` as one batch."""
+    device = engine.device
+    width = max(len(ids) for ids, _ in prompts)
+    padded = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
+    attention = torch.zeros_like(padded)
+    for r, (ids, _) in enumerate(prompts):
+        padded[r, width - len(ids):] = torch.tensor(ids, device=device)
+        attention[r, width - len(ids):] = 1
+    engine_name = model.config._attn_implementation
+
+    def plain_generate(new_tokens: int) -> None:
+        model.set_attn_implementation("sdpa")
+        try:
+            model.generate(padded, attention_mask=attention, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                           do_sample=False, pad_token_id=0)
+        finally:
+            model.set_attn_implementation(engine_name)
+
+    def engine_run(mask: str):
+        def run(new_tokens: int):
+            requests = [DecodeRequest(ids, new_tokens, [mask], needle_indices=needle) for ids, needle in prompts]
+            return engine.generate_batch(requests, batch_size=len(requests))
+        return run
+
+    return {"plain": plain_generate, "traced": engine_run("none"), "gated": engine_run("dynamic")}
+
+
+def batch_rates(model, engine, make_prompts, batches: list[int], new_tokens: int, repeats: int) -> list[dict[str, float]]:
+    """Per batch size: end-to-end and decode-only tokens/s of plain, traced and gated decoding (best of ``repeats``).
+    ``make_prompts(size)``: that many (prompt ids, needle indices) pairs."""
+    rows = []
+    for size in batches:
+        prompts = make_prompts(size)
+        requests = [DecodeRequest(ids, new_tokens, ["none"], needle_indices=needle) for ids, needle in prompts]
+        need, free = engine.batch_bytes(requests, list(range(size))), engine_module.available_bytes(engine.device)
+        assert need <= free, f"a batch of {size} would be split ({need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free)"
+        variants = _batch_variants(model, engine, prompts)
+        full: dict[str, list[float]] = {k: [] for k in variants}
+        one: dict[str, list[float]] = {k: [] for k in variants}
+        reruns = 0
+        with torch.inference_mode():
+            for fn in variants.values():
+                fn(2)  # warm-up
+            for _ in range(repeats):
+                for name, fn in variants.items():
+                    seconds, result = _timed(fn, new_tokens, engine.device)
+                    full[name].append(seconds)
+                    one[name].append(_timed(fn, 1, engine.device)[0])
+                    if name != "plain":  # the label says every row decoded new_tokens steps as one batch: check it
+                        assert all(len(gen.steps) == new_tokens for gens in result for gen in gens), name
+                    if name == "gated":
+                        reruns = sum(1 for gens in result for gen in gens for s in gen.steps if s.ungated_token_id is not None)
+        best = {k: min(v) for k, v in full.items()}
+        dec = {k: max(min(full[k]) - min(one[k]), 1e-9) for k in variants}
+        row = {"batch": size, "prompt_tokens": max(len(ids) for ids, _ in prompts),
+               "padding": max(len(ids) for ids, _ in prompts) - min(len(ids) for ids, _ in prompts),
+               "gated_rerun_steps": reruns}
+        for name in variants:
+            row[f"{name}_tokens_per_s"] = size * new_tokens / best[name]
+            row[f"{name}_decode_tokens_per_s"] = size * (new_tokens - 1) / dec[name]
+        row["traced_over_plain"] = best["traced"] / best["plain"]
+        row["decode_traced_over_plain"] = dec["traced"] / dec["plain"]
+        row["gated_over_plain"] = best["gated"] / best["plain"]
+        rows.append(row)
+        print(f"  batch {size}: plain {row['plain_tokens_per_s']:.1f} tok/s, traced {row['traced_tokens_per_s']:.1f}, "
+              f"gated {row['gated_tokens_per_s']:.1f} (decode only: {row['plain_decode_tokens_per_s']:.1f} / "
+              f"{row['traced_decode_tokens_per_s']:.1f} / {row['gated_decode_tokens_per_s']:.1f})", flush=True)
+    base = rows[0]
+    for row in rows:
+        row["traced_speedup_over_first"] = row["traced_tokens_per_s"] / base["traced_tokens_per_s"]
+        row["decode_traced_speedup_over_first"] = row["traced_decode_tokens_per_s"] / base["traced_decode_tokens_per_s"]
+    return rows
+
+
+def batch_peak_memory(pretrained: str | None, variant: str, length: int, size: int, new_tokens: int, device: str) -> dict[str, float]:
+    """Peak memory above the post-load baseline of one batched variant (run in a fresh process by the caller)."""
+    tok = load_tokenizer(pretrained)
+    model = load_model(pretrained, device=device)
+    engine = TraceEngine(model)
+    fn = _batch_variants(model, engine, needle_prompts(tok, length, size))[variant]
+    return _peak(fn, new_tokens, device)
+
+
 def _rss() -> int:
     import psutil
 
@@ -154,6 +258,13 @@ def peak_memory(pretrained: str | None, variant: str, length: int, new_tokens: i
     engine = TraceEngine(model)
     ids, needle = needle_prompt(tok, length)
     fn = _variants(model, engine, ids, needle)[variant]
+    out = _peak(fn, new_tokens, device)
+    out["tokens"] = len(ids)
+    return out
+
+
+def _peak(fn, new_tokens: int, device: str) -> dict[str, float]:
+    """Run ``fn(new_tokens)``; the peak memory above what was held before it (CUDA allocator or sampled RSS)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
@@ -161,7 +272,7 @@ def peak_memory(pretrained: str | None, variant: str, length: int, new_tokens: i
         with torch.inference_mode():
             fn(new_tokens)
         torch.cuda.synchronize()
-        return {"peak_bytes": torch.cuda.max_memory_allocated() - base, "tokens": len(ids)}
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - base}
     base = _rss()
     peak = [base]
     done = threading.Event()
@@ -178,13 +289,16 @@ def peak_memory(pretrained: str | None, variant: str, length: int, new_tokens: i
     done.set()
     thread.join()
     peak[0] = max(peak[0], _rss())
-    return {"peak_bytes": peak[0] - base, "tokens": len(ids)}
+    return {"peak_bytes": peak[0] - base}
 
 
-def _memory_in_subprocess(args: argparse.Namespace, variant: str) -> dict[str, float]:
+def _memory_in_subprocess(args: argparse.Namespace, variant: str, batch: int | None = None) -> dict[str, float]:
     cmd = [sys.executable, "-m", "dynheads.tasks.niah_uuid.benchmark", "--_memory-child", variant,
-           "--memory-length", str(args.memory_length), "--memory-new-tokens", str(args.memory_new_tokens),
+           "--memory-length", str(args.memory_length if batch is None else args.length),
+           "--memory-new-tokens", str(args.memory_new_tokens),
            "--device", args.device] + (["--pretrained", args.pretrained] if args.pretrained else [])
+    if batch is not None:
+        cmd += ["--_memory-batch", str(batch)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"memory measurement for {variant} failed:\n{out.stderr[-2000:]}")
@@ -208,12 +322,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="fresh processes per memory variant; the lowest peak counts, as RSS peaks are noisy (default: %(default)s)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--batch", default=None, type=_batch_list,
+                        help="batch sizes to compare instead, e.g. 1,4,8,16: tokens/s of plain, traced and gated decoding "
+                             "and peak memory per batch size (about 6 min at 1,4,8,16 with --repeats 2 on 2 CPU cores)")
     parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_memory-batch", dest="memory_batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.memory_child:
-        print(json.dumps(peak_memory(args.pretrained, args.memory_child, args.memory_length, args.memory_new_tokens, args.device)))
+        if args.memory_batch is not None:
+            print(json.dumps(batch_peak_memory(args.pretrained, args.memory_child, args.memory_length, args.memory_batch,
+                                               args.memory_new_tokens, args.device)))
+        else:
+            print(json.dumps(peak_memory(args.pretrained, args.memory_child, args.memory_length, args.memory_new_tokens, args.device)))
         return 0
+    if args.batch:
+        return _batch_main(args)
 
     tok = load_tokenizer(args.pretrained)
     model = load_model(args.pretrained, device=args.device)
@@ -249,6 +373,46 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+def _batch_list(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch {text!r}: give batch sizes joined by commas, e.g. 1,4,8,16") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"--batch {text!r}: give batch sizes >= 1 joined by commas, e.g. 1,4,8,16")
+    return sizes
+
+
+def _batch_main(args: argparse.Namespace) -> int:
+    tok = load_tokenizer(args.pretrained)
+    model = load_model(args.pretrained, device=args.device)
+    engine = TraceEngine(model)
+    print(f"model={args.pretrained or 'smollm2'} device={args.device} threads={torch.get_num_threads()} "
+          f"prompts of ~{args.length} context tokens, {args.new_tokens} new tokens, batches {args.batch}, "
+          f"{args.repeats} repeats", flush=True)
+    rows = batch_rates(model, engine, lambda size: needle_prompts(tok, args.length, size), args.batch, args.new_tokens,
+                       args.repeats)
+    del model, engine
+    for row in rows:
+        for variant in ("plain", "traced"):
+            runs = [_memory_in_subprocess(args, variant, row["batch"]) for _ in range(args.memory_repeats)]
+            row[f"{variant}_peak_mib"] = min(r["peak_bytes"] for r in runs) / 2**20
+    print("\n| batch | prompt tokens (padding) | plain tok/s | traced tok/s | gated tok/s | traced / plain time | "
+          "traced tok/s vs batch " + str(rows[0]["batch"]) + " | peak MiB plain | peak MiB traced |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['prompt_tokens']} (+{r['padding']}) | {r['plain_tokens_per_s']:.1f} | "
+              f"{r['traced_tokens_per_s']:.1f} | {r['gated_tokens_per_s']:.1f} | {r['traced_over_plain']:.3f} | "
+              f"{r['traced_speedup_over_first']:.2f}x | {r['plain_peak_mib']:.0f} | {r['traced_peak_mib']:.0f} |")
+    print("(tokens/s end to end, prefill included; decode-only rates and ratios are in --json. Targets on 2 CPU cores: "
+          "traced / plain <= 1.15 at equal batch, traced at batch 8 >= 2.5x batch 1.)")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps({"new_tokens": args.new_tokens, "batches": rows}, indent=2))
     return 0
 
 
