@@ -217,10 +217,11 @@ class DecodeBatch:
 
         Shorter chunks are left-padded inside the sequence; from here on the batch masks by true positions
         (:func:`~dynheads.models.attention.position_mask`), so padding is seen by no real query and sliding
-        windows count true distances. ``logits`` / ``rows`` are those of each chunk's last token.
+        windows count true distances. ``logits`` / ``rows`` are those of each chunk's last token (of the
+        padding, for an empty chunk).
         """
-        if len(chunks) != self.rows or any(len(c) == 0 for c in chunks):
-            raise ValueError(f"dynheads: feed needs one non-empty token list per row ({self.rows} rows)")
+        if len(chunks) != self.rows or not any(len(c) for c in chunks):
+            raise ValueError(f"dynheads: feed needs one token list per row ({self.rows} rows), not all empty")
         width = max(len(c) for c in chunks)
         tokens = torch.zeros(self.rows, width, dtype=torch.long, device=self.device)
         query_pos = torch.full((self.rows, width), -1, dtype=torch.long, device=self.device)

@@ -22,7 +22,7 @@ draft is common to all of them) is computed once per example and reused.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,10 +169,20 @@ class ContextExample:
         (``None``: all of it; ``[]``: none). ``one_sentence``: stop once a second sentence starts (a
         regeneration keeps only its first sentence, so decoding further would be thrown away).
         Memoised: every strategy that reaches the same state reuses it."""
-        key = ("decode", tuple(generated), None if windows is None else tuple(windows), max_new, record, one_sentence)
-        if key not in self._memo:
-            self._memo[key] = self._decode(list(generated), max_new, windows, record, one_sentence)
-        return self._memo[key]
+        spec = DecodeSpec(tuple(generated), max_new, None if windows is None else tuple(windows), record, one_sentence)
+        return self.decode_many([spec])[spec]
+
+    def decode_many(self, specs: Sequence["DecodeSpec"]) -> dict["DecodeSpec", Decoded]:
+        """Every spec's continuation; those not decoded before run together as rows of one batch (the context
+        prefill shared, each row's suffix recomputed under its own visibility)."""
+        todo = list(dict.fromkeys(spec for spec in specs if ("decode", spec) not in self._memo))
+        if len(todo) == 1:
+            self._memo[("decode", todo[0])] = self._decode(list(todo[0].generated), todo[0].max_new, todo[0].windows,
+                                                           todo[0].record, todo[0].one_sentence)
+        elif todo:
+            for spec, decoded in zip(todo, self._decode_rows(todo)):
+                self._memo[("decode", spec)] = decoded
+        return {spec: self._memo[("decode", spec)] for spec in specs}
 
     def _second_sentence(self, tokens: list[int]) -> bool:
         texts = [self.token_text(t) for t in tokens]
@@ -207,6 +217,54 @@ class ContextExample:
                 break
             current, pos = token, pos + 1
         return out
+
+    @torch.inference_mode()
+    def _decode_rows(self, specs: Sequence["DecodeSpec"]) -> list[Decoded]:
+        """:meth:`_decode` for several states at once: rows of one batch over the shared context prefill, each
+        row's suffix fed with its own length and visibility (:meth:`DecodeBatch.feed`), then one token per row
+        per step until each row stops as :meth:`_decode` would (rows leave as they stop)."""
+        last = self.engine.num_layers - 1
+        suffixes = [self.ids[self.prefix_len :] + list(spec.generated) for spec in specs]
+        visible = [self._visible(len(self.ids) + len(spec.generated) + spec.max_new, spec.windows) for spec in specs]
+        ends = [self.prefix_len + len(suffix) - 1 for suffix in suffixes]
+        batch = self.prefix.fork()
+        batch.select([0] * len(specs))
+        batch.feed([suffix[:-1] for suffix in suffixes],
+                   visible=[None if v is None else v[:end] for v, end in zip(visible, ends)])
+        outs = [Decoded(tokens=[], finished=False) for _ in specs]
+        current = [suffix[-1] for suffix in suffixes]
+        pos = list(ends)  # position of the token each row feeds next
+        active = [r for r, spec in enumerate(specs) if spec.max_new > 0]
+        if len(active) < len(specs):
+            batch.select(active)
+        record = frozenset({last}) if any(spec.record for spec in specs) else False
+        while active:
+            step = batch.step(torch.tensor([[current[r]] for r in active]), record=record,
+                              visible=[None if visible[r] is None else visible[r][: pos[r] + 1] for r in active])
+            staying = []
+            for a, r in enumerate(active):
+                spec, out = specs[r], outs[r]
+                if spec.record and out.tokens:  # the query is the newest draft token: its row over draft tokens so far
+                    out.rows.append(draft_row(step.rows[last][a], len(out.tokens)))
+                if out.finished or len(out.tokens) == spec.max_new:
+                    continue  # with record, the last token was fed once more only to read its row
+                logits = step.logits[a : a + 1]
+                token = int(logits.argmax(dim=-1).item())
+                if spec.record:
+                    out.entropies.append(entropy(logits))
+                out.tokens.append(token)
+                out.finished = token in self.eos or (self.stop is not None and self.stop(list(spec.generated) + out.tokens))
+                if not spec.record and (out.finished or len(out.tokens) == spec.max_new
+                                        or (spec.one_sentence and self._second_sentence(out.tokens))):
+                    continue
+                current[r], pos[r] = token, pos[r] + 1
+                staying.append(a)
+            if not staying:
+                break
+            if len(staying) < len(active):
+                batch.select(staying)
+                active = [active[a] for a in staying]
+        return outs
 
     def _resume(self, generated: list[int], visible: torch.Tensor | None) -> tuple[DecodeBatch, int]:
         """A fork of the context prefill with the suffix (question, instruction, ``generated``) recomputed under
@@ -257,17 +315,47 @@ class ContextExample:
     def answer(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> RagAnswer:
         """One answer under ``strategy``: ``full`` reads the whole context, ``none`` never sees it, the
         others follow Algorithm 1 with their own retrieval."""
+        return self.answer_many([strategy], max_new, choose)[0]
+
+    def answer_many(self, strategies: Sequence[Strategy], max_new: int, choose: HeadChooser,
+                    on_answer: Callable[[str], None] | None = None) -> list[RagAnswer]:
+        """Every strategy's answer, Algorithm 1 advancing all of them together: in each round every strategy
+        asks for its next continuation (a draft or a regeneration), and the distinct ones not decoded before
+        run as rows of one batch. A strategy's answer is the one :meth:`answer` alone gives."""
         limit = self.engine.max_positions
         if limit is not None and len(self.ids) + max_new > limit:
             raise DecodingError(f"dynheads: prompt of {len(self.ids)} tokens + {max_new} new tokens exceeds this model's "
                                 f"{limit} positions; use shorter examples or fewer new tokens")
+        runs = [self._algorithm1(strategy, max_new, choose) for strategy in strategies]
+        answers: list[RagAnswer | None] = [None] * len(runs)
+        pending: dict[int, DecodeSpec] = {}
+
+        def advance(i: int, decoded: Decoded | None) -> None:
+            try:
+                pending[i] = next(runs[i]) if decoded is None else runs[i].send(decoded)
+            except StopIteration as done:
+                answers[i] = done.value
+                pending.pop(i, None)
+                if on_answer is not None:
+                    on_answer(strategies[i].label)
+
+        for i in range(len(runs)):
+            advance(i, None)
+        while pending:
+            results = self.decode_many(list(pending.values()))
+            for i, spec in list(pending.items()):
+                advance(i, results[spec])
+        return answers  # type: ignore[return-value]
+
+    def _algorithm1(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> Generator["DecodeSpec", Decoded, RagAnswer]:
+        """Algorithm 1 for one strategy; yields each continuation it needs and is sent the decoded result."""
         if strategy.name in ("full", "none"):
-            decoded = self.decode([], max_new, None if strategy.name == "full" else [], record=False)
+            decoded = yield DecodeSpec((), max_new, None if strategy.name == "full" else (), False, False)
             return RagAnswer(strategy.label, decoded.tokens, drafts=int(strategy.name == "none"))
         out = RagAnswer(strategy.label, [])
         generated: list[int] = []
         while len(generated) < max_new:
-            draft = self.decode(generated, max_new - len(generated), [], record=True)
+            draft = yield DecodeSpec(tuple(generated), max_new - len(generated), (), True, False)
             out.drafts += 1
             texts = [self.token_text(t) for t in draft.tokens]
             words = rind_words(texts, draft.entropies, later_attention(draft.rows, len(draft.tokens)))
@@ -282,13 +370,26 @@ class ContextExample:
             generated += draft.tokens[:retract]
             heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
             out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
-            regenerated = self.decode(generated, max_new - len(generated), windows, record=False, one_sentence=True)
+            regenerated = yield DecodeSpec(tuple(generated), max_new - len(generated), tuple(windows), False, True)
             kept = first_sentence(regenerated.tokens, self.token_text)
             generated += regenerated.tokens[:kept]
             if regenerated.finished and kept == len(regenerated.tokens):
                 break
         out.token_ids = generated
         return out
+
+
+@dataclass(frozen=True)
+class DecodeSpec:
+    """A continuation Algorithm 1 asks for: after ``generated``, up to ``max_new`` tokens with the context
+    visible only in ``windows`` (``None``: all; ``()``: none); ``record`` for RIND; ``one_sentence`` stops
+    a regeneration once its second sentence starts."""
+
+    generated: tuple[int, ...]
+    max_new: int
+    windows: tuple[Window, ...] | None
+    record: bool
+    one_sentence: bool
 
 
 def draft_row(row: torch.Tensor, n: int) -> np.ndarray:

@@ -88,7 +88,8 @@ def rag_record(task: str, doc_id: Any, prompt_ids: list[int], answer: RagAnswer,
 def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequence[int], max_gen: int, eos: set[int],
                stop: Callable[[list[int]], bool], sample_key: str,
                on_answer: Callable[[str], None] | None = None) -> tuple[ContextExample, list[RagAnswer]]:
-    """Every configured strategy's answer to one prompt, after one context prefill."""
+    """Every configured strategy's answer to one prompt, after one context prefill; the strategies' drafts and
+    regenerations decode as rows of one batch per round (:meth:`ContextExample.answer_many`)."""
     tokenizer = lm.tokenizer
 
     @functools.lru_cache(maxsize=None)  # RIND and the sentence checks decode the same tokens again and again
@@ -97,12 +98,7 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
 
     example = ContextExample(lm.engine, ids, context, support, lm.rag_settings, eos, stop, token_text=token_text)
     choose = head_chooser(lm, sample_key)
-    answers = []
-    for strategy in lm.rag_strategies:
-        answers.append(example.answer(strategy, max_gen, choose))
-        if on_answer is not None:
-            on_answer(strategy.label)
-    return example, answers
+    return example, example.answer_many(lm.rag_strategies, max_gen, choose, on_answer=on_answer)
 
 
 def settings_record(settings: RagSettings) -> dict[str, Any]:

@@ -109,3 +109,24 @@ def test_helpers_and_bad_input():
         ContextExample(engine, _prompt(), [6, 7, 9], [], RagSettings(), set(), None, str)
     with pytest.raises(DecodingError, match="question after"):
         ContextExample(engine, _prompt(), range(6, LENGTH), [], RagSettings(), set(), None, str)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_strategies_batched_give_the_answers_each_gives_alone(arch):
+    """answer_many decodes the strategies' drafts and regenerations as rows of one batch per round (suffixes
+    of different lengths, per-row windows; gemma3's sliding windows across the rows' gaps): same answers,
+    retrievals and RIND triggers as each strategy answered alone, one row at a time."""
+    engine = TraceEngine(tiny_model(arch))
+    labels = ("static", "dynamic_random", "oracle", "fixed_random", "none", "full")
+    strategies = [Strategy(n) for n in labels]
+    example = _example(engine, threshold=0.0, max_retrievals=2)
+    rounds = []
+    decode_many = example.decode_many
+    example.decode_many = lambda specs: (rounds.append(len(set(specs))), decode_many(specs))[1]
+    together = example.answer_many(strategies, NEW, _choose)
+    assert max(rounds) >= 3  # several distinct continuations really shared a batch
+    for strategy, answer in zip(strategies, together):
+        alone = _example(engine, threshold=0.0, max_retrievals=2).answer(strategy, NEW, _choose)
+        assert answer.token_ids == alone.token_ids, strategy
+        assert [(r.step, r.windows, r.heads, r.trigger) for r in answer.retrievals] == \
+               [(r.step, r.windows, r.heads, r.trigger) for r in alone.retrievals], strategy
