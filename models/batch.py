@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -316,6 +317,13 @@ class DecodeBatch:
             self.key_pos = self.key_pos[index][:, trim:]
         self.pad_of_group = self.pad_of_group[used] - trim
         self.padded = bool((self.pad_of_group > 0).any())
+
+    def retain(self, staying: Sequence[int], labels: Sequence[Any]) -> list[Any]:
+        """Keep the rows at ``staying`` (positions among the current rows) and return their ``labels``: the
+        decoding loops' way of letting stopped rows leave."""
+        if len(staying) < self.rows:
+            self.select(staying)
+        return [labels[a] for a in staying]
 
     def fork(self) -> "DecodeBatch":
         """A batch that continues this one from here, sharing every tensor (nothing is copied)."""

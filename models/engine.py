@@ -476,9 +476,7 @@ class TraceEngine:
                     staying.append(a)
             if not staying:
                 break
-            if len(staying) < len(active):
-                batch.select(staying)
-                active = [active[a] for a in staying]
+            active = batch.retain(staying, active)
 
     @staticmethod
     def _strongest(hit: torch.Tensor, strength: torch.Tensor | None, top_k: int | None) -> torch.Tensor:

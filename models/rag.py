@@ -176,10 +176,7 @@ class ContextExample:
         """Every spec's continuation; those not decoded before run together as rows of one batch (the context
         prefill shared, each row's suffix recomputed under its own visibility)."""
         todo = list(dict.fromkeys(spec for spec in specs if ("decode", spec) not in self._memo))
-        if len(todo) == 1:
-            self._memo[("decode", todo[0])] = self._decode(list(todo[0].generated), todo[0].max_new, todo[0].windows,
-                                                           todo[0].record, todo[0].one_sentence)
-        elif todo:
+        if todo:
             for spec, decoded in zip(todo, self._decode_rows(todo)):
                 self._memo[("decode", spec)] = decoded
         return {spec: self._memo[("decode", spec)] for spec in specs}
@@ -191,49 +188,16 @@ class ContextExample:
         return sentence_of_tokens(texts)[-1] > 0
 
     @torch.inference_mode()
-    def _decode(self, generated: list[int], max_new: int, windows: Sequence[Window] | None, record: bool,
-                one_sentence: bool = False) -> Decoded:
-        engine = self.engine
-        first = len(self.ids) + len(generated)  # position of the first new token
-        visible = self._visible(first + max_new, windows)
-        batch, current = self._resume(generated, visible)
-        last = engine.num_layers - 1  # RIND reads only the last layer's rows
-        out = Decoded(tokens=[], finished=False)
-        pos = first - 1
-        while max_new > 0:
-            step = batch.step(torch.tensor([[current]]), record=frozenset({last}) if record else False,
-                              visible=None if visible is None else [visible[: pos + 1]])
-            logits = step.logits
-            if record and out.tokens:  # the query is the newest draft token: its row over draft tokens so far
-                out.rows.append(draft_row(step.rows[last][0], len(out.tokens)))
-            if out.finished or len(out.tokens) == max_new:
-                break  # with record, the last token was fed once more only to read its row
-            token = int(logits.argmax(dim=-1).item())
-            if record:
-                out.entropies.append(entropy(logits))
-            out.tokens.append(token)
-            out.finished = token in self.eos or (self.stop is not None and self.stop(generated + out.tokens))
-            if not record and (out.finished or len(out.tokens) == max_new or (one_sentence and self._second_sentence(out.tokens))):
-                break
-            current, pos = token, pos + 1
-        return out
-
-    @torch.inference_mode()
     def _decode_rows(self, specs: Sequence["DecodeSpec"]) -> list[Decoded]:
-        """:meth:`_decode` for several states at once: rows of one batch over the shared context prefill, each
-        row's suffix fed with its own length and visibility (:meth:`DecodeBatch.feed`), then one token per row
-        per step until each row stops as :meth:`_decode` would (rows leave as they stop)."""
+        """Greedy continuations of several states at once: rows of one batch over the shared context prefill,
+        each row's suffix recomputed with its own length and visibility, then one token per row per step
+        until each row stops (rows leave as they stop). With ``record`` a row's last token is fed once more
+        only to read its attention row (RIND needs every draft token's row)."""
         last = self.engine.num_layers - 1
-        suffixes = [self.ids[self.prefix_len :] + list(spec.generated) for spec in specs]
         visible = [self._visible(len(self.ids) + len(spec.generated) + spec.max_new, spec.windows) for spec in specs]
-        ends = [self.prefix_len + len(suffix) - 1 for suffix in suffixes]
-        batch = self.prefix.fork()
-        batch.select([0] * len(specs))
-        batch.feed([suffix[:-1] for suffix in suffixes],
-                   visible=[None if v is None else v[:end] for v, end in zip(visible, ends)])
+        batch, current = self._resume([spec.generated for spec in specs], visible)
         outs = [Decoded(tokens=[], finished=False) for _ in specs]
-        current = [suffix[-1] for suffix in suffixes]
-        pos = list(ends)  # position of the token each row feeds next
+        pos = [len(self.ids) + len(spec.generated) - 1 for spec in specs]  # position of the token each row feeds next
         active = [r for r, spec in enumerate(specs) if spec.max_new > 0]
         if len(active) < len(specs):
             batch.select(active)
@@ -261,20 +225,21 @@ class ContextExample:
                 staying.append(a)
             if not staying:
                 break
-            if len(staying) < len(active):
-                batch.select(staying)
-                active = [active[a] for a in staying]
+            active = batch.retain(staying, active)
         return outs
 
-    def _resume(self, generated: list[int], visible: torch.Tensor | None) -> tuple[DecodeBatch, int]:
-        """A fork of the context prefill with the suffix (question, instruction, ``generated``) recomputed under
-        ``visible``, all but its last token; returns the batch and that last token, which the caller feeds."""
-        suffix = self.ids[self.prefix_len :] + generated
+    def _resume(self, generated: Sequence[Sequence[int]], visible: Sequence[torch.Tensor | None]) -> tuple[DecodeBatch, list[int]]:
+        """A fork of the context prefill with one row per state: its suffix (question, instruction, the
+        state's ``generated``) recomputed under its ``visible``, all but the last token; returns the batch and
+        those last tokens, which the caller feeds."""
+        suffixes = [self.ids[self.prefix_len :] + list(g) for g in generated]
         batch = self.prefix.fork()
-        if len(suffix) > 1:
-            end = self.prefix_len + len(suffix) - 1
-            batch.step(torch.tensor([suffix[:-1]]), visible=None if visible is None else [visible[:end]])
-        return batch, suffix[-1]
+        if len(suffixes) > 1:
+            batch.select([0] * len(suffixes))
+        if any(len(suffix) > 1 for suffix in suffixes):
+            ends = [self.prefix_len + len(suffix) - 1 for suffix in suffixes]
+            batch.feed([suffix[:-1] for suffix in suffixes], visible=[None if v is None else v[:end] for v, end in zip(visible, ends)])
+        return batch, [suffix[-1] for suffix in suffixes]
 
     @torch.inference_mode()
     def inspect(self, generated: Sequence[int]) -> tuple[list[torch.Tensor], np.ndarray]:
@@ -282,8 +247,8 @@ class ContextExample:
         layer's last-row attention ``[heads, keys]`` and the final hidden state (what the probe reads)."""
         key = ("inspect", tuple(generated))
         if key not in self._memo:
-            batch, current = self._resume(list(generated), None)
-            out = batch.step(torch.tensor([[current]]), record=True, hidden=True)
+            batch, current = self._resume([generated], [None])
+            out = batch.step(torch.tensor([current]), record=True, hidden=True)
             rows = [out.rows[layer][0] for layer in range(self.engine.num_layers)]
             self._memo[key] = (rows, out.hidden[0].numpy())
         return self._memo[key]
