@@ -23,10 +23,12 @@ times are the best of ``--repeats`` interleaved repetitions. Ratios are given en
 ``--batch 1,4,8,16`` measures batched decoding instead: for each batch size B, B distinct NIAH prompts
 (needles at spread depths, so lengths differ by a few tokens and the batch is padded) are decoded together
 by plain ``model.generate`` (left-padded), by the traced engine (mask none, Eq. 1 heads every step) and
-by the gated engine (mask dynamic), in one process. It prints tokens/s of each, traced / plain time at
-equal batch (target <= 1.15), traced tokens/s at B over B = 1 (target >= 2.5 at B = 8 on 2 CPU cores),
-and the peak memory of plain and traced decoding per batch size (fresh subprocesses). It asserts that
-every row decoded ``--new-tokens`` steps, that the gated rows re-ran steps, and that no batch was split.
+by the gated engine (mask dynamic), in one process. It prints decode-only tokens/s of each (from the end
+of the first decode step to the end of the last, timed inside the run: a stopping criterion ticks for
+``generate``, the engine's step callback for the others), traced / plain at equal batch (target <= 1.15),
+traced decoding at B over B = 1 (target >= 2.5 at B = 8 on 2 CPU cores), end-to-end tokens/s (prefill
+included), and the peak memory of plain and traced decoding per batch size (fresh subprocesses). It
+asserts that every row decoded ``--new-tokens`` steps and that no batch was split.
 """
 
 from __future__ import annotations
@@ -161,8 +163,31 @@ def time_ratios(model, engine, ids, needle, new_tokens: int, repeats: int) -> di
     }
 
 
+class _StepClock:
+    """Times of the first and the last decode step of one run, taken inside it: decode time without the
+    prefill, measured rather than estimated by subtracting a 1-token run (whose prefill varies by more
+    than a batch's whole decode on a CPU)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def tick(self, step: int) -> None:
+        now = time.perf_counter()
+        if step == 1:
+            self.first = now  # the last row to finish step 1 sets it
+        self.last = now
+
+    @property
+    def decode_s(self) -> float:
+        assert self.first is not None and self.last is not None and self.last > self.first, "no decode steps timed"
+        return self.last - self.first
+
+
 def _batch_variants(model: torch.nn.Module, engine: TraceEngine, prompts: list[tuple[list[int], list[int]]]):
-    """name -> fn(new_tokens) decoding all ``prompts`` as one batch."""
+    """name -> fn(new_tokens, clock) decoding all ``prompts`` as one batch, ticking ``clock`` at every step."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
     device = engine.device
     width = max(len(ids) for ids, _ in prompts)
     padded = torch.zeros(len(prompts), width, dtype=torch.long, device=device)
@@ -172,18 +197,34 @@ def _batch_variants(model: torch.nn.Module, engine: TraceEngine, prompts: list[t
         attention[r, width - len(ids):] = 1
     engine_name = model.config._attn_implementation
 
-    def plain_generate(new_tokens: int) -> None:
+    class Tick(StoppingCriteria):
+        def __init__(self, clock: _StepClock) -> None:
+            self.clock, self.steps = clock, 0
+
+        def __call__(self, input_ids, scores, **kwargs):
+            _sync(device)
+            self.steps += 1
+            self.clock.tick(self.steps)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def plain_generate(new_tokens: int, clock: _StepClock) -> None:
         model.set_attn_implementation("sdpa")
         try:
             model.generate(padded, attention_mask=attention, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                           do_sample=False, pad_token_id=0)
+                           do_sample=False, pad_token_id=0, stopping_criteria=StoppingCriteriaList([Tick(clock)]))
         finally:
             model.set_attn_implementation(engine_name)
 
     def engine_run(mask: str):
-        def run(new_tokens: int):
+        def run(new_tokens: int, clock: _StepClock):
             requests = [DecodeRequest(ids, new_tokens, [mask], needle_indices=needle) for ids, needle in prompts]
-            return engine.generate_batch(requests, batch_size=len(requests))
+
+            def on_step(_request, _condition, steps, finished):
+                if not finished:
+                    _sync(device)
+                    clock.tick(steps)
+
+            return engine.generate_batch(requests, batch_size=len(requests), on_step=on_step)
         return run
 
     return {"plain": plain_generate, "traced": engine_run("none"), "gated": engine_run("dynamic")}
@@ -191,7 +232,8 @@ def _batch_variants(model: torch.nn.Module, engine: TraceEngine, prompts: list[t
 
 def batch_rates(model, engine, make_prompts, batches: list[int], new_tokens: int, repeats: int) -> list[dict[str, float]]:
     """Per batch size: end-to-end and decode-only tokens/s of plain, traced and gated decoding (best of ``repeats``).
-    ``make_prompts(size)``: that many (prompt ids, needle indices) pairs."""
+    ``make_prompts(size)``: that many (prompt ids, needle indices) pairs. Decode-only time runs from the end of
+    the first decode step to the end of the last, taken inside each run."""
     rows = []
     for size in batches:
         prompts = make_prompts(size)
@@ -200,22 +242,23 @@ def batch_rates(model, engine, make_prompts, batches: list[int], new_tokens: int
         assert need <= free, f"a batch of {size} would be split ({need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free)"
         variants = _batch_variants(model, engine, prompts)
         full: dict[str, list[float]] = {k: [] for k in variants}
-        one: dict[str, list[float]] = {k: [] for k in variants}
+        decode: dict[str, list[float]] = {k: [] for k in variants}
         reruns = 0
         with torch.inference_mode():
             for fn in variants.values():
-                fn(2)  # warm-up
+                fn(2, _StepClock())  # warm-up
             for _ in range(repeats):
                 for name, fn in variants.items():
-                    seconds, result = _timed(fn, new_tokens, engine.device)
+                    clock = _StepClock()
+                    seconds, result = _timed(lambda n: fn(n, clock), new_tokens, engine.device)
                     full[name].append(seconds)
-                    one[name].append(_timed(fn, 1, engine.device)[0])
+                    decode[name].append(clock.decode_s)
                     if name != "plain":  # the label says every row decoded new_tokens steps as one batch: check it
                         assert all(len(gen.steps) == new_tokens for gens in result for gen in gens), name
                     if name == "gated":
                         reruns = sum(1 for gens in result for gen in gens for s in gen.steps if s.ungated_token_id is not None)
         best = {k: min(v) for k, v in full.items()}
-        dec = {k: max(min(full[k]) - min(one[k]), 1e-9) for k in variants}
+        dec = {k: min(v) for k, v in decode.items()}
         row = {"batch": size, "prompt_tokens": max(len(ids) for ids, _ in prompts),
                "padding": max(len(ids) for ids, _ in prompts) - min(len(ids) for ids, _ in prompts),
                "gated_rerun_steps": reruns}
@@ -225,6 +268,7 @@ def batch_rates(model, engine, make_prompts, batches: list[int], new_tokens: int
         row["traced_over_plain"] = best["traced"] / best["plain"]
         row["decode_traced_over_plain"] = dec["traced"] / dec["plain"]
         row["gated_over_plain"] = best["gated"] / best["plain"]
+        row["decode_gated_over_plain"] = dec["gated"] / dec["plain"]
         rows.append(row)
         print(f"  batch {size}: plain {row['plain_tokens_per_s']:.1f} tok/s, traced {row['traced_tokens_per_s']:.1f}, "
               f"gated {row['gated_tokens_per_s']:.1f} (decode only: {row['plain_decode_tokens_per_s']:.1f} / "
@@ -242,7 +286,7 @@ def batch_peak_memory(pretrained: str | None, variant: str, length: int, size: i
     model = load_model(pretrained, device=device)
     engine = TraceEngine(model)
     fn = _batch_variants(model, engine, needle_prompts(tok, length, size))[variant]
-    return _peak(fn, new_tokens, device)
+    return _peak(lambda n: fn(n, _StepClock()), new_tokens, device)
 
 
 def _rss() -> int:
@@ -324,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     parser.add_argument("--batch", default=None, type=_batch_list,
                         help="batch sizes to compare instead, e.g. 1,4,8,16: tokens/s of plain, traced and gated decoding "
-                             "and peak memory per batch size (about 6 min at 1,4,8,16 with --repeats 2 on 2 CPU cores)")
+                             "and peak memory per batch size (about 15 min at 1,4,8,16 with --repeats 2 on 2 CPU cores, "
+                             "mostly the 1K-token prefills)")
     parser.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_memory-batch", dest="memory_batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -400,15 +445,19 @@ def _batch_main(args: argparse.Namespace) -> int:
         for variant in ("plain", "traced"):
             runs = [_memory_in_subprocess(args, variant, row["batch"]) for _ in range(args.memory_repeats)]
             row[f"{variant}_peak_mib"] = min(r["peak_bytes"] for r in runs) / 2**20
-    print("\n| batch | prompt tokens (padding) | plain tok/s | traced tok/s | gated tok/s | traced / plain time | "
-          "traced tok/s vs batch " + str(rows[0]["batch"]) + " | peak MiB plain | peak MiB traced |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    first = rows[0]["batch"]
+    print(f"\n| batch | prompt tokens (padding) | decode tok/s plain / traced / gated | traced / plain (decode) | "
+          f"traced decode tok/s vs batch {first} | end-to-end tok/s plain / traced / gated | peak MiB plain / traced |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['batch']} | {r['prompt_tokens']} (+{r['padding']}) | {r['plain_tokens_per_s']:.1f} | "
-              f"{r['traced_tokens_per_s']:.1f} | {r['gated_tokens_per_s']:.1f} | {r['traced_over_plain']:.3f} | "
-              f"{r['traced_speedup_over_first']:.2f}x | {r['plain_peak_mib']:.0f} | {r['traced_peak_mib']:.0f} |")
-    print("(tokens/s end to end, prefill included; decode-only rates and ratios are in --json. Targets on 2 CPU cores: "
-          "traced / plain <= 1.15 at equal batch, traced at batch 8 >= 2.5x batch 1.)")
+        print(f"| {r['batch']} | {r['prompt_tokens']} (+{r['padding']}) | {r['plain_decode_tokens_per_s']:.1f} / "
+              f"{r['traced_decode_tokens_per_s']:.1f} / {r['gated_decode_tokens_per_s']:.1f} | "
+              f"{r['decode_traced_over_plain']:.3f} | {r['decode_traced_speedup_over_first']:.2f}x | "
+              f"{r['plain_tokens_per_s']:.1f} / {r['traced_tokens_per_s']:.1f} / {r['gated_tokens_per_s']:.1f} | "
+              f"{r['plain_peak_mib']:.0f} / {r['traced_peak_mib']:.0f} |")
+    print("(decode: from the end of the first step to the end of the last, timed inside each run; end to end: prefill "
+          "included. Targets on 2 CPU cores: traced / plain <= 1.15 at equal batch, traced decoding at batch 8 >= 2.5x "
+          "batch 1.)")
     if args.json:
         from pathlib import Path
 
