@@ -339,6 +339,10 @@ def test_errors_are_one_line_with_exit_code_2(run_suite, tmp_path, capsys):
     assert run_suite.main(["--all", "--hotpot-n", "0", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("run_suite: HotpotQA n = 0 must be at least 1") and err.count("\n") == 1
+    assert run_suite.main(["--all", "--batch-size", "0", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run_suite: --batch-size '0': give a positive number") and err.count("\n") == 1
+    assert run_suite.batch_size("auto", "cpu") == run_suite.DEFAULT_BATCH["cpu"] and run_suite.batch_size("3", None) == 3
     with pytest.raises(ValueError, match="folder without config.json"):  # --debug: the traceback
         run_suite.main(["--stages", "niah", "--models", str(tmp_path / "not_a_model"), "--debug", "--out", str(tmp_path / "o")])
 
