@@ -146,8 +146,7 @@ class DecodeBatch:
                            logits_to_keep=1)
             return [(layer.keys, layer.values) for layer in cache.layers]
         cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        heads, dim = kv_geometry(cfg)
         dtype = next(self.model.parameters()).dtype
         empty = torch.zeros(1, heads, 0, dim, dtype=dtype, device=self.device)
         return [(empty, empty)] * cfg.num_hidden_layers
@@ -330,6 +329,12 @@ class DecodeBatch:
         forked = copy.copy(self)
         forked.cache = Cache(layers=[copy.copy(layer) for layer in self.cache.layers])
         return forked
+
+
+def kv_geometry(config: Any) -> tuple[int, int]:
+    """(key/value heads, head dimension) of a decoder config: what one cached position holds per layer."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _left_pad(tensors: list[torch.Tensor], width: int) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
 from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mask_to_heads
 from .attention import install
-from .batch import DecodeBatch
+from .batch import DecodeBatch, kv_geometry
 
 MASK_MODES = ("none", "dynamic", "static", "random")
 ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
@@ -357,8 +357,7 @@ class TraceEngine:
         recorded row) plus every layer's recorded float32 rows.
         """
         cfg = text_config(self.model)
-        kv = getattr(cfg, "num_key_value_heads", None) or self.num_heads
-        dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads
+        kv, dim = kv_geometry(cfg)
         item = next(self.model.parameters()).element_size()
         width = max(len(requests[i].prompt_ids) for i in chunk) + max(requests[i].max_new_tokens for i in chunk)
         rows = sum(len(requests[i].conditions) for i in chunk)
