@@ -5,48 +5,49 @@
     python run_suite.py --stages niah,dynamism --pretrained meta-llama/Llama-3.1-8B-Instruct --profile paper
     python run_suite.py --stages hotpotqa,hotpotqa_dynamism --hotpot-source hotpot_dev_distractor_v1.json --hotpot-n 200
 
-This file is the command line and the stage registry only. Each task folder owns its stages, profile,
-command-line overrides and tables (``tasks/niah_uuid/stages.py``: paper Section 3, Eq. 1 heads;
-``tasks/hotpotqa_sf/stages.py``: Section 4, Eq. 2 reasoning heads; each with its Claim 3 probe stage,
-sharing ``tasks/probing.py``); adding a stage is one function
-there plus one line in :data:`STAGES`. Every number comes from lm-eval running the ``dynheads`` model
-on the suite's tasks (the same code path as ``lm_eval --model dynheads``). Each grid cell (NIAH) or
-chunk of examples (HotpotQA) is one lm-eval run stored under ``OUT/<model>/<stage>/cells/``; a finished
-cell is reused only when nothing that changes it changed, so an interrupted run resumes where it
-stopped. Files are written atomically.
+This file is the command line and the stage registry only. The suite layer (``suite/``) holds the rest:
+each task's profile, stages and tables (``suite/niah/``: paper Section 3, Eq. 1 heads;
+``suite/hotpotqa/``: Section 4, Eq. 2 reasoning heads; ``suite/rag/``: Section 5), with the Claim 3
+probing they share (``suite/probing.py``). Adding a stage is one function there plus one line in
+:data:`STAGES`, naming the stages it needs; the registry runs those first. Every number comes from
+lm-eval running the ``dynheads`` model on the suite's tasks (the same code path as
+``lm_eval --model dynheads``). Each grid cell (NIAH) or chunk of examples (HotpotQA) is one lm-eval run
+stored under ``OUT/<model>/<stage>/cells/``; a finished cell is reused only when nothing that changes it
+changed, so an interrupted run resumes where it stopped. Files are written atomically.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from dynheads.models.files import write_atomic
-from dynheads.tasks import probing, tables
-from dynheads.tasks.hotpotqa_sf import rag as hotpotqa_rag
-from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
-from dynheads.tasks.niah_uuid import stages as niah
-from dynheads.tasks.suite import ModelSuite, Stage
+from dynheads.suite import hotpotqa, niah, probing
+from dynheads.suite.hotpotqa import stages as hotpotqa_stages
+from dynheads.suite.niah import stages as niah_stages
+from dynheads.suite.rag import stage as rag_stage
+from dynheads.suite.registry import Stage, run_order
+from dynheads.suite.runner import run_model, write_tables
 
 TASKS = (niah, hotpotqa)  # order of profile keys, leaderboard sections and tables
-# Calibrations run before any stage that needs them (cached: ~0 s after the first run); keys name their timings.
-CALIBRATIONS: dict[str, Callable[[ModelSuite], Any]] = {"calibrate": niah.calibrate, "calibrate_hotpotqa": hotpotqa.calibrate}
+# Each stage names the stages it needs; the registry runs those first (calibrations are cached: ~0 s after
+# the first run). Keys name the stages' timings in timings.json.
 STAGES: dict[str, Stage] = {
-    "calibrate": Stage(None, ("calibrate", "calibrate_hotpotqa")),  # static heads + matched N of both tasks
-    "niah": Stage(niah.masking, ("calibrate",)),  # Figure 2: the NIAH grid under four conditions
-    "dynamism": Stage(niah.dynamism, ("calibrate",)),  # Table 1 / Table 5 on the unmasked grid
-    "progressive": Stage(niah.progressive, ("calibrate",)),  # Figure 3
-    "hotpotqa": Stage(hotpotqa.masking, ("calibrate_hotpotqa",)),  # EM/F1 under four conditions, Figure 6
-    "hotpotqa_dynamism": Stage(hotpotqa.dynamism, ("calibrate_hotpotqa",)),  # Table 1 on Eq. 2 heads, Figure 5
-    "hotpotqa_progressive": Stage(hotpotqa.progressive, ("calibrate_hotpotqa",)),  # Figure 7
-    "probes": Stage(niah.probes, ("calibrate",)),  # Claim 3 on NIAH (reuses the grid): Figure 4, Table 2
-    "hotpotqa_probes": Stage(hotpotqa.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
-    "rag": Stage(hotpotqa_rag.run, ("calibrate_hotpotqa",)),  # Section 5: in-context RAG by strategy, Tables 4 and 6
+    "calibrate_niah": Stage(niah_stages.calibrate),  # static Eq. 1 heads + matched N on NIAH
+    "calibrate_hotpotqa": Stage(hotpotqa_stages.calibrate),  # static Eq. 2 heads + matched N on HotpotQA train
+    "calibrate": Stage(None, ("calibrate_niah", "calibrate_hotpotqa")),  # both calibrations
+    "niah": Stage(niah_stages.masking, ("calibrate_niah",)),  # Figure 2: the NIAH grid under four conditions
+    "dynamism": Stage(niah_stages.dynamism, ("calibrate_niah",)),  # Table 1 / Table 5 on the unmasked grid
+    "progressive": Stage(niah_stages.progressive, ("calibrate_niah",)),  # Figure 3
+    "hotpotqa": Stage(hotpotqa_stages.masking, ("calibrate_hotpotqa",)),  # EM/F1 under four conditions, Figure 6
+    "hotpotqa_dynamism": Stage(hotpotqa_stages.dynamism, ("calibrate_hotpotqa",)),  # Table 1 on Eq. 2 heads, Figure 5
+    "hotpotqa_progressive": Stage(hotpotqa_stages.progressive, ("calibrate_hotpotqa",)),  # Figure 7
+    "probes": Stage(niah_stages.probes, ("calibrate_niah",)),  # Claim 3 on NIAH (reuses the grid): Figure 4, Table 2
+    "hotpotqa_probes": Stage(hotpotqa_stages.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
+    "rag": Stage(rag_stage.run, ("calibrate_hotpotqa", "hotpotqa_probes")),  # Section 5: Tables 4 and 6 (dynamic reads the probe)
 }
 PROFILES = ("quick", "paper")
 # Prompts per batch by device kind: on 2 CPU cores traced decoding gains little past this (README, "Batching");
@@ -105,50 +106,12 @@ def profile_for(model_name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for task in TASKS for key, value in task.profile(model_name, args.profile, args).items()}
 
 
-def run_model(model_name: str, profile: dict[str, Any], stages: list[str], args: argparse.Namespace, progress: Callable) -> None:
-    """Every selected stage for one model, after the calibrations they need; ``timings.json`` per stage."""
-    t0 = time.time()
-    model_args = {"device": args.device, "dtype": args.dtype, "batch_size": batch_size(args.batch_size, args.device)}
+def model_args(profile: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The ``dynheads`` model arguments of one model: device, dtype, batch size and what each task's profile sets."""
+    out = {"device": args.device, "dtype": args.dtype, "batch_size": batch_size(args.batch_size, args.device)}
     for task in TASKS:
-        model_args.update(task.model_args(profile))
-    suite = ModelSuite(model_name, profile, Path(args.out), args.seed, args.limit, progress, model_args)
-    seconds = {"load": time.time() - t0}
-    timings = suite.dir / "timings.json"
-    earlier = json.loads(timings.read_text()) if timings.is_file() else {}
-    cached: list[str] = []
-
-    def timed(name: str, step: Callable[[ModelSuite], Any]) -> None:
-        began, work = time.time(), suite.computed
-        step(suite)
-        seconds[name] = time.time() - began
-        if suite.computed == work and name in earlier:  # all cached: keep the seconds of the run that computed it
-            seconds[name] = earlier[name]
-            cached.append(name)
-
-    needed = {c for s in stages for c in STAGES[s].calibrations}
-    for name, calibrate in CALIBRATIONS.items():
-        if name in needed:
-            timed(name, calibrate)
-    for name, stage in STAGES.items():
-        if name in stages and stage.run is not None:
-            timed(name, stage.run)
-    # wall-clock seconds per stage of the run that computed it (a fully cached stage keeps the earlier value)
-    write_atomic(timings, json.dumps({**earlier, **{k: round(v, 1) for k, v in seconds.items()}}, indent=1))
-    print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
-          + ", ".join(f"{k} {v:.0f} s" + (" earlier, cached now" if k in cached else "") for k, v in seconds.items()) + ")")
-
-
-def write_tables(out: Path) -> list[dict[str, Any]]:
-    """The leaderboard and every task's tables, rebuilt from the result files under ``out``."""
-    rows = tables.collect_rows(out, {k: v for task in TASKS for k, v in task.RESULT_FILES.items()})
-    board = tables.write_leaderboard(out, rows, [t.leaderboard_columns for t in TASKS], [t.leaderboard_section for t in TASKS])
-    for task in TASKS:
-        for name, text in task.tables(rows).items():
-            write_atomic(out / name, text)
-    print(board)
-    for task in TASKS:
-        print(task.console(rows))
-    return rows
+        out.update(task.model_args(profile))
+    return out
 
 
 def error_line(exc: BaseException) -> str:
@@ -175,11 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    stages = list(STAGES) if args.all or not args.stages else [s.strip() for s in args.stages.split(",")]
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        print(f"run_suite: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
-        return 2
+    stages = run_order(STAGES, list(STAGES) if args.all or not args.stages else [s.strip() for s in args.stages.split(",")])
     models = args.models.split(",") if args.models else default_models()
     models += args.pretrained
     profiles = {name: profile_for(name, args) for name in models}  # bad overrides fail here, before any model loads
@@ -192,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-cell runs would repeat the same notices
     start = time.time()
     for model_name in models:
-        run_model(model_name, profiles[model_name], stages, args, tqdm)
-    write_tables(Path(args.out))
+        run_model(model_name, profiles[model_name], {s: STAGES[s] for s in stages}, Path(args.out), args.seed, args.limit,
+                  model_args(profiles[model_name], args), tqdm)
+    write_tables(Path(args.out), TASKS)
     print(f"run_suite: done in {time.time() - start:.0f} s; results in {Path(args.out).resolve()}")
     return 0
 

@@ -19,7 +19,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py as _build_py
 
 ROOT = Path(__file__).resolve().parent
-SUBPACKAGES = ("models", "metrics", "probes", "tasks")
+SUBPACKAGES = ("models", "metrics", "probes", "tasks", "suite")
 NOT_IN_PACKAGE = {"setup", "run_suite", "conftest", "noxfile"}  # root .py files that are no modules
 
 PTH_NAME = "dynheads-autoload.pth"  # sorts after setuptools' "__editable__.*.pth"

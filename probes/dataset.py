@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynheads.metrics.vectors import read_vectors
+from ..metrics.vectors import read_vectors
 
 
 @dataclass

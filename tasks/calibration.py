@@ -28,10 +28,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from dynheads.metrics.dynamism import masked_means, matched_head_count
-from dynheads.models.files import write_atomic
-from dynheads.models.loading import cache_root
-from dynheads.models.static_heads import FORMAT, StaticHeads, load_static_heads
+from ..metrics.dynamism import masked_means, matched_head_count
+from ..models.files import write_atomic
+from ..models.loading import cache_root
+from ..models.static_heads import FORMAT, StaticHeads, load_static_heads
 
 
 class Keyed:
@@ -79,7 +79,7 @@ def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progre
     appended to ``partial`` once its batch is done, so an interrupted calibration resumes after the last
     finished batch.
     """
-    from dynheads.models.engine import Condition, DecodeRequest
+    from ..models.engine import Condition, DecodeRequest
 
     records = _finished(partial)
     if len(records) > len(docs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
-from dynheads.models import step_registry
+from ..models import step_registry
 
 HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
@@ -20,7 +20,7 @@ PROBE_METRICS = {"niah": ("probe_f1", "probe_auprc"), "hotpotqa": ("probe_r2", "
 
 @lru_cache(maxsize=4)
 def _load_tokenizer(name: str | None):
-    from dynheads.models.loading import load_tokenizer
+    from ..models.loading import load_tokenizer
 
     return load_tokenizer(name)
 

@@ -4,7 +4,7 @@ static variant gates one head in one pass, and every ratio is computed in one ru
 from __future__ import annotations
 
 from dynheads.models.engine import TraceEngine
-from dynheads.tasks.niah_uuid.benchmark import _RerunEveryStep, batch_rates, time_ratios
+from dynheads.suite.niah.benchmark import _RerunEveryStep, batch_rates, time_ratios
 
 from tiny_models import tiny_model
 

@@ -18,9 +18,10 @@ import torch
 import dynheads.models.lm as lm_module
 from dynheads.models.engine import ReasoningScore
 from dynheads.models.lm import DynHeadsLM
-from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
-from dynheads.tasks.niah_uuid import stages as niah
-from dynheads.tasks.suite import CONDITIONS, CellRunner
+from dynheads.suite.hotpotqa import stages as hotpotqa
+from dynheads.suite.niah import stages as niah
+from dynheads.suite.cells import CellRunner
+from dynheads.suite.summaries import CONDITIONS
 
 RANKING = [(l, h) for l in range(4) for h in range(3)]
 

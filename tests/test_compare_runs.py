@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dynheads.tasks.compare_runs import compare_traces, differing_tables, main
+from dynheads.suite.compare_runs import compare_traces, differing_tables, main
 
 
 def _folder(root, second_token):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynheads.tasks.hotpotqa_sf.ablation import (
+from dynheads.suite.hotpotqa.ablation import (
     ablation_cells,
     bin_index,
     bin_labels,

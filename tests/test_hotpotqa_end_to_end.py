@@ -140,7 +140,7 @@ def test_figure5_from_a_real_trace(run, tmp_path):
     """Figure 5 picks the heads whose Eq. 2 score varies most over the answer and draws them."""
     import statistics
 
-    from dynheads.tasks.hotpotqa_sf import figures
+    from dynheads.suite.hotpotqa import figures
 
     _, _, records = run
     record = records[0]

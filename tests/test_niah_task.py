@@ -193,7 +193,7 @@ def test_process_results_and_per_cell(docs, tmp_path, capsys):
 
     samples = tmp_path / "samples_niah_uuid.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    from dynheads.tasks.niah_uuid import report
+    from dynheads.suite.niah import report
 
     assert report.main([str(samples)]) == 0
     out = capsys.readouterr().out

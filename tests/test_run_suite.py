@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dynheads.tasks.hotpotqa_sf import stages as hotpotqa
+from dynheads.suite.hotpotqa import profiles as hotpotqa_profile
+from dynheads.suite.hotpotqa import stages as hotpotqa
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", "1", "--seed", "5",
@@ -119,7 +120,7 @@ def test_rerun_reuses_cells_and_a_changed_k_list_recomputes_only_progressive(run
     hotpot_stamps = [p.stat().st_mtime_ns for p in hotpot_cells]
     tables = {p.name: p.read_bytes() for p in out.glob("*.md")}
     first = json.loads((model / "timings.json").read_text())
-    assert set(first) == {"load", *run_suite.CALIBRATIONS, *(s for s in run_suite.STAGES if s != "calibrate")}
+    assert set(first) == {"load", *(name for name, stage in run_suite.STAGES.items() if stage.run is not None)}
     assert run_suite.main(args) == 0
     assert (grid_cell.stat().st_mtime_ns, prog_cell.stat().st_mtime_ns) == stamps
     assert [p.stat().st_mtime_ns for p in hotpot_cells] == hotpot_stamps
@@ -185,7 +186,7 @@ def _hotpot_samples(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_hotpotqa_stage(suite_run):
     """EM/F1 under four conditions from two chunks of one example, and the Figure 6 cells."""
-    from dynheads.tasks.hotpotqa_sf.ablation import bin_index
+    from dynheads.suite.hotpotqa.ablation import bin_index
     from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
 
     out, _, row = suite_run
@@ -249,7 +250,7 @@ def test_hotpotqa_progressive_stage(suite_run):
 @pytest.mark.slow
 def test_rag_stage(suite_run):
     """Section 5: every strategy on the same two dev examples, Tables 4 and 6, the retrieval log, leaderboard columns."""
-    from dynheads.tasks.hotpotqa_sf.rag import STRATEGIES
+    from dynheads.suite.hotpotqa.rag import STRATEGIES
 
     out, _, row = suite_run
     model = out / "smollm2"
@@ -297,7 +298,7 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
                                  "--hotpot-chunk", "2", "--hotpot-threshold", "0.3", "--hotpot-ks", "0,3"])
     hot = run_suite.profile_for("smollm2", args)["hotpotqa"]
     assert (hot["n"], hot["chunk"], hot["threshold"], hot["progressive"]["ks"]) == (5, 2, 0.3, [0, 3])
-    assert hotpotqa.PROFILES["quick"]["hotpotqa"]["source"] is None  # the profile itself is not modified
+    assert hotpotqa_profile.PROFILES["quick"]["hotpotqa"]["source"] is None  # the profile itself is not modified
 
     class Recorder:
         calls: list = []
@@ -318,7 +319,7 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
     rag = run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--rag-n", "3", "--rag-chunk", "2", "--rag-ks", "4,8",
                                                                  "--rag-window", "32"]))["hotpotqa"]["rag"]
     assert (rag["n"], rag["chunk"], rag["ks"], rag["heads"], rag["window"]) == (3, 2, [4, 8], 4, 32)
-    assert hotpotqa.model_args({"hotpotqa": {**hot, "rag": rag}})["rag_window"] == 32
+    assert hotpotqa_profile.model_args({"hotpotqa": {**hot, "rag": rag}})["rag_window"] == 32
     with pytest.raises(ValueError, match="RAG examples, chunk and head counts"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--rag-chunk", "0"]))
 

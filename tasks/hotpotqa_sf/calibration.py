@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from dynheads.metrics.dynamism import rank_heads_by_mean_score
-from dynheads.metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
-from dynheads.models.static_heads import Calibration, StaticHeads
-from dynheads.tasks.calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
+from ...metrics.dynamism import rank_heads_by_mean_score
+from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
+from ...models.static_heads import Calibration, StaticHeads
+from ..calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
 
 DEFAULT_EXAMPLES = 20
 
@@ -42,8 +42,8 @@ def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
 
 def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
-    from dynheads.models.engine import ReasoningScore
-    from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
+    from ...models.engine import ReasoningScore
+    from .utils import docs_from_metadata
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)
     spec = ReasoningScore(setting.sink_tokens, setting.local_window, setting.threshold)

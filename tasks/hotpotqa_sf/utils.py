@@ -79,9 +79,9 @@ import os
 import re
 from typing import Any, Mapping, NamedTuple, Sequence
 
-from dynheads.metrics.qa import exact_match_score, f1_score
-from dynheads.tasks.common import count_tokens, head_metrics, render_dialogue, tokenizer_from_spec
-from dynheads.tasks.hotpotqa_sf.data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
+from ...metrics.qa import exact_match_score, f1_score
+from ..common import count_tokens, head_metrics, render_dialogue, tokenizer_from_spec
+from .data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
 
 TASK = "hotpotqa_sf"
 SYSTEM_PROMPT = (
@@ -352,7 +352,7 @@ def support_token_indices(offsets: Sequence[Sequence[int]], doc: Mapping[str, An
     (:func:`dynheads.metrics.retrieval.span_token_indices`). Raises ``ValueError`` if a fact overlaps no
     token (the offsets are not for this input).
     """
-    from dynheads.metrics.retrieval import span_token_indices
+    from ...metrics.retrieval import span_token_indices
 
     out = []
     for fact, (start, end) in zip(supporting_fact_pairs(doc), doc["support_char_spans"]):

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from dynheads.metrics.dynamism import rank_static_heads
-from dynheads.models.static_heads import Calibration, StaticHeads
-from dynheads.tasks.calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
+from ...metrics.dynamism import rank_static_heads
+from ...models.static_heads import Calibration, StaticHeads
+from ..calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
 
 CALIBRATION_SEED = 1_000_003
 
@@ -41,7 +41,7 @@ def setting_from(options: dict[str, Any]) -> CalibrationSetting:
 
 def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode the calibration grid on ``lm`` (a ``DynHeadsLM``) and rank heads by Eq. 1 activation rate."""
-    from dynheads.tasks.niah_uuid.utils import docs_from_metadata
+    from .utils import docs_from_metadata
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, lengths=list(setting.lengths), depths=list(setting.depths),
                               runs=setting.runs, seed=setting.seed, haystack_file=setting.haystack_file)

@@ -46,7 +46,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from dynheads.tasks.common import count_tokens, render_dialogue
+from ..common import count_tokens, render_dialogue
 
 NEEDLE_TEMPLATE = "The magic word is {uuid}."
 QUESTION = "What is the magic word?"

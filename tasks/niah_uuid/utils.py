@@ -50,9 +50,9 @@ import json
 import math
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from dynheads.metrics.text import contains_exact, rouge_l
-from dynheads.tasks.common import head_metrics, tokenizer_from_spec
-from dynheads.tasks.niah_uuid.haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
+from ...metrics.text import contains_exact, rouge_l
+from ..common import head_metrics, tokenizer_from_spec
+from .haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)

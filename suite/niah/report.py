@@ -1,6 +1,6 @@
 """Length × depth tables of ``acc`` and ``rouge_l`` from lm-eval ``--log_samples`` output.
 
-Usage: ``python -m dynheads.tasks.niah_uuid.report samples_niah_uuid_<time>.jsonl [more.jsonl ...]``
+Usage: ``python -m dynheads.suite.niah.report samples_niah_uuid_<time>.jsonl [more.jsonl ...]``
 (rows of several files are pooled). Prints Markdown.
 """
 
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from dynheads.tasks.niah_uuid.utils import markdown_table, per_cell
+from ...tasks.niah_uuid.utils import markdown_table, per_cell
 
 
 def read_samples(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -45,7 +45,7 @@ def render(cells: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynheads.tasks.niah_uuid.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dynheads.suite.niah.report", description=__doc__.splitlines()[0])
     parser.add_argument("samples", nargs="+", help="lm-eval samples_niah_uuid_*.jsonl file(s)")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []

@@ -1,5 +1,5 @@
 """Figures of the NIAH analysis: condition heatmaps (paper Figure 2); Figure 3 is
-:func:`dynheads.tasks.plotting.progressive_plot`.
+:func:`dynheads.suite.plotting.progressive_plot`.
 
 Plain matplotlib (Agg backend), written atomically. Inputs are small summaries, never traces, so the
 figures can be redrawn from run_suite's JSON results without a model.
@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynheads.tasks.plotting import metric_label, progressive_plot, pyplot, save_figure, text_colour
+from ..plotting import metric_label, progressive_plot, pyplot, save_figure, text_colour
 
 __all__ = ["condition_heatmaps", "progressive_plot"]
 

@@ -1,6 +1,6 @@
 """Compare two ``run_suite.py`` result folders: do their tables and traces agree, step by step?
 
-Usage: ``python -m dynheads.tasks.compare_runs RESULTS_A RESULTS_B``
+Usage: ``python -m dynheads.suite.compare_runs RESULTS_A RESULTS_B``
 
 Why: results must not depend on how they were computed (batch size, device count, engine version). Run
 the suite twice (e.g. ``--batch-size 1`` and ``--batch-size 16``, or before and after an engine change)

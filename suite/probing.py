@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dynheads.models.files import write_atomic
-from dynheads.tasks.suite import ModelSuite
-from dynheads.tasks.tables import markdown
+from ..models.files import write_atomic
+from .model import ModelSuite
+from .tables import markdown
 
 # Claim 3 fitting settings of every profile (paper A.4 / A.5): k = 0..10, up to 50 CCA components, 100 epochs.
 PROBE_FIT = {"seed": 0, "max_offset": 10, "components": 50, "max_epochs": 100}
@@ -41,8 +41,8 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     is tested on those; else everything is split 70 / 20 / 10 by generation. The probe is saved as
     ``OUT/<model>/<name>.pt`` with its settings, the report as ``<name>.json``.
     """
-    from dynheads.probes.dataset import load_step_vectors
-    from dynheads.probes.train import evaluate, with_test_set
+    from ..probes.dataset import load_step_vectors
+    from ..probes.train import evaluate, with_test_set
 
     key = {"cells": [c["settings"] for c in cells], **settings}
     path = suite.dir / f"{name}.json"

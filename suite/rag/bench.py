@@ -1,6 +1,6 @@
 """Cost of Section 5's in-context RAG against plain traced decoding, on the same HotpotQA examples, in one run.
 
-Usage: ``python -m dynheads.tasks.hotpotqa_sf.rag_bench [--n 4] [--repeats 2] [--probe PATH]``
+Usage: ``python -m dynheads.suite.hotpotqa.rag_bench [--n 4] [--repeats 2] [--probe PATH]``
 
 For every example it times, best of ``--repeats`` interleaved repetitions:
 
@@ -47,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=32, help="answer budget (the task's max_gen_toks)")
     args = p.parse_args(argv)
 
-    from dynheads.metrics.retrieval import span_token_indices
-    from dynheads.models.lm import DynHeadsLM
-    from dynheads.models.rag_requests import PROBE_COMMAND, answer_all
-    from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata
-    from dynheads.tasks.suite import slug
+    from ...metrics.retrieval import span_token_indices
+    from ...models.lm import DynHeadsLM
+    from ...models.rag_requests import PROBE_COMMAND, answer_all
+    from ...tasks.hotpotqa_sf.utils import docs_from_metadata
+    from ..model import slug
 
     probe = Path(args.probe or f"results/{slug(args.pretrained)}/hotpotqa_probes.pt")
     if not probe.is_file():

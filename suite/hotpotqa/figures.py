@@ -1,8 +1,8 @@
 """Figures of the HotpotQA analysis: Figure 5 (Eq. 2 scores of the most varying heads over the steps
 of one answer) and Figure 6 (EM/F1 per context-length × first-fact-position cell under each masking
-condition, with the samples per cell written in it). Figure 7 is :func:`dynheads.tasks.plotting.progressive_plot`.
+condition, with the samples per cell written in it). Figure 7 is :func:`dynheads.suite.plotting.progressive_plot`.
 
-    python -m dynheads.tasks.hotpotqa_sf.figures TRACE.jsonl --doc 0 --out figure5.png
+    python -m dynheads.suite.hotpotqa.figures TRACE.jsonl --doc 0 --out figure5.png
 
 Reads one record of a ``hotpotqa_sf`` trace file (``trace_dir`` of the ``dynheads`` model; the record
 must carry per-step ``scores``), picks the heads whose score varies most across the steps (population
@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynheads.tasks.plotting import metric_label, pyplot, save_figure, text_colour
+from ..plotting import metric_label, pyplot, save_figure, text_colour
 
 Head = tuple[int, int]
 
@@ -87,7 +87,7 @@ def ablation_heatmaps(
     """Figure 6: one position × length panel per condition; colour = ``metric``, text = value and samples.
 
     ``panels``: ``(condition title, cells)`` with cells from
-    :func:`dynheads.tasks.hotpotqa_sf.ablation.ablation_cells`. Colours are the colour bar's exactly;
+    :func:`dynheads.suite.hotpotqa.ablation.ablation_cells`. Colours are the colour bar's exactly;
     each cell is annotated with its value and its sample count ``n`` (the small quick profile leaves
     many cells with one or two examples); a cell with no sample is blank, as in the paper.
     """
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if not matches:
         print(f"figures: no record with doc_id {args.doc} and mask {args.mask} in {args.trace}", file=sys.stderr)
         return 2
-    from dynheads.models.loading import load_tokenizer
+    from ...models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.pretrained)
     labels = [tokenizer.decode([step["token_id"]]) for step in matches[-1]["steps"]]

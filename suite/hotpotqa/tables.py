@@ -1,0 +1,97 @@
+"""The HotpotQA tables: leaderboard columns and section, Table 1 (Eq. 2), Table 3 and Figure 7, with the paper's numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..probing import cca_columns, cca_table, predictor_rows
+from ..rag.tables import leaderboard_columns as rag_columns
+from ..rag.tables import leaderboard_rows as rag_section
+from ..rag.tables import table4, table6
+from ..summaries import progressive_table
+from ..tables import markdown, mean_std, unique_of
+
+# Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
+PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
+                ("qwen3-8b", "0.0050", "0.0255", "0.7200"), ("llama2-13b", "0.0009", "0.0121", "0.7669"),
+                ("phi4-mini", "0.0014", "0.0109", "0.7333")]
+
+
+RESULT_FILES = {"hotpotqa": ("hotpotqa_masking.json", "summary"), "hotpotqa_dynamism": ("hotpotqa_dynamism.json", None),
+                "hotpotqa_progressive": ("hotpotqa_progressive.json", None),
+                "hotpotqa_probes": ("hotpotqa_probes.json", "report"), "rag": ("rag.json", "summary")}
+
+
+def traced_dynamism(row: dict[str, Any]) -> dict[str, Any]:
+    """The HotpotQA dynamism statistics at the threshold the run masked with (``{}`` if not run)."""
+    return next((d for d in row.get("hotpotqa_dynamism") or [] if d["traced"]), {})
+
+
+def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
+    h, hd = r.get("hotpotqa") or {}, traced_dynamism(r)
+    return {
+        "hotpotqa_samples": h.get("samples"), "hotpotqa_em": h.get("em_none"), "hotpotqa_f1": h.get("f1_none"),
+        "hotpotqa_f1_mask_dynamic": h.get("f1_dynamic"), "hotpotqa_f1_mask_static": h.get("f1_static"),
+        "hotpotqa_f1_mask_random": h.get("f1_random"), "hotpotqa_matched_n": h.get("matched_n"),
+        "hotpotqa_threshold": hd.get("threshold"),
+        "hotpotqa_heads_per_step_mean": hd.get("heads_per_step_mean"), "hotpotqa_heads_per_step_std": hd.get("heads_per_step_std"),
+        "hotpotqa_unique_heads": hd.get("unique_heads"), "hotpotqa_jaccard_static_20": hd.get("jaccard_static_20"),
+        "hotpotqa_adjacent_jaccard": hd.get("adjacent_jaccard"), "hotpotqa_entropy": hd.get("entropy"),
+        "hotpotqa_probe_r2": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("r2"),
+        "hotpotqa_probe_mae": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("mae"),
+        **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
+        **rag_columns(r),
+    }
+
+
+def leaderboard_section(board: list[dict[str, Any]]) -> str:
+    p = "hotpotqa_"
+    rows = [[b["model"], b[p + "samples"], b[p + "em"], b[p + "f1"], b[p + "f1_mask_dynamic"], b[p + "f1_mask_static"],
+             b[p + "f1_mask_random"], b[p + "matched_n"], b[p + "threshold"], mean_std(b, p), unique_of(b, b["total_heads"], p),
+             b[p + "jaccard_static_20"], b[p + "adjacent_jaccard"], b[p + "entropy"], b[p + "probe_r2"], b[p + "probe_mae"],
+             b[p + "cca_top1_k0"], b[p + "cca_top1_k1"], b[p + "cca_top1_k2"], b[p + "cca_heldout_top1_k0"]] for b in board]
+    return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
+            + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
+                        "N", "threshold", "heads / step", "unique / total", "Jaccard w/ static", "adj. Jaccard",
+                        "entropy", "probe R²", "probe MAE", "CCA k=0", "CCA k=1", "CCA k=2", "CCA k=0 held-out"], rows)
+            + "\n" + rag_section(board))
+
+
+def table1(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for r in rows:
+        for d in r.get("hotpotqa_dynamism") or []:
+            label = f"{d['threshold']:g}" + (" (masked with)" if d["traced"] else "")
+            body.append([r["model"], label, d.get("samples"), d.get("steps"), mean_std(d), unique_of(d, d.get("total_heads")),
+                         d.get("jaccard_static_20"), d.get("jaccard_static_50"), d.get("adjacent_jaccard"), d.get("entropy")])
+    return ("# Table 1 on HotpotQA: reasoning retrieval head dynamism (Eq. 2 score > threshold, unmasked decoding)\n\n"
+            "Static heads: top-k by mean Eq. 2 score on HotpotQA train examples. Rows at other thresholds are "
+            "recomputed from the same traces' recorded scores.\n\n"
+            + markdown(["model", "threshold", "samples", "steps", "Mean ± Std", "Unique / Total", "Jaccard w/ Static (k=20)",
+                        "k=50", "Adj. Jaccard", "Entropy"], body))
+
+
+def table3(rows: list[dict[str, Any]]) -> str:
+    """Table 3: the MLP regressor on test answers beside the prior and previous-step baselines; Figure 8's numbers."""
+    body, notes = predictor_rows(rows, "hotpotqa_probes", ("mse", "mae", "r2"))
+    return ("# Table 3: MLP probe predicting every head's Eq. 2 score of a step from its final hidden state (HotpotQA)\n\n"
+            "Train / validation: answers to HotpotQA train examples; test: answers to dev examples. Scores pooled over "
+            "steps x heads (R² against the pooled mean).\n\n"
+            + markdown(["model", "predictor", "MSE", "MAE", "R²"], body)
+            + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + "\n## Figure 8: temporal CCA (hidden state at n, Eq. 2 scores at n + k)\n\n" + cca_table(rows, "hotpotqa_probes")
+            + "\nFor reference, the paper's Table 3 (not computed here; the paper reports no baselines):\n\n"
+            + markdown(["model (paper)", "MSE", "MAE", "R²"], [list(row) for row in PAPER_TABLE3]))
+
+
+def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """This task's suite tables, by file name under the results folder."""
+    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows), "table4.md": table4(rows), "table6.md": table6(rows),
+            "figure7.md": progressive_table(rows, "hotpotqa_progressive",
+                                            "Figure 7: HotpotQA progressive ablation (k strongest reasoning heads masked per step)",
+                                            [("em", "EM"), ("f1", "F1")])}
+
+
+def console(rows: list[dict[str, Any]]) -> str:
+    """What ``run_suite`` prints at the end for this task."""
+    return table1(rows)

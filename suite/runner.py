@@ -1,0 +1,51 @@
+"""Run resolved stages for one model, with per-stage timings, and rebuild the tables from the result files."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from ..models.files import write_atomic
+from . import tables
+from .model import ModelSuite
+from .registry import Stage
+
+
+def run_model(model_name: str, profile: dict[str, Any], stages: Mapping[str, Stage], out: Path, seed: int,
+              limit: int | None, model_args: dict[str, Any], progress: Callable) -> None:
+    """``stages`` (already in run order, prerequisites first) for one model; ``timings.json`` per stage."""
+    t0 = time.time()
+    suite = ModelSuite(model_name, profile, Path(out), seed, limit, progress, model_args)
+    seconds = {"load": time.time() - t0}
+    timings = suite.dir / "timings.json"
+    earlier = json.loads(timings.read_text()) if timings.is_file() else {}
+    cached: list[str] = []
+    for name, stage in stages.items():
+        if stage.run is None:
+            continue
+        began, work = time.time(), suite.computed
+        stage.run(suite)
+        seconds[name] = time.time() - began
+        if suite.computed == work and name in earlier:  # all cached: keep the seconds of the run that computed it
+            seconds[name] = earlier[name]
+            cached.append(name)
+    # wall-clock seconds per stage of the run that computed it (a fully cached stage keeps the earlier value)
+    write_atomic(timings, json.dumps({**earlier, **{k: round(v, 1) for k, v in seconds.items()}}, indent=1))
+    print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
+          + ", ".join(f"{k} {v:.0f} s" + (" earlier, cached now" if k in cached else "") for k, v in seconds.items()) + ")")
+
+
+def write_tables(out: Path, tasks: Sequence[Any]) -> list[dict[str, Any]]:
+    """The leaderboard and every task's tables, rebuilt from the result files under ``out``."""
+    rows = tables.collect_rows(out, {k: v for task in tasks for k, v in task.RESULT_FILES.items()})
+    board = tables.write_leaderboard(out, rows, [t.leaderboard_columns for t in tasks], [t.leaderboard_section for t in tasks])
+    for task in tasks:
+        for name, text in task.tables(rows).items():
+            write_atomic(out / name, text)
+    print(board)
+    for task in tasks:
+        print(task.console(rows))
+    return rows

@@ -1,0 +1,73 @@
+"""Summaries that both tasks' stages share: means over a cell's samples, the matched-N note, the progressive ablation."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from .tables import fmt, markdown
+
+CONDITIONS = ("none", "dynamic", "static", "random")
+
+
+def samples_of(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for c in cells for r in c["samples"]]
+
+
+def mean_of(cells: list[dict[str, Any]], condition: str, metric: str) -> float | None:
+    values = [r["conditions"][condition][metric] for r in samples_of(cells) if metric in r["conditions"][condition]]
+    return statistics.fmean(values) if values else None
+
+
+def dynamic_masking(cells: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Heads the dynamic condition masked per step, over all steps and over the steps that masked any
+    (the latter is what N was matched to)."""
+    from ..metrics.dynamism import masked_means
+
+    per_step, per_masked_step = masked_means([k for r in samples_of(cells) for k in r["conditions"]["dynamic"]["gated"]])
+    return {"dynamic_masked_per_step": per_step, "dynamic_masked_per_masked_step": per_masked_step}
+
+
+def ks_and_names(ks: list[int]) -> tuple[list[int], list[str]]:
+    ks = [int(k) for k in ks]
+    return ks, ["none" if k == 0 else f"dynamic:{k}" for k in ks]
+
+
+def progressive_rows(cells: list[dict[str, Any]], ks: list[int], names: list[str], top20: list, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Figures 3 / 7: per k, the task scores, heads masked per step and mean peak static compensation m_s."""
+    from ..metrics.dynamism import peak_static_compensation
+
+    rows = []
+    for k, name in zip(ks, names):
+        results = [r["conditions"][name] for r in samples_of(cells)]
+        peaks = [peak_static_compensation(res["heads"], res["heads_after"], top20) for res in results]
+        rows.append({"k": k, "samples": len(results), "static_compensation": statistics.fmean(peaks),
+                     **{m: statistics.fmean(res[m] for res in results) for m in metrics},
+                     "masked_per_step": statistics.fmean(g for res in results for g in res["gated"])})
+    return rows
+
+
+def condition_titles(n: int) -> dict[str, str]:
+    return {"none": "no masking", "dynamic": "dynamic heads", "static": f"top-{n} static", "random": f"{n} random"}
+
+
+def matching_note(static: Any, summary: dict[str, Any], n: int) -> str:
+    """How N was matched, and how many heads the dynamic condition actually masked here."""
+    return (f"N = {n} static / random heads masked at every step. N is the calibration's mean number of dynamic "
+            f"heads masked per step that masked any ({fmt(static.masked_per_masked_step, 2)}; over all steps "
+            f"{fmt(static.masked_per_step, 2)}). Here the dynamic condition masked "
+            f"{fmt(summary['dynamic_masked_per_masked_step'], 2)} heads per masking step "
+            f"({fmt(summary['dynamic_masked_per_step'], 2)} over all steps).\n")
+
+
+def progressive_table(rows: list[dict[str, Any]], key: str, title: str, metrics: list[tuple[str, str]]) -> str:
+    """Figures 3 / 7 as Markdown, one section per model that ran the stage."""
+    text = f"# {title}\n"
+    for r in rows:
+        prog = r.get(key)
+        if not prog:
+            continue
+        text += f"\n## {r['model']}\n\n" + markdown(
+            ["k", "samples", "masked / step", "mean m_s (compensated ∩ top-20 static)", *(label for _, label in metrics)],
+            [[p["k"], p["samples"], p["masked_per_step"], p["static_compensation"], *(p[m] for m, _ in metrics)] for p in prog])
+    return text
