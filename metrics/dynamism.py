@@ -53,7 +53,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-Head = tuple[int, int]  # same alias as dynheads.metrics.retrieval.Head (not imported: that module needs torch)
+from .heads import Head
+
 
 __all__ = [
     "Head",

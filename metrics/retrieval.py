@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-Head = tuple[int, int]
+from .heads import Head
 
 
 def span_token_indices(offsets: Sequence[Sequence[int]], char_start: int, char_end: int) -> list[int]:

@@ -33,9 +33,6 @@ from .batch import DecodeBatch, kv_geometry
 MASK_MODES = ("none", "dynamic", "static", "random")
 ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
                   "or several joined by + (one shared prefill, e.g. none+dynamic+static)")
-# Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
-# when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 1
 StepCallback = Callable[[int, str, int, bool], None]  # (request index, condition, steps, finished)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..metrics.dynamism import Head  # stdlib-only module: task packages import this one at lm-eval start-up
+from ..metrics.heads import Head  # stdlib-only module: task packages import this one at lm-eval start-up
 
 FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache key)
 KINDS = ("niah", "hotpotqa")  # Eq. 1 needle documents, Eq. 2 supporting-fact documents

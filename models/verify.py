@@ -27,12 +27,12 @@ import copy
 import json
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 
 from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
+from ..traces import read_lines
 from ..metrics.retrieval import Head, copy_paste_heads
 from .loading import load_model
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("traces", nargs="+")
     parser.add_argument("--pretrained", default=None, help="the model the traces were written with (default: smollm2)")
     args = parser.parse_args(argv)
-    records = [json.loads(line) for path in args.traces for line in Path(path).read_text().splitlines() if line.strip()]
+    records = [record for path in args.traces for record in read_lines(path)]
     if not any(r.get("steps") for r in records):
         print(f"dynheads verify: {', '.join(args.traces)} hold{'s' if len(args.traces) == 1 else ''} no decode step to "
               "check; give trace files written with trace_dir=DIR", file=sys.stderr)

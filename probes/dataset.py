@@ -1,20 +1,19 @@
 """Step vectors from trace files: hidden states, head scores and the generation of every decode step.
 
 Reads the binary sidecar written with the ``dynheads`` model argument ``hidden=true``
-(:mod:`dynheads.metrics.vectors`) into preallocated arrays: one pass counts the steps, a second copies
+(:mod:`dynheads.traces`) into preallocated arrays: one pass counts the steps, a second copies
 each line's memory-mapped block in place, so even 10^5 steps x 4096 floats are never Python lists.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..metrics.vectors import read_vectors
+from ..traces import is_reasoning, read_lines, read_vectors, trace_files
 
 
 @dataclass
@@ -35,32 +34,17 @@ class StepVectors:
         return StepVectors(self.hidden[rows], self.scores[rows], self.groups[rows], self.kind, self.model)
 
 
-def trace_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The ``.jsonl`` trace files named, or found in the folders named (sorted)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files += sorted(path.rglob("*.jsonl"))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ValueError(f"dynheads: {str(path)!r} is neither a trace file nor a folder of them")
-    return files
-
-
 def load_step_vectors(paths: Iterable[str | Path], mask: str = "none") -> StepVectors:
     """Every step of the ``mask`` lines (default: unmasked generations) of the trace files under ``paths``."""
     lines = []
     for file in trace_files(paths):
-        for text in file.read_text().splitlines():
-            if text.strip():
-                record = json.loads(text)
-                if record.get("mask", "none") == mask and record.get("vectors") and record["vectors"]["steps"]:
-                    lines.append((file, record))
+        for record in read_lines(file):
+            if record.get("mask", "none") == mask and record.get("vectors") and record["vectors"]["steps"]:
+                lines.append((file, record))
     if not lines:
         raise ValueError("dynheads: no trace line with hidden-state vectors found; trace with --model_args "
                          "hidden=true,trace_dir=DIR (unmasked condition) first")
-    kinds = {"hotpotqa" if "reasoning" in record else "niah" for _, record in lines}
+    kinds = {"hotpotqa" if is_reasoning(record) else "niah" for _, record in lines}
     models = {record["vectors"].get("model") for _, record in lines}
     dims = {(record["vectors"]["hidden"]["dim"], record["vectors"]["scores"]["dim"]) for _, record in lines}
     if len(kinds) > 1 or len(models) > 1 or len(dims) > 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..models.files import write_atomic
+from ..traces import read_task, remove_task
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 
@@ -80,7 +81,7 @@ class CellRunner:
         if task.seeded or "random" in masks or any("random" in s for s in strategies):
             settings["seed"] = self.seed
         if hidden:  # cells that also wrote the hidden-state sidecar
-            settings["hidden"] = self.lm.hidden_dtype
+            settings["hidden"] = self.lm.settings.hidden_dtype
         if "static" in masks:
             settings["static_heads"] = [list(h) for h in self.lm.static(task.kind).heads[: int(heads or 0)]]
         return settings
@@ -95,9 +96,7 @@ class CellRunner:
             if cached.get("settings") == settings:
                 return cached
         trace_dir = self.folder / f"{key}.traces"
-        trace_file = trace_dir / f"{task.name}.jsonl"
-        for stale in (trace_file, trace_dir / f"{task.name}.vectors.bin"):
-            stale.unlink(missing_ok=True)  # a half-finished cell restarts from scratch
+        remove_task(trace_dir, task.name)  # a half-finished cell restarts from scratch
         strategies = rag_strategies(conditions)
         self.lm.configure(mask="none" if strategies else "+".join(conditions), heads=heads, trace_dir=trace_dir,
                           hidden=hidden, **({"rag": "+".join(strategies)} if strategies else {}))
@@ -107,10 +106,7 @@ class CellRunner:
         if task.seeded and "seed" not in metadata:  # a cell may name its own document seed (in its metadata)
             full["seed"] = self.seed
         samples = self.evaluate(self.lm, task, full, self.limit)
-        traces: dict[tuple[int, str], dict[str, Any]] = {}
-        for line in trace_file.read_text().splitlines():
-            rec = json.loads(line)
-            traces[(rec["doc_id"], rec["mask"])] = rec
+        traces = {(rec["doc_id"], rec["mask"]): rec for rec in read_task(trace_dir, task.name)}
         rows = []
         for s in samples:
             doc = s["doc"]

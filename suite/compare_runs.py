@@ -12,11 +12,12 @@ Cells are matched by file name (their key), trace lines by document and conditio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from ..traces import read_lines
 
 TABLE_SUFFIXES = (".md", ".csv")
 STEP_FIELDS = ("token_id", "heads", "gated", "heads_after")
@@ -24,12 +25,7 @@ STEP_FIELDS = ("token_id", "heads", "gated", "heads_after")
 
 def trace_lines(path: Path) -> dict[tuple[Any, str], dict[str, Any]]:
     """A trace file's lines by (document, condition)."""
-    lines = {}
-    for text in path.read_text().splitlines():
-        if text.strip():
-            record = json.loads(text)
-            lines[(record["doc_id"], record["mask"])] = record
-    return lines
+    return {(record["doc_id"], record["mask"]): record for record in read_lines(path)}
 
 
 def compare_traces(a: Path, b: Path) -> dict[str, Counter]:

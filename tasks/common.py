@@ -11,10 +11,10 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ..models import step_registry
+from ..models.rag.measures import lm_eval_metrics
 
 HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
-RAG_METRICS = ("rag_retrievals", "rag_triggered", "rag_visible_tokens", "rag_precision", "rag_recall")
 PROBE_METRICS = {"niah": ("probe_f1", "probe_auprc"), "hotpotqa": ("probe_r2", "probe_mae")}
 
 
@@ -55,14 +55,6 @@ def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
     return f"System: {system}\n\nUser: {user}\n\nAssistant:"
 
 
-def rag_metrics(rag: Mapping[str, Any]) -> dict[str, Any]:
-    """Retrievals of one answer; the visible tokens and window precision / recall of its retrievals (absent
-    when it retrieved nothing, so they average over retrievals only)."""
-    names = RAG_METRICS if rag["retrievals"] else RAG_METRICS[:2]
-    values = (rag["retrievals"], float(rag["retrievals"] > 0), rag["visible_tokens"], rag["precision"], rag["recall"])
-    return dict(zip(names, values))
-
-
 def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Per-sample values of the head statistics, when the ``dynheads`` model traced this document.
 
@@ -74,7 +66,7 @@ def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
     if record is None:
         return {}
     if "rag" in record:  # Section 5: the RAG answer's retrieval measures (per retrieval, pooled by the YAML)
-        return rag_metrics(record["rag"])
+        return lm_eval_metrics(record["rag"])
     names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
     probe = record.get("probe")  # with --model_args probe=PATH: predictions and targets of this document's steps
     probe_names = () if probe is None else PROBE_METRICS[probe["kind"]]

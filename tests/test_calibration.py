@@ -8,6 +8,7 @@ calibration files are neither read nor written.
 
 from __future__ import annotations
 
+import dataclasses
 import copy
 import json
 import math
@@ -81,7 +82,7 @@ def test_calibration_writes_the_cache_file(lm, static, cache_dir):
 def test_calibration_ranking_recomputed_independently(lm, static):
     """Scores = Eq. 1 activation rates of the ungated decode of the calibration-seed document; N from dynamic."""
     (doc,) = docs_from_metadata(tokenizer=lm.tokenizer, lengths=[300], depths=[0.5], runs=1, seed=CALIBRATION_SEED)
-    ids, needle = lm.encode_with_needle(doc["input"], doc["needle"])
+    ids, needle = lm.encoder.encode_with_needle(doc["input"], doc["needle"])
     plain = lm.engine.generate(ids, 64, needle_indices=needle, eos_token_ids=lm.eos_ids())
     counts: dict[tuple[int, int], int] = {}
     for step in plain.steps:
@@ -126,9 +127,8 @@ def test_second_load_reuses_the_file(lm, static, monkeypatch):
 def _with_source(lm: DynHeadsLM, source: str, heads=None) -> DynHeadsLM:
     """The same loaded model with another static_heads source (no second model load)."""
     clone = copy.copy(lm)
-    clone.static_source = source
+    clone.settings = dataclasses.replace(lm.settings, static_source=source, heads=heads)
     clone._static = {}
-    clone.heads_arg = heads
     return clone
 
 

@@ -43,8 +43,10 @@ class StandInLM:
     def decode_batch_size(self):
         return self.batch
 
-    def encode_with_needle(self, text, needle):
-        return [int(text)], [0]
+    class encoder:  # noqa: N801 (stands in for the lm's PromptEncoder)
+        @staticmethod
+        def encode_with_needle(text, needle):
+            return [int(text)], [0]
 
     def eos_ids(self):
         return set()

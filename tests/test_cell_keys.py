@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import dynheads.models.lm as lm_module
+from dynheads import traces
 from dynheads.models.engine import ReasoningScore
 from dynheads.models.lm import DynHeadsLM
+from dynheads.models.settings import ModelSettings
 from dynheads.suite.hotpotqa import stages as hotpotqa
 from dynheads.suite.niah import stages as niah
 from dynheads.suite.cells import CellRunner
@@ -34,7 +35,7 @@ class FakeLM:
     def __init__(self) -> None:
         self.pretrained_name, self.revision = "tiny", "main"
         self.model = SimpleNamespace(config=SimpleNamespace(), dtype=torch.float32)
-        self.reasoning = ReasoningScore(threshold=0.2)
+        self.settings = ModelSettings(reasoning=ReasoningScore(threshold=0.2))
         self.rankings = {"niah": list(RANKING), "hotpotqa": list(reversed(RANKING))}
         self.mask, self.trace_dir = None, None
 
@@ -125,11 +126,11 @@ def test_a_change_recomputes_exactly_the_cells_it_affects(harness, monkeypatch, 
     elif change == "model":
         lm.pretrained_name = "other"
     elif change == "trace_format":
-        monkeypatch.setattr(lm_module, "TRACE_FORMAT", lm_module.TRACE_FORMAT + 1)
+        monkeypatch.setattr(traces, "TRACE_FORMAT", traces.TRACE_FORMAT + 1)
     elif change == "eq2_threshold":
-        lm.reasoning = dataclasses.replace(lm.reasoning, threshold=0.3)
+        lm.settings = dataclasses.replace(lm.settings, reasoning=dataclasses.replace(lm.settings.reasoning, threshold=0.3))
     elif change == "eq2_window":
-        lm.reasoning = dataclasses.replace(lm.reasoning, local_window=16)
+        lm.settings = dataclasses.replace(lm.settings, reasoning=dataclasses.replace(lm.settings.reasoning, local_window=16))
     elif change == "grid_metadata":
         harness.grid_meta = {**harness.grid_meta, "runs": 2}
     elif change == "seed":
@@ -141,7 +142,7 @@ def test_a_change_recomputes_exactly_the_cells_it_affects(harness, monkeypatch, 
 def test_a_cell_records_what_it_was_computed_with(harness):
     grid = json.loads((harness.folder / "grid" / "cell.json").read_text())["settings"]
     assert grid["model"] == "tiny" and grid["revision"] == "main" and grid["dtype"] == "float32"
-    assert grid["trace_format"] == lm_module.TRACE_FORMAT and grid["seed"] == 0
+    assert grid["trace_format"] == traces.TRACE_FORMAT and grid["seed"] == 0
     assert grid["static_heads"] == [list(h) for h in RANKING[:2]] and "reasoning" not in grid
     chunk = json.loads((harness.folder / "chunk" / "cell.json").read_text())["settings"]
     assert chunk["reasoning"] == {"sink_tokens": 4, "local_window": 32, "threshold": 0.2}

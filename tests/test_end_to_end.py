@@ -161,7 +161,7 @@ def test_four_conditions_share_prefill_and_gate_as_specified(lm, grid_run):
 def test_dynamic_mask_changes_the_answer(lm, grid_run, tmp_path):
     """mask=dynamic alone: lm-eval scores the dynamic answers, identical to the grid run's dynamic lines."""
     out, records = _run(lm, "dynamic", tmp_path)
-    assert lm.mask_mode == "none" and lm.trace_dir is None  # configure restored
+    assert lm.settings.conditions[0].name == "none" and lm.settings.trace_dir is None  # configure restored
     assert len(records) == 2
     grid = {r["doc_id"]: r for r in grid_run[1] if r["mask"] == "dynamic"}
     samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
@@ -243,7 +243,7 @@ def test_configure_validates_heads(lm):
             lm.configure(mask="static", heads="x")
         lm.configure(mask="static+random", heads=3)
         assert lm.matched_count() == 3
-        assert lm.mask_mode == "static"
+        assert lm.settings.conditions[0].name == "static"
     finally:
         lm.configure(mask="none")
 

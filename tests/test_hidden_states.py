@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from dynheads.models.engine import Condition, ReasoningScore, TraceEngine
-from dynheads.models.lm import DynHeadsLM, trace_record
-from dynheads.metrics.vectors import append_vectors, read_vectors, score_matrix
+from dynheads.models.lm import DynHeadsLM
+from dynheads.traces import generation_line
+from dynheads.traces import append_vectors, read_vectors, score_matrix
 from dynheads.models.verify import gated
 
 from tiny_models import tiny_model
@@ -63,7 +64,7 @@ def test_recording_changes_nothing_else_and_only_adds_the_vectors_key(tmp_path):
     recorded = engine.generate_many(PROMPT, 6, conditions, needle_indices=NEEDLE, record_hidden=True)
     for a, b in zip(plain, recorded):
         assert all(s.hidden is None for s in a.steps) and all(s.hidden is not None for s in b.steps)
-        off, on = trace_record("t", 0, a, "x", NEEDLE), trace_record("t", 0, b, "x", NEEDLE)
+        off, on = generation_line("t", 0, a, "x", NEEDLE), generation_line("t", 0, b, "x", NEEDLE)
         hidden = torch.stack([s.hidden for s in b.steps]).numpy()
         on["vectors"] = append_vectors(tmp_path / "t.vectors.bin", hidden, score_matrix(b.steps, 3, 4))
         assert json.dumps(off) == json.dumps({k: v for k, v in on.items() if k != "vectors"})

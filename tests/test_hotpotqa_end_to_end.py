@@ -3,6 +3,7 @@ script scores it, plus Eq. 2 reasoning-head traces and statistics."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from collections import Counter
@@ -116,8 +117,8 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     lm, _, _ = run
     clone = DynHeadsLM.__new__(DynHeadsLM)
     clone.__dict__.update(lm.__dict__)
-    clone.static_source, clone._static = "auto", {}
-    clone.calibration_options = {**lm.calibration_options, "examples": 1}
+    clone._static = {}
+    clone.settings = dataclasses.replace(lm.settings, static_source="auto", calibration={**lm.settings.calibration, "examples": 1})
     clone.configure(mask="none+static", trace_dir=tmp_path)
     static = clone.static("hotpotqa")
     data = json.loads(static.path.read_text())

@@ -212,7 +212,8 @@ def test_lm_eval_loads_task_with_metadata(tok):
     assert task.process_results(doc, ["Yes."]) == {"em": 1.0, "f1": 1.0, "em_comparison": 1.0, "f1_comparison": 1.0}
     gen = task.config.generation_kwargs
     assert gen["do_sample"] is False and gen["max_gen_toks"] == 32 and gen["until"] == []
-    from dynheads.tasks.common import HEAD_METRICS, PROBE_METRICS, RAG_METRICS
+    from dynheads.models.rag.measures import RAG_METRICS
+    from dynheads.tasks.common import HEAD_METRICS, PROBE_METRICS
 
     assert {m["metric"] for m in task.config.metric_list} == {
         "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["hotpotqa"], *RAG_METRICS

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dynheads.models.engine import Condition, TraceEngine
-from dynheads.models.lm import attach_vectors, trace_record
+from dynheads.traces import generation_line, write_generations
 from dynheads.probes.dataset import load_step_vectors
 from dynheads.probes.mlp import load_probe
 from dynheads.probes.train import main
@@ -20,15 +20,12 @@ def _write_traces(folder, generations: int = 12, steps: int = 8) -> None:
     """Unmasked (plus one masked) traced generations of a tiny model with vectors, as the lm-eval model writes them."""
     engine = TraceEngine(tiny_model("llama"))
     rng = np.random.default_rng(0)
-    lines = []
     for doc in range(generations):
         prompt = rng.integers(3, 96, size=20).tolist()
-        for gen in engine.generate_many(prompt, steps, [Condition("none"), Condition("dynamic")],
-                                        needle_indices=list(range(2, 14)), record_hidden=True):
-            record = trace_record("niah_uuid", doc, gen, "", list(range(2, 14)))
-            attach_vectors(record, gen, folder / "niah_uuid.vectors.bin", engine, "float32", "tiny")
-            lines.append(json.dumps(record))
-    (folder / "niah_uuid.jsonl").write_text("\n".join(lines) + "\n")
+        gens = engine.generate_many(prompt, steps, [Condition("none"), Condition("dynamic")],
+                                    needle_indices=list(range(2, 14)), record_hidden=True)
+        lines = [generation_line("niah_uuid", doc, gen, "", list(range(2, 14))) for gen in gens]
+        write_generations(folder / "niah_uuid.jsonl", lines, gens, "float32", "tiny", engine.num_layers, engine.num_heads)
 
 
 def test_step_vectors_are_the_unmasked_steps_in_generation_order(tmp_path):

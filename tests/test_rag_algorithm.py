@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dynheads.models.engine import DecodingError, TraceEngine
-from dynheads.models.rag import ContextExample, RagSettings, Strategy, context_slice, draft_row, first_sentence, random_heads
+from dynheads.models.rag.algorithm import ContextExample, RagSettings, Strategy, context_slice, draft_row, first_sentence
+from dynheads.metrics.heads import random_heads
 
 from tiny_models import tiny_model
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dynheads.models.engine import TraceEngine
-from dynheads.models.rag import ContextExample, RagSettings
+from dynheads.models.rag.algorithm import ContextExample, RagSettings
 
 from tiny_models import ARCHITECTURES, tiny_model
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dynheads.metrics.rind import (entropy, first_need, is_content_word, later_attention, rind_words, sentence_of_tokens,
+from dynheads.models.rag.rind import (entropy, first_need, is_content_word, later_attention, rind_words, sentence_of_tokens,
                                    sentence_start, word_spans)
-from dynheads.metrics.windows import attention_windows, clusters, coverage, merge, pooled_mean, runs
+from dynheads.models.rag.windows import attention_windows, clusters, coverage, merge, pooled_mean, runs
 
 
 def test_entropy_of_uniform_and_peaked_distributions():

@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from dynheads.models.engine import Condition, ReasoningScore, TraceEngine
-from dynheads.models.lm import trace_record
+from dynheads.traces import generation_line
 from dynheads.models.verify import main, verify_records
 
 from tiny_models import tiny_model
@@ -35,10 +35,10 @@ def _records(arch: str, eq2: bool = False) -> tuple[list[dict], object]:
     if eq2:
         reasoning = ReasoningScore(sink_tokens=1, local_window=2, threshold=0.3)
         gens = engine.generate_many(ids, 6, CONDITIONS, support_indices=target, reasoning=reasoning)
-        records = [trace_record("t", 0, g, "", None, target, reasoning) for g in gens]
+        records = [generation_line("t", 0, g, "", target, reasoning) for g in gens]
     else:
         gens = engine.generate_many(ids, 6, CONDITIONS, needle_indices=target)
-        records = [trace_record("t", 0, g, "", target) for g in gens]
+        records = [generation_line("t", 0, g, "", target) for g in gens]
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     return records, eager

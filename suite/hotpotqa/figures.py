@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...metrics.heads import Head
 from ..plotting import metric_label, pyplot, save_figure, text_colour
 
-Head = tuple[int, int]
 
 
 def most_varying_heads(step_scores: Sequence[Sequence[Sequence[float]]], k: int = 10) -> list[Head]:

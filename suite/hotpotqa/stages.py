@@ -38,7 +38,7 @@ def _describe(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _eq2_settings(lm: Any) -> dict[str, Any]:
-    r = lm.reasoning
+    r = lm.settings.reasoning
     return {"reasoning": {"sink_tokens": r.sink_tokens, "local_window": r.local_window, "threshold": r.threshold}}
 
 
@@ -48,7 +48,7 @@ CELLS = CellTask("hotpotqa_sf", kind="hotpotqa", check_metric="f1", seeded=False
 
 def calibrate(suite: ModelSuite) -> dict[str, Any]:
     """Static reasoning heads on HotpotQA train (mean Eq. 2 score) and N, summarised in ``hotpotqa_calibration.json``."""
-    setting = {"examples": suite.lm.calib_examples, "split": "train", "threshold": suite.lm.reasoning.threshold}
+    setting = {"examples": suite.lm.settings.calibration["examples"], "split": "train", "threshold": suite.lm.settings.reasoning.threshold}
     return suite.write_calibration("hotpotqa", setting, "hotpotqa_calibration.json")
 
 
@@ -83,7 +83,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
     h = suite.profile["hotpotqa"]
     cells = evaluated(suite)
     n = suite.lm.calibrated_count("hotpotqa")
-    threshold = suite.lm.reasoning.threshold
+    threshold = suite.lm.settings.reasoning.threshold
     titles = condition_titles(n)
     samples = samples_of(cells)
     lengths, positions = bin_labels(h["length_edges"]), bin_labels(h["position_edges"], percent=True)
@@ -116,7 +116,7 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
     from .figures import score_heatmap
 
     h = suite.profile["hotpotqa"]
-    traced = suite.lm.reasoning.threshold
+    traced = suite.lm.settings.reasoning.threshold
     runs = [r["conditions"]["none"] for r in samples_of(evaluated(suite))]
     static = suite.lm.static("hotpotqa")
     ranking = static.heads if static.informative else None
@@ -150,7 +150,7 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     cells = chunks(suite.runner("hotpotqa_progressive"), h, int(p["n"]), names, None, suite.progress,
                    f"{suite.name} HotpotQA progressive ablation")
     rows = progressive_rows(cells, ks, names, suite.lm.static("hotpotqa").heads[:20], ("em", "f1"))
-    progressive_plot(rows, f"{suite.name}: HotpotQA progressive ablation (Eq. 2 > {suite.lm.reasoning.threshold:g})",
+    progressive_plot(rows, f"{suite.name}: HotpotQA progressive ablation (Eq. 2 > {suite.lm.settings.reasoning.threshold:g})",
                      suite.dir / "hotpotqa_progressive_ablation.png", metrics=(("em", "EM"), ("f1", "F1")),
                      xlabel="reasoning retrieval heads masked per step (k; strongest Eq. 2 scores)")
     write_atomic(suite.dir / "hotpotqa_progressive.json", json.dumps(rows, indent=1))

@@ -47,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=32, help="answer budget (the task's max_gen_toks)")
     args = p.parse_args(argv)
 
-    from ...metrics.retrieval import span_token_indices
     from ...models.lm import DynHeadsLM
-    from ...models.rag_requests import PROBE_COMMAND, answer_all
+    from ...models.rag.requests import PROBE_COMMAND, answer_all
     from ...tasks.hotpotqa_sf.utils import docs_from_metadata
     from ..model import slug
 
@@ -63,16 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     docs = docs_from_metadata(n=args.n, tokenizer=lm.tokenizer)
     rows = []
     for doc in docs:
-        ids, offsets = lm._encode_with_offsets(doc["input"])
-        support = lm._support_indices(doc["input"], doc, offsets, 0)
-        context = span_token_indices(offsets, *doc["context_char_span"])
+        prompt = lm.encoder.encode(doc["input"], doc)
+        ids, support = prompt.ids, prompt.support
+        context = lm.encoder.context_indices(doc["input"], doc)
         key = doc["id"]
 
         def together(strategies: tuple[str, ...] = STRATEGIES) -> list[list[int]]:
             lm.configure(rag="+".join(strategies))
             return [a.token_ids for a in answer_all(lm, ids, context, support, args.new_tokens, eos, None, key)[1]]
 
-        plain_s, _ = _best(lambda: lm.engine.generate(ids, args.new_tokens, support_indices=support, reasoning=lm.reasoning,
+        plain_s, _ = _best(lambda: lm.engine.generate(ids, args.new_tokens, support_indices=support, reasoning=lm.settings.reasoning,
                                                       eos_token_ids=eos), args.repeats)
         alone = {s: _best(lambda s=s: together((s,))[0], args.repeats) for s in STRATEGIES}
         shared_s, shared = _best(together, args.repeats)

@@ -1,7 +1,7 @@
 """``run_suite`` stage ``rag``: paper Section 5, in-context dynamic RAG on ``hotpotqa_sf``; Tables 4 and 6.
 
 Every strategy answers the same dev examples in one lm-eval run per chunk (``rag=`` joins them with ``+``),
-so each example's context is prefilled once for all of them (:mod:`dynheads.models.rag`). The ``dynamic``
+so each example's context is prefilled once for all of them (:mod:`dynheads.models.rag.algorithm`). The ``dynamic``
 strategy reads the Claim 3 HotpotQA probe of the ``hotpotqa_probes`` stage, a prerequisite the registry runs first.
 
 Reported per strategy: EM / F1 (overall and per type), retrievals per answer and the share of answers that
@@ -17,10 +17,10 @@ import math
 import statistics
 from typing import Any
 
-from ...metrics.windows import pooled_mean
+from ...models.rag.windows import pooled_mean
 from ...models.files import write_atomic
-from ...models.rag import HEAD_STRATEGIES, STRATEGIES
-from ...models.rag_requests import settings_record
+from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
+from ...models.rag.requests import settings_record
 from ..hotpotqa.stages import chunks
 from ..model import ModelSuite
 from ..summaries import samples_of
@@ -63,7 +63,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
                    f"{suite.name} in-context RAG ({len(names)} strategies, one context prefill per example)")
     samples = samples_of(cells)
     per = {name: summarise([s["conditions"][f"rag:{name}"] for s in samples]) for name in names}
-    summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": settings_record(suite.lm.rag_settings),
+    summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": settings_record(suite.lm.settings.rag),
                "strategies": per, "probe": _probe_quality(suite)}
     write_atomic(suite.dir / "rag.json", json.dumps({"summary": summary}, indent=1))
     write_atomic(suite.dir / "rag_retrievals.md", retrieval_log(suite, samples, names))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models.rag import HEAD_STRATEGIES, STRATEGIES
+from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ..tables import fmt, markdown
 
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",

@@ -49,8 +49,8 @@ def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial
     spec = ReasoningScore(setting.sink_tokens, setting.local_window, setting.threshold)
 
     def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
-        ids, offsets = lm._encode_with_offsets(doc["input"])
-        return ids, {"support_indices": lm._support_indices(doc["input"], doc, offsets, 0), "reasoning": spec}
+        prompt = lm.encoder.encode(doc["input"], doc)
+        return prompt.ids, {"support_indices": prompt.support, "reasoning": spec}
 
     records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model})", progress,
                          targets, partial)

@@ -47,7 +47,7 @@ def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, p
                               runs=setting.runs, seed=setting.seed, haystack_file=setting.haystack_file)
 
     def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
-        ids, needle = lm.encode_with_needle(doc["input"], doc["needle"])
+        ids, needle = lm.encoder.encode_with_needle(doc["input"], doc["needle"])
         return ids, {"needle_indices": needle}
 
     records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static heads ({model})", progress, targets, partial)

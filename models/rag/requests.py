@@ -13,27 +13,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
-from ..metrics.retrieval import Head
-from .engine import DecodingError
-from .rag import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy, random_heads
+from ... import traces
+from ...metrics.heads import Head, random_heads
+from .. import step_registry
+from ..files import file_digest
+from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
+from .measures import measures
 
 PROBE_COMMAND = "python run_suite.py --stages hotpotqa_probes (writes results/<model>/hotpotqa_probes.pt)"
-
-
-def parse_strategies(text: str | None) -> list[Strategy]:
-    """``"dynamic+static:10"`` to strategies; ``None`` / ``""`` = RAG off."""
-    if text is None or str(text).strip() in ("", "off", "false"):
-        return []
-    names = [x for x in str(text).split("+") if x.strip()]
-    try:
-        strategies = [Strategy.parse(x) for x in names]
-    except DecodingError as exc:
-        raise ValueError(str(exc)) from None
-    labels = [s.label for s in strategies]
-    if len(set(labels)) != len(labels):
-        raise ValueError(f"dynheads: rag={text!r} names a strategy twice; give each once")
-    return strategies
 
 
 def check_requirements(strategies: Sequence[Strategy], probe_meta: dict[str, Any] | None, probe_path: str,
@@ -58,31 +47,16 @@ def head_chooser(lm: Any, sample_key: str) -> HeadChooser:
     engine = lm.engine
 
     def choose(strategy: Strategy, index: int, hidden: np.ndarray) -> list[Head]:
-        k = strategy.k or lm.rag_settings.heads
+        k = strategy.k or lm.settings.rag.heads
         if strategy.name == "dynamic":
             scores = np.asarray(lm.rag_probe.predict(hidden[None].astype(np.float32))[0])
             return [(int(i) // engine.num_heads, int(i) % engine.num_heads) for i in np.argsort(-scores, kind="stable")[:k]]
         if strategy.name == "static":
             return list(lm.static("hotpotqa").heads[:k])
         draw = f"-{index}" if strategy.name == "dynamic_random" else "-fixed"
-        return random_heads(k, engine.num_layers, engine.num_heads, f"{lm.seed}-{sample_key}-{k}{draw}")
+        return random_heads(k, engine.num_layers, engine.num_heads, f"{lm.settings.seed}-{sample_key}-{k}{draw}")
 
     return choose
-
-
-def measures(answer: RagAnswer) -> dict[str, Any]:
-    """Per answer: retrievals, and per retrieval the visible tokens and the windows' precision / recall."""
-    return {"retrievals": len(answer.retrievals), "drafts": answer.drafts,
-            "visible_tokens": [r.visible_tokens for r in answer.retrievals],
-            "precision": [r.precision for r in answer.retrievals], "recall": [r.recall for r in answer.retrievals]}
-
-
-def rag_record(task: str, doc_id: Any, prompt_ids: list[int], answer: RagAnswer, text: str, example: ContextExample) -> dict[str, Any]:
-    """One trace line: the answer's tokens and every retrieval (step, trigger with the draft's RIND scores, heads, windows)."""
-    return {"task": task, "doc_id": doc_id, "mask": f"rag:{answer.strategy}", "response": text, "input_ids": prompt_ids,
-            "steps": [{"token_id": t} for t in answer.token_ids],
-            "rag": {**measures(answer), "context_token_span": list(example.context),
-                    "support_token_indices": example.support, "retrieval_log": [r.record() for r in answer.retrievals]}}
 
 
 def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequence[int], max_gen: int, eos: set[int],
@@ -96,9 +70,50 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
     def token_text(token: int) -> str:
         return tokenizer.decode([token], skip_special_tokens=True)
 
-    example = ContextExample(lm.engine, ids, context, support, lm.rag_settings, eos, stop, token_text=token_text)
+    example = ContextExample(lm.engine, ids, context, support, lm.settings.rag, eos, stop, token_text=token_text)
     choose = head_chooser(lm, sample_key)
-    return example, example.answer_many(lm.rag_strategies, max_gen, choose, on_answer=on_answer)
+    return example, example.answer_many(lm.settings.rag_strategies, max_gen, choose, on_answer=on_answer)
+
+
+def answer_request(lm: Any, p: dict[str, Any], quiet: bool = False) -> str:
+    """Every ``rag=`` strategy's answer to one prepared request of the lm-eval model (one context prefill); the
+    first strategy's measures go to ``process_results``, every answer to the trace file. Returns the first text."""
+    doc = p["doc"] if isinstance(p["doc"], dict) else {}
+    prompt = p["prompt"]
+    context = lm.encoder.context_indices(p["context"], doc, p["max_gen"])
+    with tqdm(total=len(lm.settings.rag_strategies), desc="  RAG strategies of this request", unit="strategy", leave=False,
+              disable=quiet) as bar:
+        example, answers = answer_all(lm, prompt.ids, context, prompt.support or [], p["max_gen"], p["eos_ids"], p["stop"],
+                                      str(p["sample_key"]), on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
+    texts = [lm.text(a.token_ids, p["until"]) for a in answers]
+    if isinstance(p["doc"], dict):
+        step_registry.remember(p["doc"], {"rag": measures(answers[0])})
+    trace_file = lm.trace_file(p["task"])
+    if trace_file is not None:
+        traces.append_lines(trace_file, [traces.rag_line(p["task"], p["doc_id"], prompt.ids, a.strategy, a.token_ids, t,
+                                                         trace_rag(a, example)) for a, t in zip(answers, texts)])
+    return texts[0]
+
+
+def trace_rag(answer: RagAnswer, example: ContextExample) -> dict[str, Any]:
+    """The ``rag`` field of an answer's trace line: measures, context span, supporting tokens and every retrieval
+    (step, trigger with the draft's RIND scores, heads, windows)."""
+    return {**measures(answer), "context_token_span": list(example.context), "support_token_indices": example.support,
+            "retrieval_log": [r.record() for r in answer.retrievals]}
+
+
+def rag_identity(lm: Any, strategies: Sequence[str]) -> dict[str, Any]:
+    """What decides the windows of these RAG strategies beyond the model: the settings, the probe (its file
+    digest) where dynamic chooses heads, the static heads where static does."""
+    parsed = [Strategy.parse(s) for s in strategies]
+    out: dict[str, Any] = {"settings": settings_record(lm.settings.rag)}
+    if any(s.name == "dynamic" for s in parsed):
+        out["probe"] = file_digest(lm.rag_probe_path)
+    static = [s for s in parsed if s.name == "static"]
+    if static:
+        k = max(s.k or lm.settings.rag.heads for s in static)
+        out["static_heads"] = [list(h) for h in lm.static("hotpotqa").heads[:k]]
+    return out
 
 
 def settings_record(settings: RagSettings) -> dict[str, Any]:

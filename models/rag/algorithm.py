@@ -4,13 +4,13 @@ The paper adapts DRAGIN to retrieval *inside* the prompt. Everything outside the
 preamble, question, instruction, generated text) and the first ``sink_tokens`` positions stay
 visible; context positions are hidden by the attention mask unless a retrieval revealed them.
 
-Algorithm 1 (per answer): draft with the context hidden; RIND (:mod:`dynheads.metrics.rind`) scores the
+Algorithm 1 (per answer): draft with the context hidden; RIND (:mod:`dynheads.models.rag.rind`) scores the
 draft's words from the rows the decoder already records (entropy of each step, last-layer attention);
 on a need, keep the draft up to the start of the flagged sentence, retrieve, regenerate with the
 retrieved windows visible and keep the first new sentence (as DRAGIN does), then hide the context
 again and draft on. Algorithm 2 (retrieve): run the current position once with the whole context
 visible, choose k heads by strategy, average their last-row attention over the context, and turn the
-top positions into windows (:mod:`dynheads.metrics.windows`).
+top positions into windows (:mod:`dynheads.models.rag.windows`).
 
 Why it is cheap: the context's KV cache is prefilled once per example (its keys and values never
 depend on what later tokens may see) and *forked* without copying for every strategy and round; only
@@ -21,7 +21,6 @@ draft is common to all of them) is computed once per example and reused.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..metrics.retrieval import Head
-from ..metrics.rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
-from ..metrics.windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
+from ...metrics.heads import Head
+from .rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
+from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs)
-from .batch import DecodeBatch
-from .engine import DecodingError, TraceEngine
+from ..batch import DecodeBatch
+from ..engine import DecodingError, TraceEngine
 
 STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
 HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")
@@ -381,8 +380,3 @@ def first_sentence(tokens: Sequence[int], token_text: Callable[[int], str]) -> i
         return 0
     sentences = sentence_of_tokens([token_text(t) for t in tokens])
     return next((i for i, s in enumerate(sentences) if s > 0), len(tokens))
-
-
-def random_heads(k: int, layers: int, heads: int, seed: str) -> list[Head]:
-    rng = random.Random(seed)
-    return sorted((p // heads, p % heads) for p in rng.sample(range(layers * heads), k))

@@ -1,0 +1,33 @@
+"""A trained Claim 3 probe scored on the fly: ``--model_args probe=PATH`` adds its metrics to a task's table.
+
+Why here: lm-eval's table reports the probe's F1 / AUPRC (Eq. 1 classifier) or R² / MAE (Eq. 2 regressor)
+on the evaluated documents; the model predicts each step's heads from the step's hidden state and hands
+predictions and traced targets to the task's ``process_results``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..traces import hidden_rows, score_matrix
+from .engine import DecodingError, Generation
+
+
+def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, path: str) -> None:
+    """Refuse, in one line, a probe trained on another model, or on vectors of another size."""
+    if meta.get("model") != model or meta.get("hidden_dim") != hidden_dim or meta.get("heads") != heads:
+        raise ValueError(f"dynheads: probe={path!r} was trained on {meta.get('model')} ({meta.get('hidden_dim')}-dim hidden "
+                         f"states, {meta.get('heads')} heads) but this model is {model} ({hidden_dim}, {heads}); "
+                         "train one on this model with run_suite.py --stages probes (or python -m dynheads.probes.train)")
+
+
+def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, layers: int, heads: int,
+                 path: str) -> dict[str, Any]:
+    """The probe's predictions for one generation's steps beside the traced targets (for the task's probe metrics)."""
+    if meta.get("kind") != kind:
+        raise DecodingError(f"dynheads: probe={path!r} was trained on {meta.get('kind')} documents but this task gives "
+                            f"{kind} documents; use a probe of this task kind")
+    hidden = hidden_rows(gen, meta["hidden_dim"])
+    pred = probe.predict_proba(hidden) if kind == "niah" else probe.predict(hidden)
+    return {"kind": kind, "target": score_matrix(gen.steps, layers, heads).tolist(), "pred": pred.tolist(),
+            "threshold": getattr(probe, "threshold_", None)}
