@@ -31,6 +31,7 @@ from dynheads.suite.niah import stages as niah_stages
 from dynheads.suite.rag import stage as rag_stage
 from dynheads.suite.registry import Stage, run_order
 from dynheads.suite.runner import run_model, write_tables
+from dynheads.suite.shards import parse_shard
 
 TASKS = (niah, hotpotqa)  # order of profile keys, leaderboard sections and tables
 # Each stage names the stages it needs; the registry runs those first (calibrations are cached: ~0 s after
@@ -94,6 +95,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"auto: {DEFAULT_BATCH['cpu']} on a CPU, {DEFAULT_BATCH['cuda']} on a GPU, split further if memory runs short "
                         "(default: %(default)s)")
     p.add_argument("--dtype", default="auto", help="model dtype: auto (the checkpoint's), float32, bfloat16, float16 (default: %(default)s)")
+    p.add_argument("--shard", default=None,
+                   help="I/N: compute only shard I (0..N-1) of the cells, for several processes, GPUs or machines sharing --out; "
+                        "default: the RANK/WORLD_SIZE of torchrun or accelerate launch, or the SLURM array task, else the whole run. "
+                        "The last shard builds the tables from the cells present and names the missing ones")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error instead of one line")
     args = p.parse_args(argv)
     if not args.all and not args.stages:
@@ -143,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     models += args.pretrained
     profiles = {name: profile_for(name, args) for name in models}  # bad overrides fail here, before any model loads
     batch_size(args.batch_size, args.device)  # as does a bad batch size
+    shard = parse_shard(args.shard)  # and a bad shard
 
     import logging
 
@@ -150,11 +156,17 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)  # per-cell runs would repeat the same notices
     start = time.time()
+    waiting = []
     for model_name in models:
-        run_model(model_name, profiles[model_name], {s: STAGES[s] for s in stages}, Path(args.out), args.seed, args.limit,
-                  model_args(profiles[model_name], args), tqdm)
-    write_tables(Path(args.out), TASKS)
-    print(f"run_suite: done in {time.time() - start:.0f} s; results in {Path(args.out).resolve()}")
+        waiting += run_model(model_name, profiles[model_name], {s: STAGES[s] for s in stages}, Path(args.out), args.seed,
+                             args.limit, model_args(profiles[model_name], args), tqdm, shard)
+    if shard.builds_tables:
+        write_tables(Path(args.out), TASKS)
+    what = "" if not shard.sharded else f"shard {shard}: its cells are done; " + (
+        "tables built from the cells present" if shard.builds_tables else "the last shard builds the tables")
+    if waiting:
+        what += "; rerun once the other shards are done (or without --shard) to summarise the stages that wait"
+    print(f"run_suite: done in {time.time() - start:.0f} s; {what + '; ' if what else ''}results in {Path(args.out).resolve()}")
     return 0
 
 

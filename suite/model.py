@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from ..models.files import write_atomic
 from .cells import CellRunner
+from .shards import Shard
 
 
 class ModelSuite:
@@ -16,10 +17,11 @@ class ModelSuite:
     profile of every task, and results that several stages share (computed once per invocation)."""
 
     def __init__(self, model_name: str, profile: dict[str, Any], out: Path, seed: int, limit: int | None,
-                 progress: Callable, model_args: dict[str, Any]) -> None:
+                 progress: Callable, model_args: dict[str, Any], shard: Shard = Shard()) -> None:
         from ..models.lm import DynHeadsLM
 
         self.name, self.profile, self.seed, self.limit, self.progress = model_name, profile, seed, limit, progress
+        self.shard, self.missing = shard, []  # cells of other shards not written yet (stage/cell)
         self.dir = out / slug(model_name)
         self.lm = DynHeadsLM(pretrained=model_name, seed=seed, **model_args)
         self.total_heads = self.lm.engine.num_layers * self.lm.engine.num_heads
@@ -28,7 +30,8 @@ class ModelSuite:
         write_atomic(self.dir / "model.json", json.dumps({"model": model_name, "total_heads": self.total_heads}))
 
     def runner(self, stage: str) -> CellRunner:
-        return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count)
+        return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count,
+                          shard=self.shard, on_missing=self.missing.append)
 
     def _count(self) -> None:
         self.computed += 1

@@ -12,22 +12,32 @@ from ..models.files import write_atomic
 from . import tables
 from .model import ModelSuite
 from .registry import Stage
+from .shards import CellsMissing, Shard
 
 
 def run_model(model_name: str, profile: dict[str, Any], stages: Mapping[str, Stage], out: Path, seed: int,
-              limit: int | None, model_args: dict[str, Any], progress: Callable) -> None:
-    """``stages`` (already in run order, prerequisites first) for one model; ``timings.json`` per stage."""
+              limit: int | None, model_args: dict[str, Any], progress: Callable, shard: Shard = Shard()) -> list[str]:
+    """``stages`` (already in run order, prerequisites first) for one model; ``timings.json`` per stage.
+
+    Sharded (:mod:`dynheads.suite.shards`): a stage whose summary needs another shard's cells stops there,
+    after computing its own; returns those stages, each with what it waits for (``[]`` when all were built).
+    """
     t0 = time.time()
-    suite = ModelSuite(model_name, profile, Path(out), seed, limit, progress, model_args)
+    suite = ModelSuite(model_name, profile, Path(out), seed, limit, progress, model_args, shard)
     seconds = {"load": time.time() - t0}
     timings = suite.dir / "timings.json"
     earlier = json.loads(timings.read_text()) if timings.is_file() else {}
     cached: list[str] = []
+    waiting: list[str] = []
     for name, stage in stages.items():
         if stage.run is None:
             continue
         began, work = time.time(), suite.computed
-        stage.run(suite)
+        try:
+            stage.run(suite)
+        except CellsMissing as missing:
+            waiting.append(f"{name} (waits for {missing})")
+            continue
         seconds[name] = time.time() - began
         if suite.computed == work and name in earlier:  # all cached: keep the seconds of the run that computed it
             seconds[name] = earlier[name]
@@ -36,6 +46,10 @@ def run_model(model_name: str, profile: dict[str, Any], stages: Mapping[str, Sta
     write_atomic(timings, json.dumps({**earlier, **{k: round(v, 1) for k, v in seconds.items()}}, indent=1))
     print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
           + ", ".join(f"{k} {v:.0f} s" + (" earlier, cached now" if k in cached else "") for k, v in seconds.items()) + ")")
+    if waiting:
+        print(f"run_suite: shard {shard}: {model_name}: {len(set(suite.missing))} cells of other shards are not written yet; "
+              f"not summarised: {'; '.join(waiting)}")
+    return waiting
 
 
 def write_tables(out: Path, tasks: Sequence[Any]) -> list[dict[str, Any]]:

@@ -132,7 +132,8 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
 
     p = suite.profile["probes"]
     cells = list(grid(suite))
-    folders = [suite.dir / "niah" / "cells" / f"{cell_key(c['length'], c['depth'])}.traces" for c in cells]
+    g = suite.profile["grid"]  # folder names from the grid's parameters: another shard's cell may not exist yet
+    folders = [suite.dir / "niah" / "cells" / f"{cell_key(L, d)}.traces" for L in g["lengths"] for d in g["depths"]]
     runner = suite.runner("probes")
     more = [(L, d) for L in p["lengths"] for d in p["depths"]]
     for L, d in suite.progress(more, desc=f"{suite.name} probes: further unmasked generations with hidden states", unit="cell"):

@@ -23,6 +23,7 @@ from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ...models.rag.requests import settings_record
 from ..hotpotqa.stages import chunks
 from ..model import ModelSuite
+from ..shards import CellsMissing
 from ..summaries import samples_of
 from ..tables import fmt
 
@@ -56,7 +57,10 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     h = suite.profile["hotpotqa"]
     r = h["rag"]
     base_k, ks = int(r["heads"]), [int(k) for k in r["ks"]]
-    suite.lm.use_rag_probe(suite.dir / "hotpotqa_probes.pt")
+    probe = suite.dir / "hotpotqa_probes.pt"
+    if not probe.is_file():  # only a sharded run gets here without it: the probe waits for every probe cell
+        raise CellsMissing("hotpotqa_probes.pt, the probe rag=dynamic reads")
+    suite.lm.use_rag_probe(probe)
     names = labels(ks, base_k)
     setting = {**h, "chunk": r["chunk"]}
     cells = chunks(suite.runner("rag"), setting, int(r["n"]), [f"rag:{n}" for n in names], None, suite.progress,

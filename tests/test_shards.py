@@ -1,0 +1,122 @@
+"""Sharded suite runs: every cell belongs to one shard, a shard computes only its own, and two processes sharing
+the results folder give tables byte-identical to one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dynheads.suite.cells import CellRunner
+from dynheads.suite.niah import stages as niah
+from dynheads.suite.shards import CellsMissing, Missing, Shard, parse_shard
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_cell_belongs_to_exactly_one_shard():
+    keys = [f"L{n}_D{d}" for n in (500, 1000, 2000, 4000) for d in (0, 0.25, 0.5, 0.75, 1)]
+    for count in (1, 2, 3, 5):
+        owners = [[i for i in range(count) if Shard(i, count).owns("niah", k)] for k in keys]
+        assert all(len(o) == 1 for o in owners)
+        if count <= 3:
+            assert {o[0] for o in owners} == set(range(count))  # 20 cells: every shard gets some
+    assert [Shard(1, 3).owns("niah", k) for k in keys] == [Shard(1, 3).owns("niah", k) for k in reversed(keys)][::-1]
+
+
+def test_shard_from_flag_launcher_or_slurm():
+    assert parse_shard("1/4", {}) == Shard(1, 4) and parse_shard(None, {}) == Shard(0, 1)
+    assert parse_shard(None, {"RANK": "2", "WORLD_SIZE": "3"}) == Shard(2, 3)
+    assert parse_shard(None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "3"}) == Shard(2, 4)
+    assert parse_shard("0/2", {"RANK": "1", "WORLD_SIZE": "2"}) == Shard(0, 2)  # the flag wins
+    assert Shard(1, 2).builds_tables and not Shard(0, 2).builds_tables and Shard().builds_tables
+    for bad in ("2/2", "1", "a/b", "-1/2", "0/0"):
+        with pytest.raises(ValueError, match="run_suite: (shard|--shard)"):
+            parse_shard(bad, {})
+
+
+def test_a_missing_cell_stops_only_the_summary():
+    cell = Missing("niah/L500_D0")
+    cells = [cell, {"samples": []}]  # a stage can still list it beside its own cells
+    assert len(cells) == 2
+    with pytest.raises(CellsMissing, match="niah/L500_D0"):
+        cell["samples"]
+    with pytest.raises(CellsMissing):
+        list(cell)
+
+
+class _Counting:
+    """A CellRunner stand-in for the lm-eval model: records which cells were computed."""
+
+    def __init__(self):
+        self.computed = []
+
+    def identity(self):
+        return {"model": "tiny"}
+
+    def configure(self, **kwargs):
+        self.trace_dir = Path(kwargs["trace_dir"])
+
+
+def _evaluate(lm, task, metadata, limit):
+    lm.trace_dir.mkdir(parents=True, exist_ok=True)
+    (lm.trace_dir / f"{task.name}.jsonl").write_text(json.dumps({"doc_id": 0, "mask": "none", "response": "x", "steps": []}) + "\n")
+    lm.computed.append(metadata["lengths"][0])
+    return [{"doc_id": 0, "doc": {}, task.check_metric: 1.0}]
+
+
+def test_runner_computes_its_own_cells_and_the_last_shard_reads_the_others(tmp_path):
+    import dataclasses
+
+    task = dataclasses.replace(niah.CELLS, score=lambda r, d: {"acc": 1.0}, describe=lambda d: {})
+    lengths = list(range(100, 1100, 100))
+    folder = tmp_path / "niah" / "cells"
+
+    def run(shard: Shard) -> tuple[list, list, list]:
+        lm, missing = _Counting(), []
+        runner = CellRunner(lm, "tiny", folder, 0, None, evaluate=_evaluate, shard=shard, on_missing=missing.append)
+        cells = [runner.run(niah.cell_key(n, 0), task, {"lengths": [n]}, ["none"], None) for n in lengths]
+        return lm.computed, cells, missing
+
+    first, cells, missing = run(Shard(0, 2))
+    assert first and len(first) < len(lengths)
+    assert [isinstance(c, Missing) for c in cells] == [n not in first for n in lengths]
+    assert len(missing) == len(lengths) - len(first)
+    second, cells, missing = run(Shard(1, 2))  # the last shard: computes its own, reads shard 0's
+    assert sorted(first + second) == lengths and not missing and not any(isinstance(c, Missing) for c in cells)
+    again, _, _ = run(Shard())
+    assert again == []  # an unsharded run finds every cell
+
+
+def _run(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ROOT / "run_suite.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+
+
+@pytest.mark.slow
+def test_two_shard_processes_give_the_tables_of_one(isolated_cache, tmp_path):
+    """Two processes share a results folder, each computing its share; the last shard's tables equal a one-process run."""
+    base = ["--stages", "niah,dynamism,hotpotqa,hotpotqa_dynamism", "--models", "smollm2", "--lengths", "300",
+            "--depths", "0,0.5,1", "--runs", "1", "--calib-lengths", "300", "--calib-depths", "0.5", "--hotpot-n", "4",
+            "--hotpot-chunk", "1", "--hotpot-calib", "1", "--seed", "5"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = _run([*base, "--out", str(one)])
+    assert single.wait() == 0, single.stdout.read()[-3000:]  # also calibrates once, so the shards below only load it
+    shards = [_run([*base, "--out", str(two), "--shard", f"{i}/2"]) for i in range(2)]
+    logs = [p.communicate()[0] for p in shards]
+    assert [p.returncode for p in shards] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    cells = sorted(two.glob("smollm2/*/cells/*.json"))
+    assert len(cells) == 3 + 4 and len(cells) == len(list(one.glob("smollm2/*/cells/*.json")))
+    stamps = [c.stat().st_mtime_ns for c in cells]
+    last = _run([*base, "--out", str(two), "--shard", "1/2"])  # the last shard again, once both are done
+    log = last.communicate()[0]
+    assert last.returncode == 0 and "not written yet" not in log, log[-2000:]
+    assert [c.stat().st_mtime_ns for c in cells] == stamps  # it computed nothing: every cell was there
+    tables = sorted(p.name for p in one.glob("*.md")) + ["leaderboard.csv", "leaderboard.json"]
+    assert [(two / t).read_bytes() for t in tables] == [(one / t).read_bytes() for t in tables]
+    for name in ("niah_masking.json", "dynamism.json", "hotpotqa_masking.json", "hotpotqa_dynamism.json"):
+        assert (two / "smollm2" / name).read_bytes() == (one / "smollm2" / name).read_bytes()
