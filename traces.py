@@ -37,6 +37,10 @@ import numpy as np
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
 TRACE_FORMAT = 1
 HIDDEN_DTYPES = ("float16", "float32")
+# How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
+# reasoning (supporting-fact documents; every head has a score). Probes and calibrations are per kind.
+COPY_PASTE = "copy_paste"
+REASONING = "reasoning"
 
 
 # ------------------------------------------------------------------------------------------ lines
@@ -76,9 +80,9 @@ def rag_line(task: str, doc_id: Any, prompt_ids: Sequence[int], strategy: str, t
             "steps": [{"token_id": t} for t in token_ids], "rag": rag}
 
 
-def is_reasoning(record: dict[str, Any]) -> bool:
-    """True for a line scored by Eq. 2 (it records its ``reasoning`` settings), False for Eq. 1 lines."""
-    return "reasoning" in record
+def score_kind(record: dict[str, Any]) -> str:
+    """How a line's heads were found: :data:`REASONING` when it records Eq. 2 settings, else :data:`COPY_PASTE`."""
+    return REASONING if "reasoning" in record else COPY_PASTE
 
 
 # ------------------------------------------------------------------------------------------ files

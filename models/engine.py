@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
-from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
-from ..metrics.retrieval import Head, argmax_key_positions, copy_paste_mask, mask_to_heads
+from ..metrics.heads import Head
+from ..metrics.retrieval import mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, kv_geometry
+from .scores import CopyPasteScore, RetrievalScore
 
 MASK_MODES = ("none", "dynamic", "static", "random")
 ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
@@ -78,20 +79,11 @@ class Condition:
         return cls(mask, tuple(gate_heads), top_k)
 
 
-@dataclass(frozen=True)
-class ReasoningScore:
-    """Settings of the Eq. 2 reasoning retrieval score (see :mod:`dynheads.metrics.reasoning`)."""
-
-    sink_tokens: int = DEFAULT_SINK_TOKENS
-    local_window: int = DEFAULT_LOCAL_WINDOW
-    threshold: float = DEFAULT_THRESHOLD
-
-
 @dataclass
 class Step:
     """One decode step.
 
-    ``heads``: Eq. 1 set (Eq. 2 set when the generation is scored by a :class:`ReasoningScore`) of the
+    ``heads``: the retrieval heads (Eq. 1 set, or Eq. 2 set under a :class:`~dynheads.models.scores.ReasoningScore`) of the
     step's first pass (ungated for none/dynamic; under static/random the only pass, run with the fixed
     heads gated). ``gated``: heads silenced for the emitted token.
     ``heads_after``: the same kind of set for the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
@@ -141,18 +133,18 @@ def text_config(model: torch.nn.Module):
 class DecodeRequest:
     """One prompt and the conditions to decode it under (one :class:`Generation` each).
 
-    ``needle_indices`` (Eq. 1) or ``support_indices`` (Eq. 2, scored by ``reasoning``) are the prompt's token
-    indices that define its retrieval heads; without either the decoding is untraced. Decoding stops after
-    an EOS token (kept in the steps), when ``stop(generated_ids)`` is true, or after ``max_new_tokens``.
-    ``record_hidden``: keep each step's first-pass final hidden state (``Step.hidden``).
+    ``target``: the prompt's token indices that define its retrieval heads (a needle for Eq. 1, supporting
+    facts for Eq. 2), found at every step by ``score`` (default :class:`CopyPasteScore`); without a target
+    the decoding is untraced. Decoding stops after an EOS token (kept in the steps), when
+    ``stop(generated_ids)`` is true, or after ``max_new_tokens``. ``record_hidden``: keep each step's
+    first-pass final hidden state (``Step.hidden``).
     """
 
     prompt_ids: Sequence[int]
     max_new_tokens: int
     conditions: Sequence[Condition | str] = ("none",)
-    needle_indices: Sequence[int] | None = None
-    support_indices: Sequence[int] | None = None
-    reasoning: ReasoningScore | None = None
+    target: Sequence[int] | None = None
+    score: RetrievalScore | None = None
     eos_token_ids: Iterable[int] = ()
     stop: Callable[[list[int]], bool] | None = None
     record_hidden: bool = False
@@ -161,15 +153,9 @@ class DecodeRequest:
         self.prompt_ids = [int(t) for t in self.prompt_ids]
         self.conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in self.conditions]
         self.eos_token_ids = set(self.eos_token_ids)
-
-    @property
-    def target(self) -> list[int] | None:
-        return list(self.needle_indices if self.support_indices is None else self.support_indices) \
-            if (self.needle_indices is not None or self.support_indices is not None) else None
-
-    @property
-    def scoring(self) -> ReasoningScore | None:
-        return (self.reasoning or ReasoningScore()) if self.support_indices is not None else None
+        if self.target is not None:
+            self.target = [int(i) for i in self.target]
+            self.score = self.score or CopyPasteScore()
 
     def check(self, engine: "TraceEngine") -> None:
         """Every problem with this request as one clear error, before any compute."""
@@ -185,21 +171,17 @@ class DecodeRequest:
                 f"dynheads: prompt of {n} tokens + {self.max_new_tokens} new tokens exceeds this model's "
                 f"{engine.max_positions} positions; use a shorter context (smaller task length) or fewer new tokens"
             )
-        if self.needle_indices is not None and self.support_indices is not None:
-            raise DecodingError("dynheads: give needle_indices (Eq. 1) or support_indices (Eq. 2), not both")
         target = self.target
         if target is not None:
-            what = "needle" if self.support_indices is None else "supporting-fact"
             bad = [i for i in target if not 0 <= i < n]
             if bad or not target:
                 raise DecodingError(
-                    f"dynheads: {what} token indices {bad or '[]'} are outside the {n}-token prompt; "
-                    f"the {'needle was' if what == 'needle' else 'supporting facts were'} lost (truncated?) -- "
-                    "shorten the context or raise max_length"
+                    f"dynheads: target token indices {bad or '[]'} are outside the {n}-token prompt; the needle or "
+                    "supporting facts were lost (truncated?) -- shorten the context or raise max_length"
                 )
         for condition in self.conditions:
             if condition.mask == "dynamic" and target is None:
-                raise DecodingError("dynheads: mask=dynamic needs needle or supporting-fact token indices to find each step's heads")
+                raise DecodingError("dynheads: mask=dynamic needs target token indices (a needle or supporting facts) to find each step's heads")
             engine.gate_mask(condition.gate_heads)  # validates indices before any compute
 
 
@@ -217,7 +199,7 @@ class TraceEngine:
 
     ``mask`` modes of :meth:`generate`:
 
-    * ``none``    -- plain greedy decoding (traced when ``needle_indices`` are given);
+    * ``none``    -- plain greedy decoding (traced when ``target`` indices are given);
     * ``dynamic`` -- per step: ungated pass, Eq. 1 heads found, those heads gated, step re-run;
     * ``dynamic:k`` -- as dynamic, but only the k heads with the most attention on the copied token;
     * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
@@ -262,20 +244,18 @@ class TraceEngine:
         prompt_ids: Sequence[int],
         max_new_tokens: int,
         *,
-        needle_indices: Sequence[int] | None = None,
+        target: Sequence[int] | None = None,
+        score: RetrievalScore | None = None,
         mask: str = "none",
         gate_heads: Iterable[Head] | None = None,
         top_k: int | None = None,
-        support_indices: Sequence[int] | None = None,
-        reasoning: ReasoningScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
         record_hidden: bool = False,
     ) -> Generation:
         """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition."""
         condition = Condition(mask, tuple(gate_heads or ()), top_k)
-        return self.generate_many(prompt_ids, max_new_tokens, [condition], needle_indices=needle_indices,
-                                  support_indices=support_indices, reasoning=reasoning,
+        return self.generate_many(prompt_ids, max_new_tokens, [condition], target=target, score=score,
                                   eos_token_ids=eos_token_ids, stop=stop, record_hidden=record_hidden)[0]
 
     def generate_many(
@@ -284,9 +264,8 @@ class TraceEngine:
         max_new_tokens: int,
         conditions: Sequence[Condition | str],
         *,
-        needle_indices: Sequence[int] | None = None,
-        support_indices: Sequence[int] | None = None,
-        reasoning: ReasoningScore | None = None,
+        target: Sequence[int] | None = None,
+        score: RetrievalScore | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
         on_step: Callable[[str, int, bool], None] | None = None,
@@ -300,7 +279,7 @@ class TraceEngine:
         ``on_step(condition, steps, finished)`` is called after every decode step of a condition and when it
         ends (progress bars).
         """
-        request = DecodeRequest(prompt_ids, max_new_tokens, conditions, needle_indices, support_indices, reasoning,
+        request = DecodeRequest(prompt_ids, max_new_tokens, conditions, target, score,
                                 eos_token_ids, stop, record_hidden)
         callback = None if on_step is None else (lambda _i, name, steps, done: on_step(name, steps, done))
         return self.generate_batch([request], batch_size=1, on_step=callback)[0]
@@ -364,25 +343,14 @@ class TraceEngine:
         return int(prefills + step)
 
     def _detect(self, rows: dict[int, torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
-                token: torch.Tensor, scoring: ReasoningScore | None, need_strength: bool = False
+                token: torch.Tensor, score: RetrievalScore, need_strength: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Retrieval heads ``[rows, layers, heads]`` of the pass just run, and each head's strength.
+        """Retrieval heads ``[rows, layers, heads]`` of the pass just run, and each head's strength (``score``).
 
-        ``seq`` / ``target``: ``[rows, keys]`` token ids and needle (supporting-fact) membership in the batch's
-        padded coordinates, whose last key is the query; ``first``: ``[rows]`` padded index of each row's
-        position 0. Eq. 1 (``scoring`` None): copy-paste heads; strength = peak attention probability (the
-        weight on the copied token for a retrieval head), computed only when ``need_strength`` (a top-k
-        selection), since this runs at every decode step. Eq. 2: heads whose reasoning score exceeds the
-        threshold; strength = the score.
+        ``seq`` / ``target``: ``[rows, keys]`` token ids and target membership in the batch's padded
+        coordinates, whose last key is the query; ``first``: ``[rows]`` padded index of each row's position 0.
         """
-        layers = [rows[layer] for layer in range(self.num_layers)]
-        total = seq.shape[1]
-        if scoring is not None:
-            scores = reasoning_scores(layers, total, target, scoring.sink_tokens, scoring.local_window, first_position=first)
-            return scores > scoring.threshold, scores
-        hit = copy_paste_mask(argmax_key_positions(layers, total), seq, target, token)
-        peak = torch.stack([row.amax(dim=-1) for row in layers], dim=1) if need_strength else None
-        return hit, peak
+        return score.detect([rows[layer] for layer in range(self.num_layers)], seq, target, first, token, need_strength)
 
     def _decode(self, requests: Sequence[DecodeRequest], chunk: Sequence[int], rows: list[_Row],
                 on_step: StepCallback | None) -> None:
@@ -411,10 +379,10 @@ class TraceEngine:
                 keep[r] = (~self.gate_mask(heads)).float()
         gated_any = any(fixed)
         traced = [requests[row.request].target is not None for row in rows]
-        kinds = {(requests[row.request].scoring is None) for row, t in zip(rows, traced) if t}
-        if len(kinds) > 1:
-            raise DecodingError("dynheads: one batch cannot mix Eq. 1 (needle) and Eq. 2 (supporting-fact) requests")
-        scoring = next((requests[row.request].scoring for row, t in zip(rows, traced) if t), None)
+        scores = {requests[row.request].score for row, t in zip(rows, traced) if t}
+        if len(scores) > 1:
+            raise DecodingError("dynheads: one batch cannot mix retrieval scores (Eq. 1 and Eq. 2, or other Eq. 2 settings)")
+        score = next(iter(scores), None)
         record = any(traced)
         hidden = any(requests[row.request].record_hidden for row in rows)
         top_k = any(row.condition.top_k is not None for row in rows)
@@ -426,7 +394,7 @@ class TraceEngine:
             token = out.logits.argmax(dim=-1)
             hit = peak = None
             if record:
-                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, scoring, top_k)
+                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, top_k)
             rerun, gates = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
@@ -435,7 +403,7 @@ class TraceEngine:
                     step.hidden = out.hidden[a]
                 if traced[r]:
                     step.heads = mask_to_heads(hit[a])
-                    if scoring is not None:
+                    if score.records_scores:
                         step.scores = [[round(float(v), 5) for v in line] for line in peak[a].tolist()]
                     if row.condition.mask == "dynamic" and step.heads:
                         gate = self._strongest(hit[a], peak[a] if peak is not None else None, row.condition.top_k)
@@ -450,7 +418,7 @@ class TraceEngine:
                 again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=(~torch.stack(gates)).float(), record=True)
                 retoken = again.logits.argmax(dim=-1)
                 after, _ = self._detect(again.rows, seq[idx[sub], : qpos + 1], target[idx[sub], : qpos + 1], first[idx[sub]],
-                                        retoken, scoring)
+                                        retoken, score)
                 token = token.index_copy(0, sub, retoken)
                 for j, a in enumerate(rerun):
                     rows[active[a]].steps[-1].heads_after = mask_to_heads(after[j])

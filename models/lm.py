@@ -36,6 +36,7 @@ from . import step_registry
 from .engine import Condition, DecodeRequest, DecodingError, Generation, TraceEngine, text_config
 from .loading import embedded_revision, resolve_pretrained
 from .probe_metrics import check_probe, probe_record
+from .scores import COPY_PASTE, CopyPasteScore
 from .prompts import PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
 from .settings import ModelSettings, parse_head_list
@@ -105,12 +106,12 @@ class DynHeadsLM(HFLM):
         return rag_identity(self, strategies)
 
     # -- static heads ------------------------------------------------------------------------------
-    def static(self, kind: str = "niah") -> StaticHeads | None:
+    def static(self, kind: str = COPY_PASTE) -> StaticHeads | None:
         """The static-head calibration of this model (loaded, or computed once and cached); None if off.
 
-        ``kind``: the kind of document a registered calibration serves (Eq. 1 needle documents, Eq. 2
-        supporting-fact documents). A ``static_heads=PATH`` calibration file serves the kind it was made for
-        (a plain ranked list serves both).
+        ``kind``: the retrieval score the heads rank by (``copy_paste``: Eq. 1 on needle documents;
+        ``reasoning``: Eq. 2 on supporting-fact documents), whose calibration a task registered. A
+        ``static_heads=PATH`` calibration file serves the kind it was made for (a plain ranked list serves both).
         """
         source = self.settings.static_source
         if kind not in self._static and source != "off":
@@ -119,26 +120,26 @@ class DynHeadsLM(HFLM):
             else:
                 calibration = calibration_for(kind)
                 if calibration is None:
-                    raise ValueError(f"dynheads: no {kind} static-head calibration is registered; import the task that "
-                                     f"makes {kind} documents (e.g. import dynheads.tasks.niah_uuid), or pass static_heads=PATH or off")
+                    raise ValueError(f"dynheads: no {kind} static-head calibration is registered; import a task whose "
+                                     f"documents use it (its package registers it), or pass static_heads=PATH or off")
                 static = calibration.run(self, self.calibration_options, tqdm)
             self.engine.gate_mask(static.heads)  # a ranking for another model fails here, clearly
             self._static[kind] = static
         return self._static.get(kind)
 
-    def matched_count(self, kind: str = "niah") -> int:
+    def matched_count(self, kind: str = COPY_PASTE) -> int:
         """N for static/random: ``heads=N`` if given, else the calibration's matched count."""
         heads = self.settings.heads
         return heads if isinstance(heads, int) else self.calibrated_count(kind)
 
-    def calibrated_count(self, kind: str = "niah") -> int:
+    def calibrated_count(self, kind: str = COPY_PASTE) -> int:
         """The calibration's matched count N of ``kind``, whatever ``heads`` is currently configured."""
         static = self.static(kind)
         if static is None or static.matched_n is None:
             raise ValueError("dynheads: no matched head count in the static-head file; give heads=N")
         return static.matched_n
 
-    def fixed_heads(self, condition: Condition, task: str, sample_key: Any, kind: str = "niah") -> tuple[Head, ...]:
+    def fixed_heads(self, condition: Condition, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
         """Heads gated at every step under a static or random condition (empty otherwise).
 
         Random heads are drawn per sample from ``(seed, task, sample_key)``: reproducible, and different
@@ -204,26 +205,26 @@ class DynHeadsLM(HFLM):
         max_gen = int(kwargs.pop("max_gen_toks"))
         doc = getattr(req, "doc", None)
         prompt = self.encoder.encode(context, doc if isinstance(doc, dict) else None, max_gen)
-        kind = "hotpotqa" if prompt.support is not None else "niah"
+        score = self.settings.reasoning if prompt.support is not None else CopyPasteScore()
         if prompt.needle is not None:
-            self._check_seed(doc, kind)
+            self._check_seed(doc, score.kind)
 
         def stop(generated: list[int]) -> bool:
             text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
             return any(u and u in text for u in until)
 
-        return {"context": context, "gen_kwargs": gen_kwargs, "doc": doc, "prompt": prompt, "kind": kind, "until": until,
+        return {"context": context, "gen_kwargs": gen_kwargs, "doc": doc, "prompt": prompt, "score": score, "until": until,
                 "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": getattr(req, "task_name", None) or "task",
                 "doc_id": getattr(req, "doc_id", None),
                 "sample_key": step_registry.doc_key(doc) if isinstance(doc, dict) else getattr(req, "doc_id", None)}
 
     def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
-        conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["kind"]), c.top_k)
+        conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["score"].kind), c.top_k)
                       for c in self.settings.conditions]
         prompt = p["prompt"]
-        return DecodeRequest(prompt.ids, p["max_gen"], conditions, needle_indices=prompt.needle,
-                             support_indices=prompt.support, reasoning=self.settings.reasoning, eos_token_ids=p["eos_ids"],
-                             stop=p["stop"], record_hidden=self.settings.record_hidden or self.probe is not None)
+        return DecodeRequest(prompt.ids, p["max_gen"], conditions, target=prompt.target, score=p["score"],
+                             eos_token_ids=p["eos_ids"], stop=p["stop"],
+                             record_hidden=self.settings.record_hidden or self.probe is not None)
 
     def text(self, token_ids: list[int], until: list[str]) -> str:
         """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it."""
@@ -234,16 +235,16 @@ class DynHeadsLM(HFLM):
         texts = [self.text(g.token_ids, p["until"]) for g in gens]
         prompt = p["prompt"]
         if prompt.target is not None and isinstance(p["doc"], dict):
-            static = self.static(p["kind"])
+            static = self.static(p["score"].kind)
             record = {"steps": [[list(h) for h in s.heads] for s in gens[0].steps], "total_heads": self.total_heads,
                       "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None}
             if self.probe is not None:
-                record["probe"] = probe_record(self.probe, self.probe_meta, p["kind"], gens[0], self.engine.num_layers,
+                record["probe"] = probe_record(self.probe, self.probe_meta, p["score"].kind, gens[0], self.engine.num_layers,
                                                self.engine.num_heads, self.settings.probe)
             step_registry.remember(p["doc"], record)
         trace_file = self.trace_file(p["task"])
         if trace_file is not None:
-            score = self.settings.reasoning if prompt.support is not None else None
+            score = p["score"] if p["score"].records_scores else None
             lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score) for g, t in zip(gens, texts)]
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,

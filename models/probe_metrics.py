@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..traces import hidden_rows, score_matrix
+from ..traces import COPY_PASTE, hidden_rows, score_matrix
 from .engine import DecodingError, Generation
 
 
@@ -25,9 +25,9 @@ def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, l
                  path: str) -> dict[str, Any]:
     """The probe's predictions for one generation's steps beside the traced targets (for the task's probe metrics)."""
     if meta.get("kind") != kind:
-        raise DecodingError(f"dynheads: probe={path!r} was trained on {meta.get('kind')} documents but this task gives "
-                            f"{kind} documents; use a probe of this task kind")
+        raise DecodingError(f"dynheads: probe={path!r} was trained on {meta.get('kind')} heads but this task's documents give "
+                            f"{kind} heads; use a probe trained on this kind (copy_paste: NIAH-style needles, reasoning: supporting facts)")
     hidden = hidden_rows(gen, meta["hidden_dim"])
-    pred = probe.predict_proba(hidden) if kind == "niah" else probe.predict(hidden)
+    pred = probe.predict_proba(hidden) if kind == COPY_PASTE else probe.predict(hidden)
     return {"kind": kind, "target": score_matrix(gen.steps, layers, heads).tolist(), "pred": pred.tolist(),
             "threshold": getattr(probe, "threshold_", None)}

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..traces import HIDDEN_DTYPES
-from .engine import Condition, DecodingError, ReasoningScore
+from .engine import Condition, DecodingError
+from .scores import ReasoningScore
 from .rag.algorithm import RagSettings, Strategy
 
 CALIBRATION_ARGS = ("calib_lengths", "calib_depths", "calib_runs", "calib_examples")

@@ -4,9 +4,9 @@ registry through which tasks supply the calibration that produces one.
 Why a registry: a calibration builds task prompts (NIAH haystacks, HotpotQA train examples) and
 decodes them, so it belongs to the task layer, above models. The ``dynheads`` lm-eval model still
 needs static heads on its own (``static_heads=auto`` calibrates on first use), so each task
-registers a :class:`Calibration` for the kind of document it produces (``niah``: Eq. 1 needle
-documents; ``hotpotqa``: Eq. 2 supporting-fact documents) when its package is imported, which
-lm-eval does when it loads the task. Models never import tasks.
+registers a :class:`Calibration` for the kind of retrieval score its documents use (``copy_paste``:
+Eq. 1 needle documents; ``reasoning``: Eq. 2 supporting-fact documents; :mod:`dynheads.models.scores`)
+when its package is imported, which lm-eval does when it loads the task. Models never import tasks.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..metrics.heads import Head  # stdlib-only module: task packages import this one at lm-eval start-up
+from ..metrics.heads import Head  # stdlib-only modules: task packages import this one at lm-eval start-up
+from ..traces import COPY_PASTE, REASONING
 
 FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache key)
-KINDS = ("niah", "hotpotqa")  # Eq. 1 needle documents, Eq. 2 supporting-fact documents
 
 
 @dataclass
@@ -29,7 +29,8 @@ class StaticHeads:
     """A calibration result: every head ranked by its static score, and the matched count N.
 
     ``setting`` is the calibration's settings as a plain dict (what the task's setting dataclass
-    holds); ``kind`` the kind of document it was calibrated on.
+    holds); ``kind`` the retrieval score it ranks heads by (``copy_paste`` / ``reasoning``); ``task`` the
+    task whose documents calibrated it (recorded in the file).
     """
 
     model: str
@@ -41,6 +42,7 @@ class StaticHeads:
     masked_per_step: float | None = None
     masked_per_masked_step: float | None = None
     matched_n: int | None = None
+    task: str = ""
     path: Path | None = field(default=None, compare=False)
     computed: bool = field(default=False, compare=False)  # True when this run calibrated (not read from the cache)
 
@@ -56,7 +58,7 @@ class StaticHeads:
 
     def to_json(self) -> str:
         return json.dumps({
-            "format": FORMAT, "task": self.kind, "model": self.model, "setting": self.setting, "samples": self.samples,
+            "format": FORMAT, "task": self.task, "score": self.kind, "model": self.model, "setting": self.setting, "samples": self.samples,
             "steps": self.steps, "masked_per_step": self.masked_per_step,
             "masked_per_masked_step": self.masked_per_masked_step, "matched_n": self.matched_n,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -67,9 +69,10 @@ class StaticHeads:
 def load_static_heads(path: str | os.PathLike, kind: str | None = None) -> StaticHeads:
     """Read a calibration file, or a plain JSON list of ranked ``[layer, head]`` pairs.
 
-    ``kind`` (``niah`` / ``hotpotqa``): the analysis the heads are for. A calibration file records the
-    task it was made on, and an Eq. 1 NIAH ranking is not a ranking of Eq. 2 reasoning heads (nor the
-    reverse), so a file of the other kind is refused; a plain list carries no task and serves any.
+    ``kind`` (``copy_paste`` / ``reasoning``): the retrieval score the heads are for. A calibration file
+    records its score (files written before it did record their task, whose registered calibration gives
+    the score), and an Eq. 1 ranking is not a ranking of Eq. 2 reasoning heads (nor the reverse), so a file
+    of the other kind is refused; a plain list carries no kind and serves any.
     """
     def bad(problem: str) -> ValueError:
         return ValueError(f"dynheads: static_heads={str(path)!r} {problem}; give a calibration file or a JSON list like [[12, 3], [14, 7]]")
@@ -88,24 +91,26 @@ def load_static_heads(path: str | os.PathLike, kind: str | None = None) -> Stati
         score = r[2] if len(r) > 2 and isinstance(r[2], (int, float)) else float("nan")
         ranking.append((r[0], r[1], float(score)))
     meta = data if isinstance(data, dict) else {}
-    file_kind = meta.get("task", "niah")
-    if kind is not None and meta and file_kind != kind:
+    file_kind = meta.get("score") or next((c.kind for c in _CALIBRATIONS.values() if c.task == meta.get("task")), None)
+    if kind is not None and file_kind is not None and file_kind != kind:
         raise ValueError(f"dynheads: static_heads={str(path)!r} is a {file_kind} calibration but this "
                          f"request needs {kind} static heads; use static_heads=auto, or a {kind} calibration file")
     setting = meta.get("setting", {}) if isinstance(meta.get("setting", {}), dict) else {}
     matched = meta.get("matched_n")
     if matched is not None and (isinstance(matched, bool) or not isinstance(matched, int) or matched < 0):
         raise bad(f"has matched_n={matched!r}, which is not a head count")
-    return StaticHeads(model=str(meta.get("model", "?")), kind=file_kind if meta else (kind or "niah"), setting=setting,
+    return StaticHeads(model=str(meta.get("model", "?")), kind=file_kind or kind or COPY_PASTE, setting=setting,
                        ranking=ranking, samples=int(meta.get("samples", 0)), steps=int(meta.get("steps", 0)),
                        masked_per_step=meta.get("masked_per_step"),
-                       masked_per_masked_step=meta.get("masked_per_masked_step"), matched_n=matched, path=Path(path))
+                       masked_per_masked_step=meta.get("masked_per_masked_step"), matched_n=matched,
+                       task=str(meta.get("task", "")), path=Path(path))
 
 
 @dataclass(frozen=True)
 class Calibration:
     """How one kind of document gets its static heads, supplied by the task that makes such documents.
 
+    ``kind``: the retrieval score of the task's documents; ``task``: the name its files record.
     ``run(lm, options, progress)`` returns the (cached) :class:`StaticHeads` of the ``dynheads`` model
     ``lm``; ``options`` holds the model's ``calib_*`` arguments (``None`` = the task's default) and its
     Eq. 2 settings. ``reserved_seed``: a document seed the calibration uses, which evaluation refuses so
@@ -115,6 +120,7 @@ class Calibration:
     kind: str
     run: Callable[[Any, dict[str, Any], Callable | None], StaticHeads]
     reserved_seed: int | None = None
+    task: str = ""
 
 
 _CALIBRATIONS: dict[str, Calibration] = {}
@@ -122,8 +128,8 @@ _CALIBRATIONS: dict[str, Calibration] = {}
 
 def register_calibration(calibration: Calibration) -> None:
     """Make ``calibration`` the one used for its kind (tasks call this when their package is imported)."""
-    if calibration.kind not in KINDS:
-        raise ValueError(f"dynheads: unknown calibration kind {calibration.kind!r}; choose one of {', '.join(KINDS)}")
+    if calibration.kind not in (COPY_PASTE, REASONING):
+        raise ValueError(f"dynheads: unknown calibration kind {calibration.kind!r}; choose {COPY_PASTE} or {REASONING}")
     _CALIBRATIONS[calibration.kind] = calibration
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..traces import is_reasoning, read_lines, read_vectors, trace_files
+from ..traces import read_lines, read_vectors, score_kind, trace_files
 
 
 @dataclass
 class StepVectors:
     """Rows are decode steps, contiguous per generation and in step order.
 
-    ``kind``: ``niah`` (Eq. 1 indicators, a classification target) or ``hotpotqa`` (Eq. 2 scores, a
+    ``kind``: ``copy_paste`` (Eq. 1 indicators, a classification target) or ``reasoning`` (Eq. 2 scores, a
     regression target); ``model``: the model that wrote the traces.
     """
 
@@ -44,7 +44,7 @@ def load_step_vectors(paths: Iterable[str | Path], mask: str = "none") -> StepVe
     if not lines:
         raise ValueError("dynheads: no trace line with hidden-state vectors found; trace with --model_args "
                          "hidden=true,trace_dir=DIR (unmasked condition) first")
-    kinds = {"hotpotqa" if is_reasoning(record) else "niah" for _, record in lines}
+    kinds = {score_kind(record) for _, record in lines}
     models = {record["vectors"].get("model") for _, record in lines}
     dims = {(record["vectors"]["hidden"]["dim"], record["vectors"]["scores"]["dim"]) for _, record in lines}
     if len(kinds) > 1 or len(models) > 1 or len(dims) > 1:

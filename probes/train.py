@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .cca import TemporalCCA, summarise
+from ..traces import COPY_PASTE
 from .dataset import StepVectors, load_step_vectors
 from .evaluation import best_threshold, classification_scores, previous_step, prior, regression_scores
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
@@ -54,7 +55,7 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
                  progress: Callable | None = None) -> tuple[Any, dict[str, Any]]:
     """The MLP probe fitted on train (validation for the schedule and threshold), scored on test beside the baselines."""
     train, val, test = (data.subset(rows) for rows in split)
-    classify = data.kind == "niah"
+    classify = data.kind == COPY_PASTE
     probe = (HeadProbeClassifier if classify else HeadProbeRegressor)(**params)
     probe.fit(train.hidden, train.scores, val.hidden, val.scores, progress=progress)
     base_val = prior(train.scores, len(val.scores))

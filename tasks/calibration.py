@@ -31,7 +31,7 @@ from typing import Any, Callable
 from ..metrics.dynamism import masked_means, matched_head_count
 from ..models.files import write_atomic
 from ..models.loading import cache_root
-from ..models.static_heads import FORMAT, StaticHeads, load_static_heads
+from ..models.static_heads import FORMAT, Calibration, StaticHeads, load_static_heads
 
 
 class Keyed:
@@ -89,7 +89,7 @@ def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progre
         desc += f" (resumed after {len(records)})"
     iterator = progress(todo, desc=desc, unit="sample") if progress else todo
     partial.parent.mkdir(parents=True, exist_ok=True)
-    size = lm.decode_batch_size() if hasattr(lm, "decode_batch_size") else 1
+    size = lm.decode_batch_size()
     pending: list[DecodeRequest] = []
     with open(partial, "a" if records else "w", encoding="utf-8") as fh:
         def flush() -> None:  # one batch of prompts, then one whole line per prompt, in order
@@ -115,7 +115,7 @@ def result(setting: Any, model: str, ranking: list, samples: int, steps: int, ma
     """A :class:`StaticHeads` from a ranking and the dynamic pass's masked-head counts."""
     mean_masked, mean_positive = masked_means(masked_counts)
     plain = json.loads(json.dumps(asdict(setting)))  # as the cache file holds it (lists, not tuples)
-    return StaticHeads(model=model, kind=setting.task, setting=plain, ranking=ranking, samples=samples,
+    return StaticHeads(model=model, kind=setting.kind, task=setting.task, setting=plain, ranking=ranking, samples=samples,
                        steps=steps, masked_per_step=mean_masked, masked_per_masked_step=mean_positive,
                        matched_n=matched_head_count(masked_counts) if masked_counts else None)
 
@@ -123,6 +123,20 @@ def result(setting: Any, model: str, ranking: list, samples: int, steps: int, ma
 def masked_counts(records: list[dict[str, Any]]) -> list[int]:
     """Heads the dynamic pass masked, at every step of every calibration prompt."""
     return [count for record in records for count in record["masked"]]
+
+
+def registered(setting_class: type, setting_from: Callable[[dict[str, Any]], Any],
+               calibrate: Callable[[Any, Any, str, Path, Callable | None], StaticHeads], reserved_seed: int | None = None) -> Calibration:
+    """The :class:`Calibration` a task registers for its setting class's ``kind`` (retrieval score) and ``task``:
+    ``setting_from(options)`` turns the model's ``calib_*`` options into the setting,
+    ``calibrate(lm, setting, model, partial, progress)`` computes it; the result is cached per (model, dtype,
+    setting) and computed once."""
+    def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
+        setting = setting_from(options)
+        model = model_id(lm)
+        return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))
+
+    return Calibration(setting_class.kind, static_heads, reserved_seed, setting_class.task)
 
 
 def load_or_calibrate(setting: Any, model: str, calibrate: Callable[[Path], StaticHeads]) -> StaticHeads:

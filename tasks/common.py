@@ -12,10 +12,11 @@ from typing import Any, Mapping
 
 from ..models import step_registry
 from ..models.rag.measures import lm_eval_metrics
+from ..traces import COPY_PASTE, REASONING
 
 HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
-PROBE_METRICS = {"niah": ("probe_f1", "probe_auprc"), "hotpotqa": ("probe_r2", "probe_mae")}
+PROBE_METRICS = {COPY_PASTE: ("probe_f1", "probe_auprc"), REASONING: ("probe_r2", "probe_mae")}  # by probe kind
 
 
 @lru_cache(maxsize=4)
@@ -32,6 +33,11 @@ def tokenizer_from_spec(spec: Any, task: str):
     if callable(spec) and hasattr(spec, "decode"):
         return spec
     raise ValueError(f"{task}: metadata 'tokenizer'/'pretrained' = {spec!r} is neither a name/path nor a tokenizer")
+
+
+def metadata_error(task: str, key: str, value: Any, problem: str, example: str) -> ValueError:
+    """One line naming the bad ``--metadata`` entry of ``task`` and an example of a good one."""
+    return ValueError(f"{task}: metadata {key!r} = {value!r} {problem}; fix it with e.g. --metadata '{{\"{key}\": {example}}}'")
 
 
 def count_tokens(tokenizer: Any, text: str) -> int:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, DecodeRequest, ReasoningScore, TraceEngine
+from dynheads.models.engine import Condition, DecodeRequest, TraceEngine
+from dynheads.models.scores import ReasoningScore
 
 from tiny_models import ARCHITECTURES, tiny_model
 
@@ -35,7 +36,7 @@ def _requests(engine: TraceEngine, eq2: bool = False, stop_after: dict[int, int]
         target = list(range(n - 6, n))
         limit = (stop_after or {}).get(i)
         stop = None if limit is None else (lambda generated, limit=limit: len(generated) >= limit)
-        kwargs = {"support_indices": target, "reasoning": ReasoningScore(1, 2, 0.2)} if eq2 else {"needle_indices": target}
+        kwargs = {"target": target, "score": ReasoningScore(1, 2, 0.2)} if eq2 else {"target": target}
         out.append(DecodeRequest(prompt, NEW, CONDITIONS, stop=stop, record_hidden=True, **kwargs))
     return out
 
@@ -57,7 +58,7 @@ def test_batched_equals_one_at_a_time_for_every_condition(arch):
     requests = _requests(engine, stop_after={1: 3, 2: 5})  # rows leave the batch at steps 3 and 5
     batched = engine.generate_batch(requests, batch_size=len(requests))
     for request, gens in zip(requests, batched):
-        single = [engine.generate_batch([DecodeRequest(request.prompt_ids, NEW, [c], request.needle_indices, stop=request.stop,
+        single = [engine.generate_batch([DecodeRequest(request.prompt_ids, NEW, [c], request.target, stop=request.stop,
                                                        record_hidden=True)], batch_size=1)[0][0] for c in CONDITIONS]
         _same(gens, single, arch)
     assert [len(g[0].steps) for g in batched] == [NEW, 3, 5]

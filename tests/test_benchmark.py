@@ -11,7 +11,7 @@ from tiny_models import tiny_model
 
 def test_the_worst_case_engine_reruns_every_step():
     model = tiny_model("llama")
-    gen = _RerunEveryStep(model).generate(list(range(3, 24)), 5, needle_indices=[4, 5, 6], mask="dynamic")
+    gen = _RerunEveryStep(model).generate(list(range(3, 24)), 5, target=[4, 5, 6], mask="dynamic")
     assert len(gen.steps) == 5
     assert all((0, 0) in s.gated and s.ungated_token_id is not None for s in gen.steps)
 

@@ -20,6 +20,7 @@ import lm_eval
 from lm_eval.tasks import TaskManager
 
 from dynheads.models.static_heads import FORMAT, load_static_heads
+import dynheads.tasks.hotpotqa_sf  # noqa: F401  (registers the reasoning calibration that a legacy file names)
 from dynheads.tasks.niah_uuid import calibration
 from dynheads.tasks.niah_uuid.calibration import CALIBRATION_SEED, CalibrationSetting, setting_from
 from dynheads.models.engine import Condition, DecodingError
@@ -83,7 +84,7 @@ def test_calibration_ranking_recomputed_independently(lm, static):
     """Scores = Eq. 1 activation rates of the ungated decode of the calibration-seed document; N from dynamic."""
     (doc,) = docs_from_metadata(tokenizer=lm.tokenizer, lengths=[300], depths=[0.5], runs=1, seed=CALIBRATION_SEED)
     ids, needle = lm.encoder.encode_with_needle(doc["input"], doc["needle"])
-    plain = lm.engine.generate(ids, 64, needle_indices=needle, eos_token_ids=lm.eos_ids())
+    plain = lm.engine.generate(ids, 64, target=needle, eos_token_ids=lm.eos_ids())
     counts: dict[tuple[int, int], int] = {}
     for step in plain.steps:
         for head in step.heads:
@@ -92,7 +93,7 @@ def test_calibration_ranking_recomputed_independently(lm, static):
     got = {(l, h): s for l, h, s in static.ranking}
     for head, score in got.items():
         assert score == pytest.approx(counts.get(head, 0) / len(plain.steps), abs=1e-12), head
-    dynamic = lm.engine.generate(ids, 64, needle_indices=needle, mask="dynamic", eos_token_ids=lm.eos_ids())
+    dynamic = lm.engine.generate(ids, 64, target=needle, mask="dynamic", eos_token_ids=lm.eos_ids())
     masked = [len(s.gated) for s in dynamic.steps]
     assert static.masked_per_step == pytest.approx(sum(masked) / len(masked), abs=1e-12)
     positive = [m for m in masked if m]
@@ -158,15 +159,21 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
     assert load_static_heads(plain).heads == [(17, 3), (0, 0), (29, 8)]
 
     # 3. a calibration file serves only its own kind; a plain list serves both
-    assert _with_source(lm, str(plain)).static("hotpotqa").heads == [(17, 3), (0, 0), (29, 8)]
-    with pytest.raises(ValueError, match=r"is a niah calibration but this request needs hotpotqa static heads"):
-        _with_source(lm, str(full)).static("hotpotqa")
+    assert _with_source(lm, str(plain)).static("reasoning").heads == [(17, 3), (0, 0), (29, 8)]
+    with pytest.raises(ValueError, match=r"is a copy_paste calibration but this request needs reasoning static heads"):
+        _with_source(lm, str(full)).static("reasoning")
     reasoning = tmp_path / "reasoning.json"
-    reasoning.write_text(json.dumps({**json.loads(static.path.read_text()), "task": "hotpotqa", "setting": {}}))
-    assert load_static_heads(reasoning, "hotpotqa").heads == static.heads
-    with pytest.raises(ValueError, match="is a hotpotqa calibration but this request needs niah") as info:
-        load_static_heads(reasoning, "niah")
+    reasoning.write_text(json.dumps({**json.loads(static.path.read_text()), "task": "hotpotqa", "score": "reasoning", "setting": {}}))
+    assert load_static_heads(reasoning, "reasoning").heads == static.heads
+    with pytest.raises(ValueError, match="is a reasoning calibration but this request needs copy_paste") as info:
+        load_static_heads(reasoning, "copy_paste")
     assert "\n" not in str(info.value)
+    # a file written before files recorded their score: its task's registered calibration gives the kind
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps({k: v for k, v in json.loads(reasoning.read_text()).items() if k != "score"}))
+    assert load_static_heads(legacy).kind == "reasoning"
+    with pytest.raises(ValueError, match="is a reasoning calibration"):
+        load_static_heads(legacy, "copy_paste")
 
 
 def test_bad_static_heads_files_are_refused(lm, tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dynheads import traces
-from dynheads.models.engine import ReasoningScore
+from dynheads.models.scores import ReasoningScore
 from dynheads.models.lm import DynHeadsLM
 from dynheads.models.settings import ModelSettings
 from dynheads.suite.hotpotqa import stages as hotpotqa
@@ -36,7 +36,7 @@ class FakeLM:
         self.pretrained_name, self.revision = "tiny", "main"
         self.model = SimpleNamespace(config=SimpleNamespace(), dtype=torch.float32)
         self.settings = ModelSettings(reasoning=ReasoningScore(threshold=0.2))
-        self.rankings = {"niah": list(RANKING), "hotpotqa": list(reversed(RANKING))}
+        self.rankings = {"copy_paste": list(RANKING), "reasoning": list(reversed(RANKING))}
         self.mask, self.trace_dir = None, None
 
     def static(self, kind: str) -> SimpleNamespace:
@@ -112,11 +112,11 @@ def _swap_top(ranking: list, n: int) -> list:
 def test_a_change_recomputes_exactly_the_cells_it_affects(harness, monkeypatch, change, expected):
     lm = harness.lm
     if change == "niah_static_top_n":
-        lm.rankings["niah"] = _swap_top(lm.rankings["niah"], 2)
+        lm.rankings["copy_paste"] = _swap_top(lm.rankings["copy_paste"], 2)
     elif change == "niah_static_below_n":
-        lm.rankings["niah"] = lm.rankings["niah"][:2] + list(reversed(lm.rankings["niah"][2:]))
+        lm.rankings["copy_paste"] = lm.rankings["copy_paste"][:2] + list(reversed(lm.rankings["copy_paste"][2:]))
     elif change == "hotpotqa_static_top_n":
-        lm.rankings["hotpotqa"] = _swap_top(lm.rankings["hotpotqa"], 3)
+        lm.rankings["reasoning"] = _swap_top(lm.rankings["reasoning"], 3)
     elif change == "dtype":
         lm.model.dtype = torch.bfloat16
     elif change == "revision":

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, ReasoningScore, TraceEngine
+from dynheads.models.engine import Condition, TraceEngine
+from dynheads.models.scores import ReasoningScore
 from dynheads.models.lm import DynHeadsLM
 from dynheads.traces import generation_line
 from dynheads.traces import append_vectors, read_vectors, score_matrix
@@ -51,7 +52,7 @@ def test_recorded_hidden_states_equal_eager_output_hidden_states(arch):
     model = tiny_model(arch)
     engine = TraceEngine(model)
     conditions = [Condition("none"), Condition("static", ((0, 1), (2, 0)))]
-    for gen in engine.generate_many(PROMPT, 5, conditions, needle_indices=NEEDLE, record_hidden=True):
+    for gen in engine.generate_many(PROMPT, 5, conditions, target=NEEDLE, record_hidden=True):
         gate = [(0, 1), (2, 0)] if gen.condition == "static" else []
         for step, want in zip(gen.steps, _eager_hidden_states(model, gen.token_ids, gate)):
             assert step.hidden.shape == want.shape and torch.allclose(step.hidden, want.float(), atol=1e-4), gen.condition
@@ -60,8 +61,8 @@ def test_recorded_hidden_states_equal_eager_output_hidden_states(arch):
 def test_recording_changes_nothing_else_and_only_adds_the_vectors_key(tmp_path):
     engine = TraceEngine(tiny_model("llama"))
     conditions = [Condition("none"), Condition("dynamic"), Condition("random", ((1, 1),))]
-    plain = engine.generate_many(PROMPT, 6, conditions, needle_indices=NEEDLE)
-    recorded = engine.generate_many(PROMPT, 6, conditions, needle_indices=NEEDLE, record_hidden=True)
+    plain = engine.generate_many(PROMPT, 6, conditions, target=NEEDLE)
+    recorded = engine.generate_many(PROMPT, 6, conditions, target=NEEDLE, record_hidden=True)
     for a, b in zip(plain, recorded):
         assert all(s.hidden is None for s in a.steps) and all(s.hidden is not None for s in b.steps)
         off, on = generation_line("t", 0, a, "x", NEEDLE), generation_line("t", 0, b, "x", NEEDLE)
@@ -89,7 +90,7 @@ def test_sidecar_blocks_append_and_read_back_exactly(tmp_path):
 
 def test_eq2_score_vectors_are_the_recorded_scores():
     engine = TraceEngine(tiny_model("llama"))
-    gen = engine.generate(PROMPT, 4, support_indices=NEEDLE, reasoning=ReasoningScore(1, 2, 0.3))
+    gen = engine.generate(PROMPT, 4, target=NEEDLE, score=ReasoningScore(1, 2, 0.3))
     matrix = score_matrix(gen.steps, 3, 4)
     assert np.allclose(matrix, np.array([np.asarray(s.scores).ravel() for s in gen.steps]))
 

@@ -120,7 +120,7 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     clone._static = {}
     clone.settings = dataclasses.replace(lm.settings, static_source="auto", calibration={**lm.settings.calibration, "examples": 1})
     clone.configure(mask="none+static", trace_dir=tmp_path)
-    static = clone.static("hotpotqa")
+    static = clone.static("reasoning")
     data = json.loads(static.path.read_text())
     assert static.path.name.startswith("hotpotqa_") and data["task"] == "hotpotqa"
     assert data["setting"]["split"] == "train" and data["samples"] == 1

@@ -216,7 +216,7 @@ def test_lm_eval_loads_task_with_metadata(tok):
     from dynheads.tasks.common import HEAD_METRICS, PROBE_METRICS
 
     assert {m["metric"] for m in task.config.metric_list} == {
-        "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["hotpotqa"], *RAG_METRICS
+        "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["reasoning"], *RAG_METRICS
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dynheads.suite.niah import report
 from dynheads.tasks.niah_uuid import haystack as H
 from dynheads.tasks.niah_uuid import utils as U
 
@@ -184,16 +185,15 @@ def test_process_results_and_per_cell(docs, tmp_path, capsys):
         {"doc": d1, "filtered_resps": ["no idea"]},  # metrics recomputed from the response
         {"length": 500, "depth": 0.5, "acc": 0.0, "rouge_l": 0.5},  # flat row
     ]
-    cells = U.per_cell(rows)
+    cells = report.per_cell(rows)
     assert cells[0] == {"length": d0["length"], "depth": d0["depth"], "n": 2, "acc": 0.5, "rouge_l": pytest.approx(0.5)}
     assert cells[1] == {"length": 500, "depth": 0.5, "n": 1, "acc": 0.0, "rouge_l": 0.5}
-    table = U.markdown_table(cells, "acc")
+    table = report.markdown_table(cells, "acc")
     assert table.splitlines()[0] == "| length \\ depth | 0 | 0.5 | mean |"
     assert "| 200 | 0.50 | – | 0.50 |" in table
 
     samples = tmp_path / "samples_niah_uuid.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    from dynheads.suite.niah import report
 
     assert report.main([str(samples)]) == 0
     out = capsys.readouterr().out

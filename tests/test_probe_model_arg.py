@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dynheads.models.engine import TraceEngine
-from dynheads.models.lm import DynHeadsLM, check_probe, probe_record
+from dynheads.models.lm import DynHeadsLM
+from dynheads.models.probe_metrics import check_probe, probe_record
 from dynheads.probes.evaluation import agg_probe_auprc, agg_probe_f1, agg_probe_mae, agg_probe_r2, classification_scores
 from dynheads.probes.mlp import HeadProbeClassifier
 from dynheads.tasks.common import head_metrics
@@ -35,15 +36,15 @@ def test_an_unreadable_probe_fails_before_the_model_loads(tmp_path):
 
 def test_probe_records_feed_the_pooled_task_metrics():
     engine = TraceEngine(tiny_model("llama"))
-    gen = engine.generate(list(range(3, 24)), 5, needle_indices=list(range(2, 12)), record_hidden=True)
+    gen = engine.generate(list(range(3, 24)), 5, target=list(range(2, 12)), record_hidden=True)
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 64)).astype(np.float32), (rng.random((40, 12)) > 0.7).astype(np.float32)
     probe = HeadProbeClassifier(hidden_sizes=(8,), max_epochs=2).fit(x, y)
-    meta = {"model": "tiny", "kind": "niah", "hidden_dim": 64, "heads": 12}
-    record = probe_record(probe, meta, "niah", gen, 3, 4, "p.pt")
+    meta = {"model": "tiny", "kind": "copy_paste", "hidden_dim": 64, "heads": 12}
+    record = probe_record(probe, meta, "copy_paste", gen, 3, 4, "p.pt")
     assert np.asarray(record["pred"]).shape == (5, 12) and np.asarray(record["target"]).shape == (5, 12)
-    with pytest.raises(ValueError, match="trained on niah documents but this task gives hotpotqa"):
-        probe_record(probe, meta, "hotpotqa", gen, 3, 4, "p.pt")
+    with pytest.raises(ValueError, match="trained on copy_paste heads but this task's documents give reasoning heads"):
+        probe_record(probe, meta, "reasoning", gen, 3, 4, "p.pt")
     doc = {"input": "x", "needle": "y"}
     step_registry.remember(doc, {"steps": [], "total_heads": 12, "static": None, "probe": record})
     metrics = head_metrics(doc)
@@ -52,5 +53,5 @@ def test_probe_records_feed_the_pooled_task_metrics():
                                    np.r_[np.ravel(record["pred"]), np.ravel(record["pred"])], record["threshold"])
     assert agg_probe_f1([record, record]) == pooled["f1"]
     assert agg_probe_auprc([record, record]) == pytest.approx(pooled["auprc"], nan_ok=True)
-    regression = {"kind": "hotpotqa", "target": [[0.1, 0.5], [0.2, 0.4]], "pred": [[0.1, 0.5], [0.2, 0.4]], "threshold": None}
+    regression = {"kind": "reasoning", "target": [[0.1, 0.5], [0.2, 0.4]], "pred": [[0.1, 0.5], [0.2, 0.4]], "threshold": None}
     assert agg_probe_r2([regression]) == 1.0 and agg_probe_mae([regression]) == 0.0

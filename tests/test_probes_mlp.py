@@ -51,9 +51,9 @@ def test_classifier_learns_a_planted_rule_and_beats_the_prior(tmp_path):
     baseline = classification_scores(yt, prior(y, len(xt)), best_threshold(yv, base))
     assert baseline["f1"] < 0.4 and scores["f1"] > baseline["f1"] + 0.4
     assert probe.predict(xt).shape == yt.shape and set(np.unique(probe.predict(xt))) <= {0, 1}
-    probe.save(tmp_path / "probe.pt", model="tiny", kind="niah")
+    probe.save(tmp_path / "probe.pt", model="tiny", kind="copy_paste")
     again, meta = load_probe(tmp_path / "probe.pt")
-    assert meta == {"model": "tiny", "kind": "niah"} and again.threshold_ == probe.threshold_
+    assert meta == {"model": "tiny", "kind": "copy_paste"} and again.threshold_ == probe.threshold_
     assert np.array_equal(again.predict_proba(xt), probe.predict_proba(xt))
 
 

@@ -23,7 +23,7 @@ def _write_traces(folder, generations: int = 12, steps: int = 8) -> None:
     for doc in range(generations):
         prompt = rng.integers(3, 96, size=20).tolist()
         gens = engine.generate_many(prompt, steps, [Condition("none"), Condition("dynamic")],
-                                    needle_indices=list(range(2, 14)), record_hidden=True)
+                                    target=list(range(2, 14)), record_hidden=True)
         lines = [generation_line("niah_uuid", doc, gen, "", list(range(2, 14))) for gen in gens]
         write_generations(folder / "niah_uuid.jsonl", lines, gens, "float32", "tiny", engine.num_layers, engine.num_heads)
 
@@ -31,7 +31,7 @@ def _write_traces(folder, generations: int = 12, steps: int = 8) -> None:
 def test_step_vectors_are_the_unmasked_steps_in_generation_order(tmp_path):
     _write_traces(tmp_path)
     data = load_step_vectors([tmp_path])
-    assert data.kind == "niah" and data.model == "tiny" and data.hidden.shape == (12 * 8, 64)
+    assert data.kind == "copy_paste" and data.model == "tiny" and data.hidden.shape == (12 * 8, 64)
     assert data.scores.shape == (96, 12) and set(np.unique(data.scores)) <= {0.0, 1.0}
     assert data.groups.tolist() == [g for g in range(12) for _ in range(8)]
     with pytest.raises(ValueError, match="no trace line with hidden-state vectors"):
@@ -50,7 +50,7 @@ def test_cli_trains_saves_and_reports_with_baselines(tmp_path, capsys):
         assert {"in_sample", "held_out", "shuffled"} <= set(row)
     assert {"probe", "prior", "previous_step", "predicts"} <= set(data["probe"])
     probe, meta = load_probe(out)
-    assert meta["model"] == "tiny" and meta["kind"] == "niah" and meta["hidden_dim"] == 64 and meta["hidden_sizes"] == [16]
+    assert meta["model"] == "tiny" and meta["kind"] == "copy_paste" and meta["hidden_dim"] == 64 and meta["hidden_sizes"] == [16]
     assert probe.predict_proba(np.zeros((2, 64), dtype=np.float32)).shape == (2, 12)
 
 

@@ -48,7 +48,7 @@ def test_trace_lines_log_every_retrieval(run):
     lm, _, records = run
     assert sorted({r["mask"] for r in records}) == sorted(f"rag:{s}" for s in STRATEGIES) and len(records) == 2 * len(STRATEGIES)
     docs = docs_from_metadata(n=2, tokenizer=lm.tokenizer)
-    static_top = [list(h) for h in lm.static("hotpotqa").heads[:5]]
+    static_top = [list(h) for h in lm.static("reasoning").heads[:5]]
     for rec in records:
         doc = docs[rec["doc_id"]]
         enc = lm.tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)

@@ -33,3 +33,15 @@ def test_suite_registry_rag_needs_the_hotpotqa_probe():
     spec.loader.exec_module(run_suite)
     assert run_order(run_suite.STAGES, ["rag"]) == ["calibrate_hotpotqa", "hotpotqa_probes", "rag"]
     assert run_order(run_suite.STAGES, list(run_suite.STAGES)) == list(run_suite.STAGES)  # the registry lists needs first
+
+
+def test_the_suite_registers_both_tasks_calibrations():
+    """A fresh interpreter that loads run_suite.py can calibrate both kinds of document (the suite imports the tasks)."""
+    import subprocess
+    import sys
+
+    code = ("import runpy; runpy.run_path(%r, run_name='loaded');"
+            "from dynheads.models.static_heads import calibration_for;"
+            "print(calibration_for('copy_paste') is not None, calibration_for('reasoning') is not None)") % str(ROOT / "run_suite.py")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True"]

@@ -148,7 +148,7 @@ def test_probes_stage(suite_run):
     out, _, row = suite_run
     model = out / "smollm2"
     report = json.loads((model / "probes.json").read_text())["report"]
-    assert report["kind"] == "niah" and report["hidden_dim"] == 576 and report["heads"] == 270
+    assert report["kind"] == "copy_paste" and report["hidden_dim"] == 576 and report["heads"] == 270
     # the grid's one unmasked generation plus 2 depths x 2 runs of further ones (another document seed)
     assert sum(report["split"][s]["generations"] for s in ("train", "validation", "test")) == 5
     grid_cell = json.loads((model / "niah" / "cells" / "L300_D0.5.json").read_text())
@@ -158,7 +158,7 @@ def test_probes_stage(suite_run):
     assert [r["k"] for r in report["cca"]] == list(range(11))
     assert set(report["probe"]) >= {"probe", "prior", "previous_step", "predicts"}
     probe, meta = load_probe(model / "probes.pt")
-    assert meta["model"] == "smollm2" and meta["kind"] == "niah" and meta["hidden_sizes"] == [16]
+    assert meta["model"] == "smollm2" and meta["kind"] == "copy_paste" and meta["hidden_sizes"] == [16]
     assert row["probe_f1"] == report["probe"]["probe"]["f1"] and row["cca_top1_k0"] == report["cca"][0]["in_sample"]["top1"]
     table = (out / "table2.md").read_text()
     assert "| smollm2 | prior |" in table and "| smollm2 | previous-step |" in table and "llama3.1-8b" in table
@@ -170,7 +170,7 @@ def test_hotpotqa_probes_stage(suite_run):
     """Claim 3 on HotpotQA: a regressor trained on train answers and tested on dev answers; Table 3, Figure 8."""
     out, _, row = suite_run
     report = json.loads((out / "smollm2" / "hotpotqa_probes.json").read_text())["report"]
-    assert report["kind"] == "hotpotqa" and report["split"]["test"]["generations"] == 2
+    assert report["kind"] == "reasoning" and report["split"]["test"]["generations"] == 2
     assert report["split"]["train"]["generations"] + report["split"]["validation"]["generations"] == 5
     assert {"mse", "mae", "r2"} <= set(report["probe"]["probe"])
     assert row["hotpotqa_probe_r2"] == report["probe"]["probe"]["r2"]

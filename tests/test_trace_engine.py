@@ -9,7 +9,7 @@ import torch
 
 from dynheads.metrics.retrieval import copy_paste_heads
 from dynheads.models.attention import UnsupportedAttentionError, install
-from dynheads.models.engine import Condition, DecodingError, TraceEngine
+from dynheads.models.engine import Condition, DecodeRequest, DecodingError, TraceEngine
 
 from tiny_models import ARCHITECTURES, SLIDING_WINDOW, tiny_model
 
@@ -105,7 +105,7 @@ def test_traced_greedy_matches_generate(arch):
         )[0, len(ids):].tolist()
     engine = TraceEngine(model)
     needle = list(range(4, 12))
-    traced = engine.generate(ids, 12, needle_indices=needle)
+    traced = engine.generate(ids, 12, target=needle)
     assert traced.token_ids == reference
     untraced = engine.generate(ids, 12)
     assert untraced.token_ids == reference
@@ -117,7 +117,7 @@ def test_traced_heads_match_eager_recomputation(arch):
     model = tiny_model(arch)
     ids = _prompt(seed=7)
     needle = list(range(2, 18))
-    gen = TraceEngine(model).generate(ids, 10, needle_indices=needle)
+    gen = TraceEngine(model).generate(ids, 10, target=needle)
     seq = list(ids)
     for step in gen.steps:
         rows = _eager_last_rows(model, seq)
@@ -138,7 +138,7 @@ def test_dynamic_mask_reruns_step_with_found_heads_gated():
     model = tiny_model("llama")
     engine = TraceEngine(model)
     ids = _self_copying_prompt(engine)
-    gen = engine.generate(ids, 6, needle_indices=list(range(len(ids))), mask="dynamic")
+    gen = engine.generate(ids, 6, target=list(range(len(ids))), mask="dynamic")
     assert gen.steps[0].heads, "the repeated token is the argmax of some head and is generated"
     plain = engine.generate(ids, 1)
     assert gen.steps[0].ungated_token_id == plain.token_ids[0]
@@ -159,8 +159,8 @@ def test_bad_inputs_give_clear_errors():
         engine.generate([1, 2, 3], 2, mask="sometimes")
     with pytest.raises(DecodingError, match="exceeds this model's 256 positions"):
         engine.generate(list(range(3, 90)) * 3, 20)
-    with pytest.raises(DecodingError, match="needle was lost"):
-        engine.generate([5, 6, 7], 2, needle_indices=[10])
+    with pytest.raises(DecodingError, match="needle or supporting facts were lost"):
+        engine.generate([5, 6, 7], 2, target=[10])
     with pytest.raises(DecodingError, match="does not exist"):
         engine.generate([5, 6, 7], 2, mask="static", gate_heads=[(9, 0)])
 
@@ -200,7 +200,7 @@ def _copying_prompt(engine: TraceEngine) -> tuple[list[int], list[int]]:
         start = torch.randint(3, 96, (6,), generator=g).tolist()
         prompt = start + engine.generate(start, 16).token_ids
         needle = list(range(len(prompt)))
-        steps = engine.generate(prompt, NEW_TOKENS, needle_indices=needle).steps
+        steps = engine.generate(prompt, NEW_TOKENS, target=needle).steps
         score = 2 * (len(steps[0].heads) >= 2) + sum(len(s.heads) >= 2 for s in steps)
         if score > best_score:
             best, best_score = (prompt, needle), score
@@ -319,10 +319,10 @@ def test_generate_many_equals_separate_generations(arch):
     engine = TraceEngine(tiny_model(arch))
     prompt, needle = _copying_prompt(engine)
     conditions = _conditions()
-    many = engine.generate_many(prompt, NEW_TOKENS, conditions, needle_indices=needle)
+    many = engine.generate_many(prompt, NEW_TOKENS, conditions, target=needle)
     assert [g.condition for g in many] == ["none", "dynamic", "dynamic:1", "static", "random"]
     singles = [
-        engine.generate(prompt, NEW_TOKENS, needle_indices=needle, mask=c.mask, gate_heads=c.gate_heads, top_k=c.top_k)
+        engine.generate(prompt, NEW_TOKENS, target=needle, mask=c.mask, gate_heads=c.gate_heads, top_k=c.top_k)
         for c in conditions
     ]
     for got, want in zip(many, singles):
@@ -330,7 +330,7 @@ def test_generate_many_equals_separate_generations(arch):
         assert len(got.steps) == NEW_TOKENS
         assert got.steps == want.steps, got.condition  # token ids, heads, gated, heads_after, ungated token
     # the order of the conditions does not matter (the last one reuses the prefilled cache itself)
-    reverse = engine.generate_many(prompt, NEW_TOKENS, conditions[::-1], needle_indices=needle)
+    reverse = engine.generate_many(prompt, NEW_TOKENS, conditions[::-1], target=needle)
     for got, want in zip(reverse, singles[::-1]):
         assert got.steps == want.steps, got.condition
     assert any(s.ungated_token_id is not None for s in many[1].steps), "dynamic never re-ran a step"
@@ -349,7 +349,7 @@ def test_conditions_match_hand_gated_eager_replay(arch):
     ref = HandGated(model)
     prompt, needle = _copying_prompt(engine)
     conditions = _conditions() + [Condition.parse("dynamic:2")]
-    gens = engine.generate_many(prompt, NEW_TOKENS, conditions, needle_indices=needle)
+    gens = engine.generate_many(prompt, NEW_TOKENS, conditions, target=needle)
     counts = {c.name: _replay(ref, prompt, needle, g, c) for c, g in zip(conditions, gens)}
     assert counts["dynamic"]["rerun"] > 0
     assert counts["dynamic:1"]["selected"] > 0, "no step had more active heads than k=1"
@@ -366,8 +366,8 @@ def test_static_gating_equals_generate_static_and_fixed_every_step(arch):
     prompt, needle = _copying_prompt(engine)
     for traced in (needle, None):  # the fixed gate must not depend on tracing
         many = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition("static", tuple(STATIC))],
-                                    needle_indices=traced)[1]
-        single = engine.generate(prompt, NEW_TOKENS, needle_indices=traced, mask="static", gate_heads=STATIC)
+                                    target=traced)[1]
+        single = engine.generate(prompt, NEW_TOKENS, target=traced, mask="static", gate_heads=STATIC)
         assert many.steps == single.steps
         assert all(s.gated == sorted(STATIC) for s in many.steps)
         assert all(s.heads_after == [] and s.ungated_token_id is None for s in many.steps)
@@ -378,7 +378,7 @@ def test_dynamic_zero_equals_none(arch):
     engine = TraceEngine(tiny_model(arch))
     prompt, needle = _copying_prompt(engine)
     none, zero = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition.parse("dynamic:0")],
-                                      needle_indices=needle)
+                                      target=needle)
     assert zero.condition == "dynamic:0"
     assert zero.token_ids == none.token_ids
     assert [s.heads for s in zero.steps] == [s.heads for s in none.steps]
@@ -402,7 +402,7 @@ def test_condition_parse_and_its_errors():
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(DecodingError, match="no mask condition given"):
         engine.generate_many([5, 6, 7], 2, [])
-    with pytest.raises(DecodingError, match="mask=dynamic needs needle or supporting-fact token indices"):
+    with pytest.raises(DecodingError, match=r"mask=dynamic needs target token indices \(a needle or supporting facts\)"):
         engine.generate_many([5, 6, 7], 2, ["none", "dynamic:2"])
     with pytest.raises(DecodingError, match=r"head \(0, 4\) does not exist"):
         engine.generate_many([5, 6, 7], 2, [Condition("none"), Condition("random", ((0, 4),))])
@@ -412,13 +412,13 @@ def test_condition_parse_and_its_errors():
 def test_reasoning_scores_match_eager_recomputation(arch):
     """Eq. 2 mode: every step's scores and heads equal those computed from a full eager forward."""
     from dynheads.metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
-    from dynheads.models.engine import ReasoningScore
+    from dynheads.models.scores import ReasoningScore
 
     model = tiny_model(arch)
     ids = _prompt(seed=11)
     support = list(range(6, 13))
     spec = ReasoningScore(sink_tokens=2, local_window=4, threshold=0.2)
-    gen = TraceEngine(model).generate(ids, 8, support_indices=support, reasoning=spec)
+    gen = TraceEngine(model).generate(ids, 8, target=support, score=spec)
     seq = list(ids)
     fired = 0
     for step in gen.steps:
@@ -431,12 +431,12 @@ def test_reasoning_scores_match_eager_recomputation(arch):
 
 
 def test_dynamic_mask_under_eq2_gates_the_reasoning_heads():
-    from dynheads.models.engine import ReasoningScore
+    from dynheads.models.scores import ReasoningScore
 
     engine = TraceEngine(tiny_model("llama"))
     ids = _prompt(seed=11)
     spec = ReasoningScore(sink_tokens=2, local_window=4, threshold=0.2)
-    kwargs = {"support_indices": list(range(6, 13)), "reasoning": spec}
+    kwargs = {"target": list(range(6, 13)), "score": spec}
     none, dynamic, top1 = engine.generate_many(ids, 6, ["none", "dynamic", "dynamic:1"], **kwargs)
     assert none.steps[0].heads == dynamic.steps[0].heads  # same first pass
     assert all(s.gated == s.heads for s in dynamic.steps)
@@ -445,5 +445,6 @@ def test_dynamic_mask_under_eq2_gates_the_reasoning_heads():
             scores = torch.tensor(step.scores)
             (gated,) = step.gated
             assert scores[gated].item() == max(scores[h].item() for h in step.heads)  # strongest head
-    with pytest.raises(DecodingError, match="not both"):
-        engine.generate(ids, 2, needle_indices=[3], support_indices=[4])
+    with pytest.raises(DecodingError, match="cannot mix retrieval scores"):
+        engine.generate_batch([DecodeRequest(ids, 2, ["none"], target=[3]), DecodeRequest(ids, 2, ["none"], target=[4], score=spec)],
+                              batch_size=2)

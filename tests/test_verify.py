@@ -8,7 +8,8 @@ import copy
 
 import pytest
 
-from dynheads.models.engine import Condition, ReasoningScore, TraceEngine
+from dynheads.models.engine import Condition, TraceEngine
+from dynheads.models.scores import ReasoningScore
 from dynheads.traces import generation_line
 from dynheads.models.verify import main, verify_records
 
@@ -34,10 +35,10 @@ def _records(arch: str, eq2: bool = False) -> tuple[list[dict], object]:
     target = list(range(len(ids) - 3))
     if eq2:
         reasoning = ReasoningScore(sink_tokens=1, local_window=2, threshold=0.3)
-        gens = engine.generate_many(ids, 6, CONDITIONS, support_indices=target, reasoning=reasoning)
+        gens = engine.generate_many(ids, 6, CONDITIONS, target=target, score=reasoning)
         records = [generation_line("t", 0, g, "", target, reasoning) for g in gens]
     else:
-        gens = engine.generate_many(ids, 6, CONDITIONS, needle_indices=target)
+        gens = engine.generate_many(ids, 6, CONDITIONS, target=target)
         records = [generation_line("t", 0, g, "", target) for g in gens]
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")

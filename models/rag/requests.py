@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ... import traces
+from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
 from .. import step_registry
 from ..files import file_digest
@@ -33,7 +34,7 @@ def check_requirements(strategies: Sequence[Strategy], probe_meta: dict[str, Any
         if probe_meta is None:
             raise ValueError(f"dynheads: rag=dynamic predicts each step's heads with the HotpotQA probe of Claim 3; give "
                              f"probe=PATH, made by {PROBE_COMMAND}")
-        if probe_meta.get("kind") != "hotpotqa":
+        if probe_meta.get("kind") != REASONING:
             raise ValueError(f"dynheads: rag=dynamic needs a HotpotQA (Eq. 2) probe, but probe={probe_path!r} was trained on "
                              f"{probe_meta.get('kind')} documents; make one with {PROBE_COMMAND}")
     if "static" in names and static_source == "off":
@@ -52,7 +53,7 @@ def head_chooser(lm: Any, sample_key: str) -> HeadChooser:
             scores = np.asarray(lm.rag_probe.predict(hidden[None].astype(np.float32))[0])
             return [(int(i) // engine.num_heads, int(i) % engine.num_heads) for i in np.argsort(-scores, kind="stable")[:k]]
         if strategy.name == "static":
-            return list(lm.static("hotpotqa").heads[:k])
+            return list(lm.static(REASONING).heads[:k])
         draw = f"-{index}" if strategy.name == "dynamic_random" else "-fixed"
         return random_heads(k, engine.num_layers, engine.num_heads, f"{lm.settings.seed}-{sample_key}-{k}{draw}")
 
@@ -112,7 +113,7 @@ def rag_identity(lm: Any, strategies: Sequence[str]) -> dict[str, Any]:
     static = [s for s in parsed if s.name == "static"]
     if static:
         k = max(s.k or lm.settings.rag.heads for s in static)
-        out["static_heads"] = [list(h) for h in lm.static("hotpotqa").heads[:k]]
+        out["static_heads"] = [list(h) for h in lm.static(REASONING).heads[:k]]
     return out
 
 

@@ -19,16 +19,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...models.files import write_atomic
+from ...traces import REASONING
+from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
 from ..cells import CellTask
 from ..model import ModelSuite
 from ..summaries import CONDITIONS, condition_titles, dynamic_masking, ks_and_names, matching_note, mean_of, progressive_rows, samples_of
 from ..tables import markdown
 
 
-def _score(response: str, doc: dict[str, Any]) -> dict[str, float]:
-    from ...tasks.hotpotqa_sf.utils import score
-
-    return score(response, doc)
 
 
 def _describe(doc: dict[str, Any]) -> dict[str, Any]:
@@ -42,14 +40,14 @@ def _eq2_settings(lm: Any) -> dict[str, Any]:
     return {"reasoning": {"sink_tokens": r.sink_tokens, "local_window": r.local_window, "threshold": r.threshold}}
 
 
-CELLS = CellTask("hotpotqa_sf", kind="hotpotqa", check_metric="f1", seeded=False, score=_score, describe=_describe,
+CELLS = CellTask("hotpotqa_sf", kind=REASONING, check_metric="f1", seeded=False, score=task.score, describe=_describe,
                  model_settings=_eq2_settings)
 
 
 def calibrate(suite: ModelSuite) -> dict[str, Any]:
     """Static reasoning heads on HotpotQA train (mean Eq. 2 score) and N, summarised in ``hotpotqa_calibration.json``."""
     setting = {"examples": suite.lm.settings.calibration["examples"], "split": "train", "threshold": suite.lm.settings.reasoning.threshold}
-    return suite.write_calibration("hotpotqa", setting, "hotpotqa_calibration.json")
+    return suite.write_calibration(REASONING, setting, "hotpotqa_calibration.json")
 
 
 def chunks(runner: Any, setting: dict[str, Any], n: int, conditions: list[str], heads: int | None,
@@ -69,7 +67,7 @@ def evaluated(suite: ModelSuite) -> list[dict[str, Any]]:
     ``hotpotqa_probes``, whose test set are their unmasked answers: the cells record hidden states)."""
     def compute() -> list[dict[str, Any]]:
         h = suite.profile["hotpotqa"]
-        return chunks(suite.runner("hotpotqa"), h, int(h["n"]), list(CONDITIONS), suite.lm.calibrated_count("hotpotqa"),
+        return chunks(suite.runner("hotpotqa"), h, int(h["n"]), list(CONDITIONS), suite.lm.calibrated_count(REASONING),
                       suite.progress, f"{suite.name} HotpotQA (4 conditions)", hidden=True)
 
     return suite.shared("hotpotqa_chunks", compute)
@@ -82,7 +80,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
 
     h = suite.profile["hotpotqa"]
     cells = evaluated(suite)
-    n = suite.lm.calibrated_count("hotpotqa")
+    n = suite.lm.calibrated_count(REASONING)
     threshold = suite.lm.settings.reasoning.threshold
     titles = condition_titles(n)
     samples = samples_of(cells)
@@ -98,7 +96,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
                **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}}
     text = [f"# {suite.name}: HotpotQA masking ablation (paper Figure 6)\n",
             f"{len(samples)} dev examples; reasoning heads are Eq. 2 scores > {threshold:g}. "
-            + matching_note(suite.lm.static("hotpotqa"), summary, n)]
+            + matching_note(suite.lm.static(REASONING), summary, n)]
     text.append(markdown(["condition", "EM", "F1", "EM bridge", "F1 bridge", "EM comparison", "F1 comparison"],
                          [[titles[c]] + [summary[f"{m}_{c}"] for m in metrics] for c in CONDITIONS]))
     for c in CONDITIONS:
@@ -118,7 +116,7 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
     h = suite.profile["hotpotqa"]
     traced = suite.lm.settings.reasoning.threshold
     runs = [r["conditions"]["none"] for r in samples_of(evaluated(suite))]
-    static = suite.lm.static("hotpotqa")
+    static = suite.lm.static(REASONING)
     ranking = static.heads if static.informative else None
     rows = []
     for threshold in sorted({float(t) for t in h["thresholds"]} | {traced}):
@@ -149,7 +147,7 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     ks, names = ks_and_names(p["ks"])
     cells = chunks(suite.runner("hotpotqa_progressive"), h, int(p["n"]), names, None, suite.progress,
                    f"{suite.name} HotpotQA progressive ablation")
-    rows = progressive_rows(cells, ks, names, suite.lm.static("hotpotqa").heads[:20], ("em", "f1"))
+    rows = progressive_rows(cells, ks, names, suite.lm.static(REASONING).heads[:20], ("em", "f1"))
     progressive_plot(rows, f"{suite.name}: HotpotQA progressive ablation (Eq. 2 > {suite.lm.settings.reasoning.threshold:g})",
                      suite.dir / "hotpotqa_progressive_ablation.png", metrics=(("em", "EM"), ("f1", "F1")),
                      xlabel="reasoning retrieval heads masked per step (k; strongest Eq. 2 scores)")

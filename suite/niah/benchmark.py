@@ -43,30 +43,25 @@ from typing import Any
 
 import torch
 
-from ...metrics.retrieval import span_token_indices
 from ...models import engine as engine_module
 from ...models.engine import DecodeRequest, TraceEngine
 from ...models.loading import load_model, load_tokenizer
+from ...models.prompts import PromptEncoder
 from ...tasks.niah_uuid.haystack import build_docs
 
 
 def needle_prompt(tokenizer: Any, length: int) -> tuple[list[int], list[int]]:
     """A NIAH prompt of about ``length`` context tokens (needle at depth 0.5) and its needle token indices."""
-    doc = build_docs(tokenizer, [length], [0.5], runs=1, seed=12345)[0]
-    enc = tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
-    start, end = doc["needle_char_span"]
-    return enc["input_ids"], span_token_indices(enc["offset_mapping"], start, end)
+    return needle_prompts(tokenizer, length, 1)[0]
 
 
 def needle_prompts(tokenizer: Any, length: int, count: int) -> list[tuple[list[int], list[int]]]:
-    """``count`` distinct NIAH prompts of about ``length`` context tokens, needles at spread depths."""
+    """``count`` distinct NIAH prompts of about ``length`` context tokens, needles at spread depths, encoded as
+    the lm-eval model encodes them (:mod:`dynheads.models.prompts`)."""
     depths = [i / max(1, count - 1) for i in range(count)] if count > 1 else [0.5]
-    out = []
-    for doc in build_docs(tokenizer, [length], depths, runs=1, seed=12345):
-        enc = tokenizer(doc["input"], add_special_tokens=False, return_offsets_mapping=True)
-        start, end = doc["needle_char_span"]
-        out.append((enc["input_ids"], span_token_indices(enc["offset_mapping"], start, end)))
-    return out
+    encoder = PromptEncoder(tokenizer, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
+    return [encoder.encode_with_needle(doc["input"], doc["needle"])
+            for doc in build_docs(tokenizer, [length], depths, runs=1, seed=12345)]
 
 
 def _sync(device: torch.device) -> None:
@@ -101,12 +96,12 @@ def _variants(model: torch.nn.Module, engine: TraceEngine, ids: list[int], needl
 
     return {
         "plain": plain_generate,
-        "traced": lambda new_tokens: engine.generate(ids, new_tokens, needle_indices=needle),
-        "gated": lambda new_tokens: engine.generate(ids, new_tokens, needle_indices=needle, mask="dynamic"),
+        "traced": lambda new_tokens: engine.generate(ids, new_tokens, target=needle),
+        "gated": lambda new_tokens: engine.generate(ids, new_tokens, target=needle, mask="dynamic"),
         # one gated head in a single pass per step (static / random masking)
-        "static": lambda new_tokens: engine.generate(ids, new_tokens, needle_indices=needle, mask="static", gate_heads=[(0, 0)]),
+        "static": lambda new_tokens: engine.generate(ids, new_tokens, target=needle, mask="static", gate_heads=[(0, 0)]),
         # worst case of gating: every step is run twice (ungated trace pass + gated re-run)
-        "two_pass": lambda new_tokens: rerun.generate(ids, new_tokens, needle_indices=needle, mask="dynamic"),
+        "two_pass": lambda new_tokens: rerun.generate(ids, new_tokens, target=needle, mask="dynamic"),
     }
 
 
@@ -217,7 +212,7 @@ def _batch_variants(model: torch.nn.Module, engine: TraceEngine, prompts: list[t
 
     def engine_run(mask: str):
         def run(new_tokens: int, clock: _StepClock):
-            requests = [DecodeRequest(ids, new_tokens, [mask], needle_indices=needle) for ids, needle in prompts]
+            requests = [DecodeRequest(ids, new_tokens, [mask], target=needle) for ids, needle in prompts]
 
             def on_step(_request, _condition, steps, finished):
                 if not finished:
@@ -237,7 +232,7 @@ def batch_rates(model, engine, make_prompts, batches: list[int], new_tokens: int
     rows = []
     for size in batches:
         prompts = make_prompts(size)
-        requests = [DecodeRequest(ids, new_tokens, ["none"], needle_indices=needle) for ids, needle in prompts]
+        requests = [DecodeRequest(ids, new_tokens, ["none"], target=needle) for ids, needle in prompts]
         need, free = engine.batch_bytes(requests, list(range(size))), engine_module.available_bytes(engine.device)
         assert need <= free, f"a batch of {size} would be split ({need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free)"
         variants = _batch_variants(model, engine, prompts)

@@ -23,7 +23,7 @@ def condition_heatmaps(
     """Side-by-side length × depth heatmaps, one panel per condition.
 
     ``panels``: ``(condition title, cells)`` where each cell has ``length``, ``depth`` and ``metric``
-    (from :func:`dynheads.tasks.niah_uuid.utils.per_cell`). Missing cells stay blank.
+    (from :func:`dynheads.suite.niah.report.per_cell`). Missing cells stay blank.
     """
     import numpy as np
 

@@ -17,26 +17,23 @@ import json
 from typing import Any
 
 from ...models.files import write_atomic
+from ...traces import COPY_PASTE
+from ...tasks.niah_uuid import utils as task  # importing the task registers its static-head calibration
+from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, ks_and_names, matching_note, mean_of,
                          progressive_rows, samples_of)
 from ..tables import markdown
 
-def _score(response: str, doc: dict[str, Any]) -> dict[str, float]:
-    from ...tasks.niah_uuid.utils import score
-
-    return score(response, doc)
-
-
-CELLS = CellTask("niah_uuid", kind="niah", check_metric="acc", seeded=True, score=_score,
+CELLS = CellTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
                  describe=lambda doc: {"run": doc["run"], "uuid": doc["uuid"]})
 
 
 # ------------------------------------------------------------------------------------------ stages
 def calibrate(suite: ModelSuite) -> dict[str, Any]:
     """Static heads on NIAH (Eq. 1 activation rate) and N, summarised in ``calibration.json``."""
-    return suite.write_calibration("niah", suite.profile["calibration"], "calibration.json")
+    return suite.write_calibration(COPY_PASTE, suite.profile["calibration"], "calibration.json")
 
 
 def niah_cell(runner: CellRunner, length: int, depth: float, runs: int, conditions: list[str], heads: int | None,
@@ -54,7 +51,7 @@ def grid(suite: ModelSuite) -> list[dict[str, Any]]:
     their unmasked passes: the cells record hidden states)."""
     def compute() -> list[dict[str, Any]]:
         g = suite.profile["grid"]
-        n = suite.lm.calibrated_count("niah")
+        n = suite.lm.calibrated_count(COPY_PASTE)
         runner = suite.runner("niah")
         cells = [(L, d) for L in g["lengths"] for d in g["depths"]]
         return [niah_cell(runner, L, d, g["runs"], list(CONDITIONS), n, hidden=True)
@@ -64,8 +61,6 @@ def grid(suite: ModelSuite) -> list[dict[str, Any]]:
 
 
 def cell_summaries(cells: list[dict[str, Any]], condition: str) -> list[dict[str, Any]]:
-    from ...tasks.niah_uuid.utils import per_cell
-
     return per_cell({"length": c["length"], "depth": c["depth"], **r["conditions"][condition]}
                     for c in cells for r in c["samples"])
 
@@ -73,10 +68,9 @@ def cell_summaries(cells: list[dict[str, Any]], condition: str) -> list[dict[str
 def masking(suite: ModelSuite) -> dict[str, Any]:
     """Figure 2: acc / ROUGE-L per grid cell under each condition, heatmaps and the masking table."""
     from .figures import condition_heatmaps
-    from ...tasks.niah_uuid.utils import markdown_table
 
     cells = grid(suite)
-    n = suite.lm.calibrated_count("niah")
+    n = suite.lm.calibrated_count(COPY_PASTE)
     titles = condition_titles(n)
     per = {cond: cell_summaries(cells, cond) for cond in CONDITIONS}
     for metric, label in (("acc", "accuracy"), ("rouge_l", "ROUGE-L")):
@@ -84,7 +78,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
                            f"{suite.name}: NIAH {label} by masked heads (N = {n})", suite.dir / f"niah_masking_{metric}.png")
     summary = {"samples": len(samples_of(cells)), "matched_n": n, **dynamic_masking(cells),
                **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}}
-    text = [f"# {suite.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(suite.lm.static("niah"), summary, n)]
+    text = [f"# {suite.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(suite.lm.static(COPY_PASTE), summary, n)]
     text.append(markdown(["condition", "acc", "ROUGE-L"],
                          [[titles[c], summary[f"acc_{c}"], summary[f"rouge_l_{c}"]] for c in CONDITIONS]))
     for c in CONDITIONS:
@@ -100,7 +94,7 @@ def dynamism(suite: ModelSuite) -> dict[str, Any]:
     from ...metrics.dynamism import summarise
 
     samples = [r["conditions"]["none"]["heads"] for r in samples_of(grid(suite))]
-    static = suite.lm.static("niah")
+    static = suite.lm.static(COPY_PASTE)
     # a calibration in which no head ever retrieved ranks heads by index only: no Jaccard then
     stats = summarise(samples, suite.total_heads, static.heads if static.informative else None)
     write_atomic(suite.dir / "dynamism.json", json.dumps(stats, indent=1))
@@ -116,7 +110,7 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     runner = suite.runner("progressive")
     cells = [niah_cell(runner, p["length"], d, p["runs"], names, None)
              for d in suite.progress(p["depths"], desc=f"{suite.name} progressive ablation", unit="cell")]
-    rows = progressive_rows(cells, ks, names, suite.lm.static("niah").heads[:20], ("acc", "rouge_l"))
+    rows = progressive_rows(cells, ks, names, suite.lm.static(COPY_PASTE).heads[:20], ("acc", "rouge_l"))
     progressive_plot(rows, f"{suite.name}: progressive ablation at {p['length']} tokens", suite.dir / "progressive_ablation.png")
     write_atomic(suite.dir / "progressive.json", json.dumps(rows, indent=1))
     return rows

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from ...models.lm import DynHeadsLM
     from ...models.rag.requests import PROBE_COMMAND, answer_all
     from ...tasks.hotpotqa_sf.utils import docs_from_metadata
+    from ...traces import REASONING
     from ..model import slug
 
     probe = Path(args.probe or f"results/{slug(args.pretrained)}/hotpotqa_probes.pt")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"rag_bench: no HotpotQA probe at {probe}; make it with {PROBE_COMMAND} or pass --probe PATH")
     lm = DynHeadsLM(pretrained=args.pretrained, rag="+".join(STRATEGIES), probe=str(probe), calib_examples=args.calib_examples,
                     reasoning_threshold=args.threshold)
-    lm.static("hotpotqa")  # calibrated (or read from the cache) before any timing
+    lm.static(REASONING)  # calibrated (or read from the cache) before any timing
     eos = lm.eos_ids()
     docs = docs_from_metadata(n=args.n, tokenizer=lm.tokenizer)
     rows = []
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             lm.configure(rag="+".join(strategies))
             return [a.token_ids for a in answer_all(lm, ids, context, support, args.new_tokens, eos, None, key)[1]]
 
-        plain_s, _ = _best(lambda: lm.engine.generate(ids, args.new_tokens, support_indices=support, reasoning=lm.settings.reasoning,
+        plain_s, _ = _best(lambda: lm.engine.generate(ids, args.new_tokens, target=support, score=lm.settings.reasoning,
                                                       eos_token_ids=eos), args.repeats)
         alone = {s: _best(lambda s=s: together((s,))[0], args.repeats) for s in STRATEGIES}
         shared_s, shared = _best(together, args.repeats)

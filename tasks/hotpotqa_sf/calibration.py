@@ -13,8 +13,9 @@ from typing import Any, Callable, ClassVar
 
 from ...metrics.dynamism import rank_heads_by_mean_score
 from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
-from ...models.static_heads import Calibration, StaticHeads
-from ..calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
+from ...traces import REASONING
+from ...models.static_heads import StaticHeads
+from ..calibration import Keyed, masked_counts, registered, result, two_passes
 
 DEFAULT_EXAMPLES = 20
 
@@ -23,7 +24,8 @@ DEFAULT_EXAMPLES = 20
 class ReasoningCalibrationSetting(Keyed):
     """Which HotpotQA *train* examples calibrate the static reasoning heads (Eq. 2), with which Eq. 2 settings."""
 
-    task: ClassVar[str] = "hotpotqa"
+    task: ClassVar[str] = "hotpotqa"  # names the cache file and is recorded in it
+    kind: ClassVar[str] = REASONING  # the retrieval score it ranks heads by
     n: int = DEFAULT_EXAMPLES
     split: str = "train"
     sink_tokens: int = DEFAULT_SINK_TOKENS
@@ -42,7 +44,7 @@ def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
 
 def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
-    from ...models.engine import ReasoningScore
+    from ...models.scores import ReasoningScore
     from .utils import docs_from_metadata
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)
@@ -50,7 +52,7 @@ def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial
 
     def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
         prompt = lm.encoder.encode(doc["input"], doc)
-        return prompt.ids, {"support_indices": prompt.support, "reasoning": spec}
+        return prompt.ids, {"target": prompt.support, "score": spec}
 
     records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static reasoning heads ({model})", progress,
                          targets, partial)
@@ -59,11 +61,4 @@ def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial
     return result(setting, model, ranking, len(docs), len(step_scores), masked_counts(records))
 
 
-def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
-    """The cached HotpotQA calibration of ``lm`` under its ``calib_examples`` and Eq. 2 settings, computed once."""
-    setting = setting_from(options)
-    model = model_id(lm)
-    return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))
-
-
-CALIBRATION = Calibration("hotpotqa", static_heads)
+CALIBRATION = registered(ReasoningCalibrationSetting, setting_from, calibrate)

@@ -74,13 +74,15 @@ scored on different numbers of documents; that is intended).
 
 from __future__ import annotations
 
+from functools import partial
+
 import math
 import os
 import re
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from ...metrics.qa import exact_match_score, f1_score
-from ..common import count_tokens, head_metrics, render_dialogue, tokenizer_from_spec
+from ..common import count_tokens, head_metrics, metadata_error, render_dialogue, tokenizer_from_spec
 from .data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
 
 TASK = "hotpotqa_sf"
@@ -132,10 +134,7 @@ class HotpotConfig(NamedTuple):
 # -------------------------------------------------------------------------------------------- metadata
 
 
-def _bad(key: str, value: Any, problem: str, example: str) -> ValueError:
-    return ValueError(
-        f"{TASK}: metadata {key!r} = {value!r} {problem}; fix it with e.g. --metadata '{{\"{key}\": {example}}}'"
-    )
+_bad = partial(metadata_error, TASK)
 
 
 def _n(value: Any) -> int | None:
@@ -201,8 +200,7 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> HotpotConfig:
     return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)))
 
 
-def _tokenizer(spec: Any):
-    return tokenizer_from_spec(spec, TASK)
+_tokenizer = partial(tokenizer_from_spec, task=TASK)
 
 
 def _one_line(text: str) -> str:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ...metrics.dynamism import rank_static_heads
-from ...models.static_heads import Calibration, StaticHeads
-from ..calibration import Keyed, load_or_calibrate, masked_counts, model_id, result, two_passes
+from ...traces import COPY_PASTE
+from ...models.static_heads import StaticHeads
+from ..calibration import Keyed, masked_counts, registered, result, two_passes
 
 CALIBRATION_SEED = 1_000_003
 
@@ -23,7 +24,8 @@ CALIBRATION_SEED = 1_000_003
 class CalibrationSetting(Keyed):
     """Which NIAH samples calibrate the static heads (defaults sized for 2 CPU cores)."""
 
-    task: ClassVar[str] = "niah"
+    task: ClassVar[str] = "niah"  # names the cache file and is recorded in it
+    kind: ClassVar[str] = COPY_PASTE  # the retrieval score it ranks heads by
 
     lengths: tuple[int, ...] = (500, 1000, 1500, 2000)
     depths: tuple[float, ...] = (0.0, 0.5, 1.0)
@@ -48,7 +50,7 @@ def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, p
 
     def targets(doc: dict) -> tuple[list[int], dict[str, Any]]:
         ids, needle = lm.encoder.encode_with_needle(doc["input"], doc["needle"])
-        return ids, {"needle_indices": needle}
+        return ids, {"target": needle}
 
     records = two_passes(lm, docs, setting.max_new_tokens, f"calibrating static heads ({model})", progress, targets, partial)
     plain_steps = [[[tuple(h) for h in step] for step in record["heads"]] for record in records]
@@ -56,11 +58,4 @@ def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, p
     return result(setting, model, ranking, len(docs), sum(len(s) for s in plain_steps), masked_counts(records))
 
 
-def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
-    """The cached NIAH calibration of ``lm`` under its ``calib_*`` options, computed once."""
-    setting = setting_from(options)
-    model = model_id(lm)
-    return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))
-
-
-CALIBRATION = Calibration("niah", static_heads, reserved_seed=CALIBRATION_SEED)
+CALIBRATION = registered(CalibrationSetting, setting_from, calibrate, reserved_seed=CALIBRATION_SEED)

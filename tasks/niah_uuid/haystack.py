@@ -36,8 +36,6 @@ Definitions
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 import uuid
@@ -47,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..common import count_tokens, render_dialogue
+from ..hotpotqa_sf.data import load_examples
 
 NEEDLE_TEMPLATE = "The magic word is {uuid}."
 QUESTION = "What is the magic word?"
@@ -56,8 +55,6 @@ USER_TEMPLATE = (
     "Don't give information outside the document or repeat your findings."
 )
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-HOTPOTQA_DEV = DATA_DIR / "hotpotqa" / "hotpot_dev_distractor_1000.json.gz"
 DEFAULT_HAYSTACK = "hotpotqa"
 
 #: Largest |context tokens - target length| build_context accepts without raising.
@@ -82,10 +79,10 @@ __all__ = [
 
 
 @lru_cache(maxsize=4)
-def hotpotqa_text(path: str = str(HOTPOTQA_DEV)) -> str:
-    """The default haystack: deduplicated HotpotQA Wikipedia paragraphs (see module docstring)."""
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        records = json.load(fh)
+def hotpotqa_text() -> str:
+    """The default haystack: deduplicated HotpotQA Wikipedia paragraphs of the vendored dev file, read through
+    the HotpotQA task's loader (see module docstring)."""
+    records = load_examples(split="dev")
     seen: set[str] = set()
     paragraphs: list[str] = []
     for record in records:

@@ -1,4 +1,4 @@
-"""lm-eval glue for the ``niah_uuid`` task (paper Appendix A.1), plus per-cell summaries.
+"""lm-eval glue for the ``niah_uuid`` task (paper Appendix A.1): documents from metadata, scoring, head metrics.
 
 ``niah_uuid.yaml`` names these hooks by their package path (``!function
 dynheads.tasks.niah_uuid.utils.x``), so lm-eval imports this module normally and shares its caches with
@@ -46,12 +46,14 @@ name the reference; the sentence is what a faithful answer reproduces, so a verb
 
 from __future__ import annotations
 
+from functools import partial
+
 import json
 import math
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ...metrics.text import contains_exact, rouge_l
-from ..common import head_metrics, tokenizer_from_spec
+from ..common import head_metrics, metadata_error, tokenizer_from_spec
 from .haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
@@ -64,10 +66,8 @@ METRICS = ("acc", "rouge_l")
 __all__ = [
     "NiahConfig",
     "docs_from_metadata",
-    "markdown_table",
     "niah_uuid_dataset",
     "parse_metadata",
-    "per_cell",
     "process_results",
 ]
 
@@ -81,10 +81,7 @@ class NiahConfig(NamedTuple):
     tokenizer: Any = None  # name/path/None, or a tokenizer object
 
 
-def _bad(key: str, value: Any, problem: str, example: str) -> ValueError:
-    return ValueError(
-        f"niah_uuid: metadata {key!r} = {value!r} {problem}; fix it with e.g. --metadata '{{\"{key}\": {example}}}'"
-    )
+_bad = partial(metadata_error, "niah_uuid")
 
 
 def _as_list(key: str, value: Any, example: str) -> list[Any]:
@@ -155,8 +152,7 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> NiahConfig:
     return NiahConfig(_dedupe(lengths), _dedupe(depths), runs, seed, haystack_file or None, tokenizer)
 
 
-def _tokenizer(spec: Any):
-    return tokenizer_from_spec(spec, "niah_uuid")
+_tokenizer = partial(tokenizer_from_spec, task="niah_uuid")
 
 
 def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
@@ -192,66 +188,3 @@ def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any
     return {**score(results[0] if results else "", doc), **head_metrics(doc)}
 
 
-def _response_of(row: Mapping[str, Any]) -> str | None:
-    for key in ("response", "filtered_resps", "resps"):
-        value = row.get(key)
-        while isinstance(value, (list, tuple)) and value:
-            value = value[0]
-        if isinstance(value, str):
-            return value
-    return None
-
-
-def per_cell(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ``acc`` / ``rouge_l`` per (length, depth) cell, sorted by length then depth.
-
-    ``rows`` are either lm-eval ``--log_samples`` records (``{"doc": {...}, "acc": ..., ...}``) or flat
-    dicts holding ``length``, ``depth`` and the metrics. Missing metrics are computed from a response
-    (``response``, ``filtered_resps`` or ``resps``) and the document's ``uuid`` / ``needle``.
-    """
-    sums: dict[tuple[int, float], dict[str, float]] = {}
-    for row in rows:
-        doc = row.get("doc") if isinstance(row.get("doc"), Mapping) else row
-        try:
-            key = (int(doc["length"]), float(doc["depth"]))
-        except KeyError as exc:
-            raise ValueError(f"niah_uuid.per_cell: row has no {exc.args[0]!r}; pass niah_uuid samples or docs") from None
-        values = {m: row.get(m) for m in METRICS}
-        if any(v is None for v in values.values()):
-            response = _response_of(row)
-            if response is None:
-                raise ValueError("niah_uuid.per_cell: row has neither acc/rouge_l nor a response to score")
-            values = score(response, doc)
-        cell = sums.setdefault(key, {"n": 0, "acc": 0.0, "rouge_l": 0.0})
-        cell["n"] += 1
-        for m in METRICS:
-            cell[m] += float(values[m])
-    return [
-        {"length": length, "depth": depth, "n": int(c["n"]), "acc": c["acc"] / c["n"], "rouge_l": c["rouge_l"] / c["n"]}
-        for (length, depth), c in sorted(sums.items())
-    ]
-
-
-def markdown_table(cells: Iterable[Mapping[str, Any]], metric: str = "acc", digits: int = 2) -> str:
-    """Length (rows) × depth (columns) Markdown table of ``metric`` from :func:`per_cell` output."""
-    cells = list(cells)
-    lengths = sorted({int(c["length"]) for c in cells})
-    depths = sorted({float(c["depth"]) for c in cells})
-    value = {(int(c["length"]), float(c["depth"])): float(c[metric]) for c in cells}
-    weight = {(int(c["length"]), float(c["depth"])): int(c.get("n", 1)) for c in cells}
-    lines = [
-        "| length \\ depth | " + " | ".join(f"{d:g}" for d in depths) + " | mean |",
-        "|---:|" + "---:|" * (len(depths) + 1),
-    ]
-    for length in lengths:
-        row, total, count = [], 0.0, 0
-        for depth in depths:
-            if (length, depth) in value:
-                v, n = value[(length, depth)], weight[(length, depth)]
-                row.append(f"{v:.{digits}f}")
-                total, count = total + v * n, count + n
-            else:
-                row.append("–")
-        mean = f"{total / count:.{digits}f}" if count else "–"
-        lines.append(f"| {length} | " + " | ".join(row) + f" | {mean} |")
-    return "\n".join(lines)
