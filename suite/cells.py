@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..models.files import write_atomic
 from ..traces import read_task, remove_task
-from .shards import Missing, Shard
+from .shards import CellOwners, Missing, Shard
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 
@@ -62,9 +62,10 @@ class CellRunner:
 
     def __init__(self, lm: Any, model_name: str, folder: Path, seed: int, limit: int | None,
                  evaluate: Callable[..., list[dict[str, Any]]] = lm_eval_cell, on_compute: Callable[[], None] | None = None,
-                 shard: Shard = Shard(), on_missing: Callable[[str], None] | None = None) -> None:
+                 owners: CellOwners | None = None, on_missing: Callable[[str], None] | None = None) -> None:
         self.lm, self.model_name, self.folder, self.seed, self.limit = lm, model_name, folder, seed, limit
-        self.evaluate, self.on_compute, self.shard, self.on_missing = evaluate, on_compute, shard, on_missing
+        self.evaluate, self.on_compute, self.on_missing = evaluate, on_compute, on_missing
+        self.owners = owners or CellOwners(Shard())
 
     def settings(self, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
                  hidden: bool = False) -> dict[str, Any]:
@@ -93,8 +94,8 @@ class CellRunner:
         """The cell's result (cached or computed); ``hidden`` also writes the hidden-state sidecar beside the trace."""
         settings = self.settings(task, metadata, conditions, heads, hidden)
         path = self.folder / f"{key}.json"
-        mine = self.shard.owns(self.folder.parent.name, key)
-        if path.is_file() and (mine or self.shard.builds_tables):
+        mine = self.owners.owns(self.folder.parent.name, key)
+        if path.is_file() and (mine or self.owners.shard.builds_tables):
             cached = json.loads(path.read_text())
             if cached.get("settings") == settings:
                 return cached

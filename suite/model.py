@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from ..models.files import write_atomic
 from .cells import CellRunner
-from .shards import Shard
+from .shards import CellOwners, Shard
 
 
 class ModelSuite:
@@ -21,7 +21,7 @@ class ModelSuite:
         from ..models.lm import DynHeadsLM
 
         self.name, self.profile, self.seed, self.limit, self.progress = model_name, profile, seed, limit, progress
-        self.shard, self.missing = shard, []  # cells of other shards not written yet (stage/cell)
+        self.owners, self.missing = CellOwners(shard), []  # which shard computes each cell; cells of others not written yet
         self.dir = out / slug(model_name)
         self.lm = DynHeadsLM(pretrained=model_name, seed=seed, **model_args)
         self.total_heads = self.lm.engine.num_layers * self.lm.engine.num_heads
@@ -31,7 +31,7 @@ class ModelSuite:
 
     def runner(self, stage: str) -> CellRunner:
         return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count,
-                          shard=self.shard, on_missing=self.missing.append)
+                          owners=self.owners, on_missing=self.missing.append)
 
     def _count(self) -> None:
         self.computed += 1

@@ -2,9 +2,10 @@
 
 ``run_suite.py --shard I/N`` (I = 0..N-1), or the rank and world size that ``torchrun`` / ``accelerate
 launch`` (``RANK`` / ``WORLD_SIZE``) or a SLURM array (``SLURM_ARRAY_TASK_ID`` / ``SLURM_ARRAY_TASK_COUNT``,
-from ``SLURM_ARRAY_TASK_MIN``) set, makes a process compute only its share of the cells: a cell belongs
-to shard ``crc32(stage/cell) mod N``, so the split is the same in every process and on every machine,
-whatever order the stages enumerate their cells in.
+from ``SLURM_ARRAY_TASK_MIN``) set, makes a process compute only its share of the cells: the i-th cell a
+stage enumerates (in the profile's order, the same in every process and on every machine) belongs to
+shard ``i mod N``, so every shard gets an equal share of every stage (a hash of the cell's name would
+leave small stages lopsided).
 
 A cell of another shard is read when its file is already there; otherwise it stands as :class:`Missing`,
 which lets the stage go on enumerating (and computing) its own cells but stops the stage's summary at
@@ -17,7 +18,6 @@ waits for a later run once that result exists.
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,12 +47,22 @@ class Shard:
         """The last shard (or an unsharded run) summarises stages and writes tables; the others compute cells only."""
         return self.index == self.count - 1
 
-    def owns(self, stage: str, key: str) -> bool:
-        """Whether this shard computes cell ``key`` of ``stage`` (a stable hash: the same in every process)."""
-        return zlib.crc32(f"{stage}/{key}".encode()) % self.count == self.index
-
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
+
+
+class CellOwners:
+    """Which shard computes each cell: the i-th distinct cell of a stage, in the order the stage asks for
+    them, belongs to shard ``i mod N``; a cell asked for again keeps its shard."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self._order: dict[str, dict[str, int]] = {}
+
+    def owns(self, stage: str, key: str) -> bool:
+        seen = self._order.setdefault(stage, {})
+        index = seen.setdefault(key, len(seen))
+        return index % self.shard.count == self.shard.index
 
 
 def parse_shard(text: str | None, environ: Mapping[str, str] = os.environ) -> Shard:
