@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.files import write_atomic
+from ..traces import COPY_PASTE, REASONING
 from .model import ModelSuite
 from .tables import markdown
 
@@ -48,7 +49,8 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     path = suite.dir / f"{name}.json"
     if path.is_file() and (suite.dir / f"{name}.pt").is_file():
         cached = json.loads(path.read_text())
-        if cached.get("settings") == key:
+        # a probe saved before kinds named retrieval scores (copy_paste / reasoning) is refitted, not reused
+        if cached.get("settings") == key and cached["report"].get("kind") in (COPY_PASTE, REASONING):
             return cached["report"]
     data = load_step_vectors(trace_folders)
     split = None

@@ -14,7 +14,6 @@ off during one answer, which a constant head cannot.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...metrics.heads import Head
+from ...traces import read_lines
 from ..plotting import metric_label, pyplot, save_figure, text_colour
 
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", type=int, default=10)
     parser.add_argument("--out", default="figure5.png")
     args = parser.parse_args(argv)
-    records = [json.loads(line) for line in Path(args.trace).read_text().splitlines() if line.strip()]
+    records = read_lines(args.trace)
     matches = [r for r in records if r.get("doc_id") == args.doc and r.get("mask", "none") == args.mask]
     if not matches:
         print(f"figures: no record with doc_id {args.doc} and mask {args.mask} in {args.trace}", file=sys.stderr)

@@ -1,0 +1,36 @@
+"""The suite reuses a fitted probe while its generations and settings are unchanged, and refits one saved before
+probe kinds named retrieval scores."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import dynheads.probes.dataset as dataset
+import dynheads.probes.train as train
+from dynheads.suite.probing import fit_or_reuse
+
+SETTINGS = {"seed": 0, "max_offset": 1, "components": 2, "max_epochs": 1, "hidden_sizes": [4]}
+
+
+class _Probe:
+    def save(self, path, **meta):
+        path.write_text(json.dumps(meta))
+
+
+def test_a_cached_probe_is_reused_unless_its_kind_is_from_before_score_kinds(tmp_path, monkeypatch):
+    fits = []
+    monkeypatch.setattr(dataset, "load_step_vectors", lambda folders: SimpleNamespace(kind="copy_paste"))
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (fits.append(1), (_Probe(), {"kind": "copy_paste", "hidden_dim": 4, "heads": 2}))[1])
+    suite = SimpleNamespace(dir=tmp_path, name="tiny", computed=0, progress=lambda xs, **_: xs,
+                            lm=SimpleNamespace(engine=SimpleNamespace(device="cpu")))
+    cells = [{"settings": {"cell": 1}}]
+    assert fit_or_reuse(suite, "probes", cells, [], SETTINGS)["kind"] == "copy_paste" and len(fits) == 1
+    fit_or_reuse(suite, "probes", cells, [], SETTINGS)
+    assert len(fits) == 1  # reused
+    saved = json.loads((tmp_path / "probes.json").read_text())
+    saved["report"]["kind"] = "niah"  # what a probe of an earlier version recorded
+    (tmp_path / "probes.json").write_text(json.dumps(saved))
+    assert fit_or_reuse(suite, "probes", cells, [], SETTINGS)["kind"] == "copy_paste" and len(fits) == 2
+    fit_or_reuse(suite, "probes", [{"settings": {"cell": 2}}], [], SETTINGS)
+    assert len(fits) == 3  # other generations: refitted
