@@ -1,4 +1,4 @@
-"""The one-way layers (metrics <- probes <- models <- tasks) hold, and the check really catches a breach."""
+"""The one-way layers (metrics | traces <- probes <- models <- tasks <- suite) hold, and the check really catches a breach."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())",
@@ -26,13 +28,18 @@ def test_layers_contract_is_kept():
     assert "1 kept, 0 broken" in done.stdout
 
 
-def test_a_models_module_importing_tasks_breaks_the_contract(tmp_path):
-    """A copy of the package whose engine imports a task module, inside a function (the kind of import
-    that slipped in before): the same check fails and names the import."""
+@pytest.mark.parametrize("module, imported, name", [
+    ("models/engine.py", "dynheads.tasks.common", "count_tokens"),  # the kind of import that slipped in before
+    ("tasks/common.py", "dynheads.suite.tables", "markdown"),  # a task reaching up into the suite
+    ("traces.py", "dynheads.models.files", "write_atomic"),  # the trace format must stay at the bottom
+])
+def test_an_upward_import_breaks_the_contract(tmp_path, module, imported, name):
+    """A copy of the package with one upward import inside a function: the same check fails and names it."""
     copy = tmp_path / "dynheads"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".git", "tests", "results", "*.egg-info", "__pycache__", "data"))
-    engine = copy / "models" / "engine.py"
-    engine.write_text(engine.read_text() + "\n\ndef _breach():\n    from dynheads.tasks.common import count_tokens\n    return count_tokens\n")
+    path = copy / module
+    path.write_text(path.read_text() + f"\n\ndef _breach():\n    from {imported} import {name}\n    return {name}\n")
     done = _lint(copy, pythonpath=tmp_path)
     assert done.returncode != 0
-    assert "dynheads.models.engine -> dynheads.tasks.common" in done.stdout, done.stdout
+    here = "dynheads." + module[:-3].replace("/", ".")
+    assert f"{here} -> {imported}" in done.stdout, done.stdout
