@@ -66,7 +66,7 @@ def parse_head_list(text: str) -> list[tuple[int, int]]:
 
 def parse_conditions(mask: Any) -> tuple[Condition, ...]:
     """``mask=none+dynamic:5`` to conditions; one clear line for a bad one."""
-    names = [m for m in str(mask).split("+") if m.strip()]
+    names = plus_list(mask)
     if not names:
         raise ValueError("dynheads: empty mask; choose mask=none, dynamic, dynamic:K, static or random (join several with +)")
     try:
