@@ -250,7 +250,7 @@ def test_hotpotqa_progressive_stage(suite_run):
 @pytest.mark.slow
 def test_rag_stage(suite_run):
     """Section 5: every strategy on the same two dev examples, Tables 4 and 6, the retrieval log, leaderboard columns."""
-    from dynheads.suite.hotpotqa.rag import STRATEGIES
+    from dynheads.models.rag.algorithm import STRATEGIES
 
     out, _, row = suite_run
     model = out / "smollm2"
