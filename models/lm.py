@@ -204,7 +204,8 @@ class DynHeadsLM(HFLM):
         until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
         max_gen = int(kwargs.pop("max_gen_toks"))
         doc = getattr(req, "doc", None)
-        prompt = self.encoder.encode(context, doc if isinstance(doc, dict) else None, max_gen)
+        prompt = self.encoder.encode(context, doc if isinstance(doc, dict) else None, max_gen,
+                                     with_context=bool(self.settings.rag_strategies))
         score = self.settings.reasoning if prompt.support is not None else CopyPasteScore()
         if prompt.needle is not None:
             self._check_seed(doc, score.kind)

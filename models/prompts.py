@@ -20,11 +20,13 @@ from .engine import DecodingError
 @dataclass(frozen=True)
 class EncodedPrompt:
     """A context's token ids (after left truncation) and, where the document marks them, the needle
-    (Eq. 1) or supporting-fact (Eq. 2) token indices in those ids."""
+    (Eq. 1) or supporting-fact (Eq. 2) token indices in those ids, and the context span that Section 5
+    hides and reveals."""
 
     ids: list[int]
     needle: list[int] | None = None
     support: list[int] | None = None
+    context: list[int] | None = None
 
     @property
     def target(self) -> list[int] | None:
@@ -53,9 +55,12 @@ class PromptEncoder:
             raise DecodingError("dynheads: tokenizer offsets disagree with lm-eval's encoding of the context; use a fast tokenizer")
         return ids, [(0, 0)] * prefix + offsets
 
-    def encode(self, context: str, doc: Mapping[str, Any] | None = None, max_gen: int = 0) -> EncodedPrompt:
+    def encode(self, context: str, doc: Mapping[str, Any] | None = None, max_gen: int = 0,
+               with_context: bool = False) -> EncodedPrompt:
         """``context`` for a request that may generate ``max_gen`` tokens, with the document's needle or
-        supporting-fact indices (``doc["needle"]`` / ``doc["support_char_spans"]`` in ``doc["input"]``)."""
+        supporting-fact indices (``doc["needle"]`` / ``doc["support_char_spans"]`` in ``doc["input"]``) and its
+        context span (``doc["context_char_span"]`` in ``doc["input"]``; only ``with_context``, for Section 5),
+        each where the document marks it."""
         ids, offsets = self.with_offsets(context)
         kept_from = 0
         if self.max_length and len(ids) > self.max_length - max_gen:
@@ -63,25 +68,13 @@ class PromptEncoder:
         doc = doc or {}
         needle = self._needle(context, doc, offsets, kept_from)
         support = self._support(context, doc, offsets, kept_from) if needle is None else None
-        return EncodedPrompt(ids[kept_from:], needle, support)
+        span = self._context(context, doc, offsets, kept_from) if with_context else None
+        return EncodedPrompt(ids[kept_from:], needle, support, span)
 
     def encode_with_needle(self, context: str, needle: str) -> tuple[list[int], list[int]]:
         """Token ids of ``context`` and the indices of the tokens of ``needle`` (calibration, benchmarks)."""
         prompt = self.encode(context, {"needle": needle})
         return prompt.ids, prompt.needle or []
-
-    def context_indices(self, context: str, doc: Mapping[str, Any], max_gen: int = 0) -> list[int]:
-        """Token indices of the document's context span (``doc["context_char_span"]`` in ``doc["input"]``): what
-        Section 5 hides and reveals."""
-        span = doc.get("context_char_span")
-        base = context.find(doc.get("input") or "\0")
-        if not span or base < 0:
-            raise DecodingError("dynheads: rag= needs documents that mark their context span (context_char_span in the "
-                                "prompt), e.g. --tasks hotpotqa_sf")
-        ids, offsets = self.with_offsets(context)
-        kept_from = max(0, len(ids) - (self.max_length - max_gen)) if self.max_length else 0
-        spans = span_token_indices(offsets, base + int(span[0]), base + int(span[1]))
-        return self._kept(spans, kept_from, "the context was", "use shorter examples")
 
     # -- the document's indices ---------------------------------------------------------------------
     def _needle(self, context: str, doc: Mapping[str, Any], offsets: list[tuple[int, int]], kept_from: int) -> list[int] | None:
@@ -104,6 +97,15 @@ class PromptEncoder:
             raise DecodingError("dynheads: the document's input does not occur in the context the model receives; do not add --apply_chat_template to tasks that render their own prompt")
         full = sorted({i for start, end in spans for i in span_token_indices(offsets, base + start, base + end)})
         return self._kept(full, kept_from, "supporting facts were", "use shorter examples")
+
+    def _context(self, context: str, doc: Mapping[str, Any], offsets: list[tuple[int, int]], kept_from: int) -> list[int] | None:
+        """Token indices of the document's context span (``doc["context_char_span"]``, in ``doc["input"]``)."""
+        span = doc.get("context_char_span")
+        base = context.find(doc.get("input") or "\0")
+        if not span or base < 0:
+            return None
+        spans = span_token_indices(offsets, base + int(span[0]), base + int(span[1]))
+        return self._kept(spans, kept_from, "the context was", "use shorter examples")
 
     def _kept(self, full: list[int], kept_from: int, what: str, fix: str) -> list[int]:
         """Token indices shifted past a left truncation; an error if truncation cut any of them."""

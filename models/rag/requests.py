@@ -19,6 +19,7 @@ from ... import traces
 from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
 from .. import step_registry
+from ..engine import DecodingError
 from ..files import file_digest
 from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
 from .measures import measures
@@ -79,12 +80,13 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
 def answer_request(lm: Any, p: dict[str, Any], quiet: bool = False) -> str:
     """Every ``rag=`` strategy's answer to one prepared request of the lm-eval model (one context prefill); the
     first strategy's measures go to ``process_results``, every answer to the trace file. Returns the first text."""
-    doc = p["doc"] if isinstance(p["doc"], dict) else {}
     prompt = p["prompt"]
-    context = lm.encoder.context_indices(p["context"], doc, p["max_gen"])
+    if prompt.context is None:
+        raise DecodingError("dynheads: rag= needs documents that mark their context span (context_char_span in the "
+                            "prompt), e.g. --tasks hotpotqa_sf")
     with tqdm(total=len(lm.settings.rag_strategies), desc="  RAG strategies of this request", unit="strategy", leave=False,
               disable=quiet) as bar:
-        example, answers = answer_all(lm, prompt.ids, context, prompt.support or [], p["max_gen"], p["eos_ids"], p["stop"],
+        example, answers = answer_all(lm, prompt.ids, prompt.context, prompt.support or [], p["max_gen"], p["eos_ids"], p["stop"],
                                       str(p["sample_key"]), on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
     texts = [lm.text(a.token_ids, p["until"]) for a in answers]
     if isinstance(p["doc"], dict):

@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     docs = docs_from_metadata(n=args.n, tokenizer=lm.tokenizer)
     rows = []
     for doc in docs:
-        prompt = lm.encoder.encode(doc["input"], doc)
-        ids, support = prompt.ids, prompt.support
-        context = lm.encoder.context_indices(doc["input"], doc)
+        prompt = lm.encoder.encode(doc["input"], doc, with_context=True)
+        ids, support, context = prompt.ids, prompt.support, prompt.context
         key = doc["id"]
 
         def together(strategies: tuple[str, ...] = STRATEGIES) -> list[list[int]]:
