@@ -259,7 +259,8 @@ class DynHeadsLM(HFLM):
         order, each as soon as every earlier request is done."""
         step_registry.clear()
         eos_text = self.tok_decode(self.eot_token_id, skip_special_tokens=False)
-        prepared = [self._prepare(req, eos_text, self.eos_ids()) for req in requests]
+        eos_ids = self.eos_ids()
+        prepared = [self._prepare(req, eos_text, eos_ids) for req in requests]
         quiet = disable_tqdm or self.rank != 0
         if self.settings.rag_strategies:
             desc = f"dynheads RAG ({'+'.join(s.label for s in self.settings.rag_strategies)})"
