@@ -116,13 +116,15 @@ class ModelSettings:
               seed: Any = 0, sink_tokens: Any = None, local_window: Any = None, reasoning_threshold: Any = None,
               hidden: Any = False, hidden_dtype: Any = "float16", probe: Any = None, rag: Any = None,
               rag_heads: Any = 5, rag_threshold: Any = None, rag_top_positions: Any = None, rag_cluster_gap: Any = None,
-              rag_window: Any = None, rag_max_retrievals: Any = None) -> "ModelSettings":
+              rag_window: Any = None, rag_max_retrievals: Any = None, rag_algorithm: Any = None,
+              rag_stopwords: Any = None) -> "ModelSettings":
         """The settings of these model arguments (lm-eval's spelling and types); one clear line for a bad one."""
         given = {"heads": rag_heads, "threshold": rag_threshold, "top_positions": rag_top_positions,
                  "cluster_gap": rag_cluster_gap, "window": rag_window, "max_retrievals": rag_max_retrievals,
-                 "sink_tokens": sink_tokens}
+                 "sink_tokens": sink_tokens, "algorithm": rag_algorithm, "stopwords": rag_stopwords}
+        kinds = {"threshold": float, "algorithm": str, "stopwords": str}
         try:
-            rag_settings = RagSettings(**{k: (float(v) if k == "threshold" else int(v)) for k, v in given.items() if v is not None})
+            rag_settings = RagSettings(**{k: kinds.get(k, int)(v) for k, v in given.items() if v is not None})
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc) if str(exc).startswith("dynheads") else f"dynheads: cannot read the rag_* arguments ({exc})") from None
         if hidden_dtype not in HIDDEN_DTYPES:

@@ -47,12 +47,34 @@ def test_grid_and_schema(docs):
     assert len(docs) == len(LENGTHS) * len(DEPTHS) * RUNS
     keys = {
         "input", "needle", "uuid", "length", "depth", "run", "seed", "needle_char_span",
-        "context_char_span", "context_tokens", "n_tokens", "haystack",
+        "context_char_span", "context_tokens", "n_tokens", "haystack", "haystack_start",
     }
     assert all(set(d) == keys for d in docs)
     cells = [(d["length"], d["depth"], d["run"]) for d in docs]
     assert cells == [(n, dp, r) for n in LENGTHS for dp in DEPTHS for r in range(RUNS)]
     assert all(d["haystack"] == "hotpotqa" and d["seed"] == 0 for d in docs)
+
+
+def test_no_two_documents_share_a_context(docs, tok):
+    """Issue 19: each document reads the haystack from its own seeded paragraph, so the runs of a cell (and the
+    cells of a grid) never share context text; the start is reproducible and depends on the seed."""
+    assert len({_context(d) for d in docs}) == len(docs)
+    assert len({(d["length"], d["depth"], d["haystack_start"]) for d in docs}) == len(docs)
+    again = H.build_docs(tok, [LENGTHS[0]], [DEPTHS[0]], RUNS, seed=0)
+    assert [d["input"] for d in again] == [d["input"] for d in docs[:RUNS]]
+    other_seed = H.build_docs(tok, [LENGTHS[0]], [DEPTHS[0]], 1, seed=1)
+    assert other_seed[0]["haystack_start"] != docs[0]["haystack_start"]
+    text = H.hotpotqa_text()
+    for d in docs:  # a window starts at a paragraph: the context opens with the paragraph's first words
+        paragraph = text[d["haystack_start"]:][:40].strip()
+        assert _context(d).lstrip().startswith(paragraph[:20]) or d["depth"] == 0.0
+
+
+def test_runs_of_a_cell_take_distinct_paragraphs_even_from_a_short_source():
+    text = "\n\n".join(f"Paragraph {i} says something. It ends here." for i in range(4))
+    starts = [H.window_start(text, 0, 500, 0.5, run) for run in range(4)]
+    assert sorted(starts) == sorted({0, *(m.end() for m in H._PARAGRAPH.finditer(text))})
+    assert H.rotated(text, starts[1]).startswith(text[starts[1]:])
 
 
 def test_token_lengths(docs, tok):
@@ -99,8 +121,9 @@ def test_needle_once_at_sentence_boundary_and_depth(docs, tok):
         insert_at = s - 1
         assert insert_at <= point + 1
         assert not re.search(r"\.\s", hay[insert_at:point]), (d["length"], d["depth"], hay[insert_at:point])
-        if d["length"] >= 500:
-            assert d["depth"] - 0.15 <= s / len(context) <= d["depth"] + 0.02
+        if d["length"] >= 500:  # depth is measured in tokens (the point backs up to a sentence end)
+            before = len(tok(context[: s - 1], add_special_tokens=False)["input_ids"])
+            assert d["depth"] - 0.15 <= before / len(ids) <= d["depth"] + 0.02
 
 
 def test_deterministic_across_builds(docs, tok):

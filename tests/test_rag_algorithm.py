@@ -112,6 +112,35 @@ def test_helpers_and_bad_input():
         ContextExample(engine, _prompt(), range(6, LENGTH), [], RagSettings(), set(), None, str)
 
 
+def _sentences(token: int) -> str:
+    return f" w{token}." if token % 3 == 0 else f" w{token}"  # every third token ends a sentence
+
+
+def test_paper_algorithm_appends_the_whole_regeneration_dragin_only_its_first_sentence(engine):
+    """Algorithm 1 as written (line 12) keeps the whole regeneration under the windows; DRAGIN keeps its first
+    sentence and drafts on with the context hidden (and may retrieve again)."""
+    settings = dict(heads=2, threshold=0.0, top_positions=3, cluster_gap=2, window=4, sink_tokens=2, max_retrievals=1)
+    make = lambda algorithm: ContextExample(engine, _prompt(), range(*CONTEXT), SUPPORT,
+                                            RagSettings(algorithm=algorithm, **settings), eos=set(), stop=None,
+                                            token_text=_sentences)
+    paper, dragin = make("paper"), make("dragin")
+    a = paper.answer(Strategy("oracle"), NEW, _choose)
+    (r,) = a.retrievals
+    regen = paper.decode(a.token_ids[: r.step], NEW - r.step, r.windows, record=False).tokens
+    assert a.token_ids == a.token_ids[: r.step] + regen and len(a.token_ids) == NEW
+    b = dragin.answer(Strategy("oracle"), NEW, _choose)
+    (r,) = b.retrievals
+    regen = dragin.decode(b.token_ids[: r.step], NEW - r.step, r.windows, record=False, one_sentence=True).tokens
+    kept = first_sentence(regen, _sentences)
+    assert 0 < kept < len(regen) or kept == NEW - r.step  # the rule only differs when a sentence ends early
+    assert b.token_ids[r.step : r.step + kept] == regen[:kept]
+    rest = dragin.decode(b.token_ids[: r.step + kept], NEW - r.step - kept, [], record=True).tokens  # context hidden again
+    assert b.token_ids[r.step + kept :] == rest and b.drafts == 2
+    assert a.token_ids != b.token_ids  # the two rules disagree on this prompt
+    with pytest.raises(ValueError, match="rag_algorithm"):
+        RagSettings(algorithm="both")
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_strategies_batched_give_the_answers_each_gives_alone(arch):
     """answer_many decodes the strategies' drafts and regenerations as rows of one batch per round (suffixes

@@ -56,9 +56,34 @@ def test_sentences_and_the_flagged_words_sentence_start():
     attention[6] = 2.0
     doubled = {w.text: w for w in rind_words(texts, entropies, attention)}
     assert doubled["born"].attention == pytest.approx(2 / 1.5)
-    # a stop word never triggers, however uncertain
-    entropies[5] = 50.0
-    assert first_need(rind_words(texts, entropies, [1.0] * 9), threshold=1.0).text == "Napoleon"
+    # DRAGIN's code lets an uncertain stop word trigger ("is", before "Napoleon"); its paper's formula does not
+    entropies[1] = 50.0
+    words = rind_words(texts, entropies, [1.0] * 9)
+    assert first_need(words, threshold=1.0).text == "is"
+    assert first_need(words, threshold=1.0, stopwords="skip").text == "Napoleon"
+    with pytest.raises(ValueError, match="rag_stopwords"):
+        first_need(words, threshold=1.0, stopwords="never")
+
+
+def test_a_words_entropy_is_the_mean_over_its_tokens_and_its_attention_the_sum():
+    """DRAGIN's code: ``sum(entropies[r0:r1+1]) / (r1 - r0 + 1)`` per word, attention summed per word."""
+    texts = [" Napo", "le", "on", " won", "."]
+    words = rind_words(texts, [3.0, 1.0, 2.0, 0.5, 0.1], [0.5, 0.25, 0.25, 0.4, 0.6])
+    assert [w.text for w in words] == ["Napoleon", "won."]
+    assert words[0].entropy == pytest.approx(2.0)  # (3 + 1 + 2) / 3; the sum would be 6
+    assert words[1].entropy == pytest.approx(0.3)
+    # attention sums per word (1.0 and 1.0), rescaled to mean 1 in the sentence
+    assert words[0].attention == pytest.approx(1.0) and words[0].score == pytest.approx(2.0)
+    assert first_need(words, threshold=2.5) is None  # a summed entropy (score 6) would trigger here
+
+
+def test_later_attention_renormalises_each_row_over_the_draft_keys():
+    """The decoder's rows also attend the prompt; DRAGIN's pass sees the draft only, so each row is
+    renormalised over draft keys before the max: scaling a row changes nothing."""
+    rows = [np.array([[0.1]]), np.array([[0.05, 0.15]]), np.array([[0.02, 0.02, 0.06]])]
+    np.testing.assert_allclose(later_attention(rows, 3), [1.0, 0.75, 0.6])
+    scaled = [rows[0] * 3, rows[1] * 0.5, rows[2] * 10]
+    np.testing.assert_allclose(later_attention(scaled, 3), later_attention(rows, 3))
 
 
 def test_clusters_windows_and_merging():

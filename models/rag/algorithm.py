@@ -6,11 +6,18 @@ visible; context positions are hidden by the attention mask unless a retrieval r
 
 Algorithm 1 (per answer): draft with the context hidden; RIND (:mod:`dynheads.models.rag.rind`) scores the
 draft's words from the rows the decoder already records (entropy of each step, last-layer attention);
-on a need, keep the draft up to the start of the flagged sentence, retrieve, regenerate with the
-retrieved windows visible and keep the first new sentence (as DRAGIN does), then hide the context
-again and draft on. Algorithm 2 (retrieve): run the current position once with the whole context
-visible, choose k heads by strategy, average their last-row attention over the context, and turn the
-top positions into windows (:mod:`dynheads.models.rag.windows`).
+on a need, keep the draft up to the start of the flagged sentence, retrieve, and regenerate with the
+retrieved windows visible. What happens next is ``RagSettings.algorithm``:
+
+* ``paper`` (default; the paper's Algorithm 1 as written): the whole regeneration is appended (line 12)
+  and the windows stay visible for the next draft; the context is hidden again only after a draft
+  passes RIND (line 15);
+* ``dragin`` (DRAGIN's code): only the regeneration's first sentence is kept (``get_top_sentence``) and
+  the next draft starts with the context hidden again.
+
+Algorithm 2 (retrieve): run the current position once with the whole context visible, choose k heads by
+strategy, average their last-row attention over the context, and turn the top positions into windows
+(:mod:`dynheads.models.rag.windows`).
 
 Why it is cheap: the context's KV cache is prefilled once per example (its keys and values never
 depend on what later tokens may see) and *forked* without copying for every strategy and round; only
@@ -29,7 +36,7 @@ import numpy as np
 import torch
 
 from ...metrics.heads import Head
-from .rind import DEFAULT_RIND_THRESHOLD, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
+from .rind import DEFAULT_RIND_THRESHOLD, STOPWORD_RULES, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
 from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs)
 from ..batch import DecodeBatch
@@ -37,6 +44,7 @@ from ..engine import DecodingError, TraceEngine
 
 STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
 HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")
+ALGORITHMS = ("paper", "dragin")
 ACCEPTED_STRATEGIES = ("choose from dynamic, static, dynamic_random, fixed_random (each with an optional :K head count, "
                        "e.g. dynamic:10), none, full, oracle; join several with + (one context prefill)")
 
@@ -52,13 +60,21 @@ class RagSettings:
     window: int = DEFAULT_WINDOW
     max_retrievals: int = 3
     sink_tokens: int = 4
+    algorithm: str = "paper"
+    stopwords: str = "trigger"
 
     def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"dynheads: rag_algorithm={self.algorithm!r}; choose paper (Algorithm 1 as the paper writes it) "
+                             "or dragin (DRAGIN's code: first regenerated sentence, context hidden again)")
+        if self.stopwords not in STOPWORD_RULES:
+            raise ValueError(f"dynheads: rag_stopwords={self.stopwords!r}; choose trigger (DRAGIN's code: any word may "
+                             "trigger) or skip (DRAGIN's paper: stop words never trigger)")
         if min(self.heads, self.top_positions, self.window) < 1 or min(self.cluster_gap, self.max_retrievals, self.sink_tokens) < 0:
             raise ValueError("dynheads: rag_heads, rag_top_positions and rag_window must be >= 1; rag_cluster_gap, "
                              "rag_max_retrievals and sink_tokens >= 0 (e.g. rag_heads=5,rag_window=48)")
         if not self.threshold >= 0:
-            raise ValueError(f"dynheads: rag_threshold={self.threshold} must be >= 0 (DRAGIN uses 0.8-1.2 on HotpotQA)")
+            raise ValueError(f"dynheads: rag_threshold={self.threshold} must be >= 0 (DRAGIN uses 1.2-1.4 on HotpotQA)")
 
 
 @dataclass(frozen=True)
@@ -318,13 +334,16 @@ class ContextExample:
             return RagAnswer(strategy.label, decoded.tokens, drafts=int(strategy.name == "none"))
         out = RagAnswer(strategy.label, [])
         generated: list[int] = []
+        paper = self.settings.algorithm == "paper"
+        visible: tuple[Window, ...] = ()  # line 2: MaskAll(C)
         while len(generated) < max_new:
-            draft = yield DecodeSpec(tuple(generated), max_new - len(generated), (), True, False)
+            draft = yield DecodeSpec(tuple(generated), max_new - len(generated), visible, True, False)
             out.drafts += 1
             texts = [self.token_text(t) for t in draft.tokens]
             words = rind_words(texts, draft.entropies, later_attention(draft.rows, len(draft.tokens)))
-            need = first_need(words, self.settings.threshold) if len(out.retrievals) < self.settings.max_retrievals else None
-            if need is None:
+            need = (first_need(words, self.settings.threshold, self.settings.stopwords)
+                    if len(out.retrievals) < self.settings.max_retrievals else None)
+            if need is None:  # lines 14-15: a draft runs to its end, so nothing is drafted after it
                 generated += draft.tokens
                 break
             retract = sentence_start(words, need)
@@ -334,9 +353,11 @@ class ContextExample:
             generated += draft.tokens[:retract]
             heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
             out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
-            regenerated = yield DecodeSpec(tuple(generated), max_new - len(generated), tuple(windows), False, True)
-            kept = first_sentence(regenerated.tokens, self.token_text)
+            regenerated = yield DecodeSpec(tuple(generated), max_new - len(generated), tuple(windows), False, not paper)
+            kept = len(regenerated.tokens) if paper else first_sentence(regenerated.tokens, self.token_text)
             generated += regenerated.tokens[:kept]
+            if paper:
+                visible = tuple(windows)  # line 9: the windows stay visible until a draft passes RIND
             if regenerated.finished and kept == len(regenerated.tokens):
                 break
         out.token_ids = generated

@@ -1,16 +1,19 @@
 """RIND: when does a draft need retrieval? (DRAGIN, Su et al. 2024; paper Section 5, Algorithm 1 line 6).
 
-DRAGIN's "Real-time Information Needs Detection" scores every word of a draft by three factors:
+DRAGIN's "Real-time Information Needs Detection" scores every word of a draft, as its code
+(``src/generate.py``, ``AttnWeightRAG``) does it:
 
-* **uncertainty** -- the entropy of the greedy step's predictive distribution (summed over the word's
-  tokens, as DRAGIN's code does);
-* **influence** -- the most attention any *later* draft token pays the word (last layer; max over
-  later query rows per head, then the mean over heads; summed over the word's tokens), rescaled to
-  mean 1 within the word's sentence, so a word counts for how much more its sentence attends it than
-  its neighbours;
-* **semantics** -- 1 for a content word, 0 for a stop word. DRAGIN's paper filters stop words; its code
-  uses spaCy part-of-speech tags, whose English model is not on PyPI. We use scikit-learn's maintained
-  ``ENGLISH_STOP_WORDS`` and call a word content when it has a letter or digit and is not in that list.
+* **uncertainty** -- the entropy of the greedy step's predictive distribution, **averaged** over the
+  word's tokens (``sum(entropies[r0:r1+1]) / (r1 - r0 + 1)``);
+* **influence** -- the most attention any draft token at or after the word pays it (last layer; each
+  query row renormalised over the draft tokens, since DRAGIN reads it from a prompt-free pass over the
+  draft alone; max over query rows per head, then the mean over heads; *summed* over the word's
+  tokens), rescaled to mean 1 within the word's sentence;
+* **semantics** -- DRAGIN's code lets *any* word trigger retrieval (its spaCy content-word filter only
+  chooses query words afterwards, and in-context retrieval forms no query), so the default
+  ``stopwords="trigger"`` does the same; ``stopwords="skip"`` applies its paper's formula instead (a stop
+  word scores 0), with scikit-learn's maintained ``ENGLISH_STOP_WORDS`` (spaCy's tagger model is not on
+  PyPI).
 
 A word whose score exceeds the threshold marks an information need; generation is retracted to the
 start of that word's sentence. Sentences come from pysbd (a maintained rule-based splitter; DRAGIN uses
@@ -24,8 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_RIND_THRESHOLD = 1.0
-"""Score a word must exceed. DRAGIN's HotpotQA configs use 0.8 (Llama-2-7B) to 1.2 (13B); 1.0 sits between."""
+DEFAULT_RIND_THRESHOLD = 1.2
+"""Score a word must exceed. DRAGIN's released HotpotQA configs use 1.2 (Llama-2-13B-chat, Vicuna-13B) and 1.3
+(Llama-2-7B-chat); its earlier configs 1.4 for all three."""
+
+STOPWORD_RULES = ("trigger", "skip")
+"""``trigger``: any word may trigger (DRAGIN's code); ``skip``: stop words score 0 (DRAGIN's paper formula)."""
 
 
 def stop_words() -> frozenset[str]:
@@ -52,8 +59,9 @@ def later_attention(rows: Sequence[np.ndarray], n_tokens: int) -> np.ndarray:
     """Per draft token, the most attention a draft query at or after it pays it: max over rows, mean over heads.
 
     ``rows[j]``: ``[heads, j + 1]`` last-layer attention of the query *at draft token j* over draft
-    tokens ``0 .. j`` (the row is recorded when token j is fed back). Token i is read by rows ``j >= i``
-    (DRAGIN's causal attention includes the token itself).
+    tokens ``0 .. j`` (the row is recorded when token j is fed back), renormalised here to sum to 1 per
+    head as in DRAGIN's draft-only pass. Token i is read by rows ``j >= i`` (DRAGIN's causal attention
+    includes the token itself).
     """
     if n_tokens == 0:
         return np.zeros(0)
@@ -63,6 +71,8 @@ def later_attention(rows: Sequence[np.ndarray], n_tokens: int) -> np.ndarray:
     best = np.zeros((heads, n_tokens))
     for j in range(n_tokens):
         row = np.asarray(rows[j], dtype=np.float64)[:, : j + 1]
+        total = row.sum(axis=1, keepdims=True)
+        row = np.divide(row, total, out=np.zeros_like(row), where=total > 0)  # a softmax over draft keys only
         best[:, : j + 1] = np.maximum(best[:, : j + 1], row)
     return best.mean(axis=0)
 
@@ -81,7 +91,8 @@ class Word:
 
     @property
     def score(self) -> float:
-        return self.entropy * self.attention * float(self.content)
+        """Entropy x rescaled attention, DRAGIN's code's value (the content factor is applied by :func:`first_need`)."""
+        return self.entropy * self.attention
 
 
 def word_spans(token_texts: Sequence[str]) -> list[tuple[int, int]]:
@@ -122,7 +133,8 @@ def rind_words(token_texts: Sequence[str], entropies: Sequence[float], attention
     raw = []
     for start, end in word_spans(token_texts):
         text = "".join(token_texts[start:end])
-        raw.append((text, start, end, sentences[start], float(sum(entropies[start:end])), float(sum(attention[start:end]))))
+        mean_entropy = float(sum(entropies[start:end])) / (end - start)
+        raw.append((text, start, end, sentences[start], mean_entropy, float(sum(attention[start:end]))))
     words = []
     for sentence in sorted({r[3] for r in raw}):
         members = [r for r in raw if r[3] == sentence]
@@ -132,9 +144,12 @@ def rind_words(token_texts: Sequence[str], entropies: Sequence[float], attention
     return sorted(words, key=lambda w: w.start)
 
 
-def first_need(words: Sequence[Word], threshold: float) -> Word | None:
-    """The first word whose RIND score exceeds ``threshold`` (None: the draft needs no retrieval)."""
-    return next((w for w in words if w.score > threshold), None)
+def first_need(words: Sequence[Word], threshold: float, stopwords: str = "trigger") -> Word | None:
+    """The first word whose RIND score exceeds ``threshold`` (None: the draft needs no retrieval);
+    with ``stopwords="skip"`` only content words count (see :data:`STOPWORD_RULES`)."""
+    if stopwords not in STOPWORD_RULES:
+        raise ValueError(f"dynheads: rag_stopwords={stopwords!r}; choose {' or '.join(STOPWORD_RULES)}")
+    return next((w for w in words if w.score > threshold and (stopwords == "trigger" or w.content)), None)
 
 
 def sentence_start(words: Sequence[Word], flagged: Word) -> int:

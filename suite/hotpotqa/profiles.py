@@ -55,7 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 RAG_ARGUMENTS = (
-    ("threshold", float, "RIND threshold a draft word must exceed to trigger retrieval (default 1.0; DRAGIN: 0.8-1.2)"),
+    ("threshold", float, "RIND threshold a draft word must exceed to trigger retrieval (default 1.2; DRAGIN's HotpotQA configs: 1.2-1.4)"),
+    ("algorithm", str, "paper (Algorithm 1 as written: whole regeneration, windows kept until a draft passes; default) "
+                       "or dragin (DRAGIN's code: first regenerated sentence, context hidden again)"),
+    ("stopwords", str, "trigger (DRAGIN's code: any word may trigger; default) or skip (stop words never trigger)"),
     ("top_positions", int, "context positions taken from the chosen heads' mean attention (default 8)"),
     ("cluster_gap", int, "top positions at most this many tokens apart form one cluster (default 16)"),
     ("window", int, "tokens made visible around each cluster's best position (default 48)"),

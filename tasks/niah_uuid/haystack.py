@@ -14,6 +14,13 @@ Definitions
   joined with ``""`` (they carry their own leading spaces) and paragraphs with ``"\\n\\n"``. Any UTF-8
   text file can replace it (metadata ``haystack_file``). A source shorter than needed is repeated,
   joined with ``"\\n\\n"``.
+- **Haystack window**: every document reads the source from its own paragraph, drawn from
+  ``random.Random(f"niah_haystack:{seed}:{length}:{depth!r}")`` (the cell's stream; run ``r`` takes the
+  ``r``-th *distinct* paragraph of it, so the runs of one cell never share a start) and wraps around to
+  the source's beginning. Why: with one shared window every document of a cell had the same context and
+  needle position (only the UUID differed), so a probe tested on one run had twins in training.
+  Paragraph starts keep the window's first sentence whole; the vendored source has ~9.8K paragraphs,
+  so two cells (or seeds) start at the same one with probability ~1e-4 per pair.
 - **Target length** ``length`` counts the tokens of the *context section* only, i.e. the haystack with
   the needle inserted, tokenized on its own with ``add_special_tokens=False`` by the evaluated model's
   tokenizer. The system prompt, question, instruction and chat-template markup come on top (the
@@ -61,6 +68,7 @@ DEFAULT_HAYSTACK = "hotpotqa"
 MAX_LENGTH_ERROR = 3
 
 _SENTENCE_END = re.compile(r"\.(?=\s)")
+_PARAGRAPH = re.compile(r"\n\s*\n")
 
 __all__ = [
     "NEEDLE_TEMPLATE",
@@ -75,6 +83,8 @@ __all__ = [
     "load_haystack_text",
     "make_uuid",
     "render_prompt",
+    "rotated",
+    "window_start",
 ]
 
 
@@ -124,6 +134,32 @@ def make_uuid(seed: int, length: int, depth: float, run: int) -> str:
 def render_prompt(tokenizer: Any, context: str, question: str = QUESTION) -> str:
     """The paper's NIAH dialogue with ``context``, rendered for ``tokenizer`` (see module docstring)."""
     return render_dialogue(tokenizer, SYSTEM_PROMPT, USER_TEMPLATE.format(context=context, question=question))
+
+
+@lru_cache(maxsize=4)
+def _paragraph_starts(text: str) -> tuple[int, ...]:
+    return (0, *(m.end() for m in _PARAGRAPH.finditer(text)))
+
+
+def window_start(text: str, seed: int, length: int, depth: float, run: int) -> int:
+    """Character offset of document ``(seed, length, depth, run)``'s haystack window in ``text``: the start of a
+    paragraph, the ``run``-th distinct draw of the cell's seeded stream (see module docstring)."""
+    starts = _paragraph_starts(text)
+    rng = random.Random(f"niah_haystack:{int(seed)}:{int(length)}:{float(depth)!r}")
+    drawn: list[int] = []
+    while len(drawn) <= int(run):
+        if len(drawn) == len(starts):  # a source with fewer paragraphs than runs: starts repeat from here on
+            drawn.append(drawn[int(run) % len(starts)])
+            continue
+        start = starts[rng.randrange(len(starts))]
+        if start not in drawn:
+            drawn.append(start)
+    return drawn[int(run)]
+
+
+def rotated(text: str, start: int) -> str:
+    """``text`` read from character ``start``, wrapping around to its beginning."""
+    return text if start <= 0 else text[start:] + "\n\n" + text[:start].rstrip()
 
 
 @dataclass
@@ -220,12 +256,14 @@ def build_docs(
     haystack_name: str = DEFAULT_HAYSTACK,
 ) -> list[dict[str, Any]]:
     """One document per (length, depth, run), in that nesting order. Schema: see ``utils.py``."""
-    hay = Haystack(haystack_text if haystack_text is not None else hotpotqa_text(), tokenizer)
+    source = (haystack_text if haystack_text is not None else hotpotqa_text()).strip()
     docs: list[dict[str, Any]] = []
     for length in lengths:
         for depth in depths:
             depth = float(depth)
             for run in range(int(runs)):
+                start_char = window_start(source, seed, int(length), depth, run)
+                hay = Haystack(rotated(source, start_char), tokenizer)
                 uid = make_uuid(seed, length, depth, run)
                 needle = NEEDLE_TEMPLATE.format(uuid=uid)
                 context, _, n_context = build_context(tokenizer, hay, int(length), depth, needle)
@@ -249,6 +287,7 @@ def build_docs(
                         "context_tokens": n_context,
                         "n_tokens": count_tokens(tokenizer, prompt),
                         "haystack": haystack_name,
+                        "haystack_start": start_char,
                     }
                 )
     return docs

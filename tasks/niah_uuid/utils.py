@@ -31,7 +31,8 @@ Document schema (one per length × depth × run, in that nesting order)
 ``needle_char_span`` ([start, end) of the needle in ``input``), ``context_char_span`` ([start, end) of
 the haystack-with-needle in ``input``), ``context_tokens`` (its actual token count, within
 ``haystack.MAX_LENGTH_ERROR`` of ``length``), ``n_tokens`` (tokens of the whole ``input``, no special
-tokens added), ``haystack`` (``"hotpotqa"`` or the file path).
+tokens added), ``haystack`` (``"hotpotqa"`` or the file path), ``haystack_start`` (the character of the
+source where this document's haystack window starts: a seeded, per-document paragraph).
 
 Head statistics (``dynheads`` model only; absent under other models): ``heads_per_step`` (mean
 and ``heads_per_step_std``), ``unique_heads``, ``adjacent_jaccard``, ``head_entropy`` and
