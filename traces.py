@@ -35,7 +35,7 @@ import numpy as np
 
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 1
+TRACE_FORMAT = 2  # 2: lines name their document (doc_key); NIAH haystack windows per document
 HIDDEN_DTYPES = ("float16", "float32")
 # How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
 # reasoning (supporting-fact documents; every head has a score). Probes and calibrations are per kind.
@@ -45,11 +45,12 @@ REASONING = "reasoning"
 
 # ------------------------------------------------------------------------------------------ lines
 def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: Sequence[int] | None,
-                    score: Any = None) -> dict[str, Any]:
+                    score: Any = None, doc_key: str | None = None) -> dict[str, Any]:
     """One line for one traced generation (an engine ``Generation``).
 
     ``target``: the prompt's needle (Eq. 1) or supporting-fact (Eq. 2) token indices; ``score``: the Eq. 2
-    settings (``sink_tokens``, ``local_window``, ``threshold``) when the generation was scored by Eq. 2.
+    settings (``sink_tokens``, ``local_window``, ``threshold``) when the generation was scored by Eq. 2;
+    ``doc_key``: the document's content hash, so that a probe can record which documents it was fitted on.
     """
     steps = []
     for s in generation.steps:
@@ -62,7 +63,8 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
             step["scores"] = s.scores
         steps.append(step)
     reasoning = score is not None and target is not None
-    record = {"task": task, "doc_id": doc_id, "mask": generation.condition, "response": text,
+    record = {"task": task, "doc_id": doc_id, **({"doc_key": doc_key} if doc_key else {}), "mask": generation.condition,
+              "response": text,
               "input_ids": generation.prompt_ids, "needle_token_indices": [] if reasoning else list(target or []),
               "steps": steps}
     if reasoning:

@@ -8,7 +8,7 @@ each line's memory-mapped block in place, so even 10^5 steps x 4096 floats are n
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,9 @@ class StepVectors:
     """Rows are decode steps, contiguous per generation and in step order.
 
     ``kind``: ``copy_paste`` (Eq. 1 indicators, a classification target) or ``reasoning`` (Eq. 2 scores, a
-    regression target); ``model``: the model that wrote the traces.
+    regression target); ``model``: the model that wrote the traces. Per generation (indexed by
+    ``groups``): ``documents``, the document's content hash (``doc_key`` of its trace line; None in older
+    traces), and ``sources``, the trace file it came from.
     """
 
     hidden: np.ndarray  # [steps, hidden] float32
@@ -29,9 +31,17 @@ class StepVectors:
     groups: np.ndarray  # [steps] generation index
     kind: str
     model: str | None
+    documents: list[str | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
     def subset(self, rows: np.ndarray) -> "StepVectors":
-        return StepVectors(self.hidden[rows], self.scores[rows], self.groups[rows], self.kind, self.model)
+        """The given rows; ``groups`` keep their values, so the per-generation lists stay whole."""
+        return StepVectors(self.hidden[rows], self.scores[rows], self.groups[rows], self.kind, self.model,
+                           self.documents, self.sources)
+
+    def documents_of(self, rows: np.ndarray) -> list[str]:
+        """The known document hashes of the generations these rows belong to, sorted."""
+        return sorted({self.documents[g] for g in np.unique(self.groups[rows]) if self.documents[g]})
 
 
 def load_step_vectors(paths: Iterable[str | Path], mask: str = "none") -> StepVectors:
@@ -59,4 +69,5 @@ def load_step_vectors(paths: Iterable[str | Path], mask: str = "none") -> StepVe
         h, s = read_vectors(file, record)
         hidden[row:row + len(h)], scores[row:row + len(h)], groups[row:row + len(h)] = h, s, generation
         row += len(h)
-    return StepVectors(hidden, scores, groups, kinds.pop(), models.pop())
+    return StepVectors(hidden, scores, groups, kinds.pop(), models.pop(), [record.get("doc_key") for _, record in lines],
+                       [str(file) for file, _ in lines])

@@ -6,8 +6,11 @@ computes every number; this module only fixes how they are pooled, and how a dec
 chosen (the F1-maximising point of the validation precision-recall curve).
 
 The baselines a probe must beat, on the same held-out generations: the *prior* (each head's training
-activation rate / mean score, whatever the hidden state) and the *previous step* (the same
-generation's score vector one step earlier; the prior at a generation's first step).
+activation rate / mean score, whatever the hidden state), the *previous step* (the same generation's
+score vector one step earlier; the prior at a generation's first step) and, where documents come in
+cells (NIAH's length x depth), the *same cell and step* (the training generations' mean at the same step
+index in the same cell, or the nearest training cell: what "where am I in which kind of document" alone
+predicts, with no hidden state).
 """
 
 from __future__ import annotations
@@ -53,6 +56,51 @@ def previous_step(y: np.ndarray, groups: np.ndarray, fallback: np.ndarray) -> np
     out[:] = fallback
     same = np.r_[False, groups[1:] == groups[:-1]]
     out[same] = y[np.flatnonzero(same) - 1]
+    return out
+
+
+def step_index(groups: np.ndarray) -> np.ndarray:
+    """Each row's step index within its generation (rows of a generation contiguous, in step order)."""
+    groups = np.asarray(groups)
+    starts = np.r_[True, groups[1:] != groups[:-1]]
+    first = np.maximum.accumulate(np.where(starts, np.arange(len(groups)), 0))
+    return np.arange(len(groups)) - first
+
+
+def reference_cells(cells: np.ndarray, train_cells: np.ndarray) -> np.ndarray:
+    """For each row's cell (coordinates, most important first, e.g. (depth, length)), the training cell it is
+    compared with: itself when training has it, else the nearest in the first coordinate, then the second,
+    ties to the smaller value."""
+    cells, known = np.asarray(cells, dtype=float), np.unique(np.asarray(train_cells, dtype=float), axis=0)
+    out = np.empty_like(cells)
+    for cell in np.unique(cells, axis=0):
+        distance = np.abs(known - cell)
+        order = np.lexsort(tuple(known[:, c] for c in reversed(range(known.shape[1])))
+                           + tuple(distance[:, c] for c in reversed(range(known.shape[1]))))
+        out[(cells == cell).all(axis=1)] = known[order[0]]
+    return out
+
+
+def same_cell_step(y_train: np.ndarray, train_cells: np.ndarray, train_steps: np.ndarray, cells: np.ndarray,
+                   steps: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Row i predicted by the mean training target at step ``steps[i]`` in the reference training cell of
+    ``cells[i]`` (:func:`reference_cells`); ``fallback`` (one row) where no training generation of that cell
+    reached that step."""
+    y_train = np.asarray(y_train, dtype=float)
+    train_cells = np.asarray(train_cells, dtype=float)
+    reference = reference_cells(cells, train_cells)
+    sums: dict[tuple, np.ndarray] = {}
+    counts: dict[tuple, int] = {}
+    for row, (cell, step) in enumerate(zip(map(tuple, train_cells), np.asarray(train_steps))):
+        key = (cell, int(step))
+        sums[key] = sums.get(key, 0) + y_train[row]
+        counts[key] = counts.get(key, 0) + 1
+    out = np.empty((len(reference), y_train.shape[1]))
+    out[:] = fallback
+    for row, (cell, step) in enumerate(zip(map(tuple, reference), np.asarray(steps))):
+        key = (cell, int(step))
+        if key in counts:
+            out[row] = sums[key] / counts[key]
     return out
 
 

@@ -5,12 +5,16 @@
 Steps are split 70 / 20 / 10 into train / validation / test **by generation** (seeded). Reported:
 
 * temporal CCA per offset k: in-sample canonical correlations on the training generations (what the
-  paper reports), held-out ones on the test generations (training weights), and a shuffled control
-  (hidden states paired with the scores of a random other training step, in-sample);
+  paper reports), held-out ones on the test generations (training weights; the number to quote), and a
+  shuffled control fitted on hidden states paired with the scores of a random other training step,
+  scored held out on the test generations like the real one (its in-sample value is kept too);
 * the MLP probe (classifier for Eq. 1 traces, regressor for Eq. 2) on the test generations, beside
-  the prior baseline (each head's training rate / mean score) and the previous-step baseline (the
-  same generation's scores one step earlier), scored identically. ``predicts`` is true only where the
-  probe beats both.
+  the prior baseline (each head's training rate / mean score), the previous-step baseline (the same
+  generation's scores one step earlier) and, given document cells, the same-cell-and-step baseline,
+  scored identically. ``predicts`` is true only where the probe beats every baseline.
+
+Given document cells (``cells``: per step, e.g. NIAH's (depth, length)), the split is by cell: no test
+document shares its cell with a training one.
 
 Traces come from ``--model_args hidden=true,trace_dir=DIR`` (unmasked lines are used).
 """
@@ -28,7 +32,8 @@ import numpy as np
 from .cca import TemporalCCA, summarise
 from ..traces import COPY_PASTE
 from .dataset import StepVectors, load_step_vectors
-from .evaluation import best_threshold, classification_scores, previous_step, prior, regression_scores
+from .evaluation import (best_threshold, classification_scores, previous_step, prior, regression_scores, same_cell_step,
+                         step_index)
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
 from .split import split_by_generation, split_train_validation
 
@@ -42,37 +47,42 @@ def cca_report(data: StepVectors, train: np.ndarray, test: np.ndarray, max_offse
     shuffled_scores = tr.scores[np.random.default_rng(seed).permutation(len(tr.scores))]
     control = TemporalCCA(max_offset=max_offset, n_components=n_components, random_state=seed).fit(
         tr.hidden, shuffled_scores, tr.groups)
+    control_held = control.correlations(te.hidden, te.scores, te.groups)
     rows = []
     for k in range(max_offset + 1):
         rows.append({"k": k, "pairs": model.n_pairs_.get(k, 0),
                      "in_sample": summarise(model.in_sample_[k]) if k in model.in_sample_ else None,
                      "held_out": summarise(held[k], ordered=True) if k in held else None,
-                     "shuffled": summarise(control.in_sample_[k]) if k in control.in_sample_ else None})
+                     "shuffled": summarise(control_held[k], ordered=True) if k in control_held else None,
+                     "shuffled_in_sample": summarise(control.in_sample_[k]) if k in control.in_sample_ else None})
     return rows
 
 
 def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndarray], params: dict[str, Any],
-                 progress: Callable | None = None) -> tuple[Any, dict[str, Any]]:
-    """The MLP probe fitted on train (validation for the schedule and threshold), scored on test beside the baselines."""
+                 progress: Callable | None = None, cells: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+    """The MLP probe fitted on train (validation for the schedule and threshold), scored on test beside the
+    baselines, each of which is fitted on train, thresholded on validation and scored on test."""
     train, val, test = (data.subset(rows) for rows in split)
     classify = data.kind == COPY_PASTE
     probe = (HeadProbeClassifier if classify else HeadProbeRegressor)(**params)
     probe.fit(train.hidden, train.scores, val.hidden, val.scores, progress=progress)
-    base_val = prior(train.scores, len(val.scores))
-    base_test = prior(train.scores, len(test.scores))
-    prev_val = previous_step(val.scores, val.groups, base_val[0])
-    prev_test = previous_step(test.scores, test.groups, base_test[0])
-    if classify:
-        scores = {"probe": probe.evaluate(test.hidden, test.scores),
-                  "prior": classification_scores(test.scores, base_test, best_threshold(val.scores, base_val)),
-                  "previous_step": classification_scores(test.scores, prev_test, best_threshold(val.scores, prev_val))}
-        keys = ("f1", "auprc")
-    else:
-        scores = {"probe": probe.evaluate(test.hidden, test.scores), "prior": regression_scores(test.scores, base_test),
-                  "previous_step": regression_scores(test.scores, prev_test)}
-        keys = ("r2",)
-    beats = all(scores["probe"][k] > max(scores["prior"][k], scores["previous_step"][k]) for k in keys)
-    return probe, {**scores, "predicts": bool(beats), "criteria": list(keys), "epochs": len(probe.history_)}
+    base_val, base_test = prior(train.scores, len(val.scores)), prior(train.scores, len(test.scores))
+    baselines = {"prior": (base_val, base_test),
+                 "previous_step": (previous_step(val.scores, val.groups, base_val[0]),
+                                   previous_step(test.scores, test.groups, base_test[0]))}
+    if cells is not None:
+        cells = np.asarray(cells, dtype=float)
+        same = [same_cell_step(train.scores, cells[split[0]], step_index(train.groups), cells[rows], step_index(part.groups),
+                               base_val[0]) for rows, part in ((split[1], val), (split[2], test))]
+        baselines["same_cell_step"] = (same[0], same[1])
+    scores: dict[str, Any] = {"probe": probe.evaluate(test.hidden, test.scores)}
+    for name, (on_val, on_test) in baselines.items():
+        scores[name] = (classification_scores(test.scores, on_test, best_threshold(val.scores, on_val)) if classify
+                        else regression_scores(test.scores, on_test))
+    keys = ("f1", "auprc") if classify else ("r2",)
+    beats = all(scores["probe"][k] > max(scores[b][k] for b in baselines) for k in keys)
+    return probe, {**scores, "baselines": list(baselines), "predicts": bool(beats), "criteria": list(keys),
+                   "epochs": len(probe.history_)}
 
 
 def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[StepVectors, tuple[np.ndarray, ...]]:
@@ -81,27 +91,52 @@ def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[
     if (pool.kind, pool.model, pool.hidden.shape[1]) != (test.kind, test.model, test.hidden.shape[1]):
         raise ValueError("dynheads: the test traces come from another model, task kind or hidden size than the training ones")
     data = StepVectors(np.concatenate([pool.hidden, test.hidden]), np.concatenate([pool.scores, test.scores]),
-                       np.concatenate([pool.groups, test.groups + pool.groups.max() + 1]), pool.kind, pool.model)
+                       np.concatenate([pool.groups, test.groups + pool.groups.max() + 1]), pool.kind, pool.model,
+                       pool.documents + test.documents, pool.sources + test.sources)
     train, val = split_train_validation(pool.groups, 0.2, seed)
     return data, (train, val, np.arange(len(pool.groups), len(data.groups)))
 
 
+CELL_SPLIT = (0.6, 0.2, 0.2)
+"""Train / validation / test fractions of the cells in a split by cell: few cells, so a larger test share."""
+
+
 def evaluate(data: StepVectors, seed: int = 0, max_offset: int = 10, n_components: int = 50,
              probe_params: dict[str, Any] | None = None, progress: Callable | None = None,
-             split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[Any, dict[str, Any]]:
+             split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+             cells: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
     """The whole Claim 3 evaluation of one model and task kind; returns the fitted probe and the report.
 
-    ``split``: train / validation / test row indices (default: 70 / 20 / 10 by generation, seeded)."""
-    split = split if split is not None else split_by_generation(data.groups, seed=seed)
+    ``split``: train / validation / test row indices (default: 70 / 20 / 10 by generation, seeded; with
+    ``cells``, :data:`CELL_SPLIT` by cell). ``cells``: each row's document cell coordinates (most important
+    first), which also adds the same-cell-and-step baseline."""
+    if split is None:
+        if cells is not None:
+            labels = np.unique(np.asarray(cells, dtype=float), axis=0, return_inverse=True)[1].ravel()
+            split = split_by_generation(labels, CELL_SPLIT, seed=seed)
+        else:
+            split = split_by_generation(data.groups, seed=seed)
     params = {"random_state": seed, **(probe_params or {})}
-    probe, probe_scores = probe_report(data, split, params, progress)
+    probe, probe_scores = probe_report(data, split, params, progress, cells)
+    parts = dict(zip(("train", "validation", "test"), split))
+    summary: dict[str, Any] = {name: {"generations": int(len(np.unique(data.groups[rows]))), "steps": int(len(rows))}
+                               for name, rows in parts.items()}
+    summary["by"] = "cell" if cells is not None else "generation"
+    if cells is not None:
+        for name, rows in parts.items():
+            summary[name]["cells"] = np.unique(np.asarray(cells, dtype=float)[rows], axis=0).tolist()
     report = {"model": data.model, "kind": data.kind, "seed": seed, "hidden_dim": int(data.hidden.shape[1]),
-              "heads": int(data.scores.shape[1]),
-              "split": {name: {"generations": int(len(np.unique(data.groups[rows]))), "steps": int(len(rows))}
-                        for name, rows in zip(("train", "validation", "test"), split)},
+              "heads": int(data.scores.shape[1]), "split": summary,
               "cca": cca_report(data, split[0], split[2], max_offset, n_components, seed),
-              "probe": probe_scores, "probe_params": {k: v for k, v in probe.get_params().items()}}
+              "probe": probe_scores, "probe_params": {k: v for k, v in probe.get_params().items()},
+              "fitted_documents": fitted_on(data, split)}
     return probe, report
+
+
+def fitted_on(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[str]:
+    """The document hashes of the training and validation generations (a saved probe records them, so that
+    it is never scored on them)."""
+    return sorted(set(data.documents_of(split[0])) | set(data.documents_of(split[1])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2
     probe.save(args.out, model=data.model, kind=data.kind, hidden_dim=report["hidden_dim"], heads=report["heads"],
-               split_seed=args.seed, hidden_sizes=list(sizes))
+               split_seed=args.seed, hidden_sizes=list(sizes), documents=report["fitted_documents"])
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=1))
     print(json.dumps({"probe": report["probe"], "cca_k0": report["cca"][0], "saved": args.out}, indent=1))

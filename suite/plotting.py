@@ -89,7 +89,8 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
 
     ``rows``: one per k with ``in_sample``, ``held_out`` and ``shuffled`` summaries (``top1``,
     ``top10_mean``, ``top50_mean``). Colour = statistic; solid = in-sample (the paper's), dashed =
-    held-out generations, dotted = shuffled control (in-sample on mismatched steps).
+    held-out generations (the number to quote), dotted = shuffled control (fitted on mismatched steps,
+    scored on the held-out generations like the real one).
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.6, 5.2))
@@ -97,7 +98,7 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
     for stat, label, colour in (("top1", "top-1", "tab:blue"), ("top10_mean", "top-10 mean", "tab:orange"),
                                 ("top50_mean", "top-50 mean", "tab:green")):
         for source, style, name in (("in_sample", "o-", "in-sample"), ("held_out", "s--", "held-out"),
-                                    ("shuffled", "^:", "shuffled control")):
+                                    ("shuffled", "^:", "shuffled control, held-out")):
             points = [(r["k"], r[source][stat]) for r in rows if r.get(source)]
             if points:
                 ax.plot(*zip(*points), style, color=colour, label=f"{label}, {name}", markersize=4)

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..models.files import write_atomic
-from ..traces import COPY_PASTE, REASONING
 from .model import ModelSuite
 from .tables import markdown
 
@@ -35,12 +36,15 @@ def apply_arguments(fit: dict[str, Any], args: Any) -> None:
 
 
 def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trace_folders: list[Path],
-                 settings: dict[str, Any], test_folders: list[Path] | None = None) -> dict[str, Any]:
+                 settings: dict[str, Any], test_folders: list[Path] | None = None,
+                 folder_cells: dict[Path, tuple[float, ...]] | None = None) -> dict[str, Any]:
     """The report of ``name`` (``probes`` / ``hotpotqa_probes``), fitted on the step vectors under ``trace_folders``.
 
     With ``test_folders`` the probe trains / validates on ``trace_folders`` (80 / 20 by generation) and
-    is tested on those; else everything is split 70 / 20 / 10 by generation. The probe is saved as
-    ``OUT/<model>/<name>.pt`` with its settings, the report as ``<name>.json``.
+    is tested on those; with ``folder_cells`` (each trace folder's document cell) the split is by cell and
+    the same-cell-and-step baseline joins; else everything is split 70 / 20 / 10 by generation. The probe is
+    saved as ``OUT/<model>/<name>.pt`` with its settings and the documents it was fitted on, the report as
+    ``<name>.json``.
     """
     from ..probes.dataset import load_step_vectors
     from ..probes.train import evaluate, with_test_set
@@ -49,67 +53,81 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     path = suite.dir / f"{name}.json"
     if path.is_file() and (suite.dir / f"{name}.pt").is_file():
         cached = json.loads(path.read_text())
-        # a probe saved before kinds named retrieval scores (copy_paste / reasoning) is refitted, not reused
-        if cached.get("settings") == key and cached["report"].get("kind") in (COPY_PASTE, REASONING):
+        # a probe saved before it recorded its documents (or its score kind) is refitted, not reused
+        if cached.get("settings") == key and "fitted_documents" in cached["report"]:
             return cached["report"]
     data = load_step_vectors(trace_folders)
-    split = None
+    split, cells = None, None
     if test_folders:
         data, split = with_test_set(data, load_step_vectors(test_folders), settings["seed"])
+    elif folder_cells:
+        by_folder = {Path(folder).resolve(): cell for folder, cell in folder_cells.items()}
+        per_generation = np.array([by_folder[Path(source).resolve().parent] for source in data.sources], dtype=float)
+        cells = per_generation[data.groups]
     # trained on the model's device: the paper-size probe (88M parameters) would take hours on a CPU beside an idle GPU
     probe_params = {"hidden_sizes": tuple(settings["hidden_sizes"]), "max_epochs": settings["max_epochs"],
                     "device": str(suite.lm.engine.device)}
     probe, report = evaluate(data, settings["seed"], settings["max_offset"], settings["components"], probe_params,
                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} {name}: training the probe",
-                                                                    unit="epoch"), split=split)
+                                                                    unit="epoch"), split=split, cells=cells)
     suite.computed += 1
     probe.save(suite.dir / f"{name}.pt", model=suite.name, kind=data.kind, hidden_dim=report["hidden_dim"],
-               heads=report["heads"], split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]))
+               heads=report["heads"], split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]),
+               documents=report["fitted_documents"])
     write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
     return report
 
 
 def cca_columns(report: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-    """Leaderboard columns: in-sample top-1 canonical correlation at k = 0, 1, 2 (the paper's numbers) and the held-out one at k = 0."""
+    """Leaderboard columns: held-out top-1 canonical correlation at k = 0, 1, 2 (the test generations, training
+    weights) and the held-out shuffled control at k = 0; in-sample values (the paper's kind) stay in the tables."""
     rows = {r["k"]: r for r in (report or {}).get("cca", [])}
 
     def top1(k: int, source: str) -> float | None:
         return ((rows.get(k) or {}).get(source) or {}).get("top1")
 
-    return {**{f"{prefix}cca_top1_k{k}": top1(k, "in_sample") for k in (0, 1, 2)},
-            f"{prefix}cca_heldout_top1_k0": top1(0, "held_out")}
+    return {**{f"{prefix}cca_heldout_top1_k{k}": top1(k, "held_out") for k in (0, 1, 2)},
+            f"{prefix}cca_shuffled_heldout_top1_k0": top1(0, "shuffled")}
 
 
 def cca_table(rows: list[dict[str, Any]], key: str) -> str:
-    """Top-1 canonical correlation per k, in-sample / held-out / shuffled, one line per model."""
+    """Top-1 canonical correlation per k: held-out (the number to quote), its held-out shuffled control, and the
+    in-sample values the paper reports; one line per model and k."""
     body = []
     for r in rows:
         report = r.get(key)
         for c in (report or {}).get("cca", []):
-            cells = [(c.get(s) or {}).get("top1") for s in ("in_sample", "held_out", "shuffled")]
-            body.append([r["model"], c["k"], c["pairs"], *cells, (c.get("in_sample") or {}).get("top10_mean"),
-                         (c.get("held_out") or {}).get("top10_mean")])
-    return markdown(["model", "k", "pairs", "top-1 in-sample", "top-1 held-out", "top-1 shuffled control",
-                     "top-10 mean in-sample", "top-10 mean held-out"], body)
+            cells = [(c.get(s) or {}).get("top1") for s in ("held_out", "shuffled", "in_sample", "shuffled_in_sample")]
+            body.append([r["model"], c["k"], c["pairs"], *cells, (c.get("held_out") or {}).get("top10_mean"),
+                         (c.get("in_sample") or {}).get("top10_mean")])
+    return markdown(["model", "k", "pairs", "top-1 held-out", "top-1 shuffled control (held-out)", "top-1 in-sample",
+                     "top-1 shuffled control (in-sample)", "top-10 mean held-out", "top-10 mean in-sample"], body)
+
+
+BASELINE_NAMES = {"prior": "prior", "previous_step": "previous step", "same_cell_step": "same cell and step"}
 
 
 def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
-    """Table 2 / 3 body: per model the probe, prior and previous-step rows of ``metrics``, and one note per model."""
+    """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, and one note per model."""
     body, notes = [], []
     for r in rows:
         report = r.get(key)
         if not report:
             continue
-        for name in ("probe", "prior", "previous_step"):
-            body.append([r["model"], name.replace("_", "-"), *(report["probe"][name][m] for m in metrics)])
+        for name in ("probe", *report["probe"].get("baselines", ("prior", "previous_step"))):
+            body.append([r["model"], BASELINE_NAMES.get(name, name), *(report["probe"][name][m] for m in metrics)])
         notes.append(f"* {r['model']}: {split_note(report)}")
     return body, notes
 
 
 def split_note(report: dict[str, Any]) -> str:
-    s = report["split"]
+    s, probe = report["split"], report["probe"]
+    baselines = [BASELINE_NAMES.get(b, b) for b in probe.get("baselines", ("prior", "previous_step"))]
+    held = ""
+    if s.get("by") == "cell":
+        held = f"; split by cell, test cells (depth, length) {[tuple(c) for c in s['test']['cells']]} unseen in training"
     return (f"train {s['train']['generations']} generations / {s['train']['steps']} steps, validation "
             f"{s['validation']['generations']} / {s['validation']['steps']}, test {s['test']['generations']} / "
-            f"{s['test']['steps']}; probe {'beats' if report['probe']['predicts'] else 'does NOT beat'} both baselines on "
-            f"{', '.join(report['probe']['criteria'])}; {report['probe']['epochs']} epochs, hidden sizes "
+            f"{s['test']['steps']}{held}; probe {'beats' if probe['predicts'] else 'does NOT beat'} every baseline "
+            f"({', '.join(baselines)}) on {', '.join(probe['criteria'])}; {probe['epochs']} epochs, hidden sizes "
             f"{report['probe_params']['hidden_sizes']}")

@@ -1,5 +1,5 @@
 """The suite reuses a fitted probe while its generations and settings are unchanged, and refits one saved before
-probe kinds named retrieval scores."""
+probes recorded the documents they were fitted on."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ class _Probe:
         path.write_text(json.dumps(meta))
 
 
-def test_a_cached_probe_is_reused_unless_its_kind_is_from_before_score_kinds(tmp_path, monkeypatch):
+def test_a_cached_probe_is_reused_unless_it_predates_recorded_documents(tmp_path, monkeypatch):
     fits = []
     monkeypatch.setattr(dataset, "load_step_vectors", lambda folders: SimpleNamespace(kind="copy_paste"))
-    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (fits.append(1), (_Probe(), {"kind": "copy_paste", "hidden_dim": 4, "heads": 2}))[1])
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (fits.append(1), (_Probe(), {"kind": "copy_paste", "hidden_dim": 4, "heads": 2, "fitted_documents": ["d1"]}))[1])
     suite = SimpleNamespace(dir=tmp_path, name="tiny", computed=0, progress=lambda xs, **_: xs,
                             lm=SimpleNamespace(engine=SimpleNamespace(device="cpu")))
     cells = [{"settings": {"cell": 1}}]
@@ -29,8 +29,9 @@ def test_a_cached_probe_is_reused_unless_its_kind_is_from_before_score_kinds(tmp
     fit_or_reuse(suite, "probes", cells, [], SETTINGS)
     assert len(fits) == 1  # reused
     saved = json.loads((tmp_path / "probes.json").read_text())
-    saved["report"]["kind"] = "niah"  # what a probe of an earlier version recorded
+    del saved["report"]["fitted_documents"]  # a probe of an earlier version did not record its documents
     (tmp_path / "probes.json").write_text(json.dumps(saved))
     assert fit_or_reuse(suite, "probes", cells, [], SETTINGS)["kind"] == "copy_paste" and len(fits) == 2
+    assert json.loads((tmp_path / "probes.pt").read_text())["documents"] == ["d1"]  # the probe file records them
     fit_or_reuse(suite, "probes", [{"settings": {"cell": 2}}], [], SETTINGS)
     assert len(fits) == 3  # other generations: refitted

@@ -24,7 +24,7 @@ def _write_traces(folder, generations: int = 12, steps: int = 8) -> None:
         prompt = rng.integers(3, 96, size=20).tolist()
         gens = engine.generate_many(prompt, steps, [Condition("none"), Condition("dynamic")],
                                     target=list(range(2, 14)), record_hidden=True)
-        lines = [generation_line("niah_uuid", doc, gen, "", list(range(2, 14))) for gen in gens]
+        lines = [generation_line("niah_uuid", doc, gen, "", list(range(2, 14)), doc_key=f"d{doc}") for gen in gens]
         write_generations(folder / "niah_uuid.jsonl", lines, gens, "float32", "tiny", engine.num_layers, engine.num_heads)
 
 
@@ -51,6 +51,7 @@ def test_cli_trains_saves_and_reports_with_baselines(tmp_path, capsys):
     assert {"probe", "prior", "previous_step", "predicts"} <= set(data["probe"])
     probe, meta = load_probe(out)
     assert meta["model"] == "tiny" and meta["kind"] == "copy_paste" and meta["hidden_dim"] == 64 and meta["hidden_sizes"] == [16]
+    assert len(meta["documents"]) == 10 and set(meta["documents"]) <= {f"d{g}" for g in range(12)}  # train + validation
     assert probe.predict_proba(np.zeros((2, 64), dtype=np.float32)).shape == (2, 12)
 
 

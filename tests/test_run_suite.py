@@ -156,13 +156,37 @@ def test_probes_stage(suite_run):
     assert grid_cell["settings"]["hidden"] == "float16" and probe_cell["settings"]["metadata"]["seed"] == 6
     assert probe_cell["samples"][0]["uuid"] != grid_cell["samples"][0]["uuid"]
     assert [r["k"] for r in report["cca"]] == list(range(11))
-    assert set(report["probe"]) >= {"probe", "prior", "previous_step", "predicts"}
+    assert set(report["probe"]) >= {"probe", "prior", "previous_step", "same_cell_step", "predicts"}
+    # split by (depth, length) cell: three cells, one each for train, validation and test
+    split = report["split"]
+    assert split["by"] == "cell" and [len(split[s]["cells"]) for s in ("train", "validation", "test")] == [1, 1, 1]
+    assert split["test"]["cells"] != split["train"]["cells"]
     probe, meta = load_probe(model / "probes.pt")
     assert meta["model"] == "smollm2" and meta["kind"] == "copy_paste" and meta["hidden_sizes"] == [16]
-    assert row["probe_f1"] == report["probe"]["probe"]["f1"] and row["cca_top1_k0"] == report["cca"][0]["in_sample"]["top1"]
+    assert row["probe_f1"] == report["probe"]["probe"]["f1"]
+    assert row["cca_heldout_top1_k0"] == report["cca"][0]["held_out"]["top1"]
+    assert row["cca_shuffled_heldout_top1_k0"] == report["cca"][0]["shuffled"]["top1"]
     table = (out / "table2.md").read_text()
-    assert "| smollm2 | prior |" in table and "| smollm2 | previous-step |" in table and "llama3.1-8b" in table
-    assert _png(model / "figure4.png")
+    assert "| smollm2 | prior |" in table and "| smollm2 | previous step |" in table and "| smollm2 | same cell and step |" in table
+    assert "llama3.1-8b" in table and _png(model / "figure4.png")
+    # probe=PATH refuses the documents it was fitted on, in one line, and scores the unseen test cell
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from dynheads.models.lm import DynHeadsLM
+
+    lm = DynHeadsLM(device="cpu", dtype="float32", probe=str(model / "probes.pt"), static_heads="off")
+    (depth, length), = split["train"]["cells"]
+    seen = {"lengths": [int(length)], "depths": [depth], "runs": 1, "seed": 5 if depth == 0.5 else 6}
+    with pytest.raises(ValueError, match="trained or validated on niah_uuid document 0") as info:
+        lm_eval.simple_evaluate(model=lm, tasks=["niah_uuid"], limit=1,
+                                task_manager=TaskManager(include_path=str(ROOT / "tasks"), include_defaults=False, metadata=seen))
+    assert "\n" not in str(info.value)
+    (depth, length), = split["test"]["cells"]
+    unseen = {"lengths": [int(length)], "depths": [depth], "runs": 1, "seed": 5 if depth == 0.5 else 6}
+    res = lm_eval.simple_evaluate(model=lm, tasks=["niah_uuid"], limit=1,
+                                  task_manager=TaskManager(include_path=str(ROOT / "tasks"), include_defaults=False, metadata=unseen))
+    assert "probe_f1,none" in res["results"]["niah_uuid"]
 
 
 @pytest.mark.slow

@@ -49,11 +49,11 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
     rows = [[b["model"], b[p + "samples"], b[p + "em"], b[p + "f1"], b[p + "f1_mask_dynamic"], b[p + "f1_mask_static"],
              b[p + "f1_mask_random"], b[p + "matched_n"], b[p + "threshold"], mean_std(b, p), unique_of(b, b["total_heads"], p),
              b[p + "jaccard_static_20"], b[p + "adjacent_jaccard"], b[p + "entropy"], b[p + "probe_r2"], b[p + "probe_mae"],
-             b[p + "cca_top1_k0"], b[p + "cca_top1_k1"], b[p + "cca_top1_k2"], b[p + "cca_heldout_top1_k0"]] for b in board]
+             b[p + "cca_heldout_top1_k0"], b[p + "cca_heldout_top1_k1"], b[p + "cca_heldout_top1_k2"], b[p + "cca_shuffled_heldout_top1_k0"]] for b in board]
     return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
                         "N", "threshold", "heads / step", "unique / total", "Jaccard w/ static", "adj. Jaccard",
-                        "entropy", "probe R²", "probe MAE", "CCA k=0", "CCA k=1", "CCA k=2", "CCA k=0 held-out"], rows)
+                        "entropy", "probe R²", "probe MAE", "held-out CCA k=0", "k=1", "k=2", "shuffled control k=0"], rows)
             + "\n" + rag_section(board))
 
 

@@ -120,21 +120,23 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
     """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2).
 
     The data are the unmasked passes of the grid (its cells record hidden states) plus the profile's
-    further unmasked generations, whose documents use seed + 1 so that no generation occurs twice."""
+    further unmasked generations, whose documents use seed + 1 so that no generation occurs twice. Every
+    document reads its own haystack window; the split is by (length, depth) cell, so no test document
+    shares a cell, a needle position or a context with a training one."""
     from ..plotting import cca_plot
     from ..probing import fit_or_reuse
 
     p = suite.profile["probes"]
     cells = list(grid(suite))
     g = suite.profile["grid"]  # folder names from the grid's parameters: another shard's cell may not exist yet
-    folders = [suite.dir / "niah" / "cells" / f"{cell_key(L, d)}.traces" for L in g["lengths"] for d in g["depths"]]
+    folder_cells = {suite.dir / "niah" / "cells" / f"{cell_key(L, d)}.traces": (d, L) for L in g["lengths"] for d in g["depths"]}
     runner = suite.runner("probes")
     more = [(L, d) for L in p["lengths"] for d in p["depths"]]
     for L, d in suite.progress(more, desc=f"{suite.name} probes: further unmasked generations with hidden states", unit="cell"):
         cells.append(niah_cell(runner, L, d, p["runs"], ["none"], None, hidden=True, seed=suite.seed + 1))
-        folders.append(runner.folder / f"{cell_key(L, d)}.traces")
+        folder_cells[runner.folder / f"{cell_key(L, d)}.traces"] = (d, L)
     settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
-    report = fit_or_reuse(suite, "probes", cells, folders, settings)
+    report = fit_or_reuse(suite, "probes", cells, list(folder_cells), settings, folder_cells=folder_cells)
     cca_plot(report["cca"], f"{suite.name}: NIAH hidden state at n vs Eq. 1 head indicators at n + k (Figure 4)",
              suite.dir / "figure4.png")
     return report

@@ -1,0 +1,116 @@
+"""Claim 3's controls on synthetic data with planted structure: held-out CCA reads test rows only, the shuffled
+control is held out too, baselines are fitted on train and scored on test, the split by cell keeps test cells
+unseen, and ``predicts`` needs the probe to beat every baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynheads.probes.dataset import StepVectors
+from dynheads.probes.evaluation import (best_threshold, classification_scores, reference_cells, same_cell_step,
+                                        step_index)
+from dynheads.probes.train import cca_report, evaluate, probe_report
+
+STEPS = 10
+
+
+def _linked(generations: int, seed: int, linked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Hidden states and scores; with ``linked`` the scores are a fixed linear map of the hidden state."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(generations * STEPS, 8))
+    w = np.random.default_rng(99).normal(size=(8, 6))
+    y = x @ w + 0.01 * rng.normal(size=(len(x), 6)) if linked else rng.normal(size=(len(x), 6))
+    return x, y
+
+
+def test_held_out_cca_and_its_shuffled_control_are_scored_on_test_rows_only():
+    """Train rows carry a planted linear link, test rows none: in-sample ~1, held-out ~0. Were the held-out
+    numbers computed on training rows they would be ~1 too."""
+    x_train, y_train = _linked(20, 0, linked=True)
+    x_test, y_test = _linked(10, 1, linked=False)
+    data = StepVectors(np.r_[x_train, x_test], np.r_[y_train, y_test], np.repeat(np.arange(30), STEPS), "reasoning", "m")
+    train, test = np.arange(200), np.arange(200, 300)
+    rows = cca_report(data, train, test, max_offset=1, n_components=3, seed=0)
+    assert rows[0]["in_sample"]["top1"] > 0.99
+    assert abs(rows[0]["held_out"]["top1"]) < 0.4
+    assert abs(rows[0]["shuffled"]["top1"]) < 0.4 and rows[0]["shuffled_in_sample"]["top1"] < 0.6
+    # the same test rows, now linked like training: held-out follows, the shuffled control does not
+    x_test, y_test = _linked(10, 1, linked=True)
+    data = StepVectors(np.r_[x_train, x_test], np.r_[y_train, y_test], data.groups, "reasoning", "m")
+    rows = cca_report(data, train, test, max_offset=1, n_components=3, seed=0)
+    assert rows[0]["held_out"]["top1"] > 0.99 and abs(rows[0]["shuffled"]["top1"]) < 0.6
+
+
+def test_step_index_and_reference_cells():
+    assert step_index(np.array([4, 4, 4, 7, 7, 2])).tolist() == [0, 1, 2, 0, 1, 0]
+    train = np.array([[0.0, 500], [0.0, 2000], [0.5, 1000], [1.0, 750]])
+    cells = np.array([[0.0, 1000], [0.5, 1000], [0.25, 750], [0.75, 750], [1.0, 4000]])
+    # same depth, nearest length; a cell training has; equally near depths: the nearer length, then the smaller depth
+    assert reference_cells(cells, train).tolist() == [[0.0, 500], [0.5, 1000], [0.0, 500], [1.0, 750], [1.0, 750]]
+
+
+def test_same_cell_step_is_the_training_mean_at_that_step_in_the_reference_cell():
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0], [0.0, 0.0]])
+    train_cells = np.array([[0, 500], [0, 500], [0, 500], [0, 500], [1, 500]])
+    train_steps = np.array([0, 1, 0, 1, 0])
+    fallback = np.array([0.3, 0.3])
+    got = same_cell_step(y, train_cells, train_steps, np.array([[0, 900], [0, 900], [0, 900], [1, 900]]),
+                         np.array([0, 1, 2, 0]), fallback)
+    # step 0 of cell (0, 500): mean of rows 0 and 2; step 1: rows 1 and 3; step 2 never seen: the fallback
+    np.testing.assert_allclose(got, [[1, 0.5], [0, 0.5], [0.3, 0.3], [0, 0]])
+
+
+def _cell_pattern_data(noise_seed: int = 0) -> tuple[StepVectors, np.ndarray, tuple[np.ndarray, ...]]:
+    """Planted: at step t of a document at depth d, head (t + 2 * [d >= 0.5]) mod 4 retrieves; hidden states
+    are noise. Train cells (0, 500) and (0.5, 500); validation (0.5, 750); test (0, 1000) and (0.5, 1000)."""
+    cells_per_generation = [(0, 500)] * 4 + [(0.5, 500)] * 4 + [(0.5, 750)] * 2 + [(0, 1000)] * 2 + [(0.5, 1000)] * 2
+    groups = np.repeat(np.arange(len(cells_per_generation)), STEPS)
+    cells = np.array(cells_per_generation, dtype=float)[groups]
+    steps = step_index(groups)
+    y = np.zeros((len(groups), 4), dtype=np.float32)
+    y[np.arange(len(groups)), (steps + 2 * (cells[:, 0] >= 0.5)) % 4] = 1
+    x = np.random.default_rng(noise_seed).normal(size=(len(groups), 16)).astype(np.float32)
+    split = (np.flatnonzero(groups < 8), np.flatnonzero((groups >= 8) & (groups < 10)), np.flatnonzero(groups >= 10))
+    return StepVectors(x, y, groups, "copy_paste", "m"), cells, split
+
+
+def test_baselines_are_fitted_on_train_and_scored_on_test_and_predicts_needs_all_of_them():
+    data, cells, split = _cell_pattern_data()
+    _, report = probe_report(data, split, {"hidden_sizes": (8,), "max_epochs": 2, "random_state": 0}, cells=cells)
+    assert report["baselines"] == ["prior", "previous_step", "same_cell_step"]
+    assert report["same_cell_step"]["f1"] == 1.0  # the planted step pattern, read from the nearest training cell
+    # the head changes every step: the previous step is always wrong, no better than calling every head (F1 0.4)
+    assert report["previous_step"]["f1"] <= 0.4 + 1e-9
+    train, val, test = (data.subset(rows) for rows in split)
+    prior_val = np.tile(train.scores.mean(axis=0), (len(val.scores), 1))
+    prior_test = np.tile(train.scores.mean(axis=0), (len(test.scores), 1))
+    assert report["prior"] == classification_scores(test.scores, prior_test, best_threshold(val.scores, prior_val))
+    assert report["predicts"] is False  # noise hidden states cannot beat the same-cell-step baseline
+    _, without = probe_report(data, split, {"hidden_sizes": (8,), "max_epochs": 2, "random_state": 0})
+    assert without["baselines"] == ["prior", "previous_step"]
+
+
+def test_evaluate_with_cells_splits_by_cell_and_records_the_fitted_documents():
+    data, cells, _ = _cell_pattern_data()
+    data.documents = [f"doc{g}" for g in range(14)]
+    data.sources = ["f"] * 14
+    _, report = evaluate(data, seed=3, max_offset=1, n_components=2, probe_params={"hidden_sizes": (8,), "max_epochs": 1},
+                         cells=cells)
+    s = report["split"]
+    assert s["by"] == "cell"
+    seen = {tuple(c) for part in ("train", "validation") for c in s[part]["cells"]}
+    assert seen.isdisjoint(tuple(c) for c in s["test"]["cells"]) and s["test"]["cells"]
+    test_generations = {g for g in range(14) if tuple(np.asarray(cells)[g * STEPS]) in {tuple(c) for c in s["test"]["cells"]}}
+    assert set(report["fitted_documents"]) == {f"doc{g}" for g in range(14)} - {f"doc{g}" for g in test_generations}
+
+
+def test_the_lm_refuses_a_probe_on_a_document_it_was_fitted_on():
+    from dynheads.models.engine import DecodingError
+    from dynheads.models.probe_metrics import check_unseen, fitted_documents
+
+    fitted = fitted_documents({"documents": ["abc", "def"]})
+    check_unseen(fitted, "xyz", "p.pt", "niah_uuid", 0)
+    with pytest.raises(DecodingError, match="trained or validated on niah_uuid document 3") as info:
+        check_unseen(fitted, "def", "p.pt", "niah_uuid", 3)
+    assert "\n" not in str(info.value) and "seed" in str(info.value)
