@@ -42,6 +42,17 @@ def test_held_out_cca_and_its_shuffled_control_are_scored_on_test_rows_only():
     assert rows[0]["held_out"]["top1"] > 0.99 and abs(rows[0]["shuffled"]["top1"]) < 0.6
 
 
+def test_the_shuffled_control_is_scored_held_out():
+    """Few rows, many dimensions: a shuffled pairing reaches a high *in-sample* correlation, while held out on
+    test generations it stays near 0. The reported control must be the held-out one."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(160, 40)), rng.normal(size=(160, 30))
+    data = StepVectors(x, y, np.repeat(np.arange(16), STEPS), "reasoning", "m")
+    rows = cca_report(data, np.arange(80), np.arange(80, 160), max_offset=0, n_components=5, seed=0)
+    assert rows[0]["shuffled_in_sample"]["top1"] > 0.8
+    assert abs(rows[0]["shuffled"]["top1"]) < 0.4
+
+
 def test_step_index_and_reference_cells():
     assert step_index(np.array([4, 4, 4, 7, 7, 2])).tolist() == [0, 1, 2, 0, 1, 0]
     train = np.array([[0.0, 500], [0.0, 2000], [0.5, 1000], [1.0, 750]])
@@ -89,6 +100,34 @@ def test_baselines_are_fitted_on_train_and_scored_on_test_and_predicts_needs_all
     assert report["predicts"] is False  # noise hidden states cannot beat the same-cell-step baseline
     _, without = probe_report(data, split, {"hidden_sizes": (8,), "max_epochs": 2, "random_state": 0})
     assert without["baselines"] == ["prior", "previous_step"]
+
+
+def test_baselines_fit_on_train_rows_and_score_on_test_rows():
+    """Planted shift: training generations retrieve with head 0 only; validation alternates heads 0 and 1 each
+    step; test generations retrieve with head 3 at every step. The prior (from training) misses head 3 on
+    test; the previous step is right on test after its first step (and always wrong on validation)."""
+    groups = np.repeat(np.arange(10), STEPS)
+    y = np.zeros((len(groups), 4), dtype=np.float32)
+    y[groups < 6, 0] = 1
+    val = (groups >= 6) & (groups < 8)
+    y[val, step_index(groups)[val] % 2] = 1
+    y[groups >= 8, 3] = 1
+    x = np.random.default_rng(0).normal(size=(len(groups), 8)).astype(np.float32)
+    split = (np.flatnonzero(groups < 6), np.flatnonzero(val), np.flatnonzero(groups >= 8))
+    _, report = probe_report(StepVectors(x, y, groups, "copy_paste", "m"), split,
+                             {"hidden_sizes": (4,), "max_epochs": 1, "random_state": 0})
+    assert report["prior"]["auprc"] < 0.5 and report["prior"]["recall"] == 0.0  # fitted on train: head 0, not 3
+    assert report["previous_step"]["auprc"] > 0.8  # scored on test rows, where heads persist
+
+
+def test_predicts_requires_beating_every_baseline():
+    """Hidden states that encode the step's head let the probe beat the prior and the previous step, but it
+    cannot beat the planted same-cell-step pattern (F1 1.0): ``predicts`` is then false."""
+    data, cells, split = _cell_pattern_data()
+    data.hidden = np.c_[data.scores * 3, data.hidden[:, :4] * 0.1].astype(np.float32)
+    _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 60, "random_state": 0}, cells=cells)
+    assert report["probe"]["f1"] > max(report["prior"]["f1"], report["previous_step"]["f1"])
+    assert report["same_cell_step"]["f1"] == 1.0 and report["predicts"] is False
 
 
 def test_evaluate_with_cells_splits_by_cell_and_records_the_fitted_documents():

@@ -128,6 +128,7 @@ def test_paper_algorithm_appends_the_whole_regeneration_dragin_only_its_first_se
     (r,) = a.retrievals
     regen = paper.decode(a.token_ids[: r.step], NEW - r.step, r.windows, record=False).tokens
     assert a.token_ids == a.token_ids[: r.step] + regen and len(a.token_ids) == NEW
+    assert a.drafts == 1  # nothing is drafted after a regeneration that ran to the end of the answer
     b = dragin.answer(Strategy("oracle"), NEW, _choose)
     (r,) = b.retrievals
     regen = dragin.decode(b.token_ids[: r.step], NEW - r.step, r.windows, record=False, one_sentence=True).tokens
