@@ -84,7 +84,25 @@ def test_trace_lines_log_every_retrieval(run):
     ({"rag": "bogus"}, "unknown RAG strategy"),
     ({"rag": "static+static"}, "twice"),
     ({"rag": "static", "rag_window": 0}, "rag_window"),
+    ({"rag": "static", "rag_algorithm": "both"}, "rag_algorithm=.*choose paper"),
+    ({"rag": "static", "rag_stopwords": "never"}, "rag_stopwords=.*choose trigger"),
 ])
 def test_strategy_requirements_are_one_line_before_the_model_loads(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DynHeadsLM(**kwargs)
+
+
+def test_algorithm_and_stop_word_rules_reach_the_settings_from_model_args_and_run_suite_flags():
+    import argparse
+
+    from dynheads.models.settings import ModelSettings
+    from dynheads.suite.hotpotqa import profiles
+
+    settings = ModelSettings.parse(rag="static", rag_algorithm="dragin", rag_stopwords="skip").rag
+    assert (settings.algorithm, settings.stopwords, settings.threshold) == ("dragin", "skip", 1.2)
+    assert ModelSettings.parse(rag="static").rag.algorithm == "paper"
+    p = argparse.ArgumentParser()
+    profiles.add_arguments(p)
+    prof = profiles.profile("smollm2", "quick", p.parse_args(["--rag-algorithm", "dragin", "--rag-stopwords", "skip"]))
+    args = profiles.model_args(prof)
+    assert args["rag_algorithm"] == "dragin" and args["rag_stopwords"] == "skip"
