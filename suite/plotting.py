@@ -93,12 +93,12 @@ def cca_plot(rows: Sequence[Mapping[str, Any]], title: str, path: Path) -> None:
     scored on the held-out generations like the real one).
     """
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.6, 5.2))
+    fig, ax = plt.subplots(figsize=(7.6, 5.4))
     lowest = 0.0
     for stat, label, colour in (("top1", "top-1", "tab:blue"), ("top10_mean", "top-10 mean", "tab:orange"),
                                 ("top50_mean", "top-50 mean", "tab:green")):
         for source, style, name in (("in_sample", "o-", "in-sample"), ("held_out", "s--", "held-out"),
-                                    ("shuffled", "^:", "shuffled control, held-out")):
+                                    ("shuffled", "^:", "shuffled (held-out)")):
             points = [(r["k"], r[source][stat]) for r in rows if r.get(source)]
             if points:
                 ax.plot(*zip(*points), style, color=colour, label=f"{label}, {name}", markersize=4)
