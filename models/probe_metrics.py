@@ -14,11 +14,16 @@ from .engine import DecodingError, Generation
 
 
 def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, path: str) -> None:
-    """Refuse, in one line, a probe trained on another model, or on vectors of another size."""
+    """Refuse, in one line, a probe trained on another model, or on vectors of another size, or one that does not
+    say which documents it was fitted on (it could then be scored on them, silently)."""
     if meta.get("model") != model or meta.get("hidden_dim") != hidden_dim or meta.get("heads") != heads:
         raise ValueError(f"dynheads: probe={path!r} was trained on {meta.get('model')} ({meta.get('hidden_dim')}-dim hidden "
                          f"states, {meta.get('heads')} heads) but this model is {model} ({hidden_dim}, {heads}); "
                          "train one on this model with run_suite.py --stages probes (or python -m dynheads.probes.train)")
+    if "documents" not in meta:
+        raise ValueError(f"dynheads: probe={path!r} does not record the documents it was trained on (saved before "
+                         "probes recorded them), so it cannot be kept off them; refit it with run_suite.py --stages probes "
+                         "(or python -m dynheads.probes.train)")
 
 
 def fitted_documents(meta: dict[str, Any]) -> frozenset[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from dynheads.models.engine import TraceEngine
 from dynheads.models.lm import DynHeadsLM
@@ -19,8 +18,11 @@ from tiny_models import tiny_model
 
 
 def test_a_probe_of_another_model_or_size_is_refused_in_one_line():
-    meta = {"model": "smollm2", "hidden_dim": 576, "heads": 270}
+    meta = {"model": "smollm2", "hidden_dim": 576, "heads": 270, "documents": []}
     check_probe(meta, "smollm2", 576, 270, "p.pt")
+    with pytest.raises(ValueError, match="does not record the documents") as info:
+        check_probe({k: v for k, v in meta.items() if k != "documents"}, "smollm2", 576, 270, "p.pt")
+    assert "\n" not in str(info.value) and "--stages probes" in str(info.value)
     for model, dim, heads in (("gemma3-270m", 576, 270), ("smollm2", 640, 270), ("smollm2", 576, 72)):
         with pytest.raises(ValueError, match="was trained on smollm2") as info:
             check_probe(meta, model, dim, heads, "p.pt")
