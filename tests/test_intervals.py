@@ -1,0 +1,65 @@
+"""Bootstrap intervals on data with known answers: nominal coverage, paired beats unpaired on correlated data,
+and the verdict at its boundaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dynheads.metrics.intervals import Interval, bootstrap, mean_interval, paired_difference, verdict
+
+
+def test_the_interval_of_a_bernoulli_mean_covers_p_at_about_the_nominal_rate():
+    p, n, trials = 0.3, 120, 300
+    rng = np.random.default_rng(0)
+    covered = 0
+    for seed in range(trials):
+        sample = rng.random(n) < p
+        interval = mean_interval(sample, seed=seed, resamples=1000)
+        covered += interval.low <= p <= interval.high
+        assert interval.low <= interval.estimate <= interval.high
+    assert 0.91 <= covered / trials <= 0.98  # percentile bootstrap at n = 120: close to 0.95
+
+
+def test_a_90_percent_interval_is_narrower_and_seeds_reproduce():
+    x = np.random.default_rng(1).normal(size=50)
+    wide, narrow = mean_interval(x, 3), mean_interval(x, 3, level=0.9)
+    assert narrow.high - narrow.low < wide.high - wide.low
+    assert mean_interval(x, 3) == wide and mean_interval(x, 4) != wide
+
+
+def test_paired_differences_use_the_pairing():
+    """Each document's difficulty x dominates both conditions; the condition effect is a small +0.1. The
+    paired interval excludes 0; the difference of two separate intervals cannot tell."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, size=80)
+    a = x + 0.1 + rng.normal(0, 0.05, size=80)
+    b = x + rng.normal(0, 0.05, size=80)
+    paired = paired_difference(a, b, seed=0)
+    assert paired.low > 0 and abs(paired.estimate - 0.1) < 0.03
+    ia, ib = mean_interval(a, 0), mean_interval(b, 0)
+    assert ia.low < ib.high  # the two separate intervals overlap
+    assert (paired.high - paired.low) < 0.2 * ((ia.high - ia.low) + (ib.high - ib.low))
+    with pytest.raises(ValueError, match="same units"):
+        paired_difference(a, b[:-1], seed=0)
+
+
+def test_bootstrap_of_a_pooled_statistic_resamples_units():
+    """A micro statistic pooled over units of different sizes: resampled by unit, the point estimate is the pooled
+    value and the interval spans the units' spread."""
+    rows = [np.ones(10), np.zeros(2), np.ones(3) * 0.5]
+    pooled = lambda idx: float(np.concatenate([rows[i] for i in idx]).mean())
+    interval = bootstrap(pooled, len(rows), seed=0, resamples=500)
+    assert interval.estimate == pytest.approx(11.5 / 15) and interval.n == 3
+    assert 0 <= interval.low < interval.estimate < interval.high <= 1
+
+
+def test_verdict_boundaries():
+    assert verdict(Interval(0.2, 0.01, 0.4, 30)) == "reproduced"
+    assert verdict(Interval(0.2, 0.0, 0.4, 30)) == "inconclusive at n = 30"  # touching 0 decides nothing
+    assert verdict(Interval(-0.2, -0.4, -0.01, 30)) == "contradicted"
+    assert verdict(Interval(-0.2, -0.4, -0.01, 30), expected_sign=-1) == "reproduced"
+    assert verdict(Interval(0.0, -0.1, 0.1, 12)) == "inconclusive at n = 12"
+    with pytest.raises(ValueError):
+        verdict(Interval(0, 0, 0, 1), expected_sign=0)
+    assert Interval(0.41, 0.33, 0.49, 16).text(2) == "0.41 [0.33, 0.49]"
