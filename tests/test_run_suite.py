@@ -238,7 +238,9 @@ def test_hotpotqa_stage(suite_run):
         for s in samples:
             key = (bin_index(s["n_tokens"], [1250, 1500, 1750]), bin_index(s["position"], [0.2, 0.4, 0.6, 0.8]))
             assert any((c["length_bin"], c["position_bin"]) == key for c in cells)
-    assert "— = no sample" in (model / "hotpotqa_masking.md").read_text()
+    text = (model / "hotpotqa_masking.md").read_text()
+    assert "— = no sample" in text and "Claim 2 verdict" in text and "inconclusive at n = 2" in text
+    assert masking["summary"]["intervals"]["f1_dynamic_minus_static"]["n"] == 2
     for name in ("hotpotqa_ablation_f1.png", "hotpotqa_ablation_em.png"):
         assert _png(model / name), name
 

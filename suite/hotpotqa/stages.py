@@ -23,7 +23,8 @@ from ...traces import REASONING
 from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
 from ..cells import CellTask
 from ..model import ModelSuite
-from ..summaries import CONDITIONS, condition_titles, dynamic_masking, ks_and_names, matching_note, mean_of, progressive_rows, samples_of
+from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of)
 from ..tables import markdown
 
 
@@ -92,13 +93,17 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
                           f"{suite.name}: HotpotQA {label} by masked heads (N = {n}, Eq. 2 > {threshold:g})",
                           suite.dir / f"hotpotqa_ablation_{metric}.png")
     metrics = ("em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison")
+    intervals = masking_intervals(cells, ("em", "f1"), suite.seed)
     summary = {"samples": len(samples), "matched_n": n, "threshold": threshold, **dynamic_masking(cells),
-               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}}
+               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}, "intervals": intervals}
     text = [f"# {suite.name}: HotpotQA masking ablation (paper Figure 6)\n",
             f"{len(samples)} dev examples; reasoning heads are Eq. 2 scores > {threshold:g}. "
-            + matching_note(suite.lm.static(REASONING), summary, n)]
+            + matching_note(suite.lm.static(REASONING), summary, n),
+            "EM and F1: means over examples with 95 % bootstrap intervals (examples resampled, seeded).\n"]
     text.append(markdown(["condition", "EM", "F1", "EM bridge", "F1 bridge", "EM comparison", "F1 comparison"],
-                         [[titles[c]] + [summary[f"{m}_{c}"] for m in metrics] for c in CONDITIONS]))
+                         [[titles[c], interval_text(intervals[f"em_{c}"]), interval_text(intervals[f"f1_{c}"])]
+                          + [summary[f"{m}_{c}"] for m in metrics[2:]] for c in CONDITIONS]))
+    text.append("\n" + paired_table(intervals, [("em", "EM"), ("f1", "F1")], titles["static"], titles["random"]))
     for c in CONDITIONS:
         for metric, label in (("f1", "F1"), ("em", "EM")):
             text.append(f"\n## {titles[c]}: {label} (samples in brackets; — = no sample)\n\n"

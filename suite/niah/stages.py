@@ -22,8 +22,8 @@ from ...tasks.niah_uuid import utils as task  # importing the task registers its
 from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
-from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, ks_and_names, matching_note, mean_of,
-                         progressive_rows, samples_of)
+from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of)
 from ..tables import markdown
 
 CELLS = CellTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
@@ -76,11 +76,15 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
     for metric, label in (("acc", "accuracy"), ("rouge_l", "ROUGE-L")):
         condition_heatmaps([(titles[c], per[c]) for c in CONDITIONS], metric,
                            f"{suite.name}: NIAH {label} by masked heads (N = {n})", suite.dir / f"niah_masking_{metric}.png")
+    intervals = masking_intervals(cells, ("acc", "rouge_l"), suite.seed)
     summary = {"samples": len(samples_of(cells)), "matched_n": n, **dynamic_masking(cells),
-               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}}
-    text = [f"# {suite.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(suite.lm.static(COPY_PASTE), summary, n)]
+               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}, "intervals": intervals}
+    text = [f"# {suite.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(suite.lm.static(COPY_PASTE), summary, n),
+            "Means over documents with 95 % bootstrap intervals (documents resampled, seeded).\n"]
     text.append(markdown(["condition", "acc", "ROUGE-L"],
-                         [[titles[c], summary[f"acc_{c}"], summary[f"rouge_l_{c}"]] for c in CONDITIONS]))
+                         [[titles[c], interval_text(intervals[f"acc_{c}"]), interval_text(intervals[f"rouge_l_{c}"])]
+                          for c in CONDITIONS]))
+    text.append("\n" + paired_table(intervals, [("acc", "acc"), ("rouge_l", "ROUGE-L")], titles["static"], titles["random"]))
     for c in CONDITIONS:
         text.append(f"\n## {titles[c]}: accuracy\n\n" + markdown_table(per[c], "acc")
                     + f"\n\n## {titles[c]}: ROUGE-L\n\n" + markdown_table(per[c], "rouge_l") + "\n")
