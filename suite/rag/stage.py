@@ -52,6 +52,29 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int) -> dict[str, Any]:
+    """EM / F1 of every strategy with a 95 % bootstrap interval over examples (``intervals``), and paired
+    differences on the same examples (``paired``): each strategy minus static at the same k and minus w/o RAG,
+    each with the verdict its interval gives against the direction of the paper's Table 4 (Claim 4: dynamic >
+    static)."""
+    from ...metrics.intervals import mean_interval, paired_difference, verdict
+
+    values = {name: {m: [s["conditions"][f"rag:{name}"][m] for s in samples] for m in ("em", "f1")} for name in names}
+    intervals = {name: {m: mean_interval(v, seed).record() for m, v in per.items()} for name, per in values.items()}
+    paired: dict[str, Any] = {}
+    for name in names:
+        strategy, _, k = name.partition(":")
+        for other in (f"static:{k}" if k else "static", "none"):
+            if other == name or other not in values or strategy in ("none", "full", "oracle") and other != "none":
+                continue
+            # the paper's direction: random heads below static ones, every strategy above w/o RAG (its Table 4)
+            sign = -1 if strategy in ("dynamic_random", "fixed_random") and other != "none" else 1
+            pair = {m: paired_difference(values[name][m], values[other][m], seed) for m in ("em", "f1")}
+            paired[f"{name} - {other}"] = {m: {**d.record(), "expected_sign": sign, "verdict": verdict(d, sign)}
+                                           for m, d in pair.items()}
+    return {"intervals": intervals, "paired": paired}
+
+
 def run(suite: ModelSuite) -> dict[str, Any]:
     """Every strategy on the profile's dev examples; ``rag.json`` and ``rag_retrievals.md``."""
     h = suite.profile["hotpotqa"]
@@ -68,7 +91,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     samples = samples_of(cells)
     per = {name: summarise([s["conditions"][f"rag:{name}"] for s in samples]) for name in names}
     summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": settings_record(suite.lm.settings.rag),
-               "strategies": per, "probe": _probe_quality(suite)}
+               "strategies": per, "probe": _probe_quality(suite), **comparisons(samples, names, suite.seed)}
     write_atomic(suite.dir / "rag.json", json.dumps({"summary": summary}, indent=1))
     write_atomic(suite.dir / "rag_retrievals.md", retrieval_log(suite, samples, names))
     return summary

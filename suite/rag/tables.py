@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
+from ..summaries import interval_text
 from ..tables import fmt, markdown
 
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
@@ -38,7 +39,9 @@ def table4(rows: list[dict[str, Any]]) -> str:
             s = rag["strategies"].get(name)
             if s is None:
                 continue
-            body.append([r["model"], TITLES[name], s["answers"], s["em"], s["f1"], s["em_bridge"], s["f1_bridge"],
+            ci = (rag.get("intervals") or {}).get(name) or {}
+            body.append([r["model"], TITLES[name], s["answers"], interval_text(ci.get("em")) if ci else s["em"],
+                         interval_text(ci.get("f1")) if ci else s["f1"], s["em_bridge"], s["f1_bridge"],
                          s["em_comparison"], s["f1_comparison"], s["retrievals_per_answer"], s["trigger_rate"],
                          s["visible_tokens"], s["precision"], s["recall"]])
         probe = rag.get("probe") or {}
@@ -53,14 +56,36 @@ def table4(rows: list[dict[str, Any]]) -> str:
     return ("# Table 4: in-context dynamic RAG on HotpotQA by head-selection strategy (paper Section 5)\n\n"
             "Same dev examples for every strategy. Visible tokens, precision and recall are per retrieval, pooled over "
             "answers (— where no answer retrieved); precision / recall are of the revealed context tokens against the "
-            "supporting-fact tokens. Full context and oracle are references beyond the paper; the oracle uses gold labels.\n\n"
+            "supporting-fact tokens. Full context and oracle are references beyond the paper; the oracle uses gold labels. "
+            "EM and F1: means over examples with 95 % bootstrap intervals (examples resampled, seeded).\n\n"
             + markdown(["model", "strategy", "answers", "EM", "F1", "EM bridge", "F1 bridge", "EM comparison", "F1 comparison",
                         "retrievals / answer", "answers that retrieved", "visible tokens / retrieval", "window precision",
                         "window recall"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
+            + paired_section(rows)
             + "\nFor reference, the paper's Table 4 (EM / F1; not computed here):\n\n"
             + markdown(["model (paper)", "Dynamic", "Static", "Dynamic Random", "Fixed Random", "w/o RAG"],
                        [list(row) for row in PAPER_TABLE4]))
+
+
+def paired_section(rows: list[dict[str, Any]]) -> str:
+    """Paired differences on the same examples at the base k: every strategy minus static and minus w/o RAG."""
+    body = []
+    for r in rows:
+        rag = r.get("rag") or {}
+        for name in STRATEGIES:
+            for other in ("static", "none"):
+                pair = (rag.get("paired") or {}).get(f"{name} - {other}")
+                if pair:
+                    body.append([r["model"], f"{TITLES[name]} − {TITLES[other]}", interval_text(pair["em"]),
+                                 interval_text(pair["f1"]), pair["f1"]["n"], "> 0" if pair["f1"]["expected_sign"] > 0 else "< 0",
+                                 pair["f1"]["verdict"]])
+    if not body:
+        return ""
+    return ("\n## Paired differences (same examples; positive: the first strategy scores higher)\n\n"
+            "Claim 4 is the Dynamic − Static row: the paper finds it positive.\n\n"
+            + markdown(["model", "comparison", "EM difference [95 % CI]", "F1 difference [95 % CI]", "n",
+                        "paper's direction", "F1 verdict"], body))
 
 
 def table6(rows: list[dict[str, Any]]) -> str:
@@ -77,6 +102,11 @@ def table6(rows: list[dict[str, Any]]) -> str:
                 s = rag["strategies"].get(name if k == base else f"{name}:{k}")
                 cells += [_cell(s), "—" if not s else f"{fmt(s['precision'])} / {fmt(s['recall'])}"]
             body.append([TITLES[name], *cells])
+        pairs = [(rag.get("paired") or {}).get("dynamic - static" if k == base else f"dynamic:{k} - static:{k}") for k in ks]
+        if any(pairs):
+            body.append(["Dynamic − Static, paired (F1 verdict)",
+                         *[c for p in pairs for c in ((f"{interval_text(p['em'])} / {interval_text(p['f1'])}", p["f1"]["verdict"])
+                                                       if p else ("—", "—"))]])
         text += f"\n## {r['model']} ({rag['samples']} dev examples)\n\n" + markdown(
             ["strategy", *[c for k in ks for c in (f"k = {k} (EM / F1)", f"k = {k} (precision / recall)")]], body)
     return (text + "\nFor reference, the paper's Table 6 (Llama-3.1-8B, EM / F1; not computed here):\n\n"

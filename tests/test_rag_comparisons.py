@@ -1,0 +1,32 @@
+"""Section 5's comparisons with intervals on planted per-example scores: each strategy against static (same k)
+and w/o RAG on the same examples, with verdicts read against the paper's direction."""
+
+from __future__ import annotations
+
+from dynheads.suite.rag.stage import comparisons
+from dynheads.suite.rag.tables import paired_section, table6
+
+F1 = {"dynamic": 1.0, "static": 0.5, "dynamic_random": 0.0, "fixed_random": 0.5, "none": 0.5, "full": 0.5, "oracle": 1.0,
+      "dynamic:10": 0.5, "static:10": 0.5}
+
+
+def _samples(n: int = 20):
+    return [{"conditions": {f"rag:{name}": {"em": v, "f1": v} for name, v in F1.items()}} for _ in range(n)]
+
+
+def test_paired_differences_and_their_verdicts():
+    out = comparisons(_samples(), list(F1), seed=0)
+    assert out["intervals"]["dynamic"]["f1"]["estimate"] == 1.0 and out["intervals"]["static"]["f1"]["n"] == 20
+    paired = out["paired"]
+    assert paired["dynamic - static"]["f1"]["estimate"] == 0.5 and paired["dynamic - static"]["f1"]["verdict"] == "reproduced"
+    # random heads are expected below static ones: a lower score reproduces that direction, an equal one decides nothing
+    assert paired["dynamic_random - static"]["f1"]["verdict"] == "reproduced"
+    assert paired["fixed_random - static"]["f1"]["verdict"] == "inconclusive at n = 20"
+    assert paired["dynamic:10 - static:10"]["f1"]["estimate"] == 0.0  # the same k is compared
+    assert "dynamic:10 - static" not in paired and "static - static" not in paired and "none - none" not in paired
+    assert "oracle - none" in paired and "oracle - static" not in paired
+    rows = [{"model": "m", "rag": {**out, "strategies": {n: {"em": 0, "f1": 0, "precision": 0, "recall": 0} for n in F1},
+                                   "ks": [5, 10], "heads": 5, "samples": 20}}]
+    section = paired_section(rows)
+    assert "| m | Dynamic (probe) − Static | 0.500 [0.500, 0.500] | 0.500 [0.500, 0.500] | 20 | > 0 | reproduced |" in section
+    assert "Dynamic − Static, paired" in table6(rows)
