@@ -32,8 +32,8 @@ import numpy as np
 from .cca import TemporalCCA, summarise
 from ..traces import COPY_PASTE
 from .dataset import StepVectors, load_step_vectors
-from .evaluation import (best_threshold, classification_scores, previous_step, prior, regression_scores, same_cell_step,
-                         step_index)
+from .evaluation import (best_threshold, classification_scores, generation_sums, paired_generation_bootstrap, previous_step,
+                         prior, regression_scores, same_cell_step, step_index)
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
 from .split import split_by_generation, split_train_validation
 
@@ -81,8 +81,30 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
                         else regression_scores(test.scores, on_test))
     keys = ("f1", "auprc") if classify else ("r2",)
     beats = all(scores["probe"][k] > max(scores[b][k] for b in baselines) for k in keys)
+    paired = paired_intervals(probe, test, {b: on_test for b, (_, on_test) in baselines.items()}, scores, classify,
+                              int(params.get("random_state", 0)))
     return probe, {**scores, "baselines": list(baselines), "predicts": bool(beats), "criteria": list(keys),
-                   "epochs": len(probe.history_)}
+                   "paired": paired, "epochs": len(probe.history_)}
+
+
+def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
+                     classify: bool, seed: int) -> dict[str, Any]:
+    """Probe minus each baseline on the same test generations (F1 at the validation thresholds, or R²), with
+    the paired bootstrap interval over generations and its verdict; each predictor's own interval goes into
+    ``scores[name]["intervals"]``."""
+    from ..metrics.intervals import verdict
+
+    criterion = "f1" if classify else "r2"
+    own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
+    sums = generation_sums(test.scores, own, test.groups, scores["probe"].get("threshold") if classify else None)
+    paired = {}
+    for name, prediction in baselines.items():
+        other = generation_sums(test.scores, prediction, test.groups, scores[name]["threshold"] if classify else None)
+        result = paired_generation_bootstrap(sums, other, seed)
+        scores[name]["intervals"] = {criterion: result["b"].record()}
+        scores["probe"]["intervals"] = {criterion: result["a"].record()}
+        paired[name] = {criterion: {**result["difference"].record(), "verdict": verdict(result["difference"])}}
+    return paired
 
 
 def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[StepVectors, tuple[np.ndarray, ...]]:

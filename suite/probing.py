@@ -16,6 +16,7 @@ import numpy as np
 
 from ..models.files import write_atomic
 from .model import ModelSuite
+from .summaries import interval_text
 from .tables import markdown
 
 # Claim 3 fitting settings of every profile (paper A.4 / A.5): k = 0..10, up to 50 CCA components, 100 epochs.
@@ -108,14 +109,20 @@ BASELINE_NAMES = {"prior": "prior", "previous_step": "previous step", "same_cell
 
 
 def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
-    """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, and one note per model."""
+    """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, then the criterion (F1 or R²)
+    with its 95 % interval over test generations and the paired difference probe minus that baseline (same
+    generations) with its verdict; and one note per model."""
     body, notes = [], []
     for r in rows:
         report = r.get(key)
         if not report:
             continue
+        criterion = "f1" if "f1" in metrics else "r2"
         for name in ("probe", *report["probe"].get("baselines", ("prior", "previous_step"))):
-            body.append([r["model"], BASELINE_NAMES.get(name, name), *(report["probe"][name][m] for m in metrics)])
+            own = (report["probe"][name].get("intervals") or {}).get(criterion)
+            pair = (report["probe"].get("paired") or {}).get(name, {}).get(criterion)
+            body.append([r["model"], BASELINE_NAMES.get(name, name), *(report["probe"][name][m] for m in metrics),
+                         interval_text(own), f"{interval_text(pair)}: {pair['verdict']}" if pair else "—"])
         notes.append(f"* {r['model']}: {split_note(report)}")
     return body, notes
 

@@ -96,7 +96,8 @@ def test_baselines_are_fitted_on_train_and_scored_on_test_and_predicts_needs_all
     train, val, test = (data.subset(rows) for rows in split)
     prior_val = np.tile(train.scores.mean(axis=0), (len(val.scores), 1))
     prior_test = np.tile(train.scores.mean(axis=0), (len(test.scores), 1))
-    assert report["prior"] == classification_scores(test.scores, prior_test, best_threshold(val.scores, prior_val))
+    expected = classification_scores(test.scores, prior_test, best_threshold(val.scores, prior_val))
+    assert {k: report["prior"][k] for k in expected} == expected
     assert report["predicts"] is False  # noise hidden states cannot beat the same-cell-step baseline
     _, without = probe_report(data, split, {"hidden_sizes": (8,), "max_epochs": 2, "random_state": 0})
     assert without["baselines"] == ["prior", "previous_step"]
@@ -153,3 +154,30 @@ def test_the_lm_refuses_a_probe_on_a_document_it_was_fitted_on():
     with pytest.raises(DecodingError, match="trained or validated on niah_uuid document 3") as info:
         check_unseen(fitted, "def", "p.pt", "niah_uuid", 3)
     assert "\n" not in str(info.value) and "seed" in str(info.value)
+
+
+def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_carries_paired_intervals():
+    from dynheads.probes.evaluation import generation_sums, paired_generation_bootstrap, pooled_score, regression_scores
+
+    rng = np.random.default_rng(4)
+    groups = np.repeat(np.arange(12), 7)
+    y = (rng.random((84, 5)) > 0.7).astype(float)
+    p = np.clip(y * 0.6 + rng.random((84, 5)) * 0.5, 0, 1)
+    sums = generation_sums(y, p, groups, threshold=0.5)
+    assert pooled_score(sums.sum(axis=0)) == pytest.approx(classification_scores(y, p, 0.5)["f1"])
+    target, pred = rng.normal(size=(84, 5)), rng.normal(size=(84, 5))
+    assert pooled_score(generation_sums(target, target * 0.8 + pred * 0.2, groups, None).sum(axis=0)) == pytest.approx(
+        regression_scores(target, target * 0.8 + pred * 0.2)["r2"])
+    # a predictor that is better on every generation: the paired difference excludes 0
+    worse = generation_sums(y, np.clip(y * 0.2 + rng.random((84, 5)) * 0.5, 0, 1), groups, threshold=0.5)
+    result = paired_generation_bootstrap(sums, worse, seed=0)
+    assert result["difference"].low > 0 and result["a"].n == 12
+    assert result["a"].estimate - result["b"].estimate == pytest.approx(result["difference"].estimate)
+    # the report: the probe's own interval and a paired difference per baseline, on test generations
+    data, cells, split = _cell_pattern_data()
+    data.hidden = np.c_[data.scores * 3, data.hidden[:, :4] * 0.1].astype(np.float32)
+    _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 60, "random_state": 0}, cells=cells)
+    assert report["probe"]["intervals"]["f1"]["estimate"] == pytest.approx(report["probe"]["f1"])
+    assert report["probe"]["intervals"]["f1"]["n"] == 4  # test generations, not steps
+    assert report["paired"]["prior"]["f1"]["verdict"] == "reproduced"
+    assert report["paired"]["same_cell_step"]["f1"]["estimate"] <= 0

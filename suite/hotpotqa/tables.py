@@ -77,7 +77,7 @@ def table3(rows: list[dict[str, Any]]) -> str:
     return ("# Table 3: MLP probe predicting every head's Eq. 2 score of a step from its final hidden state (HotpotQA)\n\n"
             "Train / validation: answers to HotpotQA train examples; test: answers to dev examples. Scores pooled over "
             "steps x heads (R² against the pooled mean).\n\n"
-            + markdown(["model", "predictor", "MSE", "MAE", "R²"], body)
+            + markdown(["model", "predictor", "MSE", "MAE", "R²", "R² [95 % CI]", "probe − this predictor, R² [95 % CI]: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 8: temporal CCA (hidden state at n, Eq. 2 scores at n + k)\n\n" + cca_table(rows, "hotpotqa_probes")
             + "\nFor reference, the paper's Table 3 (not computed here; the paper reports no baselines):\n\n"

@@ -85,7 +85,8 @@ def table2(rows: list[dict[str, Any]]) -> str:
             "over steps x heads; threshold = best F1 on the validation precision-recall curve, for the probe and each "
             "baseline. Same cell and step: the training generations' mean indicator at the same step index in the same "
             "cell, else the nearest training cell (same depth, nearest length); no hidden state.\n\n"
-            + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold"], body)
+            + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold", "F1 [95 % CI]",
+                        "probe − this predictor, F1 [95 % CI]: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 4: temporal CCA (hidden state at n, Eq. 1 indicators at n + k)\n\n" + cca_table(rows, "probes")
             + "\nFor reference, the paper's Table 2 (not computed here; the paper reports no baselines) and Figure 4 "
