@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..models.files import write_atomic
-from . import tables
+from . import claims, tables
 from .model import ModelSuite
 from .registry import Stage
 from .shards import CellsMissing, Shard
@@ -59,6 +59,7 @@ def write_tables(out: Path, tasks: Sequence[Any]) -> list[dict[str, Any]]:
     for task in tasks:
         for name, text in task.tables(rows).items():
             write_atomic(out / name, text)
+    claims.write(out, rows)
     print(board)
     for task in tasks:
         print(task.console(rows))

@@ -68,6 +68,10 @@ def test_niah_stage(suite_run):
     assert 0.0 <= row["rouge_l"] <= 1.0
     with open(out / "leaderboard.csv") as fh:
         assert next(csv.DictReader(fh))["model"] == "smollm2"
+    claims = json.loads((out / "claims.json").read_text())  # every claim row, decided by its interval (one document)
+    assert {c["claim"] for c in claims} >= {"1 dynamism", "2 irreplaceability", "3 predictability", "4 dynamic RAG"}
+    assert all(c["verdict"] in ("reproduced", "contradicted", "not run") or c["verdict"].startswith("inconclusive")
+               for c in claims)
     cell = _grid_cell(out)
     conds = cell["samples"][0]["conditions"]
     assert set(conds) == {"none", "dynamic", "static", "random"}

@@ -23,7 +23,7 @@ from ...traces import REASONING
 from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
 from ..cells import CellTask
 from ..model import ModelSuite
-from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+from ..summaries import (CONDITIONS, adjacent_jaccard_interval, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
                          matching_note, mean_of, paired_table, progressive_rows, samples_of)
 from ..tables import markdown
 
@@ -131,7 +131,8 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
             samples = [[[(l, k) for l, row in enumerate(step) for k, v in enumerate(row) if v > threshold]
                         for step in run["scores"]] for run in runs]
         rows.append({"threshold": threshold, "traced": threshold == traced,
-                     **summarise(samples, suite.total_heads, ranking)})
+                     **summarise(samples, suite.total_heads, ranking),
+                     "intervals": {"adjacent_jaccard": adjacent_jaccard_interval(samples, suite.seed)}})
     longest = max(range(len(runs)), key=lambda i: (len(runs[i]["scores"]), -i), default=None)
     if longest is not None and runs[longest]["scores"]:
         labels = [suite.lm.tokenizer.decode([t]) for t in runs[longest]["tokens"]]

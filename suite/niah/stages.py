@@ -22,7 +22,7 @@ from ...tasks.niah_uuid import utils as task  # importing the task registers its
 from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
-from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+from ..summaries import (CONDITIONS, adjacent_jaccard_interval, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
                          matching_note, mean_of, paired_table, progressive_rows, samples_of)
 from ..tables import markdown
 
@@ -101,6 +101,7 @@ def dynamism(suite: ModelSuite) -> dict[str, Any]:
     static = suite.lm.static(COPY_PASTE)
     # a calibration in which no head ever retrieved ranks heads by index only: no Jaccard then
     stats = summarise(samples, suite.total_heads, static.heads if static.informative else None)
+    stats["intervals"] = {"adjacent_jaccard": adjacent_jaccard_interval(samples, suite.seed)}
     write_atomic(suite.dir / "dynamism.json", json.dumps(stats, indent=1))
     return stats
 
