@@ -24,6 +24,20 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def with_interval(key: str, value: Any, record: dict[str, Any] | None) -> dict[str, Any]:
+    """Leaderboard columns of one mean: ``key`` and, when its interval is known, ``key_ci_low`` / ``key_ci_high``
+    (the 95 % bootstrap bounds; CSV and JSON keep both ends)."""
+    return {key: value, f"{key}_ci_low": (record or {}).get("low"), f"{key}_ci_high": (record or {}).get("high")}
+
+
+def shown(board_row: dict[str, Any], key: str) -> str:
+    """A leaderboard cell: ``0.410 [0.330, 0.490]`` where the interval is known, else the plain value."""
+    low, high = board_row.get(f"{key}_ci_low"), board_row.get(f"{key}_ci_high")
+    if board_row.get(key) is None or low is None or high is None:
+        return fmt(board_row.get(key))
+    return f"{fmt(board_row[key])} [{fmt(low)}, {fmt(high)}]"
+
+
 def markdown(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
     align = align or "|---" + "|---:" * (len(header) - 1) + "|"
     lines = ["| " + " | ".join(header) + " |", align]

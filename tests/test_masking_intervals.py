@@ -28,3 +28,16 @@ def test_dynamic_masking_that_always_hurts_more_is_reproduced_and_equal_masking_
     table = paired_table(out, [("acc", "acc")], "top-3 static", "3 random")
     assert "| dynamic − top-3 static | acc | -1.000 [-1.000, -1.000] | 12 | reproduced |" in table
     assert interval_text(None) == "—"
+
+
+def test_leaderboard_columns_keep_both_ends_and_show_the_interval():
+    from dynheads.suite.niah.tables import leaderboard_columns, leaderboard_section
+
+    cells = _cells([0.0] * 12, [1.0] * 12, [0.0] * 6 + [1.0] * 6, [1.0] * 6 + [0.0] * 6)
+    row = {"model": "m", "total_heads": 8, "niah": {"samples": 12, "acc_none": 0.5, "acc_dynamic": 0.0, "acc_static": 1.0,
+                                                    "acc_random": 0.5, "intervals": masking_intervals(cells, ("acc",), 0)}}
+    board = {"model": "m", **leaderboard_columns(row)}
+    assert board["acc"] == 0.5 and board["acc_ci_low"] < 0.5 < board["acc_ci_high"]
+    assert board["rouge_l_ci_low"] is None and board["probe_f1_ci_high"] is None  # not run: no interval, no zero
+    text = leaderboard_section([board])
+    assert f"| 0.500 [{board['acc_ci_low']:.3f}, {board['acc_ci_high']:.3f}] |" in text and "| — |" in text

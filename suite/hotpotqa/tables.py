@@ -9,7 +9,7 @@ from ..rag.tables import leaderboard_columns as rag_columns
 from ..rag.tables import leaderboard_rows as rag_section
 from ..rag.tables import table4, table6
 from ..summaries import progressive_table
-from ..tables import markdown, mean_std, unique_of
+from ..tables import markdown, mean_std, shown, unique_of, with_interval
 
 # Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
 PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
@@ -29,15 +29,19 @@ def traced_dynamism(row: dict[str, Any]) -> dict[str, Any]:
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     h, hd = r.get("hotpotqa") or {}, traced_dynamism(r)
+    ci, probe = h.get("intervals") or {}, ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {})
     return {
-        "hotpotqa_samples": h.get("samples"), "hotpotqa_em": h.get("em_none"), "hotpotqa_f1": h.get("f1_none"),
-        "hotpotqa_f1_mask_dynamic": h.get("f1_dynamic"), "hotpotqa_f1_mask_static": h.get("f1_static"),
-        "hotpotqa_f1_mask_random": h.get("f1_random"), "hotpotqa_matched_n": h.get("matched_n"),
-        "hotpotqa_threshold": hd.get("threshold"),
+        "hotpotqa_samples": h.get("samples"), **with_interval("hotpotqa_em", h.get("em_none"), ci.get("em_none")),
+        **with_interval("hotpotqa_f1", h.get("f1_none"), ci.get("f1_none")),
+        **{k: v for c in ("dynamic", "static", "random")
+           for k, v in with_interval(f"hotpotqa_f1_mask_{c}", h.get(f"f1_{c}"), ci.get(f"f1_{c}")).items()},
+        "hotpotqa_matched_n": h.get("matched_n"), "hotpotqa_threshold": hd.get("threshold"),
         "hotpotqa_heads_per_step_mean": hd.get("heads_per_step_mean"), "hotpotqa_heads_per_step_std": hd.get("heads_per_step_std"),
         "hotpotqa_unique_heads": hd.get("unique_heads"), "hotpotqa_jaccard_static_20": hd.get("jaccard_static_20"),
-        "hotpotqa_adjacent_jaccard": hd.get("adjacent_jaccard"), "hotpotqa_entropy": hd.get("entropy"),
-        "hotpotqa_probe_r2": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("r2"),
+        **with_interval("hotpotqa_adjacent_jaccard", hd.get("adjacent_jaccard"),
+                        (hd.get("intervals") or {}).get("adjacent_jaccard")),
+        "hotpotqa_entropy": hd.get("entropy"),
+        **with_interval("hotpotqa_probe_r2", probe.get("r2"), (probe.get("intervals") or {}).get("r2")),
         "hotpotqa_probe_mae": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("mae"),
         **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
         **rag_columns(r),
@@ -46,9 +50,10 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
 
 def leaderboard_section(board: list[dict[str, Any]]) -> str:
     p = "hotpotqa_"
-    rows = [[b["model"], b[p + "samples"], b[p + "em"], b[p + "f1"], b[p + "f1_mask_dynamic"], b[p + "f1_mask_static"],
-             b[p + "f1_mask_random"], b[p + "matched_n"], b[p + "threshold"], mean_std(b, p), unique_of(b, b["total_heads"], p),
-             b[p + "jaccard_static_20"], b[p + "adjacent_jaccard"], b[p + "entropy"], b[p + "probe_r2"], b[p + "probe_mae"],
+    rows = [[b["model"], b[p + "samples"], shown(b, p + "em"), shown(b, p + "f1"), shown(b, p + "f1_mask_dynamic"),
+             shown(b, p + "f1_mask_static"), shown(b, p + "f1_mask_random"), b[p + "matched_n"], b[p + "threshold"],
+             mean_std(b, p), unique_of(b, b["total_heads"], p), b[p + "jaccard_static_20"], shown(b, p + "adjacent_jaccard"),
+             b[p + "entropy"], shown(b, p + "probe_r2"), b[p + "probe_mae"],
              b[p + "cca_heldout_top1_k0"], b[p + "cca_heldout_top1_k1"], b[p + "cca_heldout_top1_k2"], b[p + "cca_shuffled_heldout_top1_k0"]] for b in board]
     return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..probing import cca_columns, cca_table, predictor_rows
 from ..summaries import progressive_table
-from ..tables import markdown, mean_std, unique_of
+from ..tables import markdown, mean_std, shown, unique_of, with_interval
 
 # Table 2 of the paper for reference: F1, precision, recall, AUPRC (not computed here).
 PAPER_TABLE2 = [("llama3.1-8b", "0.8349", "0.8344", "0.8353", "0.9173"), ("llama3.2-3b", "0.8456", "0.8564", "0.8351", "0.9289"),
@@ -29,24 +29,29 @@ RESULT_FILES = {"calibration": ("calibration.json", None), "niah": ("niah_maskin
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     n, d = r.get("niah") or {}, r.get("dynamism") or {}
+    ci, probe = n.get("intervals") or {}, ((r.get("probes") or {}).get("probe") or {}).get("probe", {})
     return {
-        "samples": n.get("samples"), "acc": n.get("acc_none"), "rouge_l": n.get("rouge_l_none"),
-        "acc_mask_dynamic": n.get("acc_dynamic"), "acc_mask_static": n.get("acc_static"),
-        "acc_mask_random": n.get("acc_random"), "matched_n": n.get("matched_n"),
+        "samples": n.get("samples"), **with_interval("acc", n.get("acc_none"), ci.get("acc_none")),
+        **with_interval("rouge_l", n.get("rouge_l_none"), ci.get("rouge_l_none")),
+        **{k: v for c in ("dynamic", "static", "random")
+           for k, v in with_interval(f"acc_mask_{c}", n.get(f"acc_{c}"), ci.get(f"acc_{c}")).items()},
+        "matched_n": n.get("matched_n"),
         "heads_per_step_mean": d.get("heads_per_step_mean"), "heads_per_step_std": d.get("heads_per_step_std"),
         "unique_heads": d.get("unique_heads"), "total_heads": r.get("total_heads"),
-        "jaccard_static_20": d.get("jaccard_static_20"), "adjacent_jaccard": d.get("adjacent_jaccard"),
+        "jaccard_static_20": d.get("jaccard_static_20"),
+        **with_interval("adjacent_jaccard", d.get("adjacent_jaccard"), (d.get("intervals") or {}).get("adjacent_jaccard")),
         "entropy": d.get("entropy"),
-        "probe_f1": ((r.get("probes") or {}).get("probe") or {}).get("probe", {}).get("f1"),
+        **with_interval("probe_f1", probe.get("f1"), (probe.get("intervals") or {}).get("f1")),
         "probe_auprc": ((r.get("probes") or {}).get("probe") or {}).get("probe", {}).get("auprc"),
         **cca_columns(r.get("probes")),
     }
 
 
 def leaderboard_section(board: list[dict[str, Any]]) -> str:
-    rows = [[b["model"], b["samples"], b["acc"], b["rouge_l"], b["acc_mask_dynamic"], b["acc_mask_static"],
-             b["acc_mask_random"], b["matched_n"], mean_std(b), unique_of(b, b["total_heads"]), b["jaccard_static_20"],
-             b["adjacent_jaccard"], b["entropy"], b["probe_f1"], b["probe_auprc"], b["cca_heldout_top1_k0"], b["cca_heldout_top1_k1"],
+    rows = [[b["model"], b["samples"], shown(b, "acc"), shown(b, "rouge_l"), shown(b, "acc_mask_dynamic"),
+             shown(b, "acc_mask_static"), shown(b, "acc_mask_random"), b["matched_n"], mean_std(b),
+             unique_of(b, b["total_heads"]), b["jaccard_static_20"], shown(b, "adjacent_jaccard"), b["entropy"],
+             shown(b, "probe_f1"), b["probe_auprc"], b["cca_heldout_top1_k0"], b["cca_heldout_top1_k1"],
              b["cca_heldout_top1_k2"], b["cca_shuffled_heldout_top1_k0"]] for b in board]
     return ("## NIAH (paper Section 3; Eq. 1 retrieval heads)\n\n"
             + markdown(["model", "samples", "acc", "ROUGE-L", "acc, dynamic masked", "acc, static masked",

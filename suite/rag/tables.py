@@ -6,7 +6,7 @@ from typing import Any
 
 from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ..summaries import interval_text
-from ..tables import fmt, markdown
+from ..tables import fmt, markdown, shown, with_interval
 
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
           "fixed_random": "Fixed Random", "none": "w/o RAG (context hidden)", "full": "Full context (reference)",
@@ -115,16 +115,17 @@ def table6(rows: list[dict[str, Any]]) -> str:
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     per = (r.get("rag") or {}).get("strategies") or {}
+    ci = (r.get("rag") or {}).get("intervals") or {}
     out: dict[str, Any] = {}
     for name in STRATEGIES:
         s = per.get(name) or {}
-        out[f"rag_f1_{name}"] = s.get("f1")
+        out.update(with_interval(f"rag_f1_{name}", s.get("f1"), (ci.get(name) or {}).get("f1")))
         if name in HEAD_STRATEGIES:
             out[f"rag_recall_{name}"] = s.get("recall")
     return out
 
 
 def leaderboard_rows(board: list[dict[str, Any]]) -> str:
-    rows = [[b["model"], *[b[f"rag_f1_{n}"] for n in STRATEGIES], *[b[f"rag_recall_{n}"] for n in HEAD_STRATEGIES]] for b in board]
+    rows = [[b["model"], *[shown(b, f"rag_f1_{n}") for n in STRATEGIES], *[b[f"rag_recall_{n}"] for n in HEAD_STRATEGIES]] for b in board]
     return ("## In-context RAG (paper Section 5; F1 by strategy, window recall of the supporting facts)\n\n"
             + markdown(["model", *[f"F1 {n}" for n in STRATEGIES], *[f"recall {n}" for n in HEAD_STRATEGIES]], rows))
