@@ -79,15 +79,20 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def claims_table(claims: list[dict[str, Any]], paper: bool = True) -> str:
+    """The claims as a Markdown table (``paper``: with the paper's values); the README quotes it."""
+    body = [[c["model"], c["claim"], c["task"], c["statistic"], interval_text(c["effect"]), c["n"] or "—",
+             *([c["paper"]] if paper else []), c["verdict"]] for c in claims]
+    return markdown(["model", "claim", "task", "statistic", "effect [95 % CI]", "n", *(["paper"] if paper else []),
+                     "verdict"], body)
+
+
 def write(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``claims.json`` and ``claims.md`` under ``out`` for every model row."""
     claims = [c for r in rows for c in claims_rows(r)]
     write_atomic(out / "claims.json", json.dumps(claims, indent=1))
-    body = [[c["model"], c["claim"], c["task"], c["statistic"], interval_text(c["effect"]), c["n"] or "—", c["paper"],
-             c["verdict"]] for c in claims]
     write_atomic(out / "claims.md", "# Claims, decided by their intervals\n\n"
                  "Effect: the statistic with its 95 % bootstrap interval over the sampled unit (documents, examples or "
                  "generations; seeded). Verdict: `reproduced` when the interval lies wholly on the paper's side of 0, "
-                 "`contradicted` when wholly on the other side, else `inconclusive at n`.\n\n"
-                 + markdown(["model", "claim", "task", "statistic", "effect [95 % CI]", "n", "paper", "verdict"], body))
+                 "`contradicted` when wholly on the other side, else `inconclusive at n`.\n\n" + claims_table(claims))
     return claims
