@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,11 @@ class Interval:
     n: int
     level: float = LEVEL
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Interval":
+        """An interval read back from :meth:`record` (extra keys, e.g. a verdict, are ignored)."""
+        return cls(record["estimate"], record["low"], record["high"], record["n"], record.get("level", LEVEL))
+
     def text(self, digits: int = 3) -> str:
         """``0.410 [0.330, 0.490]``: how tables show a number."""
         return f"{self.estimate:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
@@ -40,32 +46,40 @@ class Interval:
     def record(self) -> dict[str, float | int]:
         return asdict(self)
 
+    def judged(self, expected_sign: int = 1) -> dict[str, Any]:
+        """:meth:`record` plus the direction a claim predicts and the :func:`verdict` the interval gives."""
+        return {**self.record(), "expected_sign": expected_sign, "verdict": verdict(self, expected_sign)}
+
+
+def unit_draws(n_units: int, seed: int, resamples: int = RESAMPLES) -> np.ndarray:
+    """``[resamples, n_units]`` unit indices drawn with repetition (seeded): every resampler here uses these."""
+    if n_units < 1:
+        raise ValueError("dynheads: an interval needs at least one sampled unit")
+    return np.random.default_rng(seed).integers(0, n_units, size=(resamples, n_units))
+
+
+def percentile_interval(values: np.ndarray, estimate: float, n_units: int, level: float = LEVEL) -> Interval:
+    """The percentile interval of resampled ``values`` (NaN draws ignored) around ``estimate``."""
+    if not 0 < level < 1:
+        raise ValueError(f"dynheads: interval level must lie in (0, 1), got {level}")
+    tail = (1 - level) / 2
+    low, high = np.nanquantile(np.asarray(values, dtype=float), [tail, 1 - tail])
+    return Interval(float(estimate), float(low), float(high), int(n_units), level)
+
 
 def bootstrap(statistic: Callable[[np.ndarray], float], n_units: int, seed: int, resamples: int = RESAMPLES,
               level: float = LEVEL) -> Interval:
     """``statistic(indices)`` on all units, and the percentile interval of it over ``resamples`` draws of
     ``n_units`` unit indices with repetition (seeded)."""
-    if n_units < 1:
-        raise ValueError("dynheads: an interval needs at least one sampled unit")
-    if not 0 < level < 1:
-        raise ValueError(f"dynheads: interval level must lie in (0, 1), got {level}")
-    draws = np.random.default_rng(seed).integers(0, n_units, size=(resamples, n_units))
-    values = np.array([statistic(row) for row in draws], dtype=float)
-    tail = (1 - level) / 2
-    low, high = np.nanquantile(values, [tail, 1 - tail])
-    return Interval(float(statistic(np.arange(n_units))), float(low), float(high), int(n_units), level)
+    values = [statistic(row) for row in unit_draws(n_units, seed, resamples)]
+    return percentile_interval(values, statistic(np.arange(n_units)), n_units, level)
 
 
 def mean_interval(values: Sequence[float], seed: int, resamples: int = RESAMPLES, level: float = LEVEL) -> Interval:
     """The mean of one value per unit, with its interval (vectorised: the common case)."""
     x = np.asarray(values, dtype=float)
-    if len(x) < 1:
-        raise ValueError("dynheads: an interval needs at least one sampled unit")
-    draws = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
-    means = x[draws].mean(axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return Interval(float(x.mean()), float(low), float(high), len(x), level)
+    means = x[unit_draws(len(x), seed, resamples)].mean(axis=1)
+    return percentile_interval(means, x.mean(), len(x), level)
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float], seed: int, resamples: int = RESAMPLES,

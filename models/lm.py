@@ -33,9 +33,10 @@ from .. import traces
 from ..metrics.heads import Head, random_heads
 from ..probes.mlp import load_probe
 from . import step_registry
-from .engine import Condition, DecodeRequest, DecodingError, Generation, TraceEngine, text_config
+from .engine import Condition, DecodeRequest, Generation, TraceEngine, text_config
 from .loading import embedded_revision, resolve_pretrained
-from .probe_metrics import check_probe, check_unseen, fitted_documents, probe_record
+from .held_out import check_request
+from .probe_metrics import check_probe, probe_record
 from .scores import COPY_PASTE, CopyPasteScore
 from .prompts import PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
@@ -55,7 +56,6 @@ class DynHeadsLM(HFLM):
         self.pretrained_name = pretrained or "smollm2"
         self.probe, self.probe_meta = (None, {}) if not self.settings.probe else load_probe(self.settings.probe)
         self.rag_probe, self.rag_probe_meta, self.rag_probe_path = self.probe, self.probe_meta, self.settings.probe
-        self.probe_fitted = self.rag_probe_fitted = fitted_documents(self.probe_meta)
         self._check_rag(self.settings)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
@@ -93,7 +93,6 @@ class DynHeadsLM(HFLM):
         probe, meta = load_probe(str(path))
         check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, str(path))
         self.rag_probe, self.rag_probe_meta, self.rag_probe_path = probe, meta, str(path)
-        self.rag_probe_fitted = fitted_documents(meta)
 
     def identity(self) -> dict[str, Any]:
         """What fixes this model's outputs beyond the prompt: name, revision (the hub commit when known, else
@@ -186,16 +185,6 @@ class DynHeadsLM(HFLM):
         """This process's trace file of ``task`` (one per rank under lm-eval's data parallelism), if tracing."""
         return None if self.settings.trace_dir is None else traces.trace_path(self.settings.trace_dir, task, self.rank)
 
-    def _check_seed(self, doc: dict | None, kind: str) -> None:
-        seed = (doc or {}).get("seed")
-        calibration = calibration_for(kind)
-        reserved = calibration.reserved_seed if calibration is not None else None
-        if self.settings.static_source == "auto" and seed is not None and reserved is not None and int(seed) == reserved:
-            raise DecodingError(
-                f"dynheads: this document uses seed {seed}, the static-head calibration seed; "
-                "evaluate with another seed (e.g. --metadata '{\"seed\": 0}') so calibration and evaluation stay disjoint"
-            )
-
     # -- lm-eval API -------------------------------------------------------------------------------
     def _prepare(self, req: Any, eos_text: str, eos_ids: set[int]) -> dict[str, Any]:
         """One request's prompt, retrieval indices, stop rule and bookkeeping (everything before decoding)."""
@@ -209,22 +198,18 @@ class DynHeadsLM(HFLM):
         prompt = self.encoder.encode(context, doc if isinstance(doc, dict) else None, max_gen,
                                      with_context=bool(self.settings.rag_strategies))
         score = self.settings.reasoning if prompt.support is not None else CopyPasteScore()
-        if prompt.needle is not None:
-            self._check_seed(doc, score.kind)
         task, doc_id = getattr(req, "task_name", None) or "task", getattr(req, "doc_id", None)
-        sample_key = step_registry.doc_key(doc) if isinstance(doc, dict) else doc_id
-        if isinstance(doc, dict):
-            if self.probe is not None and not self.settings.rag_strategies:
-                check_unseen(self.probe_fitted, sample_key, self.settings.probe, task, doc_id)
-            if self.rag_probe is not None and any(s.name == "dynamic" for s in self.settings.rag_strategies):
-                check_unseen(self.rag_probe_fitted, sample_key, self.rag_probe_path, task, doc_id)
+        doc_key = step_registry.doc_key(doc) if isinstance(doc, dict) else None
+        if doc_key is not None:
+            check_request(self, doc, doc_key, score.kind if prompt.needle is not None else None, task, doc_id)
 
         def stop(generated: list[int]) -> bool:
             text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
             return any(u and u in text for u in until)
 
         return {"context": context, "gen_kwargs": gen_kwargs, "doc": doc, "prompt": prompt, "score": score, "until": until,
-                "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": doc_id, "sample_key": sample_key}
+                "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": doc_id,
+                "doc_key": doc_key, "sample_key": doc_key or doc_id}
 
     def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
         conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["score"].kind), c.top_k)
@@ -253,8 +238,8 @@ class DynHeadsLM(HFLM):
         trace_file = self.trace_file(p["task"])
         if trace_file is not None:
             score = p["score"] if p["score"].records_scores else None
-            key = p["sample_key"] if isinstance(p["doc"], dict) else None
-            lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, key) for g, t in zip(gens, texts)]
+            lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"])
+                     for g, t in zip(gens, texts)]
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)

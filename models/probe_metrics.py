@@ -26,20 +26,6 @@ def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, p
                          "(or python -m dynheads.probes.train)")
 
 
-def fitted_documents(meta: dict[str, Any]) -> frozenset[str]:
-    """Content hashes of the documents a saved probe was trained or validated on (its file records them)."""
-    return frozenset(meta.get("documents") or ())
-
-
-def check_unseen(fitted: frozenset[str], doc_key: str, path: str, task: str, doc_id: Any) -> None:
-    """Refuse, in one line, to use a probe on a document it was trained or validated on: its score there
-    would measure memory, not prediction."""
-    if doc_key in fitted:
-        raise DecodingError(f"dynheads: probe={path!r} was trained or validated on {task} document {doc_id}; use it on "
-                            "documents it has not seen (for niah_uuid another --metadata seed, e.g. '{\"seed\": 7}'; "
-                            "for hotpotqa_sf the dev split, or another start)")
-
-
 def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, layers: int, heads: int,
                  path: str) -> dict[str, Any]:
     """The probe's predictions for one generation's steps beside the traced targets (for the task's probe metrics)."""

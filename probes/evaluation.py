@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import (average_precision_score, mean_absolute_error, mean_squared_error, precision_recall_curve,
                              precision_recall_fscore_support, r2_score)
 
-from ..metrics.intervals import Interval
+from ..metrics.intervals import Interval, percentile_interval, unit_draws
 
 
 def best_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -167,14 +167,9 @@ def paired_generation_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, resampl
     g = len(a)
     if g < 1 or a.shape[0] != b.shape[0]:
         raise ValueError("dynheads: a paired interval needs both predictors on the same, non-empty test generations")
-    draws = np.random.default_rng(seed).integers(0, g, size=(resamples, g))
-    weights = np.zeros((resamples, g))
-    np.add.at(weights, (np.repeat(np.arange(resamples), g), draws.ravel()), 1.0)
-    score_a, score_b = pooled_score(weights @ a), pooled_score(weights @ b)
-    tail = (1 - level) / 2
-    out = {}
-    for name, values, estimate in (("a", score_a, pooled_score(a.sum(axis=0))), ("b", score_b, pooled_score(b.sum(axis=0))),
-                                   ("difference", score_a - score_b, pooled_score(a.sum(axis=0)) - pooled_score(b.sum(axis=0)))):
-        low, high = np.nanquantile(values, [tail, 1 - tail])
-        out[name] = Interval(float(estimate), float(low), float(high), g, level)
-    return out
+    draws = unit_draws(g, seed, resamples)
+    weights = np.stack([np.bincount(row, minlength=g) for row in draws]).astype(float)  # times each generation is drawn
+    resampled_a, resampled_b = pooled_score(weights @ a), pooled_score(weights @ b)
+    whole_a, whole_b = pooled_score(a.sum(axis=0)), pooled_score(b.sum(axis=0))
+    return {"a": percentile_interval(resampled_a, whole_a, g, level), "b": percentile_interval(resampled_b, whole_b, g, level),
+            "difference": percentile_interval(resampled_a - resampled_b, whole_a - whole_b, g, level)}

@@ -92,19 +92,17 @@ def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndar
     """Probe minus each baseline on the same test generations (F1 at the validation thresholds, or R²), with
     the paired bootstrap interval over generations and its verdict; each predictor's own interval goes into
     ``scores[name]["intervals"]``."""
-    from ..metrics.intervals import verdict
-
     criterion = "f1" if classify else "r2"
     own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
     sums = generation_sums(test.scores, own, test.groups, scores["probe"].get("threshold") if classify else None)
-    paired = {}
-    for name, prediction in baselines.items():
-        other = generation_sums(test.scores, prediction, test.groups, scores[name]["threshold"] if classify else None)
-        result = paired_generation_bootstrap(sums, other, seed)
+    results = {name: paired_generation_bootstrap(sums, generation_sums(test.scores, prediction, test.groups,
+                                                                      scores[name]["threshold"] if classify else None), seed)
+               for name, prediction in baselines.items()}
+    for name, result in results.items():
         scores[name]["intervals"] = {criterion: result["b"].record()}
-        scores["probe"]["intervals"] = {criterion: result["a"].record()}
-        paired[name] = {criterion: {**result["difference"].record(), "verdict": verdict(result["difference"])}}
-    return paired
+    # one seed draws the same generations for every pairing, so each pairing gives the probe the same interval
+    scores["probe"]["intervals"] = {criterion: next(iter(results.values()))["a"].record()}
+    return {name: {criterion: result["difference"].judged()} for name, result in results.items()}
 
 
 def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[StepVectors, tuple[np.ndarray, ...]]:

@@ -28,10 +28,6 @@ PAPER = {
 }
 
 
-def _from_record(record: dict[str, Any]) -> Interval:
-    return Interval(record["estimate"], record["low"], record["high"], record["n"], record.get("level", 0.95))
-
-
 def _row(model: str, claim: str, task: str, statistic: str, effect: Interval | None, paper: str,
          expected_sign: int = 1) -> dict[str, Any]:
     return {"model": model, "claim": claim, "task": task, "statistic": statistic,
@@ -55,7 +51,7 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
             record = intervals.get(f"{metric}_dynamic_minus_{other}")
             out.append(_row(model, "2 irreplaceability", task,
                             f"{'ROUGE-L' if metric == 'rouge_l' else 'F1'} with dynamic heads masked − with {other} heads masked (paired, same documents)",
-                            _from_record(record) if record else None, PAPER["claim2"], expected_sign=-1))
+                            Interval.from_record(record) if record else None, PAPER["claim2"], expected_sign=-1))
     for task, key, criterion, paper in (("NIAH", "probes", "f1", PAPER["claim3_niah"]),
                                         ("HotpotQA", "hotpotqa_probes", "r2", PAPER["claim3_hotpotqa"])):
         probe = (row.get(key) or {}).get("probe") or {}
@@ -66,7 +62,7 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_row(model, "3 predictability", task,
                         f"probe − {(hardest or 'baseline').replace('_', ' ')} (the baseline it beats least), "
                         f"{'F1' if criterion == 'f1' else 'R²'} on held-out generations (paired)",
-                        _from_record(record) if record else None, paper))
+                        Interval.from_record(record) if record else None, paper))
     rag = row.get("rag") or {}
     base = rag.get("heads")
     for k in rag.get("ks") or []:
@@ -75,7 +71,7 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
         claim = "4 dynamic RAG" if k == base else "4 robustness (Appendix C)"
         paper = PAPER["claim4"] if k == base else PAPER["appendix_c"].get(k, "")
         out.append(_row(model, claim, f"HotpotQA, k = {k}", "F1 Dynamic − Static (paired, same examples)",
-                        _from_record(record) if record else None, paper))
+                        Interval.from_record(record) if record else None, paper))
     return out
 
 

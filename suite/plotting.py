@@ -64,7 +64,7 @@ def progressive_plot(
     plt = pyplot()
     ks = [int(r["k"]) for r in rows]
     counts = sorted({int(r["samples"]) for r in rows})
-    fig, left = plt.subplots(figsize=(5.8, 4.0))
+    fig, left = plt.subplots(figsize=(5.8, 4.6))
     left.plot(ks, [r["static_compensation"] for r in rows], "o-", color="tab:blue", label="compensated ∩ top-20 static (mean m_s)")
     left.set_xlabel(xlabel)
     left.set_ylabel("mean m_s (heads)", color="tab:blue")
@@ -78,9 +78,9 @@ def progressive_plot(
     right.tick_params(axis="y", labelcolor="tab:red")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    left.legend(handles, labels, fontsize=7, loc="center right")
     left.set_title(f"{title}\nmean over {'/'.join(map(str, counts))} prompt{'s' if counts != [1] else ''} per k", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # the legend goes below the axes, off the curves
+    fig.legend(handles, labels, fontsize=7, ncol=2, loc="lower center", frameon=False)
     save_figure(fig, path)
 
 

@@ -24,7 +24,7 @@ def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], see
     interval (``<metric>_<condition>``), and the paired difference of dynamic masking against static and
     random masking on the same documents (``<metric>_dynamic_minus_<other>``, with the verdict its interval
     gives; the paper predicts a negative difference: masking the dynamic heads hurts more)."""
-    from ..metrics.intervals import mean_interval, paired_difference, verdict
+    from ..metrics.intervals import mean_interval, paired_difference
 
     samples = samples_of(cells)
     out: dict[str, dict[str, Any]] = {}
@@ -33,8 +33,7 @@ def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], see
         for c in CONDITIONS:
             out[f"{m}_{c}"] = mean_interval(values[c], seed).record()
         for other in ("static", "random"):
-            diff = paired_difference(values["dynamic"], values[other], seed)
-            out[f"{m}_dynamic_minus_{other}"] = {**diff.record(), "verdict": verdict(diff, expected_sign=-1)}
+            out[f"{m}_dynamic_minus_{other}"] = paired_difference(values["dynamic"], values[other], seed).judged(-1)
     return out
 
 
@@ -60,9 +59,9 @@ def adjacent_jaccard_interval(samples: list[Any], seed: int) -> dict[str, Any] |
 
 def interval_text(record: dict[str, Any] | None, digits: int = 3) -> str:
     """``0.410 [0.330, 0.490]`` from an interval record (— when absent)."""
-    if not record:
-        return "—"
-    return f"{record['estimate']:.{digits}f} [{record['low']:.{digits}f}, {record['high']:.{digits}f}]"
+    from ..metrics.intervals import Interval
+
+    return Interval.from_record(record).text(digits) if record else "—"
 
 
 def paired_table(intervals: dict[str, dict[str, Any]], metrics: list[tuple[str, str]], static_title: str,

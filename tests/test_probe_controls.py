@@ -147,12 +147,12 @@ def test_evaluate_with_cells_splits_by_cell_and_records_the_fitted_documents():
 
 def test_the_lm_refuses_a_probe_on_a_document_it_was_fitted_on():
     from dynheads.models.engine import DecodingError
-    from dynheads.models.probe_metrics import check_unseen, fitted_documents
+    from dynheads.models.held_out import check_unseen
 
-    fitted = fitted_documents({"documents": ["abc", "def"]})
-    check_unseen(fitted, "xyz", "p.pt", "niah_uuid", 0)
+    meta = {"documents": ["abc", "def"]}
+    check_unseen(meta, "xyz", "p.pt", "niah_uuid", 0)
     with pytest.raises(DecodingError, match="trained or validated on niah_uuid document 3") as info:
-        check_unseen(fitted, "def", "p.pt", "niah_uuid", 3)
+        check_unseen(meta, "def", "p.pt", "niah_uuid", 3)
     assert "\n" not in str(info.value) and "seed" in str(info.value)
 
 

@@ -57,7 +57,7 @@ def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int) -> d
     differences on the same examples (``paired``): each strategy minus static at the same k and minus w/o RAG,
     each with the verdict its interval gives against the direction of the paper's Table 4 (Claim 4: dynamic >
     static)."""
-    from ...metrics.intervals import mean_interval, paired_difference, verdict
+    from ...metrics.intervals import mean_interval, paired_difference
 
     values = {name: {m: [s["conditions"][f"rag:{name}"][m] for s in samples] for m in ("em", "f1")} for name in names}
     intervals = {name: {m: mean_interval(v, seed).record() for m, v in per.items()} for name, per in values.items()}
@@ -69,9 +69,8 @@ def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int) -> d
                 continue
             # the paper's direction: random heads below static ones, every strategy above w/o RAG (its Table 4)
             sign = -1 if strategy in ("dynamic_random", "fixed_random") and other != "none" else 1
-            pair = {m: paired_difference(values[name][m], values[other][m], seed) for m in ("em", "f1")}
-            paired[f"{name} - {other}"] = {m: {**d.record(), "expected_sign": sign, "verdict": verdict(d, sign)}
-                                           for m, d in pair.items()}
+            paired[f"{name} - {other}"] = {m: paired_difference(values[name][m], values[other][m], seed).judged(sign)
+                                           for m in ("em", "f1")}
     return {"intervals": intervals, "paired": paired}
 
 
