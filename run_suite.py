@@ -50,7 +50,7 @@ STAGES: dict[str, Stage] = {
     "hotpotqa_probes": Stage(hotpotqa_stages.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
     "rag": Stage(rag_stage.run, ("calibrate_hotpotqa", "hotpotqa_probes")),  # Section 5: Tables 4 and 6 (dynamic reads the probe)
 }
-PROFILES = ("quick", "paper")
+PROFILES = ("quick", "power", "paper")
 # Prompts per batch by device kind: on 2 CPU cores traced decoding gains little past this (README, "Batching");
 # a GPU batch is also split when the engine's memory estimate exceeds the free memory.
 DEFAULT_BATCH = {"cpu": 4, "cuda": 16}
@@ -82,7 +82,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=None, help="comma-separated models (default: smollm2, + gemma3-270m if installed)")
     p.add_argument("--pretrained", action="append", default=[], help="add a model: HF hub id or local folder (repeatable)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: sized for the embedded models on 2 CPU cores (~21 min for SmolLM2); paper: the paper's grids, for GPUs (default: %(default)s)")
+                   help="quick: sized for the embedded models on 2 CPU cores (~21 min for SmolLM2); power: n sized to decide "
+                        "Claims 2-4 on SmolLM2 (~90 min on 2 CPU cores); paper: the paper's grids, for GPUs (default: %(default)s)")
     for task in TASKS:
         task.add_arguments(p)
     probing.add_arguments(p)

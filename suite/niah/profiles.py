@@ -20,6 +20,16 @@ PROFILES: dict[str, dict[str, Any]] = {
         "probes": {"lengths": [500, 750, 1000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 3, **PROBE_FIT,
                    "hidden_sizes": [512, 256]},
     },
+    # Sized for ~90 min of SmolLM2 on 2 CPU cores (README, "Power"): 3 runs per grid cell over 5 depths, so the paired
+    # Claim 2 differences rest on 45 documents instead of 9, and 60 probe generations over 20 cells, so the Claim 3
+    # test split holds 4+ unseen cells instead of 3.
+    "power": {
+        "grid": {"lengths": [500, 1000, 2000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 3},
+        "calibration": {"lengths": [500, 1000, 1500, 2000], "depths": [0.0, 0.5, 1.0], "runs": 1},
+        "progressive": {"length": 1000, "depths": [0.0, 0.5, 1.0], "runs": 2, "ks": [0, 1, 2, 5, 10, 15, 20]},
+        "probes": {"lengths": [500, 750, 1000, 1250], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 3, **PROBE_FIT,
+                   "hidden_sizes": [512, 256]},
+    },
     # The paper's settings (Appendix A.1: 5 runs per cell; Figure 3: 20 runs at 5000 tokens) for GPUs.
     "paper": {
         "grid": {"lengths": [1000, 2000, 4000, 8000, 16000, 32000], "depths": [0.0, 0.25, 0.5, 0.75, 1.0], "runs": 5},
