@@ -103,8 +103,13 @@ def _heads(step: Iterable[Any]) -> frozenset[Head]:
     return frozenset(_head(h) for h in step)
 
 
-def _samples(samples: Sequence[Sequence[Iterable[Any]]]) -> list[list[frozenset[Head]]]:
-    return [[_heads(step) for step in sample] for sample in samples]
+def normalised_samples(samples: Sequence[Sequence[Iterable[Any]]]) -> list[list[frozenset[Head]]]:
+    """Every step as a frozenset of ``(layer, head)`` int pairs. A step that is already a frozenset is taken as
+    normalised by this function, so a bootstrap that recomputes the statistics on thousands of redraws of the
+    same generations normalises them once."""
+    return [[step if isinstance(step, frozenset) else _heads(step) for step in sample] for sample in samples]
+
+
 
 
 def _all_steps(samples: list[list[frozenset[Head]]]) -> list[frozenset[Head]]:
@@ -125,7 +130,7 @@ def jaccard(a: Iterable[Head], b: Iterable[Head]) -> float | None:
 
 def heads_per_step(samples: Sequence[Sequence[Iterable[Head]]]) -> tuple[float, float] | None:
     """Mean and population std of ``|H_t|`` over every step of every sample; ``None`` without steps."""
-    sizes = [len(step) for step in _all_steps(_samples(samples))]
+    sizes = [len(step) for step in _all_steps(normalised_samples(samples))]
     if not sizes:
         return None
     return float(statistics.fmean(sizes)), float(statistics.pstdev(sizes))
@@ -134,7 +139,7 @@ def heads_per_step(samples: Sequence[Sequence[Iterable[Head]]]) -> tuple[float, 
 def unique_heads(samples: Sequence[Sequence[Iterable[Head]]]) -> int:
     """Number of distinct heads active at least once in any step of any sample."""
     seen: set[Head] = set()
-    for step in _all_steps(_samples(samples)):
+    for step in _all_steps(normalised_samples(samples)):
         seen |= step
     return len(seen)
 
@@ -148,7 +153,7 @@ def jaccard_with_static(samples: Sequence[Sequence[Iterable[Head]]], static_top_
     static = _heads(static_top_k)
     if not static:
         raise ValueError("dynheads: jaccard_with_static needs a non-empty static top-k head set")
-    steps = _all_steps(_samples(samples))
+    steps = _all_steps(normalised_samples(samples))
     if not steps:
         return None
     return statistics.fmean(len(step & static) / len(step | static) for step in steps)
@@ -161,7 +166,7 @@ def adjacent_jaccard(samples: Sequence[Sequence[Iterable[Head]]]) -> float | Non
     is defined.
     """
     values: list[float] = []
-    for sample in _samples(samples):
+    for sample in normalised_samples(samples):
         for a, b in zip(sample, sample[1:]):
             value = jaccard(a, b)
             if value is not None:
@@ -183,7 +188,7 @@ def activation_entropy(samples: Sequence[Sequence[Iterable[Head]]]) -> float | N
 
     ``p_h`` = (steps in which ``h`` is active) / (total activations over all heads and steps).
     """
-    counts = _activation_counts(_all_steps(_samples(samples)))
+    counts = _activation_counts(_all_steps(normalised_samples(samples)))
     total = sum(counts.values())
     if total == 0:
         return None
@@ -193,7 +198,7 @@ def activation_entropy(samples: Sequence[Sequence[Iterable[Head]]]) -> float | N
 
 def activation_rates(samples: Sequence[Sequence[Iterable[Head]]]) -> dict[Head, float]:
     """Per active head, (steps in which it is active) / (total steps). Empty dict without steps."""
-    steps = _all_steps(_samples(samples))
+    steps = _all_steps(normalised_samples(samples))
     if not steps:
         return {}
     return {head: count / len(steps) for head, count in _activation_counts(steps).items()}
@@ -210,7 +215,7 @@ def rank_static_heads(
     """
     if num_layers <= 0 or num_heads <= 0:
         raise ValueError(f"dynheads: rank_static_heads needs positive num_layers/num_heads, got {num_layers}x{num_heads}")
-    steps = _all_steps(_samples(samples))
+    steps = _all_steps(normalised_samples(samples))
     if not steps:
         raise ValueError("dynheads: rank_static_heads needs at least one decode step to rank heads")
     counts = _activation_counts(steps)
@@ -314,7 +319,7 @@ def summarise(
     ``total_heads``, ``adjacent_jaccard``, ``entropy`` and, only when ``static_ranking`` is given,
     ``jaccard_static_{k}`` for each ``k`` in ``ks`` (top-k = ``static_ranking[:k]``).
     """
-    norm = _samples(samples)
+    norm = normalised_samples(samples)
     hps = heads_per_step(norm)
     out: dict[str, Any] = {
         "steps": sum(len(sample) for sample in norm),

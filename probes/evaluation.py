@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import (average_precision_score, mean_absolute_error, mean_squared_error, precision_recall_curve,
                              precision_recall_fscore_support, r2_score)
 
-from ..metrics.intervals import Interval, percentile_interval, unit_draws
+from ..metrics.intervals import Interval, draw_weights, percentile_interval
 
 
 def best_threshold(y_true: np.ndarray, proba: np.ndarray) -> float:
@@ -135,41 +135,88 @@ def agg_probe_mae(items: list[dict]) -> float:
 
 
 # -- intervals over test generations: pooled scores are sums over generations, so a bootstrap that draws
-# generations only re-weights per-generation sums (vectorised; no metric call per resample).
+# generations only re-weights per-generation sums (vectorised; no metric call per resample). AUPRC is not a
+# ratio of sums; it is recomputed per draw from one sort, with each step weighted by how often its
+# generation was drawn (what scikit-learn's sample_weight would give, without re-sorting 2,000 times).
 def generation_sums(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Per generation (rows in order of first appearance) the sums a pooled score needs: with ``threshold``
-    (classification) TP, FP, FN over its steps x heads; without (regression) n, Σy, Σy², Σ(y - pred)²."""
+    """Per generation (rows in order of ``np.unique(groups)``) the sums a pooled score needs: with ``threshold``
+    (classification) TP, FP, FN over its steps x heads; without (regression) n, Σy, Σy², Σ(y - pred)², Σ|y - pred|."""
     y, pred, groups = np.asarray(y, dtype=float), np.asarray(pred, dtype=float), np.asarray(groups)
     _, index = np.unique(groups, return_inverse=True)
     if threshold is not None:
         hit, truth = pred >= threshold, y > 0.5
         columns = [(hit & truth).sum(axis=1), (hit & ~truth).sum(axis=1), (~hit & truth).sum(axis=1)]
     else:
-        columns = [np.full(len(y), y.shape[1]), y.sum(axis=1), (y ** 2).sum(axis=1), ((y - pred) ** 2).sum(axis=1)]
+        columns = [np.full(len(y), y.shape[1]), y.sum(axis=1), (y ** 2).sum(axis=1), ((y - pred) ** 2).sum(axis=1),
+                   np.abs(y - pred).sum(axis=1)]
     return np.stack([np.bincount(index, weights=c.astype(float)) for c in columns], axis=1)
 
 
-def pooled_score(totals: np.ndarray) -> np.ndarray:
-    """F1 (3 columns: TP, FP, FN) or R² (4 columns: n, Σy, Σy², SSE) of summed rows ``[..., columns]``."""
+def pooled_scores(totals: np.ndarray) -> dict[str, np.ndarray]:
+    """From summed rows ``[..., columns]`` of :func:`generation_sums`: F1, precision and recall (3 columns: TP,
+    FP, FN; 0 where undefined, as scikit-learn's ``zero_division=0``) or R², MSE and MAE (5 columns)."""
+    def ratio(num: np.ndarray, den: np.ndarray, empty: float) -> np.ndarray:
+        return np.divide(num, den, out=np.full_like(num, empty, dtype=float), where=den > 0)
+
     if totals.shape[-1] == 3:
         tp, fp, fn = totals[..., 0], totals[..., 1], totals[..., 2]
-        denominator = 2 * tp + fp + fn
-        return np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=denominator > 0)
-    n, s, s2, sse = (totals[..., i] for i in range(4))
+        return {"f1": ratio(2 * tp, 2 * tp + fp + fn, 0.0), "precision": ratio(tp, tp + fp, 0.0),
+                "recall": ratio(tp, tp + fn, 0.0)}
+    n, s, s2, sse, sae = (totals[..., i] for i in range(5))
     sst = s2 - s ** 2 / np.maximum(n, 1)  # squares about the pooled mean, as r2_score pools them
-    return 1 - np.divide(sse, sst, out=np.full_like(sse, np.nan, dtype=float), where=sst > 0)
+    return {"r2": 1 - ratio(sse, sst, np.nan), "mse": ratio(sse, n, np.nan), "mae": ratio(sae, n, np.nan)}
 
 
-def paired_generation_bootstrap(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = 2000,
-                                level: float = 0.95) -> dict[str, Interval]:
-    """Intervals of predictor A's pooled score, B's, and A - B, drawing the same test generations for both
-    (``a``, ``b``: :func:`generation_sums` of the two predictors on the same generations)."""
-    g = len(a)
-    if g < 1 or a.shape[0] != b.shape[0]:
-        raise ValueError("dynheads: a paired interval needs both predictors on the same, non-empty test generations")
-    draws = unit_draws(g, seed, resamples)
-    weights = np.stack([np.bincount(row, minlength=g) for row in draws]).astype(float)  # times each generation is drawn
-    resampled_a, resampled_b = pooled_score(weights @ a), pooled_score(weights @ b)
-    whole_a, whole_b = pooled_score(a.sum(axis=0)), pooled_score(b.sum(axis=0))
-    return {"a": percentile_interval(resampled_a, whole_a, g, level), "b": percentile_interval(resampled_b, whole_b, g, level),
-            "difference": percentile_interval(resampled_a - resampled_b, whole_a - whole_b, g, level)}
+def weighted_average_precision(y: np.ndarray, proba: np.ndarray, groups: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision (scikit-learn's step-wise definition) of every (step, head) cell pooled, once per row of
+    ``weights`` (``[draws, generations]``: each step counts as often as its generation was drawn); NaN without
+    a positive."""
+    _, index = np.unique(np.asarray(groups), return_inverse=True)
+    truth = (np.asarray(y, dtype=float) > 0.5).reshape(-1)
+    proba = np.asarray(proba, dtype=float).reshape(-1)
+    cell_generation = np.repeat(index.ravel(), np.asarray(y).shape[1])
+    order = np.argsort(-proba, kind="mergesort")
+    truth, proba, cell_generation = truth[order], proba[order], cell_generation[order]
+    ends = np.r_[np.flatnonzero(np.diff(proba)), len(proba) - 1]  # last cell of each distinct score
+    out = np.full(len(weights), np.nan)
+    for row, w in enumerate(np.atleast_2d(weights)):
+        cell_weight = w[cell_generation]
+        tp = np.cumsum(cell_weight * truth)[ends]
+        predicted = np.cumsum(cell_weight)[ends]
+        if tp[-1] > 0:
+            precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+            out[row] = float(np.sum(np.diff(np.r_[0.0, tp / tp[-1]]) * precision))
+    return out
+
+
+def predictor_draws(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, threshold: float | None,
+                    weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Every pooled score of one predictor (F1, precision, recall, AUPRC; or R², MSE, MAE) for each row of
+    ``weights``: the same draws for every predictor make their differences paired."""
+    scores = pooled_scores(weights @ generation_sums(y, pred, groups, threshold))
+    if threshold is not None:
+        scores["auprc"] = weighted_average_precision(y, pred, groups, weights)
+    return scores
+
+
+def generation_weights(groups: np.ndarray, seed: int, resamples: int = 2000) -> np.ndarray:
+    """Row 0: every test generation once (the estimate); rows 1..: the bootstrap draws of generations."""
+    g = len(np.unique(np.asarray(groups)))
+    if g < 1:
+        raise ValueError("dynheads: an interval over generations needs at least one test generation")
+    return np.vstack([np.ones(g), draw_weights(g, seed, resamples)])
+
+
+def paired_generation_bootstrap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], generations: int,
+                                level: float = 0.95) -> dict[str, dict[str, Interval]]:
+    """Per score: predictor A's interval, B's, and A - B's over ``generations`` test generations, from
+    :func:`predictor_draws` of both on the same :func:`generation_weights` (row 0 the estimate)."""
+    out = {}
+    for metric in [m for m in a if m in b]:
+        if len(a[metric]) != len(b[metric]):
+            raise ValueError("dynheads: a paired interval needs both predictors on the same draws of the same generations")
+        out[metric] = {"a": percentile_interval(a[metric][1:], a[metric][0], generations, level),
+                       "b": percentile_interval(b[metric][1:], b[metric][0], generations, level),
+                       "difference": percentile_interval(a[metric][1:] - b[metric][1:], a[metric][0] - b[metric][0],
+                                                         generations, level)}
+    return out

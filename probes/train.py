@@ -32,8 +32,8 @@ import numpy as np
 from .cca import TemporalCCA, summarise
 from ..traces import COPY_PASTE
 from .dataset import StepVectors, load_step_vectors
-from .evaluation import (best_threshold, classification_scores, generation_sums, paired_generation_bootstrap, previous_step,
-                         prior, regression_scores, same_cell_step, step_index)
+from .evaluation import (best_threshold, classification_scores, generation_weights, paired_generation_bootstrap, predictor_draws,
+                         previous_step, prior, regression_scores, same_cell_step, step_index)
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
 from .split import split_by_generation, split_train_validation
 
@@ -89,20 +89,26 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
 
 def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
                      classify: bool, seed: int) -> dict[str, Any]:
-    """Probe minus each baseline on the same test generations (F1 at the validation thresholds, or R²), with
-    the paired bootstrap interval over generations and its verdict; each predictor's own interval goes into
+    """Probe minus each baseline on the same test generations (F1, precision, recall, AUPRC at the validation
+    thresholds; or R², MSE, MAE), with the paired bootstrap interval over generations and its verdict (a
+    higher score is the probe's claim; for MSE / MAE a lower one); each predictor's own intervals go into
     ``scores[name]["intervals"]``."""
-    criterion = "f1" if classify else "r2"
     own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
-    sums = generation_sums(test.scores, own, test.groups, scores["probe"].get("threshold") if classify else None)
-    results = {name: paired_generation_bootstrap(sums, generation_sums(test.scores, prediction, test.groups,
-                                                                      scores[name]["threshold"] if classify else None), seed)
+    weights = generation_weights(test.groups, seed)
+    generations = len(weights[0])
+
+    def draws(prediction: np.ndarray, name: str) -> dict[str, np.ndarray]:
+        return predictor_draws(test.scores, prediction, test.groups, scores[name]["threshold"] if classify else None, weights)
+
+    probe_draws = draws(own, "probe")
+    results = {name: paired_generation_bootstrap(probe_draws, draws(prediction, name), generations)
                for name, prediction in baselines.items()}
     for name, result in results.items():
-        scores[name]["intervals"] = {criterion: result["b"].record()}
+        scores[name]["intervals"] = {metric: pair["b"].record() for metric, pair in result.items()}
     # one seed draws the same generations for every pairing, so each pairing gives the probe the same interval
-    scores["probe"]["intervals"] = {criterion: next(iter(results.values()))["a"].record()}
-    return {name: {criterion: result["difference"].judged()} for name, result in results.items()}
+    scores["probe"]["intervals"] = {metric: pair["a"].record() for metric, pair in next(iter(results.values())).items()}
+    return {name: {metric: pair["difference"].judged(-1 if metric in ("mse", "mae") else 1) for metric, pair in result.items()}
+            for name, result in results.items()}
 
 
 def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[StepVectors, tuple[np.ndarray, ...]]:
@@ -116,6 +122,10 @@ def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[
     train, val = split_train_validation(pool.groups, 0.2, seed)
     return data, (train, val, np.arange(len(pool.groups), len(data.groups)))
 
+
+REPORT_FORMAT = 2
+"""Version of the report's layout (2: intervals for every score, AUPRC included); a cached report of another
+version is recomputed."""
 
 CELL_SPLIT = (0.6, 0.2, 0.2)
 """Train / validation / test fractions of the cells in a split by cell: few cells, so a larger test share."""

@@ -17,7 +17,7 @@ import numpy as np
 from ..models.files import write_atomic
 from .model import ModelSuite
 from .summaries import interval_text
-from .tables import markdown
+from .tables import markdown, shown, with_intervals
 
 # Claim 3 fitting settings of every profile (paper A.4 / A.5): k = 0..10, up to 50 CCA components, 100 epochs.
 PROBE_FIT = {"seed": 0, "max_offset": 10, "components": 50, "max_epochs": 100}
@@ -48,9 +48,9 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     ``<name>.json``.
     """
     from ..probes.dataset import load_step_vectors
-    from ..probes.train import evaluate, with_test_set
+    from ..probes.train import REPORT_FORMAT, evaluate, with_test_set
 
-    key = {"cells": [c["settings"] for c in cells], **settings}
+    key = {"cells": [c["settings"] for c in cells], **settings, "report_format": REPORT_FORMAT}
     path = suite.dir / f"{name}.json"
     if path.is_file() and (suite.dir / f"{name}.pt").is_file():
         cached = json.loads(path.read_text())
@@ -108,21 +108,21 @@ def cca_table(rows: list[dict[str, Any]], key: str) -> str:
 BASELINE_NAMES = {"prior": "prior", "previous_step": "previous step", "same_cell_step": "same cell and step"}
 
 
-def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
-    """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, then the criterion (F1 or R²)
-    with its 95 % interval over test generations and the paired difference probe minus that baseline (same
-    generations) with its verdict; and one note per model."""
+def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...],
+                   paired: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
+    """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, each with its 95 % interval
+    over test generations, then for each of ``paired`` the difference probe minus that predictor on the same
+    generations with its interval and verdict; and one note per model."""
     body, notes = [], []
     for r in rows:
         report = r.get(key)
         if not report:
             continue
-        criterion = "f1" if "f1" in metrics else "r2"
         for name in ("probe", *report["probe"].get("baselines", ("prior", "previous_step"))):
-            own = (report["probe"][name].get("intervals") or {}).get(criterion)
-            pair = (report["probe"].get("paired") or {}).get(name, {}).get(criterion)
-            body.append([r["model"], BASELINE_NAMES.get(name, name), *(report["probe"][name][m] for m in metrics),
-                         interval_text(own), f"{interval_text(pair)}: {pair['verdict']}" if pair else "—"])
+            own = with_intervals(report["probe"][name])
+            pairs = (report["probe"].get("paired") or {}).get(name, {})
+            body.append([r["model"], BASELINE_NAMES.get(name, name), *(shown(own, m) for m in metrics),
+                         *(f"{interval_text(pairs[m])}: {pairs[m]['verdict']}" if m in pairs else "—" for m in paired)])
         notes.append(f"* {r['model']}: {split_note(report)}")
     return body, notes
 

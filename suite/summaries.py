@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from .tables import fmt, markdown
+from .tables import fmt, markdown, shown, with_intervals
 
 CONDITIONS = ("none", "dynamic", "static", "random")
 
@@ -37,24 +37,23 @@ def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], see
     return out
 
 
-def adjacent_jaccard_interval(samples: list[Any], seed: int) -> dict[str, Any] | None:
-    """Table 1's adjacent Jaccard (pooled over every adjacent step pair) with a 95 % bootstrap interval over
-    generations: Claim 1's statistic. None when no pair is defined."""
+def table1_intervals(samples: list[Any], static_ranking: list | None, seed: int) -> dict[str, Any]:
+    """Every Table 1 statistic with its 95 % bootstrap interval over generations (each statistic pools the
+    steps of the drawn generations, as the table does); ``adjacent_jaccard`` is Claim 1's statistic. Unique
+    heads and entropy can only shrink when generations repeat, so their intervals sit at or below the
+    estimate: read them as how much the count depends on which generations were drawn."""
     import numpy as np
 
-    from ..metrics.dynamism import jaccard
-    from ..metrics.intervals import bootstrap
+    from ..metrics.generation_sums import generation_sums, statistics_of_sums
+    from ..metrics.intervals import draw_weights, percentile_interval
 
-    sums, counts = [], []
-    for sample in samples:
-        values = [v for a, b in zip(sample, sample[1:]) if (v := jaccard(a, b)) is not None]
-        sums.append(sum(values))
-        counts.append(len(values))
-    sums_a, counts_a = np.asarray(sums, dtype=float), np.asarray(counts, dtype=float)
-    if not counts_a.sum():
-        return None
-    pooled = lambda idx: float(sums_a[idx].sum() / counts_a[idx].sum()) if counts_a[idx].sum() else float("nan")
-    return bootstrap(pooled, len(samples), seed).record()
+    if not samples:
+        return {}
+    sums = generation_sums(samples, static_ranking)
+    whole = statistics_of_sums(sums, np.ones(len(samples)))
+    drawn = statistics_of_sums(sums, draw_weights(len(samples), seed))
+    return {k: percentile_interval(drawn[k], float(whole[k][0]), len(samples)).record()
+            for k in whole if not np.isnan(whole[k][0])}
 
 
 def interval_text(record: dict[str, Any] | None, digits: int = 3) -> str:
@@ -89,17 +88,25 @@ def ks_and_names(ks: list[int]) -> tuple[list[int], list[str]]:
     return ks, ["none" if k == 0 else f"dynamic:{k}" for k in ks]
 
 
-def progressive_rows(cells: list[dict[str, Any]], ks: list[int], names: list[str], top20: list, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Figures 3 / 7: per k, the task scores, heads masked per step and mean peak static compensation m_s."""
+def progressive_rows(cells: list[dict[str, Any]], ks: list[int], names: list[str], top20: list, metrics: tuple[str, ...],
+                     seed: int) -> list[dict[str, Any]]:
+    """Figures 3 / 7: per k, the task scores, heads masked per step and mean peak static compensation m_s, each
+    with its 95 % bootstrap interval over documents (``intervals``; heads per step pooled over each draw's steps)."""
     from ..metrics.dynamism import peak_static_compensation
+    from ..metrics.intervals import mean_interval, ratio_interval
 
     rows = []
     for k, name in zip(ks, names):
         results = [r["conditions"][name] for r in samples_of(cells)]
         peaks = [peak_static_compensation(res["heads"], res["heads_after"], top20) for res in results]
+        masked = ratio_interval([sum(res["gated"]) for res in results], [len(res["gated"]) for res in results], seed)
+        intervals = {"static_compensation": mean_interval(peaks, seed).record(),
+                     **{m: mean_interval([res[m] for res in results], seed).record() for m in metrics},
+                     **({"masked_per_step": masked.record()} if masked else {})}
         rows.append({"k": k, "samples": len(results), "static_compensation": statistics.fmean(peaks),
                      **{m: statistics.fmean(res[m] for res in results) for m in metrics},
-                     "masked_per_step": statistics.fmean(g for res in results for g in res["gated"])})
+                     "masked_per_step": statistics.fmean(g for res in results for g in res["gated"]),
+                     "intervals": intervals})
     return rows
 
 
@@ -118,12 +125,13 @@ def matching_note(static: Any, summary: dict[str, Any], n: int) -> str:
 
 def progressive_table(rows: list[dict[str, Any]], key: str, title: str, metrics: list[tuple[str, str]]) -> str:
     """Figures 3 / 7 as Markdown, one section per model that ran the stage."""
-    text = f"# {title}\n"
+    text = f"# {title}\n\nMeans over documents with 95 % bootstrap intervals (documents resampled, seeded).\n"
     for r in rows:
         prog = r.get(key)
         if not prog:
             continue
         text += f"\n## {r['model']}\n\n" + markdown(
             ["k", "samples", "masked / step", "mean m_s (compensated ∩ top-20 static)", *(label for _, label in metrics)],
-            [[p["k"], p["samples"], p["masked_per_step"], p["static_compensation"], *(p[m] for m, _ in metrics)] for p in prog])
+            [[p["k"], p["samples"], *(shown(with_intervals(p), m) for m in ("masked_per_step", "static_compensation")),
+              *(shown(with_intervals(p), m) for m, _ in metrics)] for p in prog])
     return text

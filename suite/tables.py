@@ -30,12 +30,12 @@ def with_interval(key: str, value: Any, record: dict[str, Any] | None) -> dict[s
     return {key: value, f"{key}_ci_low": (record or {}).get("low"), f"{key}_ci_high": (record or {}).get("high")}
 
 
-def shown(board_row: dict[str, Any], key: str) -> str:
+def shown(board_row: dict[str, Any], key: str, digits: int = 3) -> str:
     """A leaderboard cell: ``0.410 [0.330, 0.490]`` where the interval is known, else the plain value."""
     low, high = board_row.get(f"{key}_ci_low"), board_row.get(f"{key}_ci_high")
     if board_row.get(key) is None or low is None or high is None:
-        return fmt(board_row.get(key))
-    return f"{fmt(board_row[key])} [{fmt(low)}, {fmt(high)}]"
+        return fmt(board_row.get(key), digits)
+    return f"{fmt(board_row[key], digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
 def markdown(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
@@ -54,16 +54,45 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def with_intervals(stats: dict[str, Any]) -> dict[str, Any]:
+    """A result dict whose ``intervals`` records are flattened to ``key_ci_low`` / ``key_ci_high``, the
+    leaderboard's convention, so :func:`shown`, :func:`mean_std` and :func:`unique_of` read both alike."""
+    flat = dict(stats)
+    for key, record in (stats.get("intervals") or {}).items():
+        flat.update({f"{key}_ci_low": record.get("low"), f"{key}_ci_high": record.get("high")})
+    return flat
+
+
+TABLE1_NOTE = ("Each statistic pools every step of the generations, with its 95 % bootstrap interval over "
+               "generations in brackets (seeded). Unique heads and entropy can only shrink when generations repeat, so "
+               "their intervals sit at or below the estimate.\n\n")
+TABLE1_KEYS = ("heads_per_step_mean", "unique_heads", "jaccard_static_20", "adjacent_jaccard", "entropy")
+
+
+def table1_columns(stats: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Leaderboard columns of the Table 1 statistics, each with its interval, plus the std of heads per step."""
+    intervals = stats.get("intervals") or {}
+    out = {k: v for key in TABLE1_KEYS for k, v in with_interval(prefix + key, stats.get(key), intervals.get(key)).items()}
+    return {**out, f"{prefix}heads_per_step_std": stats.get("heads_per_step_std")}
+
+
+def _bounds(d: dict[str, Any], key: str, digits: int) -> str:
+    low, high = d.get(f"{key}_ci_low"), d.get(f"{key}_ci_high")
+    return "" if low is None or high is None else f" [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def mean_std(d: dict[str, Any], prefix: str = "") -> str | None:
-    """``mean ± std`` of heads per step (``—`` when not computed)."""
+    """``mean [95 % CI] ± std`` of heads per step (``—`` when not computed; no interval when none is known)."""
     mean = d.get(f"{prefix}heads_per_step_mean")
-    return None if mean is None else f"{mean:.2f} ± {d[f'{prefix}heads_per_step_std']:.2f}"
+    if mean is None:
+        return None
+    return f"{mean:.2f}{_bounds(d, f'{prefix}heads_per_step_mean', 2)} ± {d[f'{prefix}heads_per_step_std']:.2f}"
 
 
 def unique_of(d: dict[str, Any], total: int | None, prefix: str = "") -> str | None:
-    """``unique / total`` heads (``—`` when not computed)."""
+    """``unique [95 % CI] / total`` heads (``—`` when not computed)."""
     unique = d.get(f"{prefix}unique_heads")
-    return None if unique is None else f"{unique} / {total}"
+    return None if unique is None else f"{unique}{_bounds(d, f'{prefix}unique_heads', 0)} / {total}"
 
 
 def collect_rows(out: Path, result_files: dict[str, tuple[str, str | None]]) -> list[dict[str, Any]]:

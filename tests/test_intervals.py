@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dynheads.metrics.intervals import Interval, bootstrap, mean_interval, paired_difference, verdict
+from dynheads.metrics.intervals import Interval, mean_interval, paired_difference, ratio_interval, verdict
 
 
 def test_the_interval_of_a_bernoulli_mean_covers_p_at_about_the_nominal_rate():
@@ -44,14 +44,38 @@ def test_paired_differences_use_the_pairing():
         paired_difference(a, b[:-1], seed=0)
 
 
-def test_bootstrap_of_a_pooled_statistic_resamples_units():
+def test_a_pooled_ratio_resamples_units():
     """A micro statistic pooled over units of different sizes: resampled by unit, the point estimate is the pooled
     value and the interval spans the units' spread."""
     rows = [np.ones(10), np.zeros(2), np.ones(3) * 0.5]
-    pooled = lambda idx: float(np.concatenate([rows[i] for i in idx]).mean())
-    interval = bootstrap(pooled, len(rows), seed=0, resamples=500)
+    interval = ratio_interval([r.sum() for r in rows], [len(r) for r in rows], seed=0, resamples=500)
     assert interval.estimate == pytest.approx(11.5 / 15) and interval.n == 3
     assert 0 <= interval.low < interval.estimate < interval.high <= 1
+    assert ratio_interval([0.0, 0.0], [0, 0], seed=0) is None  # nothing pooled: no interval, not a zero
+
+
+def test_table1_intervals_pool_the_drawn_generations():
+    """Every Table 1 statistic's estimate is the table's own value, and its interval comes from redrawing
+    generations (one generation that differs from the rest widens every interval it touches)."""
+    from dynheads.metrics.dynamism import summarise
+    from dynheads.suite.summaries import table1_intervals
+
+    rng = np.random.default_rng(0)
+    samples = [[[(int(l), int(h)) for l, h in rng.integers(0, 4, size=(rng.integers(0, 5), 2))] for _ in range(rng.integers(1, 9))]
+               for _ in range(15)]
+    samples.append([[(5, 5), (6, 6), (7, 7)]] * 6)  # an outlier generation: heads no other one uses
+    ranking = [(l, h) for l in range(8) for h in range(8)]
+    whole = summarise(samples, 64, ranking)
+    out = table1_intervals(samples, ranking, seed=0)
+    for key, record in out.items():
+        assert record["estimate"] == pytest.approx(whole[key]), key
+        assert record["n"] == 16 and record["low"] <= record["high"]
+    assert set(out) >= {"heads_per_step_mean", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "entropy",
+                        "jaccard_static_20", "jaccard_static_100"}
+    assert out["unique_heads"]["high"] == whole["unique_heads"] and out["unique_heads"]["low"] < whole["unique_heads"]
+    assert out["heads_per_step_mean"]["low"] < whole["heads_per_step_mean"] < out["heads_per_step_mean"]["high"]
+    assert table1_intervals([], ranking, seed=0) == {}
+    assert "jaccard_static_20" not in table1_intervals(samples, None, seed=0)  # no informative ranking: no Jaccard
 
 
 def test_verdict_boundaries():

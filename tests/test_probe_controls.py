@@ -157,27 +157,43 @@ def test_the_lm_refuses_a_probe_on_a_document_it_was_fitted_on():
 
 
 def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_carries_paired_intervals():
-    from dynheads.probes.evaluation import generation_sums, paired_generation_bootstrap, pooled_score, regression_scores
+    from sklearn.metrics import average_precision_score
+
+    from dynheads.probes.evaluation import (generation_sums, generation_weights, paired_generation_bootstrap, pooled_scores,
+                                            predictor_draws, regression_scores, weighted_average_precision)
 
     rng = np.random.default_rng(4)
     groups = np.repeat(np.arange(12), 7)
     y = (rng.random((84, 5)) > 0.7).astype(float)
-    p = np.clip(y * 0.6 + rng.random((84, 5)) * 0.5, 0, 1)
-    sums = generation_sums(y, p, groups, threshold=0.5)
-    assert pooled_score(sums.sum(axis=0)) == pytest.approx(classification_scores(y, p, 0.5)["f1"])
+    p = np.round(np.clip(y * 0.6 + rng.random((84, 5)) * 0.5, 0, 1), 1)  # rounded: tied scores, as sklearn groups them
+    pooled = pooled_scores(generation_sums(y, p, groups, threshold=0.5).sum(axis=0))
+    for metric in ("f1", "precision", "recall"):
+        assert pooled[metric] == pytest.approx(classification_scores(y, p, 0.5)[metric])
     target, pred = rng.normal(size=(84, 5)), rng.normal(size=(84, 5))
-    assert pooled_score(generation_sums(target, target * 0.8 + pred * 0.2, groups, None).sum(axis=0)) == pytest.approx(
-        regression_scores(target, target * 0.8 + pred * 0.2)["r2"])
-    # a predictor that is better on every generation: the paired difference excludes 0
-    worse = generation_sums(y, np.clip(y * 0.2 + rng.random((84, 5)) * 0.5, 0, 1), groups, threshold=0.5)
-    result = paired_generation_bootstrap(sums, worse, seed=0)
-    assert result["difference"].low > 0 and result["a"].n == 12
-    assert result["a"].estimate - result["b"].estimate == pytest.approx(result["difference"].estimate)
+    regression = pooled_scores(generation_sums(target, target * 0.8 + pred * 0.2, groups, None).sum(axis=0))
+    for metric in ("r2", "mse", "mae"):
+        assert regression[metric] == pytest.approx(regression_scores(target, target * 0.8 + pred * 0.2)[metric])
+    # AUPRC per draw = scikit-learn's average precision with each step weighted by its generation's draw count
+    weights = generation_weights(groups, seed=3, resamples=5)
+    for w in weights:
+        cell_weight = np.repeat(w[groups], 5)
+        assert weighted_average_precision(y, p, groups, w[None])[0] == pytest.approx(
+            average_precision_score(y.ravel(), p.ravel(), sample_weight=cell_weight))
+    # a predictor that is better on every generation: the paired difference excludes 0 for F1 and AUPRC
+    weights = generation_weights(groups, seed=0)
+    good = predictor_draws(y, p, groups, 0.5, weights)
+    worse = predictor_draws(y, np.clip(y * 0.2 + rng.random((84, 5)) * 0.5, 0, 1), groups, 0.5, weights)
+    result = paired_generation_bootstrap(good, worse, 12)
+    assert result["f1"]["difference"].low > 0 and result["auprc"]["difference"].low > 0 and result["f1"]["a"].n == 12
+    assert result["f1"]["a"].estimate - result["f1"]["b"].estimate == pytest.approx(result["f1"]["difference"].estimate)
     # the report: the probe's own interval and a paired difference per baseline, on test generations
     data, cells, split = _cell_pattern_data()
     data.hidden = np.c_[data.scores * 3, data.hidden[:, :4] * 0.1].astype(np.float32)
     _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 60, "random_state": 0}, cells=cells)
     assert report["probe"]["intervals"]["f1"]["estimate"] == pytest.approx(report["probe"]["f1"])
     assert report["probe"]["intervals"]["f1"]["n"] == 4  # test generations, not steps
+    for metric in ("precision", "recall", "auprc"):
+        own = report["probe"]["intervals"][metric]
+        assert own["estimate"] == pytest.approx(report["probe"][metric]) and own["low"] <= own["estimate"] <= own["high"]
     assert report["paired"]["prior"]["f1"]["verdict"] == "reproduced"
     assert report["paired"]["same_cell_step"]["f1"]["estimate"] <= 0

@@ -11,12 +11,29 @@ F1 = {"dynamic": 1.0, "static": 0.5, "dynamic_random": 0.0, "fixed_random": 0.5,
 
 
 def _samples(n: int = 20):
-    return [{"conditions": {f"rag:{name}": {"em": v, "f1": v} for name, v in F1.items()}} for _ in range(n)]
+    # answer i of a retrieving strategy retrieved i % 3 times; window precision 1.0 on even answers, 0.0 on odd
+    # ones (None: an empty window set, skipped), so the pooled precision weights answers by their retrievals
+    def rag(i: int, retrieves: bool) -> dict:
+        count = i % 3 if retrieves else 0
+        return {"retrievals": count, "visible_tokens": [50.0] * count, "recall": [0.5] * count,
+                "precision": [float(i % 2 == 0)] * count + [None]}
+
+    return [{"conditions": {f"rag:{name}": {"em": v, "f1": v, "rag": rag(i, name not in ("none", "full"))}
+                            for name, v in F1.items()}} for i in range(n)]
 
 
 def test_paired_differences_and_their_verdicts():
     out = comparisons(_samples(), list(F1), seed=0)
     assert out["intervals"]["dynamic"]["f1"]["estimate"] == 1.0 and out["intervals"]["static"]["f1"]["n"] == 20
+    from dynheads.models.rag.windows import pooled_mean
+
+    dynamic = [s["conditions"]["rag:dynamic"]["rag"] for s in _samples()]
+    ci = out["intervals"]["dynamic"]
+    assert ci["precision"]["estimate"] == pooled_mean(g["precision"] for g in dynamic)  # the lm-eval aggregation's number
+    assert ci["precision"]["low"] < ci["precision"]["estimate"] < ci["precision"]["high"] and ci["precision"]["n"] == 20
+    assert ci["recall"]["low"] == ci["recall"]["high"] == 0.5 and ci["visible_tokens"]["estimate"] == 50.0
+    assert ci["retrievals_per_answer"]["estimate"] == sum(i % 3 for i in range(20)) / 20
+    assert "precision" not in out["intervals"]["none"]  # never retrieved: no pooled measure, no interval
     paired = out["paired"]
     assert paired["dynamic - static"]["f1"]["estimate"] == 0.5 and paired["dynamic - static"]["f1"]["verdict"] == "reproduced"
     # random heads are expected below static ones: a lower score reproduces that direction, an equal one decides nothing

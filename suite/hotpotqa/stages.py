@@ -23,8 +23,8 @@ from ...traces import REASONING
 from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
 from ..cells import CellTask
 from ..model import ModelSuite
-from ..summaries import (CONDITIONS, adjacent_jaccard_interval, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of)
+from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals)
 from ..tables import markdown
 
 
@@ -132,7 +132,7 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
                         for step in run["scores"]] for run in runs]
         rows.append({"threshold": threshold, "traced": threshold == traced,
                      **summarise(samples, suite.total_heads, ranking),
-                     "intervals": {"adjacent_jaccard": adjacent_jaccard_interval(samples, suite.seed)}})
+                     "intervals": table1_intervals(samples, ranking, suite.seed)})
     longest = max(range(len(runs)), key=lambda i: (len(runs[i]["scores"]), -i), default=None)
     if longest is not None and runs[longest]["scores"]:
         labels = [suite.lm.tokenizer.decode([t]) for t in runs[longest]["tokens"]]
@@ -153,7 +153,7 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     ks, names = ks_and_names(p["ks"])
     cells = chunks(suite.runner("hotpotqa_progressive"), h, int(p["n"]), names, None, suite.progress,
                    f"{suite.name} HotpotQA progressive ablation")
-    rows = progressive_rows(cells, ks, names, suite.lm.static(REASONING).heads[:20], ("em", "f1"))
+    rows = progressive_rows(cells, ks, names, suite.lm.static(REASONING).heads[:20], ("em", "f1"), suite.seed)
     progressive_plot(rows, f"{suite.name}: HotpotQA progressive ablation (Eq. 2 > {suite.lm.settings.reasoning.threshold:g})",
                      suite.dir / "hotpotqa_progressive_ablation.png", metrics=(("em", "EM"), ("f1", "F1")),
                      xlabel="reasoning retrieval heads masked per step (k; strongest Eq. 2 scores)")

@@ -9,7 +9,7 @@ from ..rag.tables import leaderboard_columns as rag_columns
 from ..rag.tables import leaderboard_rows as rag_section
 from ..rag.tables import table4, table6
 from ..summaries import progressive_table
-from ..tables import markdown, mean_std, shown, unique_of, with_interval
+from ..tables import TABLE1_NOTE, markdown, mean_std, shown, table1_columns, unique_of, with_interval, with_intervals
 
 # Table 3 of the paper for reference: MSE, MAE, R² (not computed here).
 PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "0.0036", "0.0247", "0.8015"),
@@ -36,13 +36,9 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         **{k: v for c in ("dynamic", "static", "random")
            for k, v in with_interval(f"hotpotqa_f1_mask_{c}", h.get(f"f1_{c}"), ci.get(f"f1_{c}")).items()},
         "hotpotqa_matched_n": h.get("matched_n"), "hotpotqa_threshold": hd.get("threshold"),
-        "hotpotqa_heads_per_step_mean": hd.get("heads_per_step_mean"), "hotpotqa_heads_per_step_std": hd.get("heads_per_step_std"),
-        "hotpotqa_unique_heads": hd.get("unique_heads"), "hotpotqa_jaccard_static_20": hd.get("jaccard_static_20"),
-        **with_interval("hotpotqa_adjacent_jaccard", hd.get("adjacent_jaccard"),
-                        (hd.get("intervals") or {}).get("adjacent_jaccard")),
-        "hotpotqa_entropy": hd.get("entropy"),
+        **table1_columns(hd, "hotpotqa_"),
         **with_interval("hotpotqa_probe_r2", probe.get("r2"), (probe.get("intervals") or {}).get("r2")),
-        "hotpotqa_probe_mae": ((r.get("hotpotqa_probes") or {}).get("probe") or {}).get("probe", {}).get("mae"),
+        **with_interval("hotpotqa_probe_mae", probe.get("mae"), (probe.get("intervals") or {}).get("mae")),
         **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
         **rag_columns(r),
     }
@@ -52,8 +48,8 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
     p = "hotpotqa_"
     rows = [[b["model"], b[p + "samples"], shown(b, p + "em"), shown(b, p + "f1"), shown(b, p + "f1_mask_dynamic"),
              shown(b, p + "f1_mask_static"), shown(b, p + "f1_mask_random"), b[p + "matched_n"], b[p + "threshold"],
-             mean_std(b, p), unique_of(b, b["total_heads"], p), b[p + "jaccard_static_20"], shown(b, p + "adjacent_jaccard"),
-             b[p + "entropy"], shown(b, p + "probe_r2"), b[p + "probe_mae"],
+             mean_std(b, p), unique_of(b, b["total_heads"], p), shown(b, p + "jaccard_static_20"), shown(b, p + "adjacent_jaccard"),
+             shown(b, p + "entropy"), shown(b, p + "probe_r2"), shown(b, p + "probe_mae"),
              b[p + "cca_heldout_top1_k0"], b[p + "cca_heldout_top1_k1"], b[p + "cca_heldout_top1_k2"], b[p + "cca_shuffled_heldout_top1_k0"]] for b in board]
     return ("## HotpotQA (paper Section 4; Eq. 2 reasoning retrieval heads)\n\n"
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
@@ -65,24 +61,28 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
 def table1(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
-        for d in r.get("hotpotqa_dynamism") or []:
+        for d in map(with_intervals, r.get("hotpotqa_dynamism") or []):
             label = f"{d['threshold']:g}" + (" (masked with)" if d["traced"] else "")
             body.append([r["model"], label, d.get("samples"), d.get("steps"), mean_std(d), unique_of(d, d.get("total_heads")),
-                         d.get("jaccard_static_20"), d.get("jaccard_static_50"), d.get("adjacent_jaccard"), d.get("entropy")])
+                         shown(d, "jaccard_static_20"), shown(d, "jaccard_static_50"), shown(d, "adjacent_jaccard"),
+                         shown(d, "entropy")])
     return ("# Table 1 on HotpotQA: reasoning retrieval head dynamism (Eq. 2 score > threshold, unmasked decoding)\n\n"
             "Static heads: top-k by mean Eq. 2 score on HotpotQA train examples. Rows at other thresholds are "
-            "recomputed from the same traces' recorded scores.\n\n"
+            "recomputed from the same traces' recorded scores. " + TABLE1_NOTE
             + markdown(["model", "threshold", "samples", "steps", "Mean ± Std", "Unique / Total", "Jaccard w/ Static (k=20)",
                         "k=50", "Adj. Jaccard", "Entropy"], body))
 
 
 def table3(rows: list[dict[str, Any]]) -> str:
     """Table 3: the MLP regressor on test answers beside the prior and previous-step baselines; Figure 8's numbers."""
-    body, notes = predictor_rows(rows, "hotpotqa_probes", ("mse", "mae", "r2"))
+    body, notes = predictor_rows(rows, "hotpotqa_probes", ("mse", "mae", "r2"), ("r2", "mae"))
     return ("# Table 3: MLP probe predicting every head's Eq. 2 score of a step from its final hidden state (HotpotQA)\n\n"
             "Train / validation: answers to HotpotQA train examples; test: answers to dev examples. Scores pooled over "
-            "steps x heads (R² against the pooled mean).\n\n"
-            + markdown(["model", "predictor", "MSE", "MAE", "R²", "R² [95 % CI]", "probe − this predictor, R² [95 % CI]: verdict"], body)
+            "steps x heads (R² against the pooled mean). Every score with its 95 % bootstrap interval over test "
+            "answers (seeded); the differences are paired (the same answers drawn for both predictors; for MAE the "
+            "probe's claim is a negative difference).\n\n"
+            + markdown(["model", "predictor", "MSE", "MAE", "R²", "probe − this predictor, R² [95 % CI]: verdict",
+                        "probe − this predictor, MAE [95 % CI]: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 8: temporal CCA (hidden state at n, Eq. 2 scores at n + k)\n\n" + cca_table(rows, "hotpotqa_probes")
             + "\nFor reference, the paper's Table 3 (not computed here; the paper reports no baselines):\n\n"

@@ -22,8 +22,8 @@ from ...tasks.niah_uuid import utils as task  # importing the task registers its
 from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
-from ..summaries import (CONDITIONS, adjacent_jaccard_interval, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of)
+from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals)
 from ..tables import markdown
 
 CELLS = CellTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
@@ -100,8 +100,9 @@ def dynamism(suite: ModelSuite) -> dict[str, Any]:
     samples = [r["conditions"]["none"]["heads"] for r in samples_of(grid(suite))]
     static = suite.lm.static(COPY_PASTE)
     # a calibration in which no head ever retrieved ranks heads by index only: no Jaccard then
-    stats = summarise(samples, suite.total_heads, static.heads if static.informative else None)
-    stats["intervals"] = {"adjacent_jaccard": adjacent_jaccard_interval(samples, suite.seed)}
+    ranking = static.heads if static.informative else None
+    stats = summarise(samples, suite.total_heads, ranking)
+    stats["intervals"] = table1_intervals(samples, ranking, suite.seed)
     write_atomic(suite.dir / "dynamism.json", json.dumps(stats, indent=1))
     return stats
 
@@ -115,7 +116,7 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     runner = suite.runner("progressive")
     cells = [niah_cell(runner, p["length"], d, p["runs"], names, None)
              for d in suite.progress(p["depths"], desc=f"{suite.name} progressive ablation", unit="cell")]
-    rows = progressive_rows(cells, ks, names, suite.lm.static(COPY_PASTE).heads[:20], ("acc", "rouge_l"))
+    rows = progressive_rows(cells, ks, names, suite.lm.static(COPY_PASTE).heads[:20], ("acc", "rouge_l"), suite.seed)
     progressive_plot(rows, f"{suite.name}: progressive ablation at {p['length']} tokens", suite.dir / "progressive_ablation.png")
     write_atomic(suite.dir / "progressive.json", json.dumps(rows, indent=1))
     return rows

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..probing import cca_columns, cca_table, predictor_rows
 from ..summaries import progressive_table
-from ..tables import markdown, mean_std, shown, unique_of, with_interval
+from ..tables import TABLE1_NOTE, markdown, mean_std, shown, table1_columns, unique_of, with_interval, with_intervals
 
 # Table 2 of the paper for reference: F1, precision, recall, AUPRC (not computed here).
 PAPER_TABLE2 = [("llama3.1-8b", "0.8349", "0.8344", "0.8353", "0.9173"), ("llama3.2-3b", "0.8456", "0.8564", "0.8351", "0.9289"),
@@ -36,13 +36,9 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         **{k: v for c in ("dynamic", "static", "random")
            for k, v in with_interval(f"acc_mask_{c}", n.get(f"acc_{c}"), ci.get(f"acc_{c}")).items()},
         "matched_n": n.get("matched_n"),
-        "heads_per_step_mean": d.get("heads_per_step_mean"), "heads_per_step_std": d.get("heads_per_step_std"),
-        "unique_heads": d.get("unique_heads"), "total_heads": r.get("total_heads"),
-        "jaccard_static_20": d.get("jaccard_static_20"),
-        **with_interval("adjacent_jaccard", d.get("adjacent_jaccard"), (d.get("intervals") or {}).get("adjacent_jaccard")),
-        "entropy": d.get("entropy"),
+        **table1_columns(d), "total_heads": r.get("total_heads"),
         **with_interval("probe_f1", probe.get("f1"), (probe.get("intervals") or {}).get("f1")),
-        "probe_auprc": ((r.get("probes") or {}).get("probe") or {}).get("probe", {}).get("auprc"),
+        **with_interval("probe_auprc", probe.get("auprc"), (probe.get("intervals") or {}).get("auprc")),
         **cca_columns(r.get("probes")),
     }
 
@@ -50,8 +46,8 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
 def leaderboard_section(board: list[dict[str, Any]]) -> str:
     rows = [[b["model"], b["samples"], shown(b, "acc"), shown(b, "rouge_l"), shown(b, "acc_mask_dynamic"),
              shown(b, "acc_mask_static"), shown(b, "acc_mask_random"), b["matched_n"], mean_std(b),
-             unique_of(b, b["total_heads"]), b["jaccard_static_20"], shown(b, "adjacent_jaccard"), b["entropy"],
-             shown(b, "probe_f1"), b["probe_auprc"], b["cca_heldout_top1_k0"], b["cca_heldout_top1_k1"],
+             unique_of(b, b["total_heads"]), shown(b, "jaccard_static_20"), shown(b, "adjacent_jaccard"), shown(b, "entropy"),
+             shown(b, "probe_f1"), shown(b, "probe_auprc"), b["cca_heldout_top1_k0"], b["cca_heldout_top1_k1"],
              b["cca_heldout_top1_k2"], b["cca_shuffled_heldout_top1_k0"]] for b in board]
     return ("## NIAH (paper Section 3; Eq. 1 retrieval heads)\n\n"
             + markdown(["model", "samples", "acc", "ROUGE-L", "acc, dynamic masked", "acc, static masked",
@@ -63,10 +59,10 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
 def table1(rows: list[dict[str, Any]]) -> str:
     body = []
     for r in rows:
-        d = r.get("dynamism") or {}
+        d = with_intervals(r.get("dynamism") or {})
         body.append([r["model"], d.get("samples"), d.get("steps"), mean_std(d), unique_of(d, d.get("total_heads")),
-                     d.get("jaccard_static_20"), d.get("adjacent_jaccard"), d.get("entropy")])
-    text = "# Table 1: retrieval head dynamism on NIAH (Eq. 1, unmasked decoding)\n\n"
+                     shown(d, "jaccard_static_20"), shown(d, "adjacent_jaccard"), shown(d, "entropy")])
+    text = "# Table 1: retrieval head dynamism on NIAH (Eq. 1, unmasked decoding)\n\n" + TABLE1_NOTE
     text += markdown(["model", "samples", "steps", "Mean ± Std", "Unique / Total", "Jaccard w/ Static (k=20)",
                       "Adj. Jaccard", "Entropy"], body)
     text += "\nFor reference, the paper's Table 1 (Llama/Qwen/Phi models, not computed here):\n\n"
@@ -76,7 +72,8 @@ def table1(rows: list[dict[str, Any]]) -> str:
 
 
 def table5(rows: list[dict[str, Any]]) -> str:
-    body = [[r["model"]] + [(r.get("dynamism") or {}).get(f"jaccard_static_{k}") for k in (20, 50, 100)] for r in rows]
+    body = [[r["model"]] + [shown(with_intervals(r.get("dynamism") or {}), f"jaccard_static_{k}") for k in (20, 50, 100)]
+            for r in rows]
     return ("# Table 5: Jaccard similarity of dynamic heads with the top-k static heads\n\n"
             + markdown(["model", "k = 20", "k = 50", "k = 100"], body))
 
@@ -84,14 +81,16 @@ def table5(rows: list[dict[str, Any]]) -> str:
 def table2(rows: list[dict[str, Any]]) -> str:
     """Table 2: the MLP classifier on test generations beside the prior, previous-step and same-cell-and-step
     baselines; Figure 4's numbers."""
-    body, notes = predictor_rows(rows, "probes", ("f1", "precision", "recall", "auprc", "threshold"))
+    body, notes = predictor_rows(rows, "probes", ("f1", "precision", "recall", "auprc", "threshold"), ("f1", "auprc"))
     return ("# Table 2: MLP probe predicting the Eq. 1 retrieval heads of a step from its final hidden state (NIAH)\n\n"
             "Test generations from (length, depth) cells no training document comes from (split by cell); micro scores "
             "over steps x heads; threshold = best F1 on the validation precision-recall curve, for the probe and each "
             "baseline. Same cell and step: the training generations' mean indicator at the same step index in the same "
             "cell, else the nearest training cell (same depth, nearest length); no hidden state.\n\n"
-            + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold", "F1 [95 % CI]",
-                        "probe − this predictor, F1 [95 % CI]: verdict"], body)
+            + "Every score with its 95 % bootstrap interval over test generations (seeded); the differences are paired "
+              "(the same generations drawn for both predictors).\n\n"
+            + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold",
+                        "probe − this predictor, F1 [95 % CI]: verdict", "probe − this predictor, AUPRC [95 % CI]: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 4: temporal CCA (hidden state at n, Eq. 1 indicators at n + k)\n\n" + cca_table(rows, "probes")
             + "\nFor reference, the paper's Table 2 (not computed here; the paper reports no baselines) and Figure 4 "

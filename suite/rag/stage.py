@@ -52,15 +52,38 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def strategy_intervals(results: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Every mean of one strategy's Table 4 row with its 95 % bootstrap interval over examples: EM / F1 (all and
+    per question type), retrievals per answer, share that retrieved, and the per-retrieval measures pooled over
+    answers (visible tokens, window precision / recall: a ratio of per-answer sums, resampled by answer)."""
+    from ...metrics.intervals import mean_interval, ratio_interval
+
+    out: dict[str, Any] = {}
+    for metric in SCORES:
+        values = [r[metric] for r in results if metric in r]
+        if values:
+            out[metric] = mean_interval(values, seed).record()
+    rag = [r["rag"] for r in results]
+    out["retrievals_per_answer"] = mean_interval([g["retrievals"] for g in rag], seed).record()
+    out["trigger_rate"] = mean_interval([float(g["retrievals"] > 0) for g in rag], seed).record()
+    for key in ("visible_tokens", "precision", "recall"):
+        kept = [[v for v in (g[key] if isinstance(g[key], list) else [g[key]]) if v is not None] for g in rag]
+        pooled = ratio_interval([sum(v) for v in kept], [len(v) for v in kept], seed)
+        if pooled is not None:
+            out[key] = pooled.record()
+    return out
+
+
 def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int) -> dict[str, Any]:
-    """EM / F1 of every strategy with a 95 % bootstrap interval over examples (``intervals``), and paired
+    """Every strategy's means with 95 % bootstrap intervals over examples (``intervals``), and paired EM / F1
     differences on the same examples (``paired``): each strategy minus static at the same k and minus w/o RAG,
     each with the verdict its interval gives against the direction of the paper's Table 4 (Claim 4: dynamic >
     static)."""
-    from ...metrics.intervals import mean_interval, paired_difference
+    from ...metrics.intervals import paired_difference
 
-    values = {name: {m: [s["conditions"][f"rag:{name}"][m] for s in samples] for m in ("em", "f1")} for name in names}
-    intervals = {name: {m: mean_interval(v, seed).record() for m, v in per.items()} for name, per in values.items()}
+    results = {name: [s["conditions"][f"rag:{name}"] for s in samples] for name in names}
+    values = {name: {m: [r[m] for r in per] for m in ("em", "f1")} for name, per in results.items()}
+    intervals = {name: strategy_intervals(per, seed) for name, per in results.items()}
     paired: dict[str, Any] = {}
     for name in names:
         strategy, _, k = name.partition(":")

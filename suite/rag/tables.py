@@ -6,7 +6,7 @@ from typing import Any
 
 from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ..summaries import interval_text
-from ..tables import fmt, markdown, shown, with_interval
+from ..tables import fmt, markdown, shown, with_interval, with_intervals
 
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
           "fixed_random": "Fixed Random", "none": "w/o RAG (context hidden)", "full": "Full context (reference)",
@@ -24,8 +24,10 @@ PAPER_TABLE6 = [("Dynamic", "0.456 / 0.5586", "0.286 / 0.3877", "0.292 / 0.3967"
                 ("Fixed Random", "0.272 / 0.3763", "0.276 / 0.3711", "0.276 / 0.3751")]
 
 
-def _cell(s: dict[str, Any] | None) -> str:
-    return "—" if not s else f"{fmt(s['em'])} / {fmt(s['f1'])}"
+def _with_ci(rag: dict[str, Any], name: str) -> dict[str, Any]:
+    """One strategy's summary with its intervals flattened (``key_ci_low`` / ``key_ci_high``), for :func:`shown`."""
+    summary = (rag.get("strategies") or {}).get(name)
+    return {} if summary is None else with_intervals({**summary, "intervals": (rag.get("intervals") or {}).get(name) or {}})
 
 
 def table4(rows: list[dict[str, Any]]) -> str:
@@ -39,11 +41,11 @@ def table4(rows: list[dict[str, Any]]) -> str:
             s = rag["strategies"].get(name)
             if s is None:
                 continue
-            ci = (rag.get("intervals") or {}).get(name) or {}
-            body.append([r["model"], TITLES[name], s["answers"], interval_text(ci.get("em")) if ci else s["em"],
-                         interval_text(ci.get("f1")) if ci else s["f1"], s["em_bridge"], s["f1_bridge"],
-                         s["em_comparison"], s["f1_comparison"], s["retrievals_per_answer"], s["trigger_rate"],
-                         s["visible_tokens"], s["precision"], s["recall"]])
+            c = _with_ci(rag, name)
+            body.append([r["model"], TITLES[name], s["answers"],
+                         *(shown(c, m) for m in ("em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison",
+                                                 "retrievals_per_answer", "trigger_rate")),
+                         shown(c, "visible_tokens", 1), shown(c, "precision"), shown(c, "recall")])
         probe = rag.get("probe") or {}
         if probe:
             notes.append(f"- {r['model']}: the dynamic strategy's probe has held-out R² {fmt(probe.get('probe'))} "
@@ -57,7 +59,8 @@ def table4(rows: list[dict[str, Any]]) -> str:
             "Same dev examples for every strategy. Visible tokens, precision and recall are per retrieval, pooled over "
             "answers (— where no answer retrieved); precision / recall are of the revealed context tokens against the "
             "supporting-fact tokens. Full context and oracle are references beyond the paper; the oracle uses gold labels. "
-            "EM and F1: means over examples with 95 % bootstrap intervals (examples resampled, seeded).\n\n"
+            "Every mean with its 95 % bootstrap interval over examples (examples resampled, seeded; per-retrieval "
+            "measures pooled within each draw).\n\n"
             + markdown(["model", "strategy", "answers", "EM", "F1", "EM bridge", "F1 bridge", "EM comparison", "F1 comparison",
                         "retrievals / answer", "answers that retrieved", "visible tokens / retrieval", "window precision",
                         "window recall"], body)
@@ -89,7 +92,8 @@ def paired_section(rows: list[dict[str, Any]]) -> str:
 
 
 def table6(rows: list[dict[str, Any]]) -> str:
-    text = "# Table 6: in-context RAG by number of heads k (EM / F1; window precision / recall)\n"
+    text = ("# Table 6: in-context RAG by number of heads k (EM / F1; window precision / recall)\n\n"
+            "F1, precision and recall with their 95 % bootstrap intervals over examples (seeded).\n")
     for r in rows:
         rag = r.get("rag")
         if not rag:
@@ -99,8 +103,9 @@ def table6(rows: list[dict[str, Any]]) -> str:
         for name in HEAD_STRATEGIES:
             cells = []
             for k in ks:
-                s = rag["strategies"].get(name if k == base else f"{name}:{k}")
-                cells += [_cell(s), "—" if not s else f"{fmt(s['precision'])} / {fmt(s['recall'])}"]
+                c = _with_ci(rag, name if k == base else f"{name}:{k}")
+                cells += ["—", "—"] if not c else [f"{fmt(c['em'])} / {shown(c, 'f1')}",
+                                                   f"{shown(c, 'precision')} / {shown(c, 'recall')}"]
             body.append([TITLES[name], *cells])
         pairs = [(rag.get("paired") or {}).get("dynamic - static" if k == base else f"dynamic:{k} - static:{k}") for k in ks]
         if any(pairs):
@@ -118,14 +123,14 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     ci = (r.get("rag") or {}).get("intervals") or {}
     out: dict[str, Any] = {}
     for name in STRATEGIES:
-        s = per.get(name) or {}
-        out.update(with_interval(f"rag_f1_{name}", s.get("f1"), (ci.get(name) or {}).get("f1")))
+        s, c = per.get(name) or {}, ci.get(name) or {}
+        out.update(with_interval(f"rag_f1_{name}", s.get("f1"), c.get("f1")))
         if name in HEAD_STRATEGIES:
-            out[f"rag_recall_{name}"] = s.get("recall")
+            out.update(with_interval(f"rag_recall_{name}", s.get("recall"), c.get("recall")))
     return out
 
 
 def leaderboard_rows(board: list[dict[str, Any]]) -> str:
-    rows = [[b["model"], *[shown(b, f"rag_f1_{n}") for n in STRATEGIES], *[b[f"rag_recall_{n}"] for n in HEAD_STRATEGIES]] for b in board]
+    rows = [[b["model"], *[shown(b, f"rag_f1_{n}") for n in STRATEGIES], *[shown(b, f"rag_recall_{n}") for n in HEAD_STRATEGIES]] for b in board]
     return ("## In-context RAG (paper Section 5; F1 by strategy, window recall of the supporting facts)\n\n"
             + markdown(["model", *[f"F1 {n}" for n in STRATEGIES], *[f"recall {n}" for n in HEAD_STRATEGIES]], rows))
