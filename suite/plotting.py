@@ -65,7 +65,13 @@ def progressive_plot(
     ks = [int(r["k"]) for r in rows]
     counts = sorted({int(r["samples"]) for r in rows})
     fig, left = plt.subplots(figsize=(5.8, 4.6))
+    def band(axis: Any, key: str, colour: str) -> None:  # the 95 % interval over prompts, where the rows carry it
+        bounds = [(r.get("intervals") or {}).get(key) for r in rows]
+        if all(bounds):
+            axis.fill_between(ks, [b["low"] for b in bounds], [b["high"] for b in bounds], color=colour, alpha=0.12, linewidth=0)
+
     left.plot(ks, [r["static_compensation"] for r in rows], "o-", color="tab:blue", label="compensated ∩ top-20 static (mean m_s)")
+    band(left, "static_compensation", "tab:blue")
     left.set_xlabel(xlabel)
     left.set_ylabel("mean m_s (heads)", color="tab:blue")
     left.tick_params(axis="y", labelcolor="tab:blue")
@@ -73,12 +79,14 @@ def progressive_plot(
     right = left.twinx()
     for (key, label), style, alpha in zip(metrics, ("s-", "^--", "v:"), (1.0, 0.6, 0.4)):
         right.plot(ks, [r[key] for r in rows], style, color="tab:red", alpha=alpha, label=label)
+        band(right, key, "tab:red")
     right.set_ylim(-0.05, 1.05)
     right.set_ylabel(" / ".join(label for _, label in metrics), color="tab:red")
     right.tick_params(axis="y", labelcolor="tab:red")
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     labels = left.get_legend_handles_labels()[1] + right.get_legend_handles_labels()[1]
-    left.set_title(f"{title}\nmean over {'/'.join(map(str, counts))} prompt{'s' if counts != [1] else ''} per k", fontsize=10)
+    left.set_title(f"{title}\nmean over {'/'.join(map(str, counts))} prompt{'s' if counts != [1] else ''} per k"
+                   " (bands: 95 % bootstrap intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))  # the legend goes below the axes, off the curves
     fig.legend(handles, labels, fontsize=7, ncol=2, loc="lower center", frameon=False)
     save_figure(fig, path)

@@ -1,10 +1,12 @@
-"""Keep the README's result tables generated from the result files of the run they name, never retyped.
+"""Keep the README's result sections generated from the result files of the run they name, never retyped.
 
-    python -m dynheads.suite.readme --claims results/claims.json --block quick [--readme README.md]
+    python -m dynheads.suite.readme --results results --block quick [--readme README.md]
 
-rewrites the README block between ``<!-- claims:quick -->`` and ``<!-- /claims:quick -->`` from
-``claims.json`` and stores that file as ``docs/results/<block>/claims.json`` beside the README, so that
-``tests/test_readme_results.py`` can check the block against the file it was made from.
+copies the run's tables (``claims.json``, ``leaderboard.*``, every ``*.md`` table, each model's masking tables
+and stage timings) to ``docs/results/<block>/`` beside the README, and rewrites the README block between
+``<!-- results:<block> -->`` and ``<!-- /results:<block> -->`` from that snapshot: the stage timings, the
+claims table and the leaderboard, with links to the full tables. ``tests/test_readme_results.py`` checks
+that each block is what its snapshot renders, so a number in a result block cannot drift from its run.
 """
 
 from __future__ import annotations
@@ -12,20 +14,59 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
 from ..models.files import write_atomic
 from .claims import claims_table
 
+# per model folder: the tables the README links to beside the top-level ones, and the stage timings
+MODEL_FILES = ("niah_masking.md", "hotpotqa_masking.md", "timings.json")
+
 
 def block_pattern(block: str) -> re.Pattern[str]:
-    return re.compile(rf"(<!-- claims:{re.escape(block)} -->\n)(.*?)(<!-- /claims:{re.escape(block)} -->)", re.S)
+    return re.compile(rf"(<!-- results:{re.escape(block)} -->\n)(.*?)(<!-- /results:{re.escape(block)} -->)", re.S)
 
 
-def rendered(claims: list[dict]) -> str:
-    """What the README shows for a claims file: the table without the paper column (the text gives it)."""
-    return claims_table(claims, paper=False) + "\n"
+def snapshot(results: Path, folder: Path) -> None:
+    """Copy what the README quotes and links from a results folder (replacing an earlier snapshot)."""
+    if not (results / "claims.json").is_file():
+        raise ValueError(f"dynheads: {results} has no claims.json; give the results folder of a finished run_suite.py run")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for path in sorted(results.glob("*.md")) + [results / "claims.json", results / "leaderboard.json"]:
+        shutil.copyfile(path, folder / path.name)
+    for model in sorted(p for p in results.iterdir() if (p / "model.json").is_file()):
+        for name in MODEL_FILES:
+            if (model / name).is_file():
+                (folder / model.name).mkdir(exist_ok=True)
+                shutil.copyfile(model / name, folder / model.name / name)
+
+
+def timing_line(folder: Path) -> str:
+    """Seconds per stage of each model, as ``timings.json`` recorded them (cached stages keep the seconds of the
+    run that computed them)."""
+    lines = []
+    for path in sorted(folder.glob("*/timings.json")):
+        seconds = json.loads(path.read_text())
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        lines.append(f"Seconds per stage ({path.parent.name}, as computed): {stages}; sum {sum(seconds.values()) / 60:.1f} min.")
+    return "\n".join(lines)
+
+
+def rendered(folder: Path) -> str:
+    """The README block of one snapshot: timings, the claims table (without the paper column: the text gives it),
+    the leaderboard's sections, and links to every table."""
+    claims = json.loads((folder / "claims.json").read_text())
+    board = (folder / "leaderboard.md").read_text().split("\n", 2)[2].replace("\n## ", "\n##### ")
+    board = board.replace("## ", "##### ", 1) if board.startswith("## ") else board
+    relative = folder.as_posix().split("docs/results/", 1)[-1]
+    links = ", ".join(f"[{p.stem}](docs/results/{relative}/{p.relative_to(folder).as_posix()})"
+                      for p in sorted(folder.rglob("*.md")) if p.name not in ("leaderboard.md", "claims.md"))
+    return "\n".join(filter(None, [timing_line(folder), "", "##### Claims", "", claims_table(claims, paper=False),
+                                   board.rstrip("\n"), "", f"Every table of this run: {links}.", ""]))
 
 
 def quoted(readme: str, block: str) -> str | None:
@@ -34,28 +75,26 @@ def quoted(readme: str, block: str) -> str | None:
     return match.group(2) if match else None
 
 
-def update(readme_path: Path, claims_path: Path, block: str) -> None:
-    """Rewrite block ``block`` of the README from ``claims_path`` and snapshot the file next to the README."""
+def update(readme_path: Path, results: Path, block: str) -> None:
+    """Snapshot ``results`` into ``docs/results/<block>/`` next to the README and rewrite block ``block`` from it."""
     readme = readme_path.read_text(encoding="utf-8")
     if quoted(readme, block) is None:
-        raise ValueError(f"dynheads: {readme_path} has no '<!-- claims:{block} -->' ... '<!-- /claims:{block} -->' "
-                         "block; add the two marker lines where the table should go")
-    claims = json.loads(claims_path.read_text(encoding="utf-8"))
-    text = block_pattern(block).sub(lambda m: m.group(1) + rendered(claims) + m.group(3), readme)
-    snapshot = readme_path.parent / "docs" / "results" / block / "claims.json"
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(snapshot, json.dumps(claims, indent=1) + "\n")
+        raise ValueError(f"dynheads: {readme_path} has no '<!-- results:{block} -->' ... '<!-- /results:{block} -->' "
+                         "block; add the two marker lines where the results should go")
+    folder = readme_path.parent / "docs" / "results" / block
+    snapshot(results, folder)
+    text = block_pattern(block).sub(lambda m: m.group(1) + rendered(folder) + m.group(3), readme)
     write_atomic(readme_path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--claims", required=True, help="a run's results/claims.json")
-    p.add_argument("--block", required=True, help="the README block to rewrite, e.g. quick")
+    p.add_argument("--results", required=True, help="a finished run's results folder (run_suite.py --out)")
+    p.add_argument("--block", required=True, help="the README block to rewrite, e.g. quick or power")
     p.add_argument("--readme", default="README.md", help="(default: %(default)s)")
     args = p.parse_args(argv)
     try:
-        update(Path(args.readme), Path(args.claims), args.block)
+        update(Path(args.readme), Path(args.results), args.block)
     except (OSError, ValueError) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2

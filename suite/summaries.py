@@ -19,21 +19,25 @@ def mean_of(cells: list[dict[str, Any]], condition: str, metric: str) -> float |
     return statistics.fmean(values) if values else None
 
 
-def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], seed: int) -> dict[str, dict[str, Any]]:
+def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], seed: int,
+                      subgroups: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Claim 2 with its uncertainty: per metric and condition the mean over documents with a 95 % bootstrap
     interval (``<metric>_<condition>``), and the paired difference of dynamic masking against static and
     random masking on the same documents (``<metric>_dynamic_minus_<other>``, with the verdict its interval
-    gives; the paper predicts a negative difference: masking the dynamic heads hurts more)."""
+    gives; the paper predicts a negative difference: masking the dynamic heads hurts more). ``subgroups``:
+    metrics only some documents carry (e.g. ``f1_bridge``), given their mean's interval over those documents."""
     from ..metrics.intervals import mean_interval, paired_difference
 
     samples = samples_of(cells)
     out: dict[str, dict[str, Any]] = {}
-    for m in metrics:
-        values = {c: [r["conditions"][c][m] for r in samples] for c in CONDITIONS}
+    for m in (*metrics, *subgroups):
+        values = {c: [r["conditions"][c][m] for r in samples if m in r["conditions"][c]] for c in CONDITIONS}
         for c in CONDITIONS:
-            out[f"{m}_{c}"] = mean_interval(values[c], seed).record()
-        for other in ("static", "random"):
-            out[f"{m}_dynamic_minus_{other}"] = paired_difference(values["dynamic"], values[other], seed).judged(-1)
+            if values[c]:
+                out[f"{m}_{c}"] = mean_interval(values[c], seed).record()
+        if m in metrics:
+            for other in ("static", "random"):
+                out[f"{m}_dynamic_minus_{other}"] = paired_difference(values["dynamic"], values[other], seed).judged(-1)
     return out
 
 

@@ -1,8 +1,9 @@
-"""The README's claims table is the one generated from the result file of the run it names (no retyped numbers)."""
+"""The README's result blocks are what the snapshots of the runs they name render (no retyped numbers)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from dynheads.suite.readme import main, quoted, rendered, update
@@ -10,24 +11,50 @@ from dynheads.suite.readme import main, quoted, rendered, update
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_the_readme_quotes_the_quick_runs_claims_file():
-    claims = json.loads((ROOT / "docs" / "results" / "quick" / "claims.json").read_text())
-    assert quoted((ROOT / "README.md").read_text(), "quick") == rendered(claims)
-    assert {c["claim"] for c in claims} >= {"1 dynamism", "2 irreplaceability", "3 predictability", "4 dynamic RAG"}
+def test_each_readme_result_block_is_its_runs_snapshot():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- results:(\w+) -->", readme)
+    assert {"quick", "power"} <= set(blocks)
+    for block in blocks:
+        folder = ROOT / "docs" / "results" / block
+        assert quoted(readme, block) == rendered(folder), f"README block {block!r} differs from docs/results/{block}"
+        claims = json.loads((folder / "claims.json").read_text())
+        assert {c["claim"] for c in claims} >= {"1 dynamism", "2 irreplaceability", "3 predictability", "4 dynamic RAG"}
+        for link in re.findall(r"\]\((docs/results/[^)]+)\)", quoted(readme, block)):
+            assert (ROOT / link).is_file(), link
 
 
-def test_update_rewrites_only_its_block_and_snapshots_the_file(tmp_path, capsys):
+def _run(folder: Path, verdict: str) -> Path:
+    (folder / "m").mkdir(parents=True)
+    (folder / "m" / "model.json").write_text("{}")
+    (folder / "m" / "timings.json").write_text(json.dumps({"load": 2.0, "niah": 58.0}))
+    (folder / "m" / "niah_masking.md").write_text("# masking\n")
     claims = [{"model": "m", "claim": "1 dynamism", "task": "NIAH", "statistic": "s", "n": 3, "paper": "p",
-               "effect": {"estimate": 0.5, "low": 0.4, "high": 0.6, "n": 3, "level": 0.95}, "verdict": "reproduced"}]
-    source = tmp_path / "claims.json"
-    source.write_text(json.dumps(claims))
+               "effect": {"estimate": 0.5, "low": 0.4, "high": 0.6, "n": 3, "level": 0.95}, "verdict": verdict}]
+    (folder / "claims.json").write_text(json.dumps(claims))
+    (folder / "leaderboard.json").write_text("[]")
+    (folder / "leaderboard.md").write_text("# dynheads leaderboard\n\n## NIAH\n\n| model |\n|---|\n| m |\n")
+    (folder / "table1.md").write_text("# Table 1\n")
+    return folder
+
+
+def test_update_rewrites_only_its_block_and_snapshots_the_run(tmp_path, capsys):
+    results = _run(tmp_path / "results", "reproduced")
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- claims:quick -->\nold table\n<!-- /claims:quick -->\noutro\n")
-    update(readme, source, "quick")
+    readme.write_text("intro\n<!-- results:quick -->\nold table\n<!-- /results:quick -->\noutro\n")
+    update(readme, results, "quick")
     text = readme.read_text()
     assert "old table" not in text and "| m | 1 dynamism | NIAH | s | 0.500 [0.400, 0.600] | 3 | reproduced |" in text
+    assert "load 2, niah 58; sum 1.0 min" in text and "##### NIAH" in text
+    assert "[table1](docs/results/quick/table1.md)" in text and "[niah_masking](docs/results/quick/m/niah_masking.md)" in text
     assert text.startswith("intro\n") and text.endswith("outro\n")
-    assert json.loads((tmp_path / "docs" / "results" / "quick" / "claims.json").read_text()) == claims
-    assert main(["--claims", str(source), "--block", "power", "--readme", str(readme)]) == 2
+    snap = tmp_path / "docs" / "results" / "quick"
+    assert json.loads((snap / "claims.json").read_text())[0]["verdict"] == "reproduced"
+    # a later run replaces the snapshot and the block together
+    update(readme, _run(tmp_path / "again", "contradicted"), "quick")
+    assert "| contradicted |" in readme.read_text() and quoted(readme.read_text(), "quick") == rendered(snap)
+    assert main(["--results", str(results), "--block", "power", "--readme", str(readme)]) == 2
     err = capsys.readouterr().err
-    assert "claims:power" in err and err.count("\n") == 1
+    assert "results:power" in err and err.count("\n") == 1
+    assert main(["--results", str(tmp_path), "--block", "quick", "--readme", str(readme)]) == 2
+    assert "no claims.json" in capsys.readouterr().err
