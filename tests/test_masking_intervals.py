@@ -41,3 +41,25 @@ def test_leaderboard_columns_keep_both_ends_and_show_the_interval():
     assert board["rouge_l_ci_low"] is None and board["probe_f1_ci_high"] is None  # not run: no interval, no zero
     text = leaderboard_section([board])
     assert f"| 0.500 [{board['acc_ci_low']:.3f}, {board['acc_ci_high']:.3f}] |" in text and "| — |" in text
+
+
+def test_progressive_rows_carry_intervals_over_documents_and_the_table_shows_them():
+    from dynheads.suite.summaries import progressive_rows, progressive_table
+
+    # document i masks i heads at each of its 2 steps under k = 1; masking made static head (0, 0) compensate in
+    # documents 0-2 only, so m_s is 1 there and 0 elsewhere
+    def result(i: int) -> dict:
+        after = [[(0, 0)], []] if i < 3 else [[], []]
+        return {"acc": float(i % 2), "heads": [[], []], "heads_after": after, "gated": [i, i]}
+
+    cells = [{"samples": [{"conditions": {"none": {**result(i), "gated": [0, 0], "heads_after": [[], []]},
+                                          "dynamic:1": result(i)}} for i in range(6)]}]
+    rows = progressive_rows(cells, [0, 1], ["none", "dynamic:1"], [(0, 0)], ("acc",), seed=0)
+    k1 = rows[1]
+    assert k1["masked_per_step"] == 2.5 and k1["intervals"]["masked_per_step"]["estimate"] == 2.5
+    assert k1["intervals"]["masked_per_step"]["low"] < 2.5 < k1["intervals"]["masked_per_step"]["high"] <= 5
+    assert k1["static_compensation"] == 0.5 and k1["intervals"]["static_compensation"]["n"] == 6
+    assert k1["intervals"]["acc"]["estimate"] == 0.5
+    table = progressive_table([{"model": "m", "progressive": rows}], "progressive", "Figure 3", [("acc", "acc")])
+    ci = k1["intervals"]["masked_per_step"]
+    assert f"| 1 | 6 | 2.500 [{ci['low']:.3f}, {ci['high']:.3f}] |" in table

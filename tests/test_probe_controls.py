@@ -165,7 +165,7 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
     rng = np.random.default_rng(4)
     groups = np.repeat(np.arange(12), 7)
     y = (rng.random((84, 5)) > 0.7).astype(float)
-    p = np.round(np.clip(y * 0.6 + rng.random((84, 5)) * 0.5, 0, 1), 1)  # rounded: tied scores, as sklearn groups them
+    p = np.round(np.clip(y * 0.4 + rng.random((84, 5)) * 0.6, 0, 1), 1)  # overlapping classes; rounded: tied scores
     pooled = pooled_scores(generation_sums(y, p, groups, threshold=0.5).sum(axis=0))
     for metric in ("f1", "precision", "recall"):
         assert pooled[metric] == pytest.approx(classification_scores(y, p, 0.5)[metric])
@@ -175,6 +175,7 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
         assert regression[metric] == pytest.approx(regression_scores(target, target * 0.8 + pred * 0.2)[metric])
     # AUPRC per draw = scikit-learn's average precision with each step weighted by its generation's draw count
     weights = generation_weights(groups, seed=3, resamples=5)
+    assert len({round(float(weighted_average_precision(y, p, groups, w[None])[0]), 6) for w in weights}) > 1
     for w in weights:
         cell_weight = np.repeat(w[groups], 5)
         assert weighted_average_precision(y, p, groups, w[None])[0] == pytest.approx(
@@ -197,3 +198,18 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
         assert own["estimate"] == pytest.approx(report["probe"][metric]) and own["low"] <= own["estimate"] <= own["high"]
     assert report["paired"]["prior"]["f1"]["verdict"] == "reproduced"
     assert report["paired"]["same_cell_step"]["f1"]["estimate"] <= 0
+
+
+def test_a_regressor_that_tracks_the_scores_beats_the_prior_on_r2_and_on_mae():
+    """Lower is better for MSE / MAE: the probe's claim there is a negative paired difference."""
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(30), STEPS)
+    y = rng.random((len(groups), 4)) * 0.5
+    x = np.c_[y * 4, rng.normal(size=(len(groups), 4)) * 0.05].astype(np.float32)
+    data = StepVectors(x, y, groups, "reasoning", "m")
+    split = tuple(np.flatnonzero(np.isin(groups, part)) for part in (np.arange(18), np.arange(18, 24), np.arange(24, 30)))
+    _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 300, "random_state": 0})
+    paired = report["paired"]["prior"]
+    assert paired["r2"]["verdict"] == "reproduced" and paired["r2"]["estimate"] > 0
+    assert paired["mae"]["expected_sign"] == -1 and paired["mae"]["estimate"] < 0 and paired["mae"]["verdict"] == "reproduced"
+    assert report["probe"]["intervals"]["mae"]["n"] == 6
