@@ -65,8 +65,43 @@ def rendered(folder: Path) -> str:
     relative = folder.as_posix().split("docs/results/", 1)[-1]
     links = ", ".join(f"[{p.stem}](docs/results/{relative}/{p.relative_to(folder).as_posix()})"
                       for p in sorted(folder.rglob("*.md")) if p.name not in ("leaderboard.md", "claims.md"))
-    return "\n".join(filter(None, [timing_line(folder), "", "##### Claims", "", claims_table(claims, paper=False),
-                                   board.rstrip("\n"), "", f"Every table of this run: {links}.", ""]))
+    reference = folder.parent / "quick" / "claims.json"
+    widths = [] if folder.name == "quick" or not reference.is_file() else [
+        "##### Interval half-widths: predicted from the quick run, measured here", "",
+        width_table(json.loads(reference.read_text()), claims)]
+    return "\n".join([timing_line(folder), "", "##### Claims", "", claims_table(claims, paper=False), *widths,
+                      board.rstrip("\n"), "", f"Every table of this run: {links}.", ""])
+
+
+def _keyed(claims: list[dict]) -> dict[tuple, dict]:
+    """Claims by (model, claim, task, rank within those): Claim 3's statistic names its hardest baseline, which
+    may differ between runs, so the statistic text cannot be the key."""
+    out: dict[tuple, dict] = {}
+    for c in claims:
+        rank = sum(1 for key in out if key[:3] == (c["model"], c["claim"], c["task"]))
+        out[(c["model"], c["claim"], c["task"], rank)] = c
+    return out
+
+
+def width_table(reference: list[dict], claims: list[dict]) -> str:
+    """Planned against measured precision: each claim's 95 % interval half-width in the reference run (the quick
+    profile), what it predicts at this run's n (half-widths shrink as 1 / sqrt(n) for a mean over independent
+    units), and the half-width this run measured."""
+    import math
+
+    from .tables import markdown
+
+    planned = _keyed(reference)
+    rows = []
+    for key, c in _keyed(claims).items():
+        r = planned.get(key)
+        if not (r and r["effect"] and c["effect"]):
+            continue
+        half = (r["effect"]["high"] - r["effect"]["low"]) / 2
+        rows.append([c["model"], c["claim"], c["task"], r["n"], half, c["n"], half * math.sqrt(r["n"] / c["n"]),
+                     (c["effect"]["high"] - c["effect"]["low"]) / 2])
+    return markdown(["model", "claim", "task", "n (quick)", "half-width (quick)", "n (this run)",
+                     "half-width predicted", "half-width measured"], rows)
 
 
 def quoted(readme: str, block: str) -> str | None:

@@ -48,14 +48,14 @@ def table1_intervals(samples: list[Any], static_ranking: list | None, seed: int)
     estimate: read them as how much the count depends on which generations were drawn."""
     import numpy as np
 
-    from ..metrics.generation_sums import generation_sums, statistics_of_sums
+    from ..metrics.table1_sums import table1_statistics, table1_sums
     from ..metrics.intervals import draw_weights, percentile_interval
 
     if not samples:
         return {}
-    sums = generation_sums(samples, static_ranking)
-    whole = statistics_of_sums(sums, np.ones(len(samples)))
-    drawn = statistics_of_sums(sums, draw_weights(len(samples), seed))
+    sums = table1_sums(samples, static_ranking)
+    whole = table1_statistics(sums, np.ones(len(samples)))
+    drawn = table1_statistics(sums, draw_weights(len(samples), seed))
     return {k: percentile_interval(drawn[k], float(whole[k][0]), len(samples)).record()
             for k in whole if not np.isnan(whole[k][0])}
 

@@ -58,3 +58,21 @@ def test_update_rewrites_only_its_block_and_snapshots_the_run(tmp_path, capsys):
     assert "results:power" in err and err.count("\n") == 1
     assert main(["--results", str(tmp_path), "--block", "quick", "--readme", str(readme)]) == 2
     assert "no claims.json" in capsys.readouterr().err
+
+
+def test_the_power_block_compares_planned_and_measured_half_widths(tmp_path):
+    from dynheads.suite.readme import width_table
+
+    def claim(n: int, low: float, high: float, statistic: str) -> dict:
+        return {"model": "m", "claim": "3 predictability", "task": "NIAH", "statistic": statistic, "n": n,
+                "effect": {"estimate": (low + high) / 2, "low": low, "high": high, "n": n}, "verdict": "v"}
+
+    table = width_table([claim(16, 0.0, 0.4, "probe − prior")], [claim(64, 0.1, 0.2, "probe − previous step")])
+    assert "| m | 3 predictability | NIAH | 16 | 0.200 | 64 | 0.100 | 0.050 |" in table
+    quick = _run(tmp_path / "quick", "reproduced")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:quick -->\n<!-- /results:quick -->\n<!-- results:power -->\n<!-- /results:power -->\n")
+    update(readme, quick, "quick")
+    update(readme, _run(tmp_path / "power", "reproduced"), "power")
+    assert quoted(readme.read_text(), "power").count("predicted from the quick run") == 1
+    assert "predicted from the quick run" not in quoted(readme.read_text(), "quick")

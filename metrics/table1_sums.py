@@ -20,7 +20,7 @@ from .heads import Head
 
 
 @dataclass(frozen=True)
-class GenerationSums:
+class Table1Sums:
     """What Table 1 pools, summed per generation (rows), so a statistic of any multiset of generations is a
     weighted sum of rows: a bootstrap over generations then costs one matrix product per column group.
 
@@ -34,8 +34,8 @@ class GenerationSums:
     static: dict[int, np.ndarray]
 
 
-def generation_sums(samples: Sequence[Sequence[Iterable[Head]]], static_ranking: Sequence[Head] | None = None,
-                    ks: Sequence[int] = (20, 50, 100)) -> GenerationSums:
+def table1_sums(samples: Sequence[Sequence[Iterable[Head]]], static_ranking: Sequence[Head] | None = None,
+                    ks: Sequence[int] = (20, 50, 100)) -> Table1Sums:
     norm = normalised_samples(samples)
     heads = sorted({h for sample in norm for step in sample for h in step})
     column = {h: i for i, h in enumerate(heads)}
@@ -50,10 +50,10 @@ def generation_sums(samples: Sequence[Sequence[Iterable[Head]]], static_ranking:
             activations[g, [column[h] for h in step]] += 1
         for k, top in tops.items():
             static[k][g] = sum(len(step & top) / len(step | top) for step in sample)
-    return GenerationSums(steps, activations, heads, static)
+    return Table1Sums(steps, activations, heads, static)
 
 
-def statistics_of_sums(sums: GenerationSums, weights: np.ndarray) -> dict[str, np.ndarray]:
+def table1_statistics(sums: Table1Sums, weights: np.ndarray) -> dict[str, np.ndarray]:
     """Table 1's statistics (the keys of :func:`summarise`) of the generations counted by ``weights``
     (``[draws, generations]``; ones for the whole corpus), one value per draw; NaN where undefined."""
     w = np.atleast_2d(np.asarray(weights, dtype=float))
