@@ -59,13 +59,17 @@ def cca_report(data: StepVectors, train: np.ndarray, test: np.ndarray, max_offse
 
 
 def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndarray], params: dict[str, Any],
-                 progress: Callable | None = None, cells: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+                 progress: Callable | None = None, cells: np.ndarray | None = None,
+                 fitted: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """The MLP probe fitted on train (validation for the schedule and threshold), scored on test beside the
-    baselines, each of which is fitted on train, thresholded on validation and scored on test."""
+    baselines, each of which is fitted on train, thresholded on validation and scored on test. ``fitted``: a
+    probe already fitted on this split (a saved one), scored again without refitting."""
     train, val, test = (data.subset(rows) for rows in split)
     classify = data.kind == COPY_PASTE
-    probe = (HeadProbeClassifier if classify else HeadProbeRegressor)(**params)
-    probe.fit(train.hidden, train.scores, val.hidden, val.scores, progress=progress)
+    probe = fitted
+    if probe is None:
+        probe = (HeadProbeClassifier if classify else HeadProbeRegressor)(**params)
+        probe.fit(train.hidden, train.scores, val.hidden, val.scores, progress=progress)
     base_val, base_test = prior(train.scores, len(val.scores)), prior(train.scores, len(test.scores))
     baselines = {"prior": (base_val, base_test),
                  "previous_step": (previous_step(val.scores, val.groups, base_val[0]),
@@ -134,12 +138,13 @@ CELL_SPLIT = (0.6, 0.2, 0.2)
 def evaluate(data: StepVectors, seed: int = 0, max_offset: int = 10, n_components: int = 50,
              probe_params: dict[str, Any] | None = None, progress: Callable | None = None,
              split: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-             cells: np.ndarray | None = None) -> tuple[Any, dict[str, Any]]:
+             cells: np.ndarray | None = None, fitted: Any | None = None) -> tuple[Any, dict[str, Any]]:
     """The whole Claim 3 evaluation of one model and task kind; returns the fitted probe and the report.
 
     ``split``: train / validation / test row indices (default: 70 / 20 / 10 by generation, seeded; with
     ``cells``, :data:`CELL_SPLIT` by cell). ``cells``: each row's document cell coordinates (most important
-    first), which also adds the same-cell-and-step baseline."""
+    first), which also adds the same-cell-and-step baseline. ``fitted``: the probe this split fitted before
+    (reports of a newer layout are recomputed without refitting it)."""
     if split is None:
         if cells is not None:
             labels = np.unique(np.asarray(cells, dtype=float), axis=0, return_inverse=True)[1].ravel()
@@ -147,7 +152,7 @@ def evaluate(data: StepVectors, seed: int = 0, max_offset: int = 10, n_component
         else:
             split = split_by_generation(data.groups, seed=seed)
     params = {"random_state": seed, **(probe_params or {})}
-    probe, probe_scores = probe_report(data, split, params, progress, cells)
+    probe, probe_scores = probe_report(data, split, params, progress, cells, fitted)
     parts = dict(zip(("train", "validation", "test"), split))
     summary: dict[str, Any] = {name: {"generations": int(len(np.unique(data.groups[rows]))), "steps": int(len(rows))}
                                for name, rows in parts.items()}

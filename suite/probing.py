@@ -50,13 +50,22 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     from ..probes.dataset import load_step_vectors
     from ..probes.train import REPORT_FORMAT, evaluate, with_test_set
 
-    key = {"cells": [c["settings"] for c in cells], **settings, "report_format": REPORT_FORMAT}
-    path = suite.dir / f"{name}.json"
-    if path.is_file() and (suite.dir / f"{name}.pt").is_file():
+    key = {"cells": [c["settings"] for c in cells], **settings}
+    path, saved = suite.dir / f"{name}.json", suite.dir / f"{name}.pt"
+    fitted = None
+    if path.is_file() and saved.is_file():
         cached = json.loads(path.read_text())
+        fit_key = {k: v for k, v in cached.get("settings", {}).items() if k != "report_format"}
         # a probe saved before it recorded its documents (or its score kind) is refitted, not reused
-        if cached.get("settings") == key and "fitted_documents" in cached["report"]:
-            return cached["report"]
+        if fit_key == key and "fitted_documents" in cached["report"]:
+            if cached["settings"].get("report_format") == REPORT_FORMAT:
+                return cached["report"]
+            # only the report's layout changed: score the saved probe again, so the file (whose digest the RAG
+            # cells record) stays as it is
+            from ..probes.mlp import load_probe
+
+            fitted = load_probe(saved)[0]
+    key["report_format"] = REPORT_FORMAT
     data = load_step_vectors(trace_folders)
     split, cells = None, None
     if test_folders:
@@ -70,11 +79,12 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
                     "device": str(suite.lm.engine.device)}
     probe, report = evaluate(data, settings["seed"], settings["max_offset"], settings["components"], probe_params,
                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} {name}: training the probe",
-                                                                    unit="epoch"), split=split, cells=cells)
+                                                                    unit="epoch"), split=split, cells=cells, fitted=fitted)
     suite.computed += 1
-    probe.save(suite.dir / f"{name}.pt", model=suite.name, kind=data.kind, hidden_dim=report["hidden_dim"],
-               heads=report["heads"], split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]),
-               documents=report["fitted_documents"])
+    if fitted is None:
+        probe.save(saved, model=suite.name, kind=data.kind, hidden_dim=report["hidden_dim"], heads=report["heads"],
+                   split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]),
+                   documents=report["fitted_documents"])
     write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
     return report
 

@@ -35,3 +35,28 @@ def test_a_cached_probe_is_reused_unless_it_predates_recorded_documents(tmp_path
     assert json.loads((tmp_path / "probes.pt").read_text())["documents"] == ["d1"]  # the probe file records them
     fit_or_reuse(suite, "probes", [{"settings": {"cell": 2}}], [], SETTINGS)
     assert len(fits) == 3  # other generations: refitted
+
+
+def test_a_report_of_an_older_layout_is_recomputed_from_the_saved_probe_without_refitting(tmp_path, monkeypatch):
+    """The RAG cells record the probe file's digest: a new report layout must not rewrite the file."""
+    import dynheads.probes.mlp as mlp
+
+    calls = []
+    monkeypatch.setattr(dataset, "load_step_vectors", lambda folders: SimpleNamespace(kind="copy_paste"))
+    monkeypatch.setattr(train, "evaluate", lambda *a, **k: (calls.append(k.get("fitted")), (_Probe(), {
+        "kind": "copy_paste", "hidden_dim": 4, "heads": 2, "fitted_documents": ["d1"], "layout": len(calls)}))[1])
+    monkeypatch.setattr(mlp, "load_probe", lambda path: ("loaded " + path.name, {}))
+    suite = SimpleNamespace(dir=tmp_path, name="tiny", computed=0, progress=lambda xs, **_: xs,
+                            lm=SimpleNamespace(engine=SimpleNamespace(device="cpu")))
+    cells = [{"settings": {"cell": 1}}]
+    fit_or_reuse(suite, "probes", cells, [], SETTINGS)
+    probe_bytes = (tmp_path / "probes.pt").read_bytes()
+    saved = json.loads((tmp_path / "probes.json").read_text())
+    saved["settings"]["report_format"] = train.REPORT_FORMAT - 1  # written by an older version
+    (tmp_path / "probes.json").write_text(json.dumps(saved))
+    assert fit_or_reuse(suite, "probes", cells, [], SETTINGS)["layout"] == 2
+    assert calls == [None, "loaded probes.pt"]  # scored again with the saved probe, not refitted
+    assert (tmp_path / "probes.pt").read_bytes() == probe_bytes
+    assert json.loads((tmp_path / "probes.json").read_text())["settings"]["report_format"] == train.REPORT_FORMAT
+    fit_or_reuse(suite, "probes", cells, [], SETTINGS)
+    assert len(calls) == 2  # the new report is reused as it stands
