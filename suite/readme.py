@@ -60,8 +60,7 @@ def rendered(folder: Path) -> str:
     """The README block of one snapshot: timings, the claims table (without the paper column: the text gives it),
     the leaderboard's sections, and links to every table."""
     claims = json.loads((folder / "claims.json").read_text())
-    board = (folder / "leaderboard.md").read_text().split("\n", 2)[2].replace("\n## ", "\n##### ")
-    board = board.replace("## ", "##### ", 1) if board.startswith("## ") else board
+    board = re.sub(r"^## ", "##### ", (folder / "leaderboard.md").read_text().split("\n", 2)[2], flags=re.M)
     relative = folder.as_posix().split("docs/results/", 1)[-1]
     links = ", ".join(f"[{p.stem}](docs/results/{relative}/{p.relative_to(folder).as_posix()})"
                       for p in sorted(folder.rglob("*.md")) if p.name not in ("leaderboard.md", "claims.md"))
@@ -76,10 +75,14 @@ def rendered(folder: Path) -> str:
 def _keyed(claims: list[dict]) -> dict[tuple, dict]:
     """Claims by (model, claim, task, rank within those): Claim 3's statistic names its hardest baseline, which
     may differ between runs, so the statistic text cannot be the key."""
+    from collections import Counter
+
+    seen: Counter[tuple] = Counter()
     out: dict[tuple, dict] = {}
     for c in claims:
-        rank = sum(1 for key in out if key[:3] == (c["model"], c["claim"], c["task"]))
-        out[(c["model"], c["claim"], c["task"], rank)] = c
+        group = (c["model"], c["claim"], c["task"])
+        out[(*group, seen[group])] = c
+        seen[group] += 1
     return out
 
 
