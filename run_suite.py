@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dynheads.suite import hotpotqa, niah, probing
+from dynheads.suite import hallucination, hotpotqa, niah, probing
+from dynheads.suite.hallucination import stage as hallucination_stage
 from dynheads.suite.hotpotqa import stages as hotpotqa_stages
 from dynheads.suite.niah import stages as niah_stages
 from dynheads.suite.rag import stage as rag_stage
@@ -33,7 +34,7 @@ from dynheads.suite.registry import Stage, run_order
 from dynheads.suite.runner import run_model, write_tables
 from dynheads.suite.shards import parse_shard
 
-TASKS = (niah, hotpotqa)  # order of profile keys, leaderboard sections and tables
+TASKS = (niah, hotpotqa, hallucination)  # order of profile keys, leaderboard sections and tables
 # Each stage names the stages it needs; the registry runs those first (calibrations are cached: ~0 s after
 # the first run). Keys name the stages' timings in timings.json.
 STAGES: dict[str, Stage] = {
@@ -49,6 +50,9 @@ STAGES: dict[str, Stage] = {
     "probes": Stage(niah_stages.probes, ("calibrate_niah",)),  # Claim 3 on NIAH (reuses the grid): Figure 4, Table 2
     "hotpotqa_probes": Stage(hotpotqa_stages.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
     "rag": Stage(rag_stage.run, ("calibrate_hotpotqa", "hotpotqa_probes")),  # Section 5: Tables 4 and 6 (dynamic reads the probe)
+    # beyond the paper: retrieval-head absence vs Lookback Lens and others as hallucination detectors (reads the
+    # unmasked cells of niah / probes / hotpotqa / hotpotqa_probes; decodes nothing of its own)
+    "hallucination": Stage(hallucination_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
 }
 PROFILES = ("quick", "power", "paper")
 # Prompts per batch by device kind: on 2 CPU cores traced decoding gains little past this (README, "Batching");

@@ -14,7 +14,9 @@ Python lists. So each line says where its block lies:
                 "hidden": {"dim": 576, "dtype": "float16"}, "scores": {"dim": 270, "dtype": "float32"}}
 
 At ``offset`` bytes into ``file``: ``T x hidden.dim`` little-endian values of ``hidden.dtype`` (row-major:
-step, then feature), then ``T x scores.dim`` little-endian float32 (step, then ``layer * heads + head``).
+step, then feature), then ``T x scores.dim`` little-endian float32 (step, then ``layer * heads + head``),
+then (``TRACE_FORMAT`` 3, key ``"context_mass"``) ``T x context_mass.dim`` float32 in the same layout: each head's
+attention mass on the prompt's positions, the numerator of Lookback Lens's lookback ratio.
 Both come from the step's *first* pass (ungated under none / dynamic, the gated pass under static /
 random): the hidden state after the final norm (what the LM head reads), and the Eq. 1 indicators
 (1 for the heads in ``steps[t].heads``) or, on Eq. 2 traces, the Eq. 2 scores.
@@ -35,7 +37,8 @@ import numpy as np
 
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 2  # 2: lines name their document (doc_key); NIAH haystack windows per document
+TRACE_FORMAT = 3  # 2: lines name their document (doc_key); NIAH haystack windows per document
+# 3: traced steps record entropy and token_prob; the sidecar adds each step's attention mass on the prompt
 HIDDEN_DTYPES = ("float16", "float32")
 # How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
 # reasoning (supporting-fact documents; every head has a score). Probes and calibrations are per kind.
@@ -61,6 +64,8 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
             step["heads_after"] = [list(h) for h in s.heads_after]
         if s.scores is not None:
             step["scores"] = s.scores
+        if s.entropy is not None:
+            step["entropy"], step["token_prob"] = round(s.entropy, 6), round(s.token_prob, 6)
         steps.append(step)
     reasoning = score is not None and target is not None
     record = {"task": task, "doc_id": doc_id, **({"doc_key": doc_key} if doc_key else {}), "mask": generation.condition,
@@ -159,21 +164,28 @@ def score_matrix(steps: list[Any], num_layers: int, num_heads: int) -> np.ndarra
 
 
 def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dtype: str = "float16",
-                   model: str | None = None) -> dict[str, Any]:
+                   model: str | None = None, context_mass: np.ndarray | None = None) -> dict[str, Any]:
     """Append one line's block to the sidecar ``path``; returns the reference to store in the trace line
-    (``model`` names the model that wrote it, so a probe trained on it knows what it was trained on)."""
+    (``model`` names the model that wrote it, so a probe trained on it knows what it was trained on;
+    ``context_mass``, ``[steps, layers * heads]``, is stored after the scores when given)."""
     if hidden_dtype not in HIDDEN_DTYPES:
         raise ValueError(f"dynheads: hidden_dtype={hidden_dtype!r}; choose float16 or float32")
     hidden = np.ascontiguousarray(hidden, dtype=np.dtype(hidden_dtype).newbyteorder("<"))
     scores = np.ascontiguousarray(scores, dtype=np.dtype("float32").newbyteorder("<"))
-    if hidden.ndim != 2 or scores.ndim != 2 or len(hidden) != len(scores):
-        raise ValueError(f"dynheads: sidecar blocks must be [steps, dim] with equal steps, got {hidden.shape}, {scores.shape}")
+    blocks = [hidden, scores]
+    if context_mass is not None:
+        blocks.append(np.ascontiguousarray(context_mass, dtype=np.dtype("float32").newbyteorder("<")))
+    if any(b.ndim != 2 or len(b) != len(hidden) for b in blocks):
+        raise ValueError(f"dynheads: sidecar blocks must be [steps, dim] with equal steps, got {[b.shape for b in blocks]}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as fh:
         offset = fh.seek(0, 2)
-        fh.write(hidden.tobytes() + scores.tobytes())
-    return {"file": path.name, "offset": offset, "steps": len(hidden), "model": model,
-            "hidden": {"dim": hidden.shape[1], "dtype": hidden_dtype}, "scores": {"dim": scores.shape[1], "dtype": "float32"}}
+        fh.write(b"".join(b.tobytes() for b in blocks))
+    ref = {"file": path.name, "offset": offset, "steps": len(hidden), "model": model,
+           "hidden": {"dim": hidden.shape[1], "dtype": hidden_dtype}, "scores": {"dim": scores.shape[1], "dtype": "float32"}}
+    if context_mass is not None:
+        ref["context_mass"] = {"dim": blocks[2].shape[1], "dtype": "float32"}
+    return ref
 
 
 def read_vectors(trace_file: str | Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +200,26 @@ def read_vectors(trace_file: str | Path, record: dict[str, Any]) -> tuple[np.nda
     scores_at = ref["offset"] + steps * h["dim"] * hidden_type.itemsize
     scores = np.memmap(path, dtype=np.dtype("float32").newbyteorder("<"), mode="r", offset=scores_at, shape=(steps, s["dim"]))
     return hidden, scores
+
+
+def read_context_mass(trace_file: str | Path, record: dict[str, Any]) -> np.ndarray:
+    """``[T, L*H]`` float32: each step's attention mass on the prompt, per head (memory-mapped)."""
+    ref = record.get("vectors") or {}
+    if "context_mass" not in ref:
+        raise ValueError(f"dynheads: the trace line of document {record.get('doc_id')!r} has no context_mass (written before "
+                         f"TRACE_FORMAT 3, or without hidden=true); trace it again with hidden=true")
+    steps, h, s = ref["steps"], ref["hidden"], ref["scores"]
+    at = ref["offset"] + steps * (h["dim"] * np.dtype(h["dtype"]).itemsize + s["dim"] * 4)
+    return np.memmap(Path(trace_file).parent / ref["file"], dtype=np.dtype("float32").newbyteorder("<"), mode="r",
+                     offset=at, shape=(steps, ref["context_mass"]["dim"]))
+
+
+def context_mass_rows(generation: Any) -> np.ndarray | None:
+    """``[steps, layers * heads]`` float32 of a traced generation's attention mass on its prompt; None when its steps
+    did not record it (an untraced generation)."""
+    if not generation.steps or any(s.context_mass is None for s in generation.steps):
+        return None
+    return np.stack([np.asarray(s.context_mass, dtype=np.float32).reshape(-1) for s in generation.steps])
 
 
 def hidden_rows(generation: Any, width: int = 0) -> np.ndarray:
@@ -206,5 +238,6 @@ def write_generations(trace_file: Path, lines: Sequence[dict[str, Any]], generat
     if hidden_dtype is not None:
         for line, generation in zip(lines, generations):
             scores = score_matrix(generation.steps, num_layers, num_heads)
-            line["vectors"] = append_vectors(sidecar_path(trace_file), hidden_rows(generation), scores, hidden_dtype, model=model)
+            line["vectors"] = append_vectors(sidecar_path(trace_file), hidden_rows(generation), scores, hidden_dtype,
+                                             model=model, context_mass=context_mass_rows(generation))
     append_lines(trace_file, lines)

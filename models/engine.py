@@ -28,7 +28,7 @@ import torch
 from ..metrics.heads import Head
 from ..metrics.retrieval import mask_to_heads
 from .attention import install
-from .batch import DecodeBatch, kv_geometry
+from .batch import DecodeBatch, StepOutput, kv_geometry
 from .scores import CopyPasteScore, RetrievalScore
 
 MASK_MODES = ("none", "dynamic", "static", "random")
@@ -88,6 +88,9 @@ class Step:
     heads gated). ``gated``: heads silenced for the emitted token.
     ``heads_after``: the same kind of set for the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
     when the step was not re-run). ``ungated_token_id``: the discarded token of a re-run step.
+    ``entropy``, ``token_prob``, ``context_mass``: what the hallucination detectors read (uncertainty baselines and
+    Lookback Lens's lookback ratio, whose numerator is the attention on the prompt); recorded on traced steps only,
+    from tensors the traced step computes anyway (the logits and the recorded attention rows).
     """
 
     token_id: int
@@ -97,6 +100,11 @@ class Step:
     heads_after: list[Head] = field(default_factory=list)
     scores: list[list[float]] | None = None  # Eq. 2 only: [layer][head] score of the first pass
     hidden: torch.Tensor | None = None  # with record_hidden: the first pass's final hidden state (float32, CPU)
+    # traced steps only, all from the first pass (the hallucination detectors' raw signals); left out of step
+    # equality, which is about what was decoded (tokens, head sets), not float readings of it:
+    entropy: float | None = field(default=None, compare=False)  # entropy (nats) of the next-token distribution
+    token_prob: float | None = field(default=None, compare=False)  # probability of its greedy (argmax) token
+    context_mass: torch.Tensor | None = field(default=None, compare=False)  # [layers, heads] attention on the prompt
 
 
 @dataclass
@@ -395,6 +403,7 @@ class TraceEngine:
             hit = peak = None
             if record:
                 hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, top_k)
+                entropy, token_prob, context_mass = self._signals(out, width)
             rerun, gates = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
@@ -403,6 +412,8 @@ class TraceEngine:
                     step.hidden = out.hidden[a]
                 if traced[r]:
                     step.heads = mask_to_heads(hit[a])
+                    step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
+                    step.context_mass = context_mass[a]
                     if score.records_scores:
                         step.scores = [[round(float(v), 5) for v in line] for line in peak[a].tolist()]
                     if row.condition.mask == "dynamic" and step.heads:
@@ -441,6 +452,16 @@ class TraceEngine:
             if not staying:
                 break
             active = batch.retain(staying, active)
+
+    def _signals(self, out: StepOutput, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every
+        head's attention mass on the prompt (padded keys ``0..width``; padding gets no attention), ``[layers,
+        heads]`` float32 on the CPU."""
+        logp = torch.log_softmax(out.logits.float(), dim=-1)
+        entropy = -(logp.exp() * logp).sum(dim=-1)
+        token_prob = logp.max(dim=-1).values.exp()
+        mass = torch.stack([out.rows[layer][:, :, : width + 1].sum(dim=-1) for layer in range(self.num_layers)], dim=1)
+        return entropy.cpu(), token_prob.cpu(), mass.float().cpu()
 
     @staticmethod
     def _strongest(hit: torch.Tensor, strength: torch.Tensor | None, top_k: int | None) -> torch.Tensor:

@@ -30,6 +30,7 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, po
 from tqdm import tqdm
 
 from .. import traces
+from ..metrics.hallucination import token_ends
 from ..metrics.heads import Head, random_heads
 from ..probes.mlp import load_probe
 from . import step_registry
@@ -231,6 +232,8 @@ class DynHeadsLM(HFLM):
             static = self.static(p["score"].kind)
             record = {"steps": [[list(h) for h in s.heads] for s in gens[0].steps], "total_heads": self.total_heads,
                       "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None}
+            if self.settings.hallucination:  # where each step's characters end: the task finds its answer's steps
+                record["hallucination"] = {"ends": token_ends(self.tok_decode, gens[0].token_ids)}
             if self.probe is not None:
                 record["probe"] = probe_record(self.probe, self.probe_meta, p["score"].kind, gens[0], self.engine.num_layers,
                                                self.engine.num_heads, self.settings.probe)

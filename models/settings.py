@@ -109,6 +109,7 @@ class ModelSettings:
     probe: str = ""  # path of a probe for the probe metrics (and rag=dynamic)
     rag_strategies: tuple[Strategy, ...] = ()
     rag: RagSettings = RagSettings()
+    hallucination: bool = False  # hallucination=absence: the no-training detector's score and AUROC in the task table
 
     @classmethod
     def parse(cls, mask: Any = "none", heads: Any = None, static_heads: Any = "auto", calib_lengths: Any = None,
@@ -117,7 +118,7 @@ class ModelSettings:
               hidden: Any = False, hidden_dtype: Any = "float16", probe: Any = None, rag: Any = None,
               rag_heads: Any = 5, rag_threshold: Any = None, rag_top_positions: Any = None, rag_cluster_gap: Any = None,
               rag_window: Any = None, rag_max_retrievals: Any = None, rag_algorithm: Any = None,
-              rag_stopwords: Any = None) -> "ModelSettings":
+              rag_stopwords: Any = None, hallucination: Any = "off") -> "ModelSettings":
         """The settings of these model arguments (lm-eval's spelling and types); one clear line for a bad one."""
         given = {"heads": rag_heads, "threshold": rag_threshold, "top_positions": rag_top_positions,
                  "cluster_gap": rag_cluster_gap, "window": rag_window, "max_retrievals": rag_max_retrievals,
@@ -148,8 +149,13 @@ class ModelSettings:
         }
         if calibration["examples"] is not None and calibration["examples"] < 1:
             raise ValueError(f"dynheads: calib_examples={calib_examples!r} must be a positive number of HotpotQA train examples, e.g. calib_examples=20")
+        detector = str(hallucination).strip().lower()
+        if detector not in ("absence", "true", "off", "false", "none", ""):
+            raise ValueError(f"dynheads: hallucination={hallucination!r}; choose absence (the retrieval-head absence score and "
+                             "its AUROC in the task's table) or off")
         fixed = cls(static_source=source, calibration=calibration, seed=int(seed), reasoning=reasoning,
-                    hidden_dtype=str(hidden_dtype), probe=str(probe) if probe else "", rag=rag_settings)
+                    hidden_dtype=str(hidden_dtype), probe=str(probe) if probe else "", rag=rag_settings,
+                    hallucination=detector in ("absence", "true"))
         return fixed.replace_run(mask=mask, heads=heads, trace_dir=trace_dir, hidden=flag("hidden", hidden), rag=rag)
 
     def replace_run(self, mask: Any = "none", heads: Any = None, trace_dir: str | os.PathLike | None = None,

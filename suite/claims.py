@@ -25,7 +25,9 @@ PAPER = {
     "claim3_hotpotqa": "probe R² 0.812 (Table 3; no baselines reported)",
     "claim4": "Dynamic − Static F1 +0.049 (0.5586 vs 0.5098, Table 4)",
     "appendix_c": {10: "Dynamic − Static F1 +0.011 (Table 6)", 20: "Dynamic − Static F1 +0.016 (Table 6)"},
+    "conjecture": "conjectured in the Conclusion, not tested",
 }
+CONJECTURE_ROWS = (("niah_answer", "NIAH answers"), ("niah_token", "NIAH answer tokens"), ("hotpotqa_f1", "HotpotQA answers"))
 
 
 def _row(model: str, claim: str, task: str, statistic: str, effect: Interval | None, paper: str,
@@ -72,6 +74,12 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
         paper = PAPER["claim4"] if k == base else PAPER["appendix_c"].get(k, "")
         out.append(_row(model, claim, f"HotpotQA, k = {k}", "F1 Dynamic − Static (paired, same examples)",
                         Interval.from_record(record) if record else None, paper))
+    conjectures = (row.get("hallucination") or {}).get("conjecture") or {}
+    for key, task in CONJECTURE_ROWS:
+        record = conjectures.get(key)
+        out.append(_row(model, "conjecture: absence signals hallucination", task,
+                        "AUROC − 0.5 of retrieval-head absence (no training) on held-out documents",
+                        Interval.from_record(record) if record else None, PAPER["conjecture"]))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
+from ..metrics.hallucination import absence_share, answer_steps
 from ..models import step_registry
 from ..models.rag.measures import lm_eval_metrics
 from ..traces import COPY_PASTE, REASONING
@@ -17,6 +18,7 @@ from ..traces import COPY_PASTE, REASONING
 HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_heads", "adjacent_jaccard", "head_entropy")
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
 PROBE_METRICS = {COPY_PASTE: ("probe_f1", "probe_auprc"), REASONING: ("probe_r2", "probe_mae")}  # by probe kind
+HALLUCINATION_METRICS = ("hallucination_absence", "hallucination_auroc")  # with hallucination=absence
 
 
 @lru_cache(maxsize=4)
@@ -61,12 +63,14 @@ def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
     return f"System: {system}\n\nUser: {user}\n\nAssistant:"
 
 
-def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
+def head_metrics(doc: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | None = None) -> dict[str, Any]:
     """Per-sample values of the head statistics, when the ``dynheads`` model traced this document.
 
     Each metric receives the same value, ``{"steps", "total_heads", "static"}``; its corpus-level
     aggregation in the YAML (:mod:`dynheads.metrics.dynamism` ``agg_*``) computes the statistic over all
     steps of all samples. Without a trace (``--model hf``) the dict is empty, so the metrics are absent.
+    ``answer``: the answer's character span in the response and whether it is hallucinated (the task's
+    label), for the ``hallucination=absence`` metrics.
     """
     record = step_registry.take(doc)
     if record is None:
@@ -76,4 +80,16 @@ def head_metrics(doc: Mapping[str, Any]) -> dict[str, Any]:
     names = HEAD_METRICS if record.get("static") else HEAD_METRICS_WITHOUT_STATIC
     probe = record.get("probe")  # with --model_args probe=PATH: predictions and targets of this document's steps
     probe_names = () if probe is None else PROBE_METRICS[probe["kind"]]
-    return {**{name: record for name in names}, **{name: probe for name in probe_names}}
+    return {**{name: record for name in names}, **{name: probe for name in probe_names},
+            **hallucination_metrics(record, answer)}
+
+
+def hallucination_metrics(record: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | None) -> dict[str, Any]:
+    """With ``hallucination=absence``: the share of answer steps without a retrieval head (``hallucination_absence``,
+    averaged) and the pair (score, hallucinated) whose aggregation is its AUROC over the run."""
+    if "hallucination" not in record or answer is None:
+        return {}
+    span, hallucinated = answer
+    steps = answer_steps(record["hallucination"]["ends"], span) or list(range(len(record["steps"])))
+    score = absence_share(record["steps"], steps)
+    return dict(zip(HALLUCINATION_METRICS, (score, (score, bool(hallucinated)))))

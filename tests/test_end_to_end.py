@@ -281,3 +281,29 @@ def test_batch_size_changes_nothing_in_the_traces(lm, tmp_path, model_dir):
     eager.set_attn_implementation("eager")
     check = verify_records(eager, four)
     assert check["masked_lines"] == 3 * 4 and check["agreement"] >= 0.99, check
+
+
+def test_hallucination_absence_metric_equals_the_trace_and_is_absent_otherwise(model_dir, lm, hf, tmp_path):
+    """hallucination=absence adds the share of answer steps without an Eq. 1 head (recomputed here from the trace
+    file) and its AUROC; without the argument, and under hf, neither metric appears."""
+    from dynheads.metrics.hallucination import absence_share, answer_steps, token_ends
+    from dynheads.tasks.niah_uuid.utils import answer_span
+
+    detector = DynHeadsLM(device="cpu", dtype="float32", calib_lengths="300", calib_depths="0.5",
+                          hallucination="absence", trace_dir=str(tmp_path))
+    out = _evaluate(detector, SHORT)
+    metrics = out["results"]["niah_uuid"]
+    records = [json.loads(line) for line in (tmp_path / "niah_uuid.jsonl").read_text().splitlines()]
+    shares = []
+    for rec in records:
+        ends = token_ends(detector.tok_decode, [s["token_id"] for s in rec["steps"]])
+        steps = answer_steps(ends, answer_span(rec["response"]))
+        assert steps and len(steps) < len(rec["steps"])  # the UUID's steps, not the lead-in "The magic word is"
+        shares.append(absence_share([s["heads"] for s in rec["steps"]], steps))
+    assert metrics["hallucination_absence,none"] == pytest.approx(sum(shares) / len(shares))
+    assert "hallucination_auroc,none" in metrics  # both answers are right here: one class, so NaN, never 0
+    assert math.isnan(metrics["hallucination_auroc,none"])
+    for other in (_evaluate(lm, SHORT, limit=1), _evaluate(hf, SHORT, limit=1)):
+        assert not [k for k in other["results"]["niah_uuid"] if k.startswith("hallucination")]
+    with pytest.raises(ValueError, match="hallucination='psychic'; choose absence"):
+        DynHeadsLM(device="cpu", hallucination="psychic")

@@ -189,10 +189,27 @@ def test_user_file_docs_and_scores(user_file, tok):
         ("", ""),
         (None, ""),
         ("   \n  ", ""),
+        # lead-in lines and prefixes ending in a colon (issue 23); without the colon the sentence is the answer
+        ("The answer is:\nParis", "Paris"),
+        ("The final answer is: \"Paris\"", "Paris"),
+        ("My answer:\n\n  Lyon  ", "Lyon"),
+        ("Answer to the question: yes", "yes"),
+        ("The answer is Paris", "The answer is Paris"),
+        ("Answering: no", "Answering: no"),
     ],
 )
 def test_extract_answer(response, expected):
     assert U.extract_answer(response) == expected
+
+
+def test_lead_in_rule_can_be_switched_off_to_count_what_it_changed():
+    from dynheads.suite.hotpotqa.stages import lead_in_changed
+
+    assert U.extract_answer("The answer is:\nParis", lead_ins=False) == "The answer is:"
+    assert U.extract_answer("Answer:\nParis", lead_ins=False) == "Paris"  # the plain prefix was always dropped
+    samples = [{"conditions": {c: {"response": r} for c in ("none", "dynamic", "static", "random")}}
+               for r in ("The answer is:\nParis", "Paris", "My answer: Lyon")]
+    assert lead_in_changed(samples) == {"none": 2, "dynamic": 2, "static": 2, "random": 2}
 
 
 def test_lm_eval_loads_task_with_metadata(tok):
@@ -213,11 +230,11 @@ def test_lm_eval_loads_task_with_metadata(tok):
     gen = task.config.generation_kwargs
     assert gen["do_sample"] is False and gen["max_gen_toks"] == 32 and gen["until"] == []
     from dynheads.models.rag.measures import RAG_METRICS
-    from dynheads.tasks.common import HEAD_METRICS, PROBE_METRICS
+    from dynheads.tasks.common import HALLUCINATION_METRICS, HEAD_METRICS, PROBE_METRICS
 
     assert {m["metric"] for m in task.config.metric_list} == {
-        "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["reasoning"], *RAG_METRICS
-    }
+        "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["reasoning"], *RAG_METRICS,
+        *HALLUCINATION_METRICS}
 
 
 @pytest.mark.parametrize(

@@ -95,11 +95,13 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
     metrics = ("em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison")
     intervals = masking_intervals(cells, ("em", "f1"), suite.seed, subgroups=metrics[2:])
     summary = {"samples": len(samples), "matched_n": n, "threshold": threshold, **dynamic_masking(cells),
-               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}, "intervals": intervals}
+               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}, "intervals": intervals,
+               "lead_in_changed": lead_in_changed(samples)}
     text = [f"# {suite.name}: HotpotQA masking ablation (paper Figure 6)\n",
             f"{len(samples)} dev examples; reasoning heads are Eq. 2 scores > {threshold:g}. "
             + matching_note(suite.lm.static(REASONING), summary, n),
-            "Means over examples (of that question type) with 95 % bootstrap intervals (examples resampled, seeded).\n"]
+            "Means over examples (of that question type) with 95 % bootstrap intervals (examples resampled, seeded). "
+            + lead_in_note(summary["lead_in_changed"]) + "\n"]
     text.append(markdown(["condition", "EM", "F1", "EM bridge", "F1 bridge", "EM comparison", "F1 comparison"],
                          [[titles[c], *(interval_text(intervals.get(f"{m}_{c}")) for m in metrics)] for c in CONDITIONS]))
     text.append("\n" + paired_table(intervals, [("em", "EM"), ("f1", "F1")], titles["static"], titles["random"]))
@@ -110,6 +112,18 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
     write_atomic(suite.dir / "hotpotqa_masking.md", "\n".join(text))
     write_atomic(suite.dir / "hotpotqa_masking.json", json.dumps({"summary": summary, "cells": grids}, indent=1))
     return summary
+
+
+def lead_in_changed(samples: list[dict[str, Any]]) -> dict[str, int]:
+    """How many answers the lead-in rule (``The answer is:`` and the like, issue 23) changed, per condition: the
+    extraction with and without it differs."""
+    return {c: sum(task.extract_answer(r["conditions"][c]["response"]) != task.extract_answer(r["conditions"][c]["response"], False)
+                   for r in samples) for c in CONDITIONS}
+
+
+def lead_in_note(changed: dict[str, int]) -> str:
+    return ("Answers taken after a lead-in line or prefix (\"The answer is:\" and the like) that the earlier rule scored "
+            "on the lead-in: " + ", ".join(f"{c} {n}" for c, n in changed.items()) + ".")
 
 
 def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
@@ -160,14 +174,10 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     return rows
 
 
-def probes(suite: ModelSuite) -> dict[str, Any]:
-    """Claim 3 on HotpotQA: temporal CCA (Figure 8) and the MLP regressor with its baselines (Table 3).
-
-    Train / validation: unmasked answers to ``train_n`` train examples (80 / 20 by example); test: the
-    unmasked answers of the ``hotpotqa`` stage's evaluation examples (dev by default), reused."""
-    from ..plotting import cca_plot
-    from ..probing import fit_or_reuse
-
+def probe_answers(suite: ModelSuite) -> tuple[list[dict[str, Any]], list[Path], list[Path]]:
+    """The unmasked answers with hidden states: ``train_n`` train examples' chunks and the ``hotpotqa`` stage's
+    evaluation chunks (dev by default, reused), with the trace folders of each. Read by ``hotpotqa_probes`` and
+    ``hallucination``."""
     h = suite.profile["hotpotqa"]
     p = h["probes"]
     runner = suite.runner("hotpotqa_probes")
@@ -180,9 +190,21 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
         label = "custom" if setting.get("source") else setting["split"]
         return [folder / f"{label}_{c['start']:05d}.traces" for c in cells]
 
+    return train + test, folders(runner.folder, train_setting, train), folders(suite.dir / "hotpotqa" / "cells", h, test)
+
+
+def probes(suite: ModelSuite) -> dict[str, Any]:
+    """Claim 3 on HotpotQA: temporal CCA (Figure 8) and the MLP regressor with its baselines (Table 3).
+
+    Train / validation: unmasked answers to ``train_n`` train examples (80 / 20 by example); test: the
+    unmasked answers of the ``hotpotqa`` stage's evaluation examples (dev by default), reused."""
+    from ..plotting import cca_plot
+    from ..probing import fit_or_reuse
+
+    p = suite.profile["hotpotqa"]["probes"]
+    cells, train_folders, test_folders = probe_answers(suite)
     settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
-    report = fit_or_reuse(suite, "hotpotqa_probes", train + test, folders(runner.folder, train_setting, train), settings,
-                          test_folders=folders(suite.dir / "hotpotqa" / "cells", h, test))
+    report = fit_or_reuse(suite, "hotpotqa_probes", cells, train_folders, settings, test_folders=test_folders)
     cca_plot(report["cca"], f"{suite.name}: HotpotQA hidden state at n vs Eq. 2 scores at n + k (Figure 8)",
              suite.dir / "figure8.png")
     return report

@@ -5,7 +5,8 @@ Usage: ``dynheads-bench [--pretrained smollm2] [--length 1000] [--new-tokens 32]
 
 Prints three ratios, each measured in this process on this machine against the same prompt:
 
-1. traced decoding (Eq. 1 heads read at every step) ÷ plain ``model.generate``  (target ≤ 1.15)
+1. traced decoding (Eq. 1 heads, and the hallucination detectors' signals: entropy, greedy-token probability,
+   every head's attention on the prompt, read at every step) ÷ plain ``model.generate``  (target ≤ 1.15)
 2. gated decoding (``mask=dynamic``: ungated pass, gate, re-run) ÷ plain decoding  (target ≤ 2.1)
 3. peak memory of traced ÷ plain decoding at a long context (target ≤ 1.2), each measured in
    ``--memory-repeats`` fresh subprocesses as the peak above the memory held after loading the model
@@ -140,6 +141,8 @@ def time_ratios(model, engine, ids, needle, new_tokens: int, repeats: int) -> di
                     assert len(result.steps) == new_tokens and reruns == new_tokens, (reruns, new_tokens)
                 if name == "static":
                     assert all(s.gated == [(0, 0)] and s.ungated_token_id is None for s in result.steps)
+                if name == "traced":  # traced = heads plus the hallucination detectors' signals, at every step
+                    assert all(s.context_mass is not None and s.entropy is not None for s in result.steps)
     med = {k: min(v) for k, v in full.items()}
     dec = {k: max(min(full[k]) - min(one[k]), 1e-9) for k in variants}
     return {

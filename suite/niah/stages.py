@@ -14,6 +14,7 @@ Every number comes from lm-eval running the ``dynheads`` model on ``niah_uuid`` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from ...models.files import write_atomic
@@ -122,16 +123,10 @@ def progressive(suite: ModelSuite) -> list[dict[str, Any]]:
     return rows
 
 
-def probes(suite: ModelSuite) -> dict[str, Any]:
-    """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2).
-
-    The data are the unmasked passes of the grid (its cells record hidden states) plus the profile's
-    further unmasked generations, whose documents use seed + 1 so that no generation occurs twice. Every
-    document reads its own haystack window; the split is by (length, depth) cell, so no test document
-    shares a cell, a needle position or a context with a training one."""
-    from ..plotting import cca_plot
-    from ..probing import fit_or_reuse
-
+def unmasked_cells(suite: ModelSuite) -> tuple[list[dict[str, Any]], dict[Path, tuple[float, int]]]:
+    """The unmasked generations with hidden states, and each cell's trace folder with its (depth, length) cell:
+    the grid's cells (their unmasked passes) plus the probe profile's further unmasked generations, whose
+    documents use seed + 1 so that no generation occurs twice. Read by ``probes`` and ``hallucination``."""
     p = suite.profile["probes"]
     cells = list(grid(suite))
     g = suite.profile["grid"]  # folder names from the grid's parameters: another shard's cell may not exist yet
@@ -141,6 +136,19 @@ def probes(suite: ModelSuite) -> dict[str, Any]:
     for L, d in suite.progress(more, desc=f"{suite.name} probes: further unmasked generations with hidden states", unit="cell"):
         cells.append(niah_cell(runner, L, d, p["runs"], ["none"], None, hidden=True, seed=suite.seed + 1))
         folder_cells[runner.folder / f"{cell_key(L, d)}.traces"] = (d, L)
+    return cells, folder_cells
+
+
+def probes(suite: ModelSuite) -> dict[str, Any]:
+    """Claim 3 on NIAH: temporal CCA (Figure 4) and the MLP classifier with its baselines (Table 2).
+
+    The data are :func:`unmasked_cells`. Every document reads its own haystack window; the split is by (length,
+    depth) cell, so no test document shares a cell, a needle position or a context with a training one."""
+    from ..plotting import cca_plot
+    from ..probing import fit_or_reuse
+
+    p = suite.profile["probes"]
+    cells, folder_cells = unmasked_cells(suite)
     settings = {k: p[k] for k in ("seed", "max_offset", "components", "max_epochs", "hidden_sizes")}
     report = fit_or_reuse(suite, "probes", cells, list(folder_cells), settings, folder_cells=folder_cells)
     cca_plot(report["cca"], f"{suite.name}: NIAH hidden state at n vs Eq. 1 head indicators at n + k (Figure 4)",

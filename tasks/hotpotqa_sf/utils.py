@@ -98,6 +98,9 @@ PARAGRAPH_TEMPLATE = "Title: {title}\n"  # followed directly by the sentences
 PARAGRAPH_SEPARATOR = "\n\n"
 DEFAULT_N = 100
 DEFAULT_SPLIT = "dev"
+# an answer is hallucinated (hallucination=absence, the suite's hallucination stage) below this F1: sharing less than
+# half of its normalised tokens with the gold answer (harmonic mean), it is mostly not that answer
+HALLUCINATION_F1 = 0.5
 QUESTION_TYPES = ("bridge", "comparison")
 DOC_KEYS = (
     "input", "id", "question", "answer", "type", "level", "supporting_facts", "support_char_spans",
@@ -367,41 +370,60 @@ def support_token_indices(offsets: Sequence[Sequence[int]], doc: Mapping[str, An
 # -------------------------------------------------------------------------------------------- scoring
 
 _ANSWER_PREFIX = re.compile(r"^(?:answer|a)\s*:\s*", re.IGNORECASE)
+# A lead-in sentence before the answer, ending in a colon (issue 23): "The answer is:", "The final answer is:",
+# "My answer:", "Short answer:", "Answer to the question:". Only with the colon: "The answer is Paris" is left to the
+# official normalisation, which scores the words it shares with the gold.
+_LEAD_IN = re.compile(r"^(?:(?:the|my|our|final|short|correct|best)\s+)*answer(?:\s+(?:is|would be|to (?:the|this|your) "
+                      r"question(?: is)?))?\s*:\s*", re.IGNORECASE)
 _QUOTE_PAIRS = {'"': '"', "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
 
 
-def _unquote(text: str) -> str:
-    text = text.strip()
-    while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    """``text[start:end]`` without surrounding whitespace, as indices."""
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
 
 
-def extract_answer(response: str | None) -> str:
-    """The short answer in a generation.
+def answer_span(response: str | None, lead_ins: bool = True) -> tuple[int, int]:
+    """Where the short answer lies in a generation, as ``[start, end)`` character offsets (empty at the end when
+    there is none): :func:`extract_answer` is ``response[start:end]``; the hallucination detectors read the steps
+    that wrote these characters.
 
     Rules, in order: take the first line that is not blank; drop a leading ``Answer:`` or ``A:`` prefix
-    (any case, spaces around the colon allowed); strip surrounding whitespace and a matching pair of
-    surrounding quotes (``"…"``, ``'…'``, backticks, curly or guillemet quotes; repeated). If nothing is
-    left of that line (``"Answer:"`` alone, the answer on the next line), the next non-blank line is used.
-    Anything else (trailing punctuation, articles, case) is left to the official normalisation.
-    ``None`` gives ``""``.
+    (any case, spaces around the colon allowed) or, with ``lead_ins`` (default), a lead-in sentence ending in a
+    colon (``The answer is:``, ``The final answer is:``, ``My answer:``; :data:`_LEAD_IN`); strip surrounding
+    whitespace and a matching pair of surrounding quotes (``"…"``, ``'…'``, backticks, curly or guillemet quotes;
+    repeated). If nothing is left of that line (``"The answer is:"`` alone, the answer on the next line), the next
+    non-blank line is used. Only the first line's prefix is dropped. Anything else (trailing punctuation,
+    articles, case) is left to the official normalisation. ``lead_ins=False`` is the rule before issue 23, kept to
+    count the answers the lead-in rule changes.
     """
     if not response:
-        return ""
-    prefixed = False
-    for line in response.splitlines():
-        text = line.strip()
-        if not text:
+        return 0, 0
+    prefixed, offset = False, 0
+    for line in response.splitlines(keepends=True):  # every line separator is whitespace, stripped below
+        a, b = _strip(response, offset, offset + len(line))
+        offset += len(line)
+        if a == b:
             continue
-        match = _ANSWER_PREFIX.match(text)
+        match = _ANSWER_PREFIX.match(response[a:b]) or (_LEAD_IN.match(response[a:b]) if lead_ins else None)
         if match and not prefixed:
-            text = text[match.end():]
-            prefixed = True
-        text = _unquote(text)
-        if text:
-            return text
-    return ""
+            a, prefixed = a + match.end(), True
+        a, b = _strip(response, a, b)
+        while b - a >= 2 and _QUOTE_PAIRS.get(response[a]) == response[b - 1]:
+            a, b = _strip(response, a + 1, b - 1)
+        if b > a:
+            return a, b
+    return len(response), len(response)
+
+
+def extract_answer(response: str | None, lead_ins: bool = True) -> str:
+    """The short answer in a generation (rules: :func:`answer_span`); ``None`` gives ``""``."""
+    start, end = answer_span(response, lead_ins)
+    return (response or "")[start:end]
 
 
 def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
@@ -424,4 +446,6 @@ def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any
     Under ``--model dynheads`` the per-step Eq. 2 reasoning heads add the dynamism statistics
     (:func:`dynheads.tasks.common.head_metrics`); under other models they are absent.
     """
-    return {**score(results[0] if results else "", doc), **head_metrics(doc)}
+    response = results[0] if results else ""
+    values = score(response, doc)
+    return {**values, **head_metrics(doc, (answer_span(response), values["f1"] < HALLUCINATION_F1))}

@@ -51,6 +51,7 @@ from functools import partial
 
 import json
 import math
+import re
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ...metrics.text import contains_exact, rouge_l
@@ -179,6 +180,33 @@ def niah_uuid_dataset(**metadata: Any):
     return {"test": datasets.Dataset.from_list(docs_from_metadata(**metadata), split=datasets.Split.TEST)}
 
 
+_LEAD = re.compile(r"magic word is\s*[:\-]?", re.IGNORECASE)
+_WRAPPERS = "\"'`*_()[]<>\u201c\u201d\u2018\u2019\u00ab\u00bb"
+_END_PUNCTUATION = ".,;:!?"
+
+
+def answer_span(response: str | None) -> tuple[int, int]:
+    """Where the answer word lies in a response, as ``[start, end)`` (the span whose tokens the hallucination
+    labels and detectors read).
+
+    Rule: after the first ``magic word is`` (any case, an optional colon or dash) if the response has one, else
+    from its start; skip whitespace and opening quotes / emphasis (``" ' ` * _ ( [ <`` and curly quotes); the
+    answer runs to the next whitespace, minus closing quotes and sentence punctuation. Why one word: a UUID has
+    no spaces, and an invented answer (``serendipity``) is one word too; what follows it is chatter.
+    """
+    text = response or ""
+    lead = _LEAD.search(text)
+    start = lead.end() if lead else 0
+    while start < len(text) and (text[start].isspace() or text[start] in _WRAPPERS):
+        start += 1
+    end = start
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    while end > start and (text[end - 1] in _WRAPPERS or text[end - 1] in _END_PUNCTUATION):
+        end -= 1
+    return start, end
+
+
 def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
     """Both metrics for one response."""
     return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(response, doc["needle"])}
@@ -186,6 +214,8 @@ def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
 
 def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any]:
     """lm-eval ``process_results``: ``results[0]`` is the generated text."""
-    return {**score(results[0] if results else "", doc), **head_metrics(doc)}
+    response = results[0] if results else ""
+    values = score(response, doc)
+    return {**values, **head_metrics(doc, (answer_span(response), not values["acc"]))}
 
 

@@ -1,0 +1,114 @@
+"""The ``hallucination`` stage: six detectors scored on the same traced answers, with intervals and paired differences.
+
+Beyond the paper (its Conclusion's conjecture, issue 21). Per task and label:
+
+* NIAH, answer level: hallucinated = the response lacks the UUID; token level: each answer token that is not the
+  UUID character run it should copy (:func:`~dynheads.metrics.hallucination.copy_labels`). Split by (depth,
+  length) cell: no test document shares a cell with a training one.
+* HotpotQA: hallucinated = answer F1 below ``f1_threshold``, and as a second label exact match 0; fitted on the
+  train examples' answers, tested on the evaluation (dev) answers.
+
+AUROC and AUPRC come with 95 % bootstrap intervals over test documents; every detector is paired with Lookback Lens
+on the same draws. The conjecture's statistic is the no-training detector's AUROC - 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ...metrics.intervals import Interval, percentile_interval
+from ...models.files import write_atomic
+from ...probes.evaluation import detector_draws, generation_weights, paired_generation_bootstrap
+from ...probes.hallucination import REFERENCE, answer_table, fit_and_score, step_table
+from ...probes.split import split_train_validation
+from ..model import ModelSuite
+
+ROC_POINTS = 60  # points kept per ROC curve in the result file (enough to draw it)
+
+
+def split_by_cell(answers: list[Any], test_share: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Train and test answers, whole cells to one side each (seeded)."""
+    cells = sorted({a.cell for a in answers})
+    if len(cells) < 2:
+        raise ValueError(f"dynheads: a split by cell needs at least 2 cells, got {len(cells)}; run more NIAH cells")
+    labels = np.array([cells.index(a.cell) for a in answers])
+    train, test = split_train_validation(labels, test_share, seed)
+    return [answers[i] for i in train], [answers[i] for i in test]
+
+
+def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]]:
+    """The test ROC curve, thinned to at most :data:`ROC_POINTS` points (for the figure)."""
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, score)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), ROC_POINTS)).round().astype(int))
+    return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
+
+
+def evaluate_level(train: tuple, test: tuple, c: float, seed: int) -> dict[str, Any]:
+    """Every detector fitted on ``train`` and scored on ``test`` (tables of :func:`answer_table` / :func:`step_table`):
+    class balance, AUROC / AUPRC with intervals over test documents, and each minus Lookback Lens (paired)."""
+    (x_train, y_train, g_train), (x_test, y_test, g_test) = train, test
+    out: dict[str, Any] = {"train": balance(y_train, g_train), "test": balance(y_test, g_test), "detectors": {}}
+    if len(np.unique(y_test)) < 2:
+        out["note"] = "the test set holds one class only: no AUROC"
+        return out
+    scores, out["unfitted"] = fit_and_score(x_train, y_train, x_test, c, seed)
+    weights = generation_weights(g_test, seed)
+    draws = {name: detector_draws(y_test, s, g_test, weights) for name, s in scores.items()}
+    n = out["test"]["documents"]
+    for name, drawn in draws.items():
+        record = {m: percentile_interval(d[1:], d[0], n).record() for m, d in drawn.items()}
+        if name != REFERENCE and REFERENCE in draws:
+            pairs = paired_generation_bootstrap(drawn, draws[REFERENCE], n)
+            record["minus_reference"] = {m: pairs[m]["difference"].judged(1) for m in pairs}
+        record["roc"] = roc_points(y_test, scores[name])
+        out["detectors"][name] = record
+    return out
+
+
+def balance(y: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """Rows, hallucinated rows and documents of one side of a split (the class balance every table states)."""
+    return {"rows": int(len(y)), "positives": int(np.sum(y)), "documents": int(len(np.unique(groups)))}
+
+
+def conjecture(level: dict[str, Any]) -> dict[str, Any] | None:
+    """The conjecture's statistic: AUROC - 0.5 of retrieval-head absence, with its verdict (None without it)."""
+    record = (level.get("detectors", {}).get("absence") or {}).get("auroc")
+    if record is None:
+        return None
+    shifted = Interval(record["estimate"] - 0.5, record["low"] - 0.5, record["high"] - 0.5, record["n"], record["level"])
+    return shifted.judged(1)
+
+
+def run(suite: ModelSuite) -> dict[str, Any]:
+    """The stage: both tasks' levels, ``hallucination.{json,md}`` and one ROC figure per task."""
+    from .data import hotpotqa_answers, niah_answers
+    from .figures import roc_figure
+    from .tables import report
+
+    h = suite.profile["hallucination"]
+    c, seed = float(h["c"]), suite.seed
+    niah_train, niah_test = split_by_cell(niah_answers(suite), float(h["test_share"]), seed)
+    hot_train, hot_test = hotpotqa_answers(suite, float(h["f1_threshold"]))
+    levels = {
+        "niah": {"answer": evaluate_level(answer_table(niah_train), answer_table(niah_test), c, seed),
+                 "token": evaluate_level(step_table(niah_train), step_table(niah_test), c, seed),
+                 "test_cells": sorted(list(a.cell) for a in {a.cell: a for a in niah_test}.values())},
+        "hotpotqa": {"f1": evaluate_level(answer_table(hot_train), answer_table(hot_test), c, seed),
+                     "em0": evaluate_level(answer_table(hot_train, "em0"), answer_table(hot_test, "em0"), c, seed)},
+    }
+    summary = {"settings": {"c": c, "f1_threshold": float(h["f1_threshold"]), "test_share": float(h["test_share"]), "seed": seed},
+               **levels,
+               "conjecture": {f"{task}_{level}": conjecture(levels[task][level])
+                              for task, level in (("niah", "answer"), ("niah", "token"), ("hotpotqa", "f1"))}}
+    roc_figure(levels["niah"], (("answer", "answers (UUID missing)"), ("token", "answer tokens (not the UUID's)")),
+               f"{suite.name}: NIAH hallucination detectors, held-out cells", suite.dir / "hallucination_roc_niah.png")
+    roc_figure(levels["hotpotqa"], (("f1", f"answers with F1 < {h['f1_threshold']:g}"), ("em0", "answers with EM = 0")),
+               f"{suite.name}: HotpotQA hallucination detectors, dev answers", suite.dir / "hallucination_roc_hotpotqa.png")
+    write_atomic(suite.dir / "hallucination.json", json.dumps({"summary": summary}, indent=1))
+    write_atomic(suite.dir / "hallucination.md", report(suite.name, summary))
+    return summary

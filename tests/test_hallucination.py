@@ -1,0 +1,190 @@
+"""Hallucination detection (issue 21): labels, signals, detectors and their intervals, on data with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from dynheads.metrics.hallucination import (absence_share, agg_auroc, answer_steps, copy_labels, lookback_ratios,
+                                            token_ends)
+from dynheads.probes.evaluation import detector_draws, generation_weights, weighted_auroc
+from dynheads.probes.hallucination import (DETECTORS, SignalScore, TracedAnswer, answer_table, fit_and_score,
+                                           make_detector, step_table)
+from dynheads.suite.hallucination.stage import conjecture, evaluate_level, split_by_cell
+from dynheads.tasks.hotpotqa_sf.utils import answer_span as hotpotqa_span
+from dynheads.tasks.niah_uuid.utils import answer_span as niah_span
+
+UUID = "3f2a9c1e-77b0-4d2e-9a41-0c5e6b7d8f90"
+
+
+def pieces_decoder(pieces: list[str]):
+    """A decode function over a toy vocabulary: token i is ``pieces[i]``."""
+    return lambda ids: "".join(pieces[i] for i in ids)
+
+
+# ---------------------------------------------------------------------------------------------- labels
+@pytest.mark.parametrize("response, answer", [
+    (f"The magic word is {UUID}.", UUID),
+    (f'The Magic Word Is: "{UUID}"', UUID),
+    ("The magic word is **serendipity**, as stated.", "serendipity"),
+    (f"{UUID} is the word", UUID),
+    ("", ""),
+])
+def test_niah_answer_span(response, answer):
+    start, end = niah_span(response)
+    assert response[start:end] == answer
+
+
+@pytest.mark.parametrize("response, answer", [
+    ("Paris", "Paris"), ("Answer: \"Paris\"\nmore", "Paris"), ("\n\n  A: yes  \n", "yes"), ("Answer:\nParis", "Paris"),
+    ("Answer: A", "A"), ("", ""),
+])
+def test_hotpotqa_answer_span_is_the_extracted_answer(response, answer):
+    start, end = hotpotqa_span(response)
+    assert response[start:end] == answer
+
+
+def test_token_ends_and_answer_steps():
+    pieces = ["The", " magic", " word", " is", " 3f", "2a", "9c", ".", ""]
+    ends = token_ends(pieces_decoder(pieces), list(range(len(pieces))))
+    assert ends == [3, 9, 14, 17, 20, 22, 24, 25, 25]
+    text = "".join(pieces)
+    span = niah_span(text)
+    assert answer_steps(ends, span) == [4, 5, 6]  # " 3f" overlaps the answer; "." and the empty EOS do not
+    assert answer_steps(ends, (len(text), len(text))) == [0, 1, 2, 3, 4, 5, 6, 7]  # blank answer: every step with text
+
+
+def test_copy_labels_align_by_character_offset():
+    faithful = ["The", " magic", " word", " is", " " + UUID[:4], UUID[4:13], UUID[13:], "."]
+    text = "".join(faithful)
+    ends = token_ends(pieces_decoder(faithful), list(range(len(faithful))))
+    assert copy_labels(text, ends, niah_span(text), UUID) == {4: False, 5: False, 6: False}
+    # one wrong character in the middle token: only that token is hallucinated
+    wrong = faithful[:5] + [UUID[4:8] + "x" + UUID[9:13]] + faithful[6:]
+    text = "".join(wrong)
+    ends = token_ends(pieces_decoder(wrong), list(range(len(wrong))))
+    assert copy_labels(text, ends, niah_span(text), UUID) == {4: False, 5: True, 6: False}
+    # an invented word: every answer token is hallucinated; so is a token running past the UUID's end
+    invented = ["The", " magic", " word", " is", " seren", "dipity", "."]
+    text = "".join(invented)
+    ends = token_ends(pieces_decoder(invented), list(range(len(invented))))
+    assert copy_labels(text, ends, niah_span(text), UUID) == {4: True, 5: True}
+    longer = ["The", " magic", " word", " is", " " + UUID, "ab"]
+    text = "".join(longer)
+    ends = token_ends(pieces_decoder(longer), list(range(len(longer))))
+    assert copy_labels(text, ends, niah_span(text), UUID) == {4: False, 5: True}
+
+
+# ---------------------------------------------------------------------------------------------- signals
+def test_lookback_ratio_is_lookback_lens_eq1():
+    mass = np.array([[0.9, 0.0], [0.5, 1.0], [0.2, 0.0]])
+    got = lookback_ratios(mass, prompt_tokens=10)
+    assert np.allclose(got[0], 1.0)  # no generated token visible yet
+    # step 1: one generated key; mean on context 0.05 vs 0.5 on the new token
+    assert got[1, 0] == pytest.approx(0.05 / (0.05 + 0.5))
+    assert got[1, 1] == pytest.approx(1.0)
+    # step 2: two generated keys sharing 0.8; no attention on the context gives 0
+    assert got[2, 0] == pytest.approx(0.02 / (0.02 + 0.4))
+    assert got[2, 1] == 0.0
+
+
+def test_absence_share_and_lm_eval_auroc():
+    heads = [[[1, 2]], [], [[0, 0], [3, 1]], []]
+    assert absence_share(heads, [0, 1, 2, 3]) == 0.5
+    assert absence_share(heads, [1, 3]) == 1.0
+    assert np.isnan(absence_share(heads, []))
+    assert agg_auroc([(0.9, True), (0.1, False), (0.5, True), (0.5, False)]) == pytest.approx(0.875)
+    assert np.isnan(agg_auroc([(0.9, True), (0.1, True)]))
+
+
+def test_weighted_auroc_equals_scikit_learn_with_ties_and_draw_weights():
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 30, 400)
+    y = rng.integers(0, 2, 400)
+    score = np.round(rng.normal(size=400) + 0.8 * y, 1)  # rounded: many ties
+    weights = generation_weights(groups, seed=1, resamples=40)
+    _, index = np.unique(groups, return_inverse=True)
+    drawn = detector_draws(y, score, groups, weights)
+    for row, w in enumerate(weights):
+        assert drawn["auroc"][row] == pytest.approx(roc_auc_score(y, score, sample_weight=w[index]), abs=1e-12)
+        assert drawn["auprc"][row] == pytest.approx(average_precision_score(y, score, sample_weight=w[index]), abs=1e-12)
+    one_class = weighted_auroc(np.ones(5), np.arange(5.0), np.arange(5), np.ones((1, 5)))
+    assert np.isnan(one_class).all()
+
+
+# ---------------------------------------------------------------------------------------------- detectors
+def planted_answers(n: int, seed: int, heads: int = 12, dim: int = 8, steps: int = 6) -> list[TracedAnswer]:
+    """Answers whose label is planted in three signals: hallucinated answers have no active head at most steps, and
+    head 3 looks back less; hidden state and uncertainty carry nothing."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = bool(i % 2)
+        active = rng.random((steps, heads)) < (0.02 if label else 0.3)
+        mass = rng.uniform(0.6, 0.9, (steps, heads))
+        mass[:, 3] = rng.uniform(0.1, 0.3, steps) if label else rng.uniform(0.8, 0.95, steps)
+        token_labels = {t: bool(label and t % 2) for t in range(2, steps)}
+        out.append(TracedAnswer(group=f"doc{seed}-{i}", cell=(i % 4,), label=label, steps=list(range(2, steps)),
+                                active=active, context_mass=mass, prompt_tokens=50, hidden=rng.normal(size=(steps, dim)),
+                                entropy=rng.random(steps), token_prob=rng.random(steps), step_labels=token_labels,
+                                extra_labels={"other": not label}))
+    return out
+
+
+def test_planted_signals_are_found_and_noise_is_not():
+    train, test = answer_table(planted_answers(60, 0)), answer_table(planted_answers(40, 1))
+    scores, unfitted = fit_and_score(train[0], train[1], test[0])
+    assert unfitted == [] and set(scores) == set(DETECTORS)
+    auroc = {name: roc_auc_score(test[1], s) for name, s in scores.items()}
+    assert auroc["absence"] > 0.95 and auroc["lookback_lens"] > 0.95 and auroc["retrieval_heads"] > 0.9
+    assert 0.25 < auroc["hidden_state"] < 0.75 and 0.25 < auroc["entropy"] < 0.75 and 0.25 < auroc["min_prob"] < 0.75
+
+
+def test_tables_read_the_answer_steps_and_the_other_label():
+    answers = planted_answers(4, 0)
+    x, y, groups = answer_table(answers)
+    a = answers[1]
+    assert x["absence"][1, 0] == pytest.approx(np.mean(~a.active[2:].any(axis=1)))
+    assert x["min_prob"][1, 0] == pytest.approx(1 - a.token_prob[2:].min())
+    assert x["lookback_lens"].shape == (4, 12) and x["hidden_state"].shape == (4, 8)
+    assert list(y) == [0, 1, 0, 1] and list(answer_table(answers, "other")[1]) == [1, 0, 1, 0]
+    sx, sy, sgroups = step_table(answers)
+    assert len(sy) == 4 * 4 and list(sgroups[:4]) == [answers[0].group] * 4
+    assert sx["entropy"][4, 0] == pytest.approx(answers[1].entropy[2])
+
+
+def test_one_class_training_leaves_trained_detectors_out_and_untrained_ones_in():
+    train = answer_table([a for a in planted_answers(20, 0) if not a.label])
+    test = answer_table(planted_answers(10, 1))
+    scores, unfitted = fit_and_score(train[0], train[1], test[0])
+    assert sorted(unfitted) == ["hidden_state", "lookback_lens", "retrieval_heads"]
+    assert set(scores) == {"absence", "entropy", "min_prob"}
+    with pytest.raises(ValueError, match="unknown hallucination detector 'psychic'"):
+        make_detector("psychic")
+    with pytest.raises(ValueError, match="one feature per row"):
+        SignalScore().fit(np.zeros((3, 2)))
+
+
+def test_evaluate_level_pairs_with_lookback_lens_and_states_the_balance():
+    train, test = answer_table(planted_answers(60, 0)), answer_table(planted_answers(30, 2))
+    level = evaluate_level(train, test, c=1.0, seed=0)
+    assert level["test"] == {"rows": 30, "positives": 15, "documents": 30}
+    absence = level["detectors"]["absence"]
+    assert absence["auroc"]["low"] > 0.8 and absence["auroc"]["n"] == 30
+    assert "minus_reference" not in level["detectors"]["lookback_lens"]
+    diff = level["detectors"]["hidden_state"]["minus_reference"]["auroc"]
+    assert diff["high"] < 0 and diff["verdict"] == "contradicted"  # noise loses to the planted lookback signal
+    assert conjecture(level)["verdict"] == "reproduced" and conjecture(level)["estimate"] == pytest.approx(
+        absence["auroc"]["estimate"] - 0.5)
+    one_class = evaluate_level(train, answer_table([a for a in planted_answers(10, 3) if a.label]), 1.0, 0)
+    assert one_class["detectors"] == {} and "one class" in one_class["note"]
+    assert conjecture(one_class) is None
+
+
+def test_split_by_cell_keeps_cells_whole():
+    answers = planted_answers(40, 0)
+    train, test = split_by_cell(answers, 0.34, seed=0)
+    assert {a.cell for a in train}.isdisjoint({a.cell for a in test}) and len(train) + len(test) == 40
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        split_by_cell([a for a in answers if a.cell == (0,)], 0.34, 0)

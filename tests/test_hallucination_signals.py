@@ -1,0 +1,77 @@
+"""The detectors' raw signals recorded by the engine (TRACE_FORMAT 3) equal an eager recomputation, padded batches too."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dynheads.models.engine import DecodeRequest, TraceEngine
+from dynheads.traces import (TRACE_FORMAT, append_vectors, context_mass_rows, generation_line, read_context_mass,
+                             read_vectors, score_matrix)
+
+from tiny_models import tiny_model
+
+
+def _prompt(seed: int, n: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(3, 96, (n,), generator=g).tolist()
+
+
+def _eager(model: torch.nn.Module, ids: list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    with torch.no_grad():
+        out = eager(input_ids=torch.tensor([ids]), output_attentions=True)
+    return out.logits[0, -1].float(), [a[0, :, -1, :].float() for a in out.attentions]
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3"])
+def test_recorded_signals_equal_eager_recomputation_in_a_padded_batch(arch):
+    """Entropy, greedy-token probability and every head's attention on the prompt, step by step, for two prompts of
+    different lengths decoded as one left-padded batch (a slice off by the padding would fail the shorter one)."""
+    model = tiny_model(arch)
+    prompts = [_prompt(1, 21), _prompt(2, 13)]
+    requests = [DecodeRequest(p, 6, ["none"], target=list(range(2, 8))) for p in prompts]
+    gens = TraceEngine(model).generate_batch(requests, batch_size=2)
+    for prompt, (gen,) in zip(prompts, gens):
+        seq = list(prompt)
+        for step in gen.steps:
+            logits, rows = _eager(model, seq)
+            p = torch.softmax(logits, dim=-1)
+            assert step.entropy == pytest.approx(float(-(p * p.log()).sum()), abs=1e-4)
+            assert step.token_prob == pytest.approx(float(p.max()), abs=1e-5)
+            expected = torch.stack([r[:, : len(prompt)].sum(dim=-1) for r in rows])
+            assert torch.allclose(step.context_mass, expected, atol=1e-5)
+            seq.append(step.token_id)
+        assert 0 < float(gen.steps[-1].context_mass.min()) and float(gen.steps[-1].context_mass.max()) < 1
+
+
+def test_untraced_steps_record_no_signals():
+    gen = TraceEngine(tiny_model("llama")).generate(_prompt(1, 12), 3)
+    assert all(s.entropy is None and s.context_mass is None for s in gen.steps)
+    assert context_mass_rows(gen) is None
+
+
+def test_trace_format_3_lines_and_sidecar_round_trip(tmp_path):
+    model = tiny_model("qwen2")
+    engine = TraceEngine(model)
+    gen = engine.generate(_prompt(3, 16), 5, target=[2, 3, 4], record_hidden=True)
+    line = generation_line("t", 0, gen, "text", [2, 3, 4])
+    assert TRACE_FORMAT == 3
+    assert all(set(s) >= {"entropy", "token_prob"} for s in line["steps"])
+    assert line["steps"][0]["token_prob"] == round(gen.steps[0].token_prob, 6)
+    hidden = np.stack([s.hidden.numpy() for s in gen.steps])
+    mass = context_mass_rows(gen)
+    assert mass.shape == (5, engine.num_layers * engine.num_heads)
+    line["vectors"] = append_vectors(tmp_path / "t.vectors.bin", hidden, score_matrix(gen.steps, 3, 4), "float32",
+                                     context_mass=mass)
+    json.dumps(line)
+    got_hidden, got_scores = read_vectors(tmp_path / "t.jsonl", line)
+    assert np.array_equal(got_hidden, hidden) and np.array_equal(read_context_mass(tmp_path / "t.jsonl", line), mass)
+    older = {"doc_id": 7, "vectors": {k: v for k, v in line["vectors"].items() if k != "context_mass"}}
+    with pytest.raises(ValueError, match="document 7 has no context_mass .*TRACE_FORMAT 3"):
+        read_context_mass(tmp_path / "t.jsonl", older)
