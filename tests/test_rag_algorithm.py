@@ -75,8 +75,9 @@ def test_windows_follow_the_chosen_heads_attention(engine):
     example = _example(engine, threshold=0.0)
     rows, hidden = example.inspect([])
     assert hidden.shape == (64,)
-    a = example.head_windows(rows, [(1, 0), (2, 3)], query=LENGTH - 1)
-    b = example.head_windows(rows, [(0, 2)], query=LENGTH - 1)
+    a, top = example.head_windows(rows, [(1, 0), (2, 3)], query=LENGTH - 1)
+    b, _ = example.head_windows(rows, [(0, 2)], query=LENGTH - 1)
+    assert len(top) == 3 and all(any(s <= p < e for s, e in a) for p in top)  # every top position lies in a window
     assert a and b and a != b  # different heads, different evidence
     # the windows are centred on the chosen heads' strongest context position
     scores = context_slice(rows[0][2].numpy(), LENGTH - 1, *CONTEXT)

@@ -77,6 +77,23 @@ def test_trace_lines_log_every_retrieval(run):
         assert [s["token_id"] for s in full["steps"]] == plain
 
 
+@pytest.mark.slow
+def test_verify_replays_every_rag_line_of_the_trace(run, tmp_path, capsys):
+    """The suite's own RAG trace, checked by `python -m dynheads.models.verify` (issue 23: it ended in a KeyError):
+    every token, trigger, top position and window of every strategy agrees with the eager replay."""
+    from dynheads.models.verify import main
+
+    _, _, records = run
+    path = tmp_path / "hotpotqa_sf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(path)]) == 0
+    printed = capsys.readouterr()
+    result = json.loads(printed.out.strip().splitlines()[-1])
+    assert result["rag"]["lines"] == len(records) and "not checked" not in printed.err
+    for field in ("tokens", "triggers", "top_positions", "windows"):
+        assert result["rag"][f"{field}_agreement"] == 1.0, result
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rag": "dynamic"}, "hotpotqa_probes"),  # names the command that makes the probe
     ({"rag": "static", "static_heads": "off"}, "static_heads=auto"),

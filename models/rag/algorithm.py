@@ -38,7 +38,7 @@ import torch
 from ...metrics.heads import Head
 from .rind import DEFAULT_RIND_THRESHOLD, STOPWORD_RULES, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
 from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
-                               coverage, runs)
+                               coverage, runs, top_indices)
 from ..batch import DecodeBatch
 from ..engine import DecodingError, TraceEngine
 
@@ -113,11 +113,15 @@ class Retrieval:
     visible_tokens: int
     precision: float | None
     recall: float | None
+    top_positions: list[int] = field(default_factory=list)  # Algorithm 2's top context positions, best first
+    kept: int | None = None  # tokens of the regeneration that the answer kept
 
     def record(self) -> dict[str, Any]:
+        """The trace's retrieval log entry: enough to replay the answer (``models/rag/replay.py``)."""
         return {"step": self.step, "trigger": self.trigger, "heads": [list(h) for h in self.heads],
                 "windows": [list(w) for w in self.windows], "visible_tokens": self.visible_tokens,
-                "precision": self.precision, "recall": self.recall}
+                "precision": self.precision, "recall": self.recall, "top_positions": self.top_positions,
+                "kept": self.kept}
 
 
 @dataclass
@@ -269,27 +273,30 @@ class ContextExample:
         return self._memo[key]
 
     # -- Algorithm 2 -----------------------------------------------------------------------------
-    def head_windows(self, rows: list[torch.Tensor], heads: Sequence[Head], query: int) -> list[Window]:
+    def head_windows(self, rows: list[torch.Tensor], heads: Sequence[Head], query: int) -> tuple[list[Window], list[int]]:
         """The chosen heads' mean last-row attention over the context (``query``: the inspected position),
-        turned into windows (Algorithm 2, lines 5-14)."""
+        turned into windows (Algorithm 2, lines 5-14); and the top positions they came from, best first."""
         start, end = self.context
         scores = np.zeros(end - start)
         for layer, head in heads:
             scores += context_slice(rows[layer][head].float().cpu().numpy(), query, start, end)
         scores /= max(1, len(heads))
         s = self.settings
-        return attention_windows(scores, np.arange(start, end), s.top_positions, s.cluster_gap, s.window, (start, end))
+        top = [start + int(i) for i in top_indices(scores, s.top_positions)]
+        return attention_windows(scores, np.arange(start, end), s.top_positions, s.cluster_gap, s.window, (start, end)), top
 
     def oracle_windows(self) -> list[Window]:
         start, end = self.context
         return [(max(s, start), min(e, end)) for s, e in runs(self.support) if min(e, end) > max(s, start)]
 
-    def retrieve(self, strategy: Strategy, generated: Sequence[int], index: int, choose: HeadChooser) -> tuple[list[Head], list[Window]]:
+    def retrieve(self, strategy: Strategy, generated: Sequence[int], index: int,
+                 choose: HeadChooser) -> tuple[list[Head], list[Window], list[int]]:
+        """Heads, windows and top positions of one retrieval (the oracle has no heads and no top positions)."""
         if strategy.name == "oracle":
-            return [], self.oracle_windows()
+            return [], self.oracle_windows(), []
         rows, hidden = self.inspect(generated)
         heads = choose(strategy, index, hidden)
-        return heads, self.head_windows(rows, heads, query=len(self.ids) + len(generated) - 1)
+        return heads, *self.head_windows(rows, heads, query=len(self.ids) + len(generated) - 1)
 
     # -- Algorithm 1 -----------------------------------------------------------------------------
     def answer(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> RagAnswer:
@@ -351,10 +358,12 @@ class ContextExample:
                        "score": round(need.score, 4), "entropy": round(need.entropy, 4), "attention": round(need.attention, 4),
                        "draft": [[w.text, round(w.score, 4)] for w in words]}
             generated += draft.tokens[:retract]
-            heads, windows = self.retrieve(strategy, generated, len(out.retrievals), choose)
-            out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support)))
+            heads, windows, top = self.retrieve(strategy, generated, len(out.retrievals), choose)
+            out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support),
+                                            top_positions=top))
             regenerated = yield DecodeSpec(tuple(generated), max_new - len(generated), tuple(windows), False, not paper)
             kept = len(regenerated.tokens) if paper else first_sentence(regenerated.tokens, self.token_text)
+            out.retrievals[-1].kept = kept
             generated += regenerated.tokens[:kept]
             if paper:
                 visible = tuple(windows)  # line 9: the windows stay visible until a draft passes RIND

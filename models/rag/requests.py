@@ -93,16 +93,19 @@ def answer_request(lm: Any, p: dict[str, Any], quiet: bool = False) -> str:
         step_registry.remember(p["doc"], {"rag": measures(answers[0])})
     trace_file = lm.trace_file(p["task"])
     if trace_file is not None:
+        decoding = {"max_new_tokens": p["max_gen"], "eos_token_ids": sorted(p["eos_ids"]), "until": list(p["until"])}
         traces.append_lines(trace_file, [traces.rag_line(p["task"], p["doc_id"], prompt.ids, a.strategy, a.token_ids, t,
-                                                         trace_rag(a, example)) for a, t in zip(answers, texts)])
+                                                         trace_rag(a, example, decoding)) for a, t in zip(answers, texts)])
     return texts[0]
 
 
-def trace_rag(answer: RagAnswer, example: ContextExample) -> dict[str, Any]:
-    """The ``rag`` field of an answer's trace line: measures, context span, supporting tokens and every retrieval
-    (step, trigger with the draft's RIND scores, heads, windows)."""
+def trace_rag(answer: RagAnswer, example: ContextExample, decoding: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``rag`` field of an answer's trace line: measures, context span, supporting tokens, every retrieval
+    (step, trigger with the draft's RIND scores, heads, top positions, windows, regenerated tokens kept), and what
+    a replay needs besides (the RAG settings; ``decoding``: the token budget, EOS ids and stop strings)."""
     return {**measures(answer), "context_token_span": list(example.context), "support_token_indices": example.support,
-            "retrieval_log": [r.record() for r in answer.retrievals]}
+            "retrieval_log": [r.record() for r in answer.retrievals], "settings": settings_record(example.settings),
+            **({"decoding": decoding} if decoding else {})}
 
 
 def rag_identity(lm: Any, strategies: Sequence[str]) -> dict[str, Any]:

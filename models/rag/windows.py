@@ -62,7 +62,7 @@ def attention_windows(scores: np.ndarray, positions: Sequence[int], top_position
     if scores.size == 0:
         return []
     lo, hi = bounds if bounds is not None else (int(positions.min()), int(positions.max()) + 1)
-    order = np.argsort(-scores, kind="stable")[:top_positions]
+    order = top_indices(scores, top_positions)
     best = {int(positions[i]): float(scores[i]) for i in order}
     out = []
     for group in clusters(best, cluster_gap):
@@ -70,6 +70,11 @@ def attention_windows(scores: np.ndarray, positions: Sequence[int], top_position
         start = max(lo, min(rep - window // 2, hi - window))
         out.append((start, min(hi, start + window)))
     return merge(out)
+
+
+def top_indices(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` highest scores, best first, ties to the earlier index (Algorithm 2's top positions)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:count]
 
 
 def runs(indices: Iterable[int]) -> list[Window]:
