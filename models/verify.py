@@ -159,14 +159,14 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
 
     counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0}
     rag: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}
-    rag_lines, unchecked = 0, []
+    rag_lines, unchecked, replays = 0, [], {}
     for record in records:
         if str(record.get("mask", "")).startswith("rag:"):
             try:
                 if token_text is None or text_of is None:
                     raise ReplayError(f"the {record['mask']} line of document {record.get('doc_id')!r} needs the tokenizer "
                                       "to replay RIND; pass token_text and text_of")
-                for field_name, flags in replay_answer(model, record, token_text, text_of).items():
+                for field_name, flags in replay_answer(model, record, token_text, text_of, replays).items():
                     rag[field_name] += flags
                 rag_lines += 1
             except ReplayError as exc:

@@ -88,10 +88,14 @@ class Decoded:
 
 class MaskedReplay:
     """Eager decoding of one prompt under a context visibility: ``None`` (all), or the context span hidden from
-    every query at or after ``prefix_len`` except the given windows (``[]``: all hidden)."""
+    every query at or after ``prefix_len`` except the given windows (``[]``: all hidden).
+
+    Results are memoised: the strategies of one example share their first draft and usually their retrieval
+    pass, as the engine shares them, so a replay of all of an example's lines decodes each state once."""
 
     def __init__(self, model: torch.nn.Module, prompt: Sequence[int], context: tuple[int, int]) -> None:
         self.model, self.prompt, self.context = model, list(prompt), context
+        self._memo: dict[tuple, Any] = {}
         self.prefix_len = context[1]  # the engine prefills through the context with plain causal attention
         self.windows = layer_windows(model)
         self.device = next(model.parameters()).device
@@ -118,9 +122,12 @@ class MaskedReplay:
                  masks: dict[int, torch.Tensor], attentions: bool) -> Any:
         queries = torch.arange(start, start + len(tokens), device=self.device)
         low = torch.finfo(self.dtype).min
+        by_window: dict[int | None, torch.Tensor] = {}  # layers with the same window share one mask
         for layer, window in self.windows.items():
-            ok = self.allowed(queries, start + len(tokens), visible, window)
-            masks[layer] = torch.where(ok, 0.0, low).to(self.dtype)[None, None]
+            if window not in by_window:
+                ok = self.allowed(queries, start + len(tokens), visible, window)
+                by_window[window] = torch.where(ok, 0.0, low).to(self.dtype)[None, None]
+            masks[layer] = by_window[window]
         return self.model(input_ids=torch.tensor([tokens], device=self.device), cache=cache, use_cache=True,
                           output_attentions=attentions)
 
@@ -140,6 +147,14 @@ class MaskedReplay:
         """Greedy tokens after ``prompt + generated`` until EOS, ``stop`` or ``max_new`` (with ``forced``: the argmax
         at each of those forced steps); with ``record``, RIND's inputs, as the engine's draft reads them: each step's
         entropy and, feeding every draft token back (the last once more), its last-layer row over the draft."""
+        key = ("decode", tuple(generated), None if visible is None else tuple(map(tuple, visible)),
+               None if forced is None else tuple(forced), max_new, frozenset(eos), stop is not None, record)
+        if key not in self._memo:
+            self._memo[key] = self._decode(generated, visible, forced, max_new, eos, stop, record)
+        return self._memo[key]
+
+    def _decode(self, generated: Sequence[int], visible: Sequence[Sequence[int]] | None, forced: Sequence[int] | None,
+                max_new: int, eos: set[int], stop: Callable[[list[int]], bool] | None, record: bool) -> Decoded:
         seq = self.prompt + list(generated)
         budget = len(forced) if forced is not None else max_new
         out, finished = Decoded([]), False
@@ -167,11 +182,14 @@ class MaskedReplay:
     def inspect(self, generated: Sequence[int]) -> list[torch.Tensor]:
         """Every layer's last-row attention ``[heads, keys]`` at the current position, the whole context visible
         (Algorithm 2's pass)."""
-        seq = self.prompt + list(generated)
-        with layer_masks(self.model) as masks:
-            cache = self._start(seq, None, masks)
-            result = self._forward(cache, [seq[-1]], len(seq) - 1, None, masks, True)
-        return [a[0, :, 0, :].float() for a in result.attentions]
+        key = ("inspect", tuple(generated))
+        if key not in self._memo:
+            seq = self.prompt + list(generated)
+            with layer_masks(self.model) as masks:
+                cache = self._start(seq, None, masks)
+                result = self._forward(cache, [seq[-1]], len(seq) - 1, None, masks, True)
+            self._memo[key] = [a[0, :, 0, :].float() for a in result.attentions]
+        return self._memo[key]
 
 
 def same(got: Sequence[int], want: Sequence[int]) -> list[bool]:
@@ -180,11 +198,12 @@ def same(got: Sequence[int], want: Sequence[int]) -> list[bool]:
 
 
 def replay_answer(model: torch.nn.Module, record: dict[str, Any], token_text: Callable[[int], str],
-                  text_of: Callable[[list[int]], str]) -> dict[str, list[bool]]:
+                  text_of: Callable[[list[int]], str], replays: dict[tuple, MaskedReplay] | None = None) -> dict[str, list[bool]]:
     """Per field, one agreement flag per checked item of one ``rag:<strategy>`` trace line (see module docstring).
 
     ``token_text``: one token's text as RIND reads it (special tokens skipped); ``text_of``: the text the stop strings
-    are searched in (the engine decodes the last 16 tokens). Raises :class:`ReplayError` for a line it cannot check.
+    are searched in (the engine decodes the last 16 tokens); ``replays``: the replays of earlier lines by prompt and
+    stop rule, so the lines of one example share their decodes. Raises :class:`ReplayError` for a line it cannot check.
     """
     missing = missing_fields(record)
     if missing:
@@ -194,8 +213,10 @@ def replay_answer(model: torch.nn.Module, record: dict[str, Any], token_text: Ca
     settings, decoding = rag["settings"], rag["decoding"]
     answer = [step["token_id"] for step in record["steps"]]
     c0, c1 = rag["context_token_span"]
-    replay = MaskedReplay(model, record["input_ids"], (c0, c1))
     eos, until, max_new = set(decoding["eos_token_ids"]), [u for u in decoding["until"] if u], decoding["max_new_tokens"]
+    replays = {} if replays is None else replays
+    where = (tuple(record["input_ids"]), c0, c1, tuple(sorted(eos)), tuple(until))
+    replay = replays.setdefault(where, MaskedReplay(model, record["input_ids"], (c0, c1)))
     stop = (lambda generated: any(u in text_of(generated[-16:]) for u in until)) if until else None
     checks: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}
     if name in ("full", "none"):
