@@ -65,6 +65,17 @@ def grid_run(lm, tmp_path_factory):
     return _run(lm, "+".join(CONDITIONS), tmp_path_factory.mktemp("trace_grid"))
 
 
+SIGNALS = ("entropy", "token_prob")  # float readings of a step (trace format 3): equal up to float precision
+
+
+def _assert_same_steps(a: list[dict], b: list[dict]) -> None:
+    """Steps equal in everything decoded (tokens, head sets, gates); the float signal readings within 1e-4, since a
+    prompt's rows compute them in batches of another shape."""
+    assert [{k: v for k, v in s.items() if k not in SIGNALS} for s in a] == [{k: v for k, v in s.items() if k not in SIGNALS} for s in b]
+    for x, y in zip(a, b):
+        assert all(x[k] == pytest.approx(y[k], abs=1e-4) for k in SIGNALS)
+
+
 def _none_records(records):
     return [r for r in records if r["mask"] == "none"]
 
@@ -169,7 +180,7 @@ def test_dynamic_mask_changes_the_answer(lm, grid_run, tmp_path):
         assert rec["mask"] == "dynamic"
         assert any(s["gated"] for s in rec["steps"]) and all(s["gated"] == s["heads"] for s in rec["steps"])
         # alone or after a shared prefill with other conditions: the same generation
-        assert rec["steps"] == grid[rec["doc_id"]]["steps"]
+        _assert_same_steps(rec["steps"], grid[rec["doc_id"]]["steps"])
         assert samples[rec["doc_id"]]["filtered_resps"][0] == rec["response"]
     acc = sum(contains_exact(r["response"], samples[r["doc_id"]]["doc"]["uuid"]) for r in records) / len(records)
     assert out["results"]["niah_uuid"]["acc,none"] == pytest.approx(acc)
@@ -276,7 +287,10 @@ def test_batch_size_changes_nothing_in_the_traces(lm, tmp_path, model_dir):
         _, four = _run(lm, "+".join(CONDITIONS), tmp_path / "batch4", metadata)
     finally:
         lm.batch_size_per_gpu = before
-    assert len(one) == 4 * len(CONDITIONS) and one == four
+    assert len(one) == 4 * len(CONDITIONS)
+    assert [{**r, "steps": None} for r in one] == [{**r, "steps": None} for r in four]
+    for a, b in zip(one, four):
+        _assert_same_steps(a["steps"], b["steps"])
     eager = load_model(str(model_dir))
     eager.set_attn_implementation("eager")
     check = verify_records(eager, four)
