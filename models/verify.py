@@ -79,7 +79,7 @@ def recompute_unmasked(model: torch.nn.Module, record: dict[str, Any]) -> list[d
     return steps
 
 
-def _attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
+def attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
     """Each decoder layer's attention module (the one holding ``o_proj``), by layer index."""
     return {int(m.layer_idx): m for m in model.modules() if hasattr(m, "o_proj") and hasattr(m, "layer_idx")}
 
@@ -91,7 +91,7 @@ def gated(model: torch.nn.Module, heads: list[Head]) -> Iterator[None]:
     for layer, head in heads:
         by_layer.setdefault(int(layer), []).append(int(head))
     hooks = []
-    for layer, module in _attention_modules(model).items():
+    for layer, module in attention_modules(model).items():
         if layer not in by_layer:
             continue
         dim = module.head_dim

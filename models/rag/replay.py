@@ -31,6 +31,7 @@ import torch
 
 from .rind import entropy, first_need, later_attention, rind_words, sentence_start
 from .windows import attention_windows, runs, top_indices
+from ..verify import attention_modules
 
 SCORE_TOLERANCE = 2e-3  # the trace rounds RIND scores to 4 decimals; float32 sdpa and eager differ in the 5th-6th
 REQUIRED = ("context_token_span", "support_token_indices", "retrieval_log", "settings", "decoding")
@@ -55,12 +56,11 @@ def layer_masks(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
     (the caller fills it before each forward), whatever mask the model built."""
     masks: dict[int, torch.Tensor] = {}
     hooks = []
-    for module in model.modules():
-        if hasattr(module, "o_proj") and hasattr(module, "layer_idx"):
-            def swap(_module: torch.nn.Module, args: tuple, kwargs: dict, layer: int = int(module.layer_idx)) -> tuple:
-                return args, {**kwargs, "attention_mask": masks[layer]}
+    for layer, module in attention_modules(model).items():
+        def swap(_module: torch.nn.Module, args: tuple, kwargs: dict, layer: int = layer) -> tuple:
+            return args, {**kwargs, "attention_mask": masks[layer]}
 
-            hooks.append(module.register_forward_pre_hook(swap, with_kwargs=True))
+        hooks.append(module.register_forward_pre_hook(swap, with_kwargs=True))
     try:
         yield masks
     finally:
@@ -71,12 +71,8 @@ def layer_masks(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
 def layer_windows(model: torch.nn.Module) -> dict[int, int | None]:
     """Each layer's sliding window (None: full attention), as its attention module or the config declares it."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    out = {}
-    for module in model.modules():
-        if hasattr(module, "o_proj") and hasattr(module, "layer_idx"):
-            out[int(module.layer_idx)] = (module.sliding_window if hasattr(module, "sliding_window")
-                                          else getattr(config, "sliding_window", None))
-    return out
+    return {layer: module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
+            for layer, module in attention_modules(model).items()}
 
 
 @dataclass
