@@ -25,16 +25,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dynheads.suite import hallucination, hotpotqa, niah, probing
+from dynheads.suite import hallucination, hotpotqa, kv, niah, probing
 from dynheads.suite.hallucination import stage as hallucination_stage
 from dynheads.suite.hotpotqa import stages as hotpotqa_stages
+from dynheads.suite.kv import stage as kv_stage
 from dynheads.suite.niah import stages as niah_stages
 from dynheads.suite.rag import stage as rag_stage
 from dynheads.suite.registry import Stage, run_order
 from dynheads.suite.runner import run_model, write_tables
 from dynheads.suite.shards import parse_shard
 
-TASKS = (niah, hotpotqa, hallucination)  # order of profile keys, leaderboard sections and tables
+TASKS = (niah, hotpotqa, hallucination, kv)  # order of profile keys, leaderboard sections and tables
 # Each stage names the stages it needs; the registry runs those first (calibrations are cached: ~0 s after
 # the first run). Keys name the stages' timings in timings.json.
 STAGES: dict[str, Stage] = {
@@ -53,6 +54,9 @@ STAGES: dict[str, Stage] = {
     # beyond the paper: retrieval-head absence vs Lookback Lens and others as hallucination detectors (reads the
     # unmasked cells of niah / probes / hotpotqa / hotpotqa_probes; decodes nothing of its own)
     "hallucination": Stage(hallucination_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
+    # beyond the paper: head-level KV compression, static vs probe-predicted vs oracle heads at matched budgets (fits its
+    # offset-1 probes on the unmasked NIAH and HotpotQA train cells, then decodes fresh documents under every strategy)
+    "kv": Stage(kv_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
 }
 PROFILES = ("quick", "power", "paper")
 # Prompts per batch by device kind: on 2 CPU cores traced decoding gains little past this (README, "Batching");

@@ -66,6 +66,9 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
             step["scores"] = s.scores
         if s.entropy is not None:
             step["entropy"], step["token_prob"] = round(s.entropy, 6), round(s.token_prob, 6)
+        if s.kv_full is not None:  # KV compression: heads kept whole, measured shares kept (query heads, KV heads)
+            step["kv_full"] = [list(h) for h in s.kv_full]
+            step["kv_kept"] = [round(v, 6) for v in s.kv_kept]
         steps.append(step)
     reasoning = score is not None and target is not None
     record = {"task": task, "doc_id": doc_id, **({"doc_key": doc_key} if doc_key else {}), "mask": generation.condition,

@@ -13,6 +13,10 @@ kernel and adds two cheap extras:
   which removes exactly that head's contribution before ``o_proj`` mixes heads.
 * **hiding** -- key positions marked hidden in ``visible`` get no attention from any query of the pass
   (Section 5's in-context RAG shows the model only the retrieved windows of its context this way).
+* **streaming heads** -- per head, keys outside the first ``sink`` positions and the last ``window`` ones
+  get no attention (:class:`StreamView`; head-level KV compression, DuoAttention's streaming heads), and
+  the keys every head and every KV group still sees are counted, so the KV fraction kept is measured from
+  the very mask the kernel used.
 
 State lives in one private module-level :class:`HeadProbe`; :func:`traced_pass` sets it for the forward
 passes it wraps (the decoding engine's step API, :mod:`dynheads.models.batch`, is its one user) and
@@ -62,6 +66,7 @@ class HeadProbe:
     rows: dict[int, torch.Tensor] = field(default_factory=dict)
     visible: torch.Tensor | None = None
     positions: tuple[torch.Tensor, torch.Tensor] | None = None
+    stream: "StreamView | None" = None
 
     def reset(self) -> None:
         self.record = False
@@ -69,6 +74,48 @@ class HeadProbe:
         self.rows = {}
         self.visible = None
         self.positions = None
+        self.stream = None
+
+
+@dataclass
+class StreamView:
+    """Which heads see only attention sinks plus a recent window during the next pass, and what each kept.
+
+    ``heads``: per layer, a boolean ``[batch, heads]`` (True: a streaming head), only for layers with at least
+    one; a head of another layer sees everything causal. ``sink`` / ``window``: a streaming head's query at
+    true position ``q`` sees key positions ``p < sink`` and ``q - window < p <= q``. ``query_pos`` ``[batch, q]`` /
+    ``key_pos`` ``[batch, total]``: true positions of the fed tokens and of every key slot (-1: padding).
+
+    Filled by the pass, for the last query row of every layer: ``kept[layer]`` ``[batch, heads]`` keys each query
+    head attends to, ``kept_groups[layer]`` ``[batch, kv_heads]`` keys any query head of each KV group attends to
+    (what a KV head must hold), ``visible_keys[layer]`` ``[batch]`` keys a head attends to without the restriction.
+    """
+
+    heads: dict[int, torch.Tensor]
+    sink: int
+    window: int
+    query_pos: torch.Tensor
+    key_pos: torch.Tensor
+    kept: dict[int, torch.Tensor] = field(default_factory=dict)
+    kept_groups: dict[int, torch.Tensor] = field(default_factory=dict)
+    visible_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def restrict(self, layer: int, mask: torch.Tensor, num_heads: int, num_kv: int) -> torch.Tensor:
+        """``mask`` (boolean ``[b, 1 or H, q, keys]``, right-aligned keys) with this layer's streaming heads
+        restricted, ``[b, H, q, keys]`` (the mask itself when the layer has none), after counting what its last row
+        lets every head and KV group see."""
+        kv_len = mask.shape[-1]
+        self.visible_keys[layer] = mask[:, :, -1, :].sum(dim=-1).max(dim=1).values
+        streaming = self.heads.get(layer)
+        if streaming is not None:
+            key_pos = self.key_pos[:, -kv_len:][:, None, :]
+            query_pos = self.query_pos[:, :, None]
+            view = (key_pos >= 0) & ((key_pos < self.sink) | (key_pos > query_pos - self.window))  # [b, q, keys]
+            mask = mask & (view[:, None] | ~streaming[:, :, None, None].to(mask.device))
+        last = mask[:, :, -1, :].expand(mask.shape[0], num_heads, kv_len)
+        self.kept[layer] = last.sum(dim=-1)
+        self.kept_groups[layer] = last.reshape(mask.shape[0], num_kv, num_heads // num_kv, kv_len).any(dim=2).sum(dim=-1)
+        return mask
 
 
 _PROBE = HeadProbe()
@@ -77,11 +124,12 @@ _PROBE = HeadProbe()
 @contextmanager
 def traced_pass(record: bool | frozenset[int] = False, keep: dict[int, torch.Tensor] | None = None,
                 visible: torch.Tensor | None = None,
-                positions: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[HeadProbe]:
+                positions: tuple[torch.Tensor, torch.Tensor] | None = None,
+                stream: StreamView | None = None) -> Iterator[HeadProbe]:
     """What the attention does during the forward passes inside the ``with`` block; the probe it yields
     holds the recorded rows (read them inside the block). Resets the hook afterwards, errors included."""
     _PROBE.record, _PROBE.keep, _PROBE.rows, _PROBE.visible = record, dict(keep or {}), {}, visible
-    _PROBE.positions = positions
+    _PROBE.positions, _PROBE.stream = positions, stream
     try:
         yield _PROBE
     finally:
@@ -150,16 +198,23 @@ def hide_keys(
     visible = visible if visible.dim() == 2 else visible[None]
     total = visible.shape[1]
     keys = visible[:, total - kv_len :]
+    return boolean_mask(attention_mask, query_len, kv_len, sliding_window, total, visible.device) & keys[:, None, None, :]
+
+
+def boolean_mask(attention_mask: torch.Tensor | None, query_len: int, kv_len: int, sliding_window: int | None,
+                 total: int, device: torch.device) -> torch.Tensor:
+    """The attention mask as a boolean ``[b or 1, 1 or H, q, kv_len]`` (True: may attend). ``None`` means causal over
+    ``total`` positions, right-aligned (and the sliding window); an additive float mask is allowed where finite."""
     if attention_mask is None:
-        q_pos = torch.arange(total - query_len, total, device=visible.device)[:, None]
-        k_pos = torch.arange(total - kv_len, total, device=visible.device)[None, :]
+        q_pos = torch.arange(total - query_len, total, device=device)[:, None]
+        k_pos = torch.arange(total - kv_len, total, device=device)[None, :]
         allowed = k_pos <= q_pos
         if sliding_window is not None:
             allowed &= k_pos > q_pos - sliding_window
-        attention_mask = allowed[None, None]
-    elif attention_mask.dtype != torch.bool:
+        return allowed[None, None]
+    if attention_mask.dtype != torch.bool:
         attention_mask = attention_mask > torch.finfo(attention_mask.dtype).min / 2
-    return attention_mask[..., :kv_len] & keys[:, None, None, :]
+    return attention_mask[..., :kv_len]
 
 
 def dynheads_attention_forward(
@@ -187,6 +242,13 @@ def dynheads_attention_forward(
         attention_mask = position_mask(query_pos, key_pos[:, -key.shape[2]:], kwargs.get("sliding_window"))
     if probe.visible is not None:
         attention_mask = hide_keys(attention_mask, probe.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
+    if probe.stream is not None:
+        total = probe.stream.key_pos.shape[1]
+        base = boolean_mask(attention_mask, query.shape[2], key.shape[2], kwargs.get("sliding_window"), total, query.device)
+        restricted = probe.stream.restrict(module.layer_idx, base.expand(query.shape[0], *base.shape[1:]),
+                                           query.shape[1], key.shape[1])
+        if module.layer_idx in probe.stream.heads:  # a layer without streaming heads keeps its mask untouched (bit-exact)
+            attention_mask = restricted
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     if probe.record or probe.keep:
         layer = module.layer_idx

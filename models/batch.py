@@ -31,13 +31,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from .attention import traced_pass
+from .attention import StreamView, traced_pass
 
 
 class SharedPrefixLayer(CacheLayerMixin):
@@ -89,6 +89,15 @@ class SharedPrefixLayer(CacheLayerMixin):
             self.values = self.values[..., :tokens_to_remove, :]
 
 
+class Streaming(NamedTuple):
+    """Streaming heads of one step (head-level KV compression): ``heads`` boolean ``[rows, layers, heads]`` (True: the
+    head sees only the first ``sink`` positions and the last ``window`` ones; False: the whole context)."""
+
+    heads: torch.Tensor
+    sink: int
+    window: int
+
+
 @dataclass
 class StepOutput:
     """What one step returns for the rows it ran.
@@ -96,12 +105,16 @@ class StepOutput:
     ``logits``: ``[rows, vocab]`` at the last fed position. ``rows``: per recorded layer, float32
     ``[rows, heads, keys]`` last-row attention in the batch's padded coordinates (key ``j`` of row ``r``
     is absolute position ``j - pad[r]``). ``hidden``: ``[rows, hidden]`` final hidden state (after the
-    final norm) of the last position, float32 on the CPU, when asked for.
+    final norm) of the last position, float32 on the CPU, when asked for. ``kv_kept``: with ``stream``,
+    ``[rows, 2]`` float64 on the CPU: the share of (head, key) pairs the last position attended to over all
+    layers, counted per query head and per KV head (a KV head holds what any of its query heads reads), out of
+    what it would attend to unrestricted, counted from the masks the attention applied.
     """
 
     logits: torch.Tensor
     rows: dict[int, torch.Tensor]
     hidden: torch.Tensor | None = None
+    kv_kept: torch.Tensor | None = None
 
 
 class DecodeBatch:
@@ -202,14 +215,17 @@ class DecodeBatch:
 
     # -- stepping ----------------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor, *, keep: torch.Tensor | None = None, record: bool | frozenset[int] = False,
-             visible: Sequence[torch.Tensor | None] | None = None, hidden: bool = False) -> StepOutput:
+             visible: Sequence[torch.Tensor | None] | None = None, hidden: bool = False,
+             stream: Streaming | None = None) -> StepOutput:
         """Feed ``tokens`` (``[rows, q]``) to every row at once.
 
         ``keep``: float ``[rows, layers, heads]`` of 1 (keep) / 0 (gate), or ``None``. ``record``: every layer's
         last-row attention (``True``) or those of a set of layers. ``visible``: per row, a boolean tensor over
-        its absolute positions (at least up to the last fed one) or ``None`` for everything causal.
+        its absolute positions (at least up to the last fed one) or ``None`` for everything causal. ``stream``:
+        heads restricted to sinks + a recent window (:class:`Streaming`); the output then reports ``kv_kept``.
         """
-        return self._run(self.cache, self.group, self.length, tokens, keep, record, visible, hidden, advance=True)
+        return self._run(self.cache, self.group, self.length, tokens, keep, record, visible, hidden, advance=True,
+                         stream=stream)
 
     def feed(self, chunks: Sequence[Sequence[int]], *, visible: Sequence[torch.Tensor | None] | None = None,
              record: bool | frozenset[int] = False) -> StepOutput:
@@ -238,7 +254,7 @@ class DecodeBatch:
 
     def rerun(self, rows: Sequence[int], tokens: torch.Tensor, *, keep: torch.Tensor | None = None,
               record: bool | frozenset[int] = False, visible: Sequence[torch.Tensor | None] | None = None,
-              hidden: bool = False) -> StepOutput:
+              hidden: bool = False, stream: Streaming | None = None) -> StepOutput:
         """Run the newest single-token step again for ``rows`` only (others keep theirs), e.g. with heads gated.
 
         The chosen rows' newest position is replaced by the re-run's; the returned output covers those rows in
@@ -248,7 +264,7 @@ class DecodeBatch:
         sub = Cache(layers=[self._sub_layer(layer, index, drop_last=True) for layer in self.cache.layers])
         key_pos = None if self.key_pos is None else self.key_pos[index][:, :-1]
         out = self._run(sub, self.group[index], self.length[index] - 1, tokens, keep, record, visible, hidden, advance=False,
-                        key_pos=key_pos)
+                        key_pos=key_pos, stream=stream)
         for layer, part in zip(self.cache.layers, sub.layers):
             layer.keys = layer.keys.index_copy(0, index, part.keys)
             layer.values = layer.values.index_copy(0, index, part.values)
@@ -264,7 +280,8 @@ class DecodeBatch:
 
     def _run(self, cache: Cache, group: torch.Tensor, length: torch.Tensor, tokens: torch.Tensor, keep: torch.Tensor | None,
              record: bool | frozenset[int], visible: Sequence[torch.Tensor | None] | None, hidden: bool,
-             advance: bool, key_pos: torch.Tensor | None = None, query_pos: torch.Tensor | None = None) -> StepOutput:
+             advance: bool, key_pos: torch.Tensor | None = None, query_pos: torch.Tensor | None = None,
+             stream: Streaming | None = None) -> StepOutput:
         tokens = tokens.to(self.device)
         if tokens.dim() != 2 or tokens.shape[0] != group.shape[0]:
             raise ValueError(f"dynheads: tokens must be [{group.shape[0]}, q], got {list(tokens.shape)}")
@@ -285,16 +302,24 @@ class DecodeBatch:
                 keep_by_layer[int(layer)] = keep[:, layer, :].to(self.device, torch.float32)
         vis = None if visible is None else self._padded_visibility(visible, pad, total, key_pos)
         mask = None if positions is not None else self._attention_mask(pad, total)
-        with traced_pass(record=record, keep=keep_by_layer, visible=vis, positions=positions) as probe:
+        view = None
+        if stream is not None:
+            slots = torch.arange(total, device=self.device)[None, :] - pad[:, None]
+            true_pos = key_pos if key_pos is not None else torch.where(slots >= 0, slots, torch.full_like(slots, -1))
+            heads = stream.heads.to(self.device, torch.bool)
+            view = StreamView({int(layer): heads[:, layer] for layer in heads.any(dim=(0, 2)).nonzero().flatten().tolist()},
+                              stream.sink, stream.window, query_pos, true_pos)
+        with traced_pass(record=record, keep=keep_by_layer, visible=vis, positions=positions, stream=view) as probe:
             out = self.model(input_ids=tokens, attention_mask=mask, position_ids=query_pos.clamp(min=0),
                              cache=cache, use_cache=True, logits_to_keep=1, **({"output_hidden_states": True} if hidden else {}))
             rows = dict(probe.rows)
+        kv_kept = None if view is None else _kept_shares(view)
         if key_pos is not None and cache is self.cache:
             self.key_pos = key_pos
         if advance:
             self.length = self.length + q
         return StepOutput(logits=out.logits[:, -1, :], rows=rows,
-                          hidden=out.hidden_states[-1][:, -1, :].float().cpu() if hidden else None)
+                          hidden=out.hidden_states[-1][:, -1, :].float().cpu() if hidden else None, kv_kept=kv_kept)
 
     # -- rows entering and leaving -----------------------------------------------------------------
     def select(self, rows: Sequence[int]) -> None:
@@ -329,6 +354,16 @@ class DecodeBatch:
         forked = copy.copy(self)
         forked.cache = Cache(layers=[copy.copy(layer) for layer in self.cache.layers])
         return forked
+
+
+def _kept_shares(view: StreamView) -> torch.Tensor:
+    """``[rows, 2]``: keys attended over all layers and heads (per query head, per KV head) out of the unrestricted count."""
+    layers = sorted(view.kept)
+    heads, groups = view.kept[layers[0]].shape[1], view.kept_groups[layers[0]].shape[1]
+    full = sum(view.visible_keys[layer].double() for layer in layers)
+    by_head = sum(view.kept[layer].double().sum(dim=-1) for layer in layers) / (full * heads)
+    by_group = sum(view.kept_groups[layer].double().sum(dim=-1) for layer in layers) / (full * groups)
+    return torch.stack([by_head, by_group], dim=1).cpu()
 
 
 def kv_geometry(config: Any) -> tuple[int, int]:

@@ -28,7 +28,8 @@ import torch
 from ..metrics.heads import Head
 from ..metrics.retrieval import mask_to_heads
 from .attention import install
-from .batch import DecodeBatch, StepOutput, kv_geometry
+from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
+from .kv import KVPolicy, oracle_scores, random_scores, select, static_scores
 from .scores import CopyPasteScore, RetrievalScore
 
 MASK_MODES = ("none", "dynamic", "static", "random")
@@ -49,20 +50,26 @@ class Condition:
     ``top_k``: for dynamic, gate at most the k Eq. 1 heads with the highest attention probability on
     the copied token (the progressive ablation of Appendix A.2); ``None`` gates them all.
     Written ``"dynamic"``, ``"dynamic:5"``, ``"static"``... (:meth:`parse`, :attr:`name`).
+    ``kv``: head-level KV compression instead of masking (:mod:`dynheads.models.kv`; with mask none only).
     """
 
     mask: str = "none"
     gate_heads: tuple[Head, ...] = ()
     top_k: int | None = None
+    kv: KVPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.mask not in MASK_MODES:
             raise DecodingError(f"dynheads: unknown mask mode {self.mask!r}; {ACCEPTED_MASKS}")
         if self.top_k is not None and (self.mask != "dynamic" or self.top_k < 0):
             raise DecodingError(f"dynheads: a head count k (mask {self.mask}:{self.top_k}) needs mask dynamic and k >= 0, e.g. dynamic:5")
+        if self.kv is not None and self.mask != "none":
+            raise DecodingError(f"dynheads: KV compression ({self.kv.name}) runs unmasked; drop mask={self.mask}")
 
     @property
     def name(self) -> str:
+        if self.kv is not None:
+            return self.kv.name
         return self.mask if self.top_k is None else f"{self.mask}:{self.top_k}"
 
     @classmethod
@@ -105,6 +112,10 @@ class Step:
     entropy: float | None = field(default=None, compare=False)  # entropy (nats) of the next-token distribution
     token_prob: float | None = field(default=None, compare=False)  # probability of its greedy (argmax) token
     context_mass: torch.Tensor | None = field(default=None, compare=False)  # [layers, heads] attention on the prompt
+    # KV compression only: the heads that kept the whole context for the emitted token, and the measured share of
+    # (head, key) pairs attended, per query head and per KV head, out of the unrestricted count
+    kv_full: list[Head] | None = None
+    kv_kept: tuple[float, float] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -190,6 +201,7 @@ class DecodeRequest:
         for condition in self.conditions:
             if condition.mask == "dynamic" and target is None:
                 raise DecodingError("dynheads: mask=dynamic needs target token indices (a needle or supporting facts) to find each step's heads")
+            engine.check_kv(condition.kv, target is not None)
             engine.gate_mask(condition.gate_heads)  # validates indices before any compute
 
 
@@ -200,6 +212,8 @@ class _Row:
     request: int
     condition: Condition
     steps: list[Step] = field(default_factory=list)
+    full: torch.Tensor | None = None  # KV compression: [layers, heads] True where the head keeps the whole context
+    previous_hidden: torch.Tensor | None = None  # kv dynamic: the last step's final hidden state
 
 
 class TraceEngine:
@@ -223,6 +237,7 @@ class TraceEngine:
         cfg = text_config(model)
         self.num_layers: int = cfg.num_hidden_layers
         self.num_heads: int = cfg.num_attention_heads
+        self.num_kv_heads: int = kv_geometry(cfg)[0]
         self.max_positions: int | None = getattr(cfg, "max_position_embeddings", None)
         self.batch_size = batch_size
 
@@ -241,6 +256,34 @@ class TraceEngine:
                 )
             gate[layer, head] = True
         return gate
+
+    def check_kv(self, policy: KVPolicy | None, traced: bool) -> None:
+        """One clear error for a KV condition this model or request cannot run, before any compute."""
+        if policy is None:
+            return
+        policy.units(self.num_layers, self.num_heads, self.num_kv_heads)  # a budget beyond the model fails here
+        if policy.strategy == "oracle" and not traced:
+            raise DecodingError("dynheads: kv=oracle needs target token indices (a needle or supporting facts) to find each step's heads")
+        if policy.strategy == "dynamic" and policy.predictor is None:
+            raise DecodingError("dynheads: kv=dynamic needs a probe trained at temporal offset 1; give kv_probe=PATH")
+        if policy.strategy in ("static", "dynamic", "oracle") and not policy.ranking:
+            raise DecodingError(f"dynheads: kv={policy.strategy} needs the static-head ranking; set static_heads=auto or a file")
+        self.gate_mask(policy.ranking)
+
+    def kv_choice(self, policy: KVPolicy, scores: torch.Tensor) -> torch.Tensor:
+        """``[layers, heads]`` True for the heads that keep the whole context under ``policy`` given unit ``scores``."""
+        units = policy.units(self.num_layers, self.num_heads, self.num_kv_heads)
+        return select(scores.float().cpu().reshape(self.num_layers, self.num_heads), units, self.num_kv_heads, policy.granularity)
+
+    def _fixed_kv(self, policy: KVPolicy) -> torch.Tensor:
+        """The heads kept whole by a policy whose choice does not depend on the step (the static fallback of the others)."""
+        if policy.strategy == "full":
+            return torch.ones(self.num_layers, self.num_heads, dtype=torch.bool)
+        if policy.strategy == "streaming":
+            return torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
+        if policy.strategy == "random":
+            return self.kv_choice(policy, random_scores(self.num_layers, self.num_heads, policy.seed))
+        return self.kv_choice(policy, static_scores(policy.ranking, self.num_layers, self.num_heads))
 
     def batch(self, prompts: Sequence[Sequence[int]], rows_of: Sequence[int]) -> DecodeBatch:
         """The step API (:class:`~dynheads.models.batch.DecodeBatch`) over this engine's model."""
@@ -394,22 +437,59 @@ class TraceEngine:
         record = any(traced)
         hidden = any(requests[row.request].record_hidden for row in rows)
         top_k = any(row.condition.top_k is not None for row in rows)
+        policies = [row.condition.kv for row in rows]
+        sink_window = {(p.sink, p.window) for p in policies if p is not None}
+        if len(sink_window) > 1:
+            raise DecodingError("dynheads: one batch cannot mix kv_sink / kv_window settings; decode them separately")
+        compress = bool(sink_window)
+        for row, policy in zip(rows, policies):
+            if policy is not None:
+                row.full = self._fixed_kv(policy)
+        hidden = hidden or any(p is not None and p.strategy == "dynamic" for p in policies)
+        oracle = any(p is not None and p.strategy == "oracle" for p in policies)
+        top_k = top_k or oracle
         active = list(range(count))
         for t in range(steps_max):
             qpos = width + t
             idx = torch.tensor(active, dtype=torch.long, device=device)
-            out = batch.step(seq[idx, qpos : qpos + 1], keep=keep[idx] if gated_any else None, record=record, hidden=hidden)
+            stream = None
+            if compress:
+                streaming = torch.zeros(len(active), self.num_layers, self.num_heads, dtype=torch.bool)
+                for a, r in enumerate(active):
+                    policy, row = policies[r], rows[r]
+                    if policy is None or policy.strategy == "oracle":
+                        continue  # the oracle's first pass is unrestricted
+                    if policy.strategy == "dynamic" and row.previous_hidden is not None:
+                        row.full = self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0])
+                    streaming[a] = ~row.full
+                stream = Streaming(streaming, *next(iter(sink_window)))
+            out = batch.step(seq[idx, qpos : qpos + 1], keep=keep[idx] if gated_any else None, record=record, hidden=hidden,
+                             stream=stream)
             token = out.logits.argmax(dim=-1)
             hit = peak = None
             if record:
                 hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, top_k)
                 entropy, token_prob, context_mass = self._signals(out, width)
-            rerun, gates = [], []
+            rerun, gates, restricted = [], [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
                 step = Step(token_id=-1, gated=list(fixed[r]))
                 if request.record_hidden:
                     step.hidden = out.hidden[a]
+                policy = policies[r]
+                if policy is not None:
+                    if policy.strategy == "dynamic":
+                        row.previous_hidden = out.hidden[a]
+                    if policy.strategy == "oracle":
+                        fallback = static_scores(policy.ranking, self.num_layers, self.num_heads)
+                        row.full = self.kv_choice(policy, oracle_scores(hit[a], peak[a], fallback))
+                        step.ungated_token_id = int(token[a])
+                        rerun.append(a)
+                        gates.append(torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool, device=device))
+                        restricted.append(~row.full)
+                    else:
+                        step.kv_kept = tuple(float(v) for v in out.kv_kept[a])
+                    step.kv_full = mask_to_heads(row.full)
                 if traced[r]:
                     step.heads = mask_to_heads(hit[a])
                     step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
@@ -423,16 +503,22 @@ class TraceEngine:
                             step.ungated_token_id = int(token[a])
                             rerun.append(a)
                             gates.append(gate)
+                            restricted.append(torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool))
                 row.steps.append(step)
             if rerun:
                 sub = torch.tensor(rerun, dtype=torch.long, device=device)
-                again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=(~torch.stack(gates)).float(), record=True)
+                again_stream = Streaming(torch.stack(restricted), *next(iter(sink_window))) if compress else None
+                again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=(~torch.stack(gates)).float(), record=True,
+                                    stream=again_stream)
                 retoken = again.logits.argmax(dim=-1)
                 after, _ = self._detect(again.rows, seq[idx[sub], : qpos + 1], target[idx[sub], : qpos + 1], first[idx[sub]],
                                         retoken, score)
                 token = token.index_copy(0, sub, retoken)
                 for j, a in enumerate(rerun):
-                    rows[active[a]].steps[-1].heads_after = mask_to_heads(after[j])
+                    step = rows[active[a]].steps[-1]
+                    step.heads_after = mask_to_heads(after[j])
+                    if again.kv_kept is not None and policies[active[a]] is not None:
+                        step.kv_kept = tuple(float(v) for v in again.kv_kept[j])
             if qpos + 1 < seq.shape[1]:
                 seq[idx, qpos + 1] = token
             staying = []

@@ -1,7 +1,7 @@
 """Refuse to score a document that a fitted piece of the model has already seen.
 
 Two pieces are fitted on documents: the static-head calibration (on its task's reserved seed) and a saved
-Claim 3 probe (on the documents its file records). Scoring either on its own documents would measure
+probe (Claim 3's, or ``kv=dynamic``'s offset-1 one, on the documents its file records). Scoring either on its own documents would measure
 memory, not the effect; the lm-eval model calls :func:`check_request` once per request, before decoding.
 """
 
@@ -35,8 +35,8 @@ def check_unseen(meta: dict[str, Any], doc_key: str, path: str, task: str, doc_i
 
 def check_request(lm: Any, doc: dict, doc_key: str, kind: str | None, task: str, doc_id: Any) -> None:
     """Every held-out check of one request: ``kind`` is the retrieval score of a needle document (calibration
-    seed), None otherwise; the probe checked is the one the request reads (``probe=`` metrics, or the dynamic
-    RAG strategy's)."""
+    seed), None otherwise; the probe checked is the one the request reads (``probe=`` metrics, the dynamic
+    RAG strategy's, or ``kv=dynamic``'s offset-1 probe)."""
     if kind is not None:
         check_calibration_seed(doc, kind, lm.settings.static_source)
     strategies = lm.settings.rag_strategies
@@ -44,3 +44,5 @@ def check_request(lm: Any, doc: dict, doc_key: str, kind: str | None, task: str,
         check_unseen(lm.probe_meta, doc_key, lm.settings.probe, task, doc_id)
     if lm.rag_probe is not None and any(s.name == "dynamic" for s in strategies):
         check_unseen(lm.rag_probe_meta, doc_key, lm.rag_probe_path, task, doc_id)
+    if lm.kv_probe is not None and any(name == "dynamic" for name, _ in lm.settings.kv_strategies):
+        check_unseen(lm.kv_probe_meta, doc_key, lm.settings.kv.probe, task, doc_id)

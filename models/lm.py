@@ -19,6 +19,7 @@ a model).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from pathlib import Path
@@ -35,9 +36,11 @@ from ..metrics.heads import Head, random_heads
 from ..probes.mlp import load_probe
 from . import step_registry
 from .engine import Condition, DecodeRequest, Generation, TraceEngine, text_config
+from .files import file_digest
 from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
-from .probe_metrics import check_probe, probe_record
+from .kv import KVPolicy
+from .probe_metrics import check_offset, check_probe, kv_predictor, probe_record
 from .scores import COPY_PASTE, CopyPasteScore
 from .prompts import PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
@@ -57,6 +60,7 @@ class DynHeadsLM(HFLM):
         self.pretrained_name = pretrained or "smollm2"
         self.probe, self.probe_meta = (None, {}) if not self.settings.probe else load_probe(self.settings.probe)
         self.rag_probe, self.rag_probe_meta, self.rag_probe_path = self.probe, self.probe_meta, self.settings.probe
+        self.kv_probe, self.kv_probe_meta = (None, {}) if not self.settings.kv.probe else load_probe(self.settings.kv.probe)
         self._check_rag(self.settings)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
@@ -70,15 +74,20 @@ class DynHeadsLM(HFLM):
         if self.probe is not None:
             check_probe(self.probe_meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads,
                         self.settings.probe)
+        if self.kv_probe is not None:
+            check_probe(self.kv_probe_meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads,
+                        self.settings.kv.probe)
+            check_offset(self.kv_probe_meta, self.settings.kv.probe)
         self.settings.check_model(self.total_heads, self.engine.gate_mask)
         self._static: dict[str, StaticHeads] = {}
 
     # -- configuration -------------------------------------------------------------------------------
     def configure(self, mask: str = "none", heads: str | int | None = None, trace_dir: str | os.PathLike | None = None,
-                  hidden: bool | None = None, rag: str | None = None) -> None:
-        """(Re)select the mask conditions, head count, trace folder, hidden-state recording (None: unchanged)
-        and RAG strategies (None: no RAG) without reloading the model. A refused call changes nothing."""
-        settings = self.settings.replace_run(mask=mask, heads=heads, trace_dir=trace_dir, hidden=hidden, rag=rag)
+                  hidden: bool | None = None, rag: str | None = None, kv: str | None = None) -> None:
+        """(Re)select the mask conditions, head count, trace folder, hidden-state recording (None: unchanged),
+        RAG strategies (None: no RAG) and KV strategies (None: none) without reloading the model. A refused call
+        changes nothing."""
+        settings = self.settings.replace_run(mask=mask, heads=heads, trace_dir=trace_dir, hidden=hidden, rag=rag, kv=kv)
         settings.check_model(self.total_heads, self.engine.gate_mask)
         self._check_rag(settings)
         self.settings = settings
@@ -87,6 +96,23 @@ class DynHeadsLM(HFLM):
         if settings.rag_strategies:
             check_requirements(settings.rag_strategies, self.rag_probe_meta if self.rag_probe is not None else None,
                                self.rag_probe_path, settings.static_source)
+
+    def use_kv_probe(self, path: str | os.PathLike) -> None:
+        """Give ``kv=dynamic`` the temporal-offset-1 probe saved at ``path`` (checked against this model)."""
+        probe, meta = load_probe(str(path))
+        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, str(path))
+        check_offset(meta, str(path))
+        self.kv_probe, self.kv_probe_meta = probe, meta
+        self.settings = dataclasses.replace(self.settings, kv=dataclasses.replace(self.settings.kv, probe=str(path)))
+
+    def kv_identity(self, kind: str) -> dict[str, Any]:
+        """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the static ranking
+        and the offset-1 probe's file digest."""
+        kv = self.settings.kv
+        static = self.static(kind) if self.settings.static_source != "off" else None
+        return {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity,
+                "ranking": [list(h) for h in static.heads] if static is not None else None,
+                "probe": file_digest(kv.probe) if kv.probe else None}
 
     def use_rag_probe(self, path: str | os.PathLike) -> None:
         """Give the ``dynamic`` RAG strategy the probe saved at ``path`` (checked against this model). Unlike
@@ -212,9 +238,23 @@ class DynHeadsLM(HFLM):
                 "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": doc_id,
                 "doc_key": doc_key, "sample_key": doc_key or doc_id}
 
+    def kv_policy(self, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
+        """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
+        random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
+        static = self.static(kind) if self.settings.static_source != "off" else None
+        predictor = None
+        if strategy == "dynamic":
+            predictor = kv_predictor(self.kv_probe, self.kv_probe_meta, kind, self.settings.kv.probe)
+        return self.settings.kv.policy(strategy, budget, ranking=tuple(static.heads) if static is not None else (),
+                                       seed=f"{self.settings.seed}-{task}-{sample_key}", predictor=predictor)
+
     def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
-        conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["score"].kind), c.top_k)
-                      for c in self.settings.conditions]
+        if self.settings.kv_strategies:
+            conditions = [Condition(kv=self.kv_policy(name, budget, p["task"], p["sample_key"], p["score"].kind))
+                          for name, budget in self.settings.kv_strategies]
+        else:
+            conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["score"].kind), c.top_k)
+                          for c in self.settings.conditions]
         prompt = p["prompt"]
         return DecodeRequest(prompt.ids, p["max_gen"], conditions, target=prompt.target, score=p["score"],
                              eos_token_ids=p["eos_ids"], stop=p["stop"],
@@ -232,6 +272,8 @@ class DynHeadsLM(HFLM):
             static = self.static(p["score"].kind)
             record = {"steps": [[list(h) for h in s.heads] for s in gens[0].steps], "total_heads": self.total_heads,
                       "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None}
+            if gens[0].steps and gens[0].steps[0].kv_kept is not None:  # the measured KV shares, for the task's table
+                record["kv_kept"] = [list(s.kv_kept) for s in gens[0].steps]
             if self.settings.hallucination:  # where each step's characters end: the task finds its answer's steps
                 record["hallucination"] = {"ends": token_ends(self.tok_decode, gens[0].token_ids)}
             if self.probe is not None:
@@ -270,7 +312,7 @@ class DynHeadsLM(HFLM):
             request.check(self.engine)  # every bad request fails before any decoding
         size = self.decode_batch_size()
         order = sorted(range(len(decode)), key=lambda i: -len(decode[i].prompt_ids))
-        names = "+".join(c.name for c in self.settings.conditions)
+        names = self.settings.kv_label() or "+".join(c.name for c in self.settings.conditions)
         results: list[str | None] = [None] * len(decode)
         done: dict[int, list[Generation]] = {}
         written = 0

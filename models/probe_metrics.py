@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import torch
+
 from ..traces import COPY_PASTE, hidden_rows, score_matrix
 from .engine import DecodingError, Generation
 
@@ -36,3 +39,27 @@ def probe_record(probe: Any, meta: dict[str, Any], kind: str, gen: Generation, l
     pred = probe.predict_proba(hidden) if kind == COPY_PASTE else probe.predict(hidden)
     return {"kind": kind, "target": score_matrix(gen.steps, layers, heads).tolist(), "pred": pred.tolist(),
             "threshold": getattr(probe, "threshold_", None)}
+
+
+def check_offset(meta: dict[str, Any], path: str, offset: int = 1) -> None:
+    """Refuse, in one line, a KV probe that does not predict ``offset`` steps ahead (kv=dynamic must choose a step's
+    heads before the step runs, from the previous step's hidden state)."""
+    if meta.get("offset") != offset:
+        raise ValueError(f"dynheads: kv_probe={path!r} predicts {meta.get('offset', 0)} steps ahead but kv=dynamic needs "
+                         f"a temporal-offset-{offset} probe; save one with run_suite.py --stages kv")
+
+
+def kv_predictor(probe: Any, meta: dict[str, Any], kind: str, path: str) -> Any:
+    """``hidden [rows, d] -> scores [rows, layers * heads]`` of an offset-1 probe (probabilities of an Eq. 1
+    classifier, scores of an Eq. 2 regressor), refused for a document of another kind."""
+    if probe is None:
+        raise DecodingError("dynheads: kv=dynamic needs kv_probe=PATH (a temporal-offset-1 probe)")
+    if meta.get("kind") != kind:
+        raise DecodingError(f"dynheads: kv_probe={path!r} was trained on {meta.get('kind')} heads but this task's documents "
+                            f"give {kind} heads; use the KV probe of this kind")
+    predict = probe.predict_proba if kind == COPY_PASTE else probe.predict
+
+    def scores(hidden: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(predict(hidden.float().numpy()), dtype=np.float32))
+
+    return scores

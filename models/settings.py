@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from ..traces import HIDDEN_DTYPES
 from .engine import Condition, DecodingError
+from .kv import DEFAULT_SINK, DEFAULT_WINDOW, KV_STRATEGIES, KVError, KVPolicy
 from .scores import ReasoningScore
 from .rag.algorithm import RagSettings, Strategy
 
@@ -89,6 +90,53 @@ def parse_strategies(text: str | None) -> tuple[Strategy, ...]:
     return strategies
 
 
+def parse_kv_strategies(text: Any) -> tuple[tuple[str, int | float | None], ...]:
+    """``"full+static+dynamic@0.1"`` to (strategy, budget) pairs (budget None: ``kv_heads``); ``None`` / ``""`` / ``off`` =
+    no KV compression. A budget after ``@`` lets one run sweep budgets over one shared prefill."""
+    if text is None or str(text).strip() in ("", "off", "false"):
+        return ()
+    items = []
+    for item in plus_list(text):
+        name, at, budget = item.partition("@")
+        if name not in KV_STRATEGIES:
+            raise ValueError(f"dynheads: kv={text!r}: unknown strategy {name!r}; choose among {', '.join(KV_STRATEGIES)} "
+                             "joined by +, each with an optional budget after @, e.g. kv=full+static@0.25+dynamic@0.25")
+        items.append((name, parse_kv_budget(budget) if at else None))
+    if len(set(items)) != len(items):
+        raise ValueError(f"dynheads: kv={text!r} names a strategy twice; give each once")
+    return tuple(items)
+
+
+def parse_kv_budget(value: Any) -> int | float:
+    """``kv_heads``: a count (``8``) or a share of all units (``0.25``); one clear line otherwise."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        budget: int | float = value
+    else:
+        text = str(value).strip()
+        try:
+            budget = int(text) if text.isdigit() else float(text)
+        except ValueError:
+            raise ValueError(f"dynheads: kv_heads={value!r}; give a count N or a fraction such as 0.25") from None
+    if isinstance(budget, float) and not 0 < budget <= 1:
+        raise ValueError(f"dynheads: kv_heads={value!r}; a fraction must lie in (0, 1], a count must be an integer")
+    return budget
+
+
+@dataclass(frozen=True)
+class KVSettings:
+    """The ``kv_*`` arguments: the budget of units kept whole, the streaming heads' view and the selection unit."""
+
+    budget: int | float = 0.25
+    sink: int = DEFAULT_SINK
+    window: int = DEFAULT_WINDOW
+    granularity: str = "kv"
+    probe: str = ""  # kv=dynamic: a probe trained at temporal offset 1
+
+    def policy(self, strategy: str, budget: int | float | None = None, **kw: Any) -> KVPolicy:
+        """The condition of ``strategy`` at ``budget`` (None: this ``kv_heads``)."""
+        return KVPolicy(strategy, self.budget if budget is None else budget, self.sink, self.window, self.granularity, **kw)
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Everything the ``dynheads`` model does beyond what ``HFLM`` loads (README, "Model arguments").
@@ -110,6 +158,8 @@ class ModelSettings:
     rag_strategies: tuple[Strategy, ...] = ()
     rag: RagSettings = RagSettings()
     hallucination: bool = False  # hallucination=absence: the no-training detector's score and AUROC in the task table
+    kv_strategies: tuple[tuple[str, int | float | None], ...] = ()  # kv=: (strategy, budget or None) per condition
+    kv: KVSettings = KVSettings()
 
     @classmethod
     def parse(cls, mask: Any = "none", heads: Any = None, static_heads: Any = "auto", calib_lengths: Any = None,
@@ -118,7 +168,9 @@ class ModelSettings:
               hidden: Any = False, hidden_dtype: Any = "float16", probe: Any = None, rag: Any = None,
               rag_heads: Any = 5, rag_threshold: Any = None, rag_top_positions: Any = None, rag_cluster_gap: Any = None,
               rag_window: Any = None, rag_max_retrievals: Any = None, rag_algorithm: Any = None,
-              rag_stopwords: Any = None, hallucination: Any = "off") -> "ModelSettings":
+              rag_stopwords: Any = None, hallucination: Any = "off", kv: Any = None, kv_heads: Any = 0.25,
+              kv_sink: Any = DEFAULT_SINK, kv_window: Any = DEFAULT_WINDOW, kv_granularity: Any = "kv",
+              kv_probe: Any = None) -> "ModelSettings":
         """The settings of these model arguments (lm-eval's spelling and types); one clear line for a bad one."""
         given = {"heads": rag_heads, "threshold": rag_threshold, "top_positions": rag_top_positions,
                  "cluster_gap": rag_cluster_gap, "window": rag_window, "max_retrievals": rag_max_retrievals,
@@ -153,13 +205,21 @@ class ModelSettings:
         if detector not in ("absence", "true", "off", "false", "none", ""):
             raise ValueError(f"dynheads: hallucination={hallucination!r}; choose absence (the retrieval-head absence score and "
                              "its AUROC in the task's table) or off")
+        if kv_probe and not Path(str(kv_probe)).is_file():
+            raise ValueError(f"dynheads: kv_probe={kv_probe!r} is not a file; give a probe saved by run_suite.py --stages kv")
+        try:
+            kv_settings = KVSettings(parse_kv_budget(kv_heads), int(kv_sink), int(kv_window), str(kv_granularity),
+                                     str(kv_probe) if kv_probe else "")
+            kv_settings.policy("static")  # sink, window, granularity checked now
+        except KVError as exc:
+            raise ValueError(str(exc)) from None
         fixed = cls(static_source=source, calibration=calibration, seed=int(seed), reasoning=reasoning,
                     hidden_dtype=str(hidden_dtype), probe=str(probe) if probe else "", rag=rag_settings,
-                    hallucination=detector in ("absence", "true"))
-        return fixed.replace_run(mask=mask, heads=heads, trace_dir=trace_dir, hidden=flag("hidden", hidden), rag=rag)
+                    hallucination=detector in ("absence", "true"), kv=kv_settings)
+        return fixed.replace_run(mask=mask, heads=heads, trace_dir=trace_dir, hidden=flag("hidden", hidden), rag=rag, kv=kv)
 
     def replace_run(self, mask: Any = "none", heads: Any = None, trace_dir: str | os.PathLike | None = None,
-                    hidden: bool | None = None, rag: str | None = None) -> "ModelSettings":
+                    hidden: bool | None = None, rag: str | None = None, kv: str | None = None) -> "ModelSettings":
         """These settings with another run part (``hidden`` None keeps the current one); validated first."""
         conditions = parse_conditions(mask)
         if isinstance(heads, bool) or not (heads is None or isinstance(heads, (int, str))):
@@ -184,8 +244,22 @@ class ModelSettings:
             raise ValueError(f"dynheads: rag={rag!r} decides what the model sees by itself; use it with mask=none (drop mask={mask!r})")
         if strategies and record_hidden:
             raise ValueError("dynheads: hidden=true records unmasked traces; run it without rag=")
+        kv_strategies = parse_kv_strategies(kv)
+        if kv_strategies and (str(mask) != "none" or strategies or record_hidden):
+            raise ValueError("dynheads: kv= compresses the unmasked model's KV cache on its own; use it with mask=none, "
+                             "without rag= and hidden=true")
+        names = {name for name, _ in kv_strategies}
+        if "dynamic" in names and not self.kv.probe:
+            raise ValueError("dynheads: kv=dynamic predicts each step's heads from the previous step's hidden state; give "
+                             "kv_probe=PATH (a temporal-offset-1 probe, saved by run_suite.py --stages kv)")
+        if names & {"static", "dynamic", "oracle"} and self.static_source == "off":
+            raise ValueError("dynheads: kv=static/dynamic/oracle rank heads by the static calibration; set static_heads=auto or a file")
         return dataclasses.replace(self, conditions=conditions, heads=heads, trace_dir=Path(trace_dir) if trace_dir else None,
-                                   record_hidden=record_hidden, rag_strategies=strategies)
+                                   record_hidden=record_hidden, rag_strategies=strategies, kv_strategies=kv_strategies)
+
+    def kv_label(self) -> str:
+        """The KV conditions' names joined by + (their ``mask`` in trace lines), or ``""`` without ``kv=``."""
+        return "+".join(self.kv.policy(name, budget).name for name, budget in self.kv_strategies)
 
     def check_model(self, total_heads: int, gate_mask: Callable[[list], Any]) -> None:
         """What needs the loaded model: a head count within its heads, head indices that exist."""

@@ -81,7 +81,10 @@ class CellRunner:
         strategies = rag_strategies(conditions)
         if strategies:  # Section 5: what decides the revealed windows
             settings["rag"] = self.lm.rag_identity(strategies)
-        if task.seeded or "random" in masks or any("random" in s for s in strategies):
+        compressions = kv_strategies(conditions)
+        if compressions:  # head-level KV compression: what decides each step's heads
+            settings["kv"] = self.lm.kv_identity(task.kind)
+        if task.seeded or "random" in masks or any("random" in s for s in strategies + compressions):
             settings["seed"] = self.seed
         if hidden:  # cells that also wrote the hidden-state sidecar
             settings["hidden"] = self.lm.settings.hidden_dtype
@@ -106,9 +109,10 @@ class CellRunner:
             return Missing(where)
         trace_dir = self.folder / f"{key}.traces"
         remove_task(trace_dir, task.name)  # a half-finished cell restarts from scratch
-        strategies = rag_strategies(conditions)
-        self.lm.configure(mask="none" if strategies else "+".join(conditions), heads=heads, trace_dir=trace_dir,
-                          hidden=hidden, **({"rag": "+".join(strategies)} if strategies else {}))
+        strategies, compressions = rag_strategies(conditions), kv_strategies(conditions)
+        self.lm.configure(mask="none" if strategies or compressions else "+".join(conditions), heads=heads,
+                          trace_dir=trace_dir, hidden=hidden, **({"rag": "+".join(strategies)} if strategies else {}),
+                          **({"kv": "+".join(compressions)} if compressions else {}))
         if self.on_compute is not None:
             self.on_compute()
         full = {"pretrained": None if self.model_name == "smollm2" else self.model_name, **metadata}
@@ -128,6 +132,8 @@ class CellRunner:
                           "heads_after": [step.get("heads_after", []) for step in rec["steps"]]}
                 if "rag" in rec:
                     result["rag"] = rec["rag"]
+                if rec["steps"] and "kv_kept" in rec["steps"][0]:  # measured (query-head, KV-head) shares kept per step
+                    result["kv_kept"] = [step["kv_kept"] for step in rec["steps"]]
                 if name == "none" and rec["steps"] and "scores" in rec["steps"][0]:
                     result["scores"] = [step["scores"] for step in rec["steps"]]
                     result["tokens"] = [step["token_id"] for step in rec["steps"]]
@@ -139,6 +145,14 @@ class CellRunner:
         result = {"settings": settings, **(extra or {}), "samples": rows}
         write_atomic(path, json.dumps(result))
         return result
+
+
+def kv_strategies(conditions: list[str]) -> list[str]:
+    """The KV-compression strategies of a cell's conditions (``kv:static@0.25`` -> ``static@0.25``); all or none."""
+    strategies = [c[len("kv:"):] for c in conditions if c.startswith("kv:")]
+    if strategies and len(strategies) != len(conditions):
+        raise ValueError("run_suite: a cell cannot mix KV strategies (kv:...) with other conditions")
+    return strategies
 
 
 def rag_strategies(conditions: list[str]) -> list[str]:

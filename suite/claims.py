@@ -26,6 +26,7 @@ PAPER = {
     "claim4": "Dynamic − Static F1 +0.049 (0.5586 vs 0.5098, Table 4)",
     "appendix_c": {10: "Dynamic − Static F1 +0.011 (Table 6)", 20: "Dynamic − Static F1 +0.016 (Table 6)"},
     "conjecture": "conjectured in the Conclusion, not tested",
+    "kv": "proposed in the Conclusion (per-step head-level KV compression), not tested",
 }
 CONJECTURE_ROWS = (("niah_answer", "NIAH answers"), ("niah_token", "NIAH answer tokens"), ("hotpotqa_f1", "HotpotQA answers"))
 
@@ -80,6 +81,16 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_row(model, "conjecture: absence signals hallucination", task,
                         "AUROC − 0.5 of retrieval-head absence (no training) on held-out documents",
                         Interval.from_record(record) if record else None, PAPER["conjecture"]))
+    kv = row.get("kv") or {}
+    budgets = (kv.get("settings") or {}).get("budgets") or []
+    for task, key, metric in (("NIAH", "niah", "rouge_l"), ("HotpotQA", "hotpotqa", "f1")):
+        for budget in sorted(budgets):
+            pair = f"kv:dynamic@{budget:g} - kv:static@{budget:g}"
+            record = (((kv.get(key) or {}).get("paired") or {}).get(pair) or {}).get(metric)
+            out.append(_row(model, "conjecture: per-step heads beat static at a matched KV budget",
+                            f"{task}, {budget:g} of KV heads whole",
+                            f"{'ROUGE-L' if metric == 'rouge_l' else 'F1'} dynamic (offset-1 probe) − static heads kept whole "
+                            "(paired, same documents)", Interval.from_record(record) if record else None, PAPER["kv"]))
     return out
 
 

@@ -19,6 +19,7 @@ HEAD_METRICS_WITHOUT_STATIC = ("heads_per_step", "heads_per_step_std", "unique_h
 HEAD_METRICS = HEAD_METRICS_WITHOUT_STATIC + ("jaccard_static_20", "jaccard_static_50", "jaccard_static_100")
 PROBE_METRICS = {COPY_PASTE: ("probe_f1", "probe_auprc"), REASONING: ("probe_r2", "probe_mae")}  # by probe kind
 HALLUCINATION_METRICS = ("hallucination_absence", "hallucination_auroc")  # with hallucination=absence
+KV_METRICS = ("kv_kept_heads", "kv_kept_kv")  # with kv=: measured share of (head, key) pairs kept, per query / KV head
 
 
 @lru_cache(maxsize=4)
@@ -81,7 +82,15 @@ def head_metrics(doc: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | 
     probe = record.get("probe")  # with --model_args probe=PATH: predictions and targets of this document's steps
     probe_names = () if probe is None else PROBE_METRICS[probe["kind"]]
     return {**{name: record for name in names}, **{name: probe for name in probe_names},
-            **hallucination_metrics(record, answer)}
+            **hallucination_metrics(record, answer), **kv_metrics(record)}
+
+
+def kv_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+    """With ``kv=``: the first condition's measured KV shares kept, averaged over this sample's steps."""
+    kept = record.get("kv_kept")
+    if not kept:
+        return {}
+    return {name: sum(step[i] for step in kept) / len(kept) for i, name in enumerate(KV_METRICS)}
 
 
 def hallucination_metrics(record: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | None) -> dict[str, Any]:

@@ -230,11 +230,11 @@ def test_lm_eval_loads_task_with_metadata(tok):
     gen = task.config.generation_kwargs
     assert gen["do_sample"] is False and gen["max_gen_toks"] == 32 and gen["until"] == []
     from dynheads.models.rag.measures import RAG_METRICS
-    from dynheads.tasks.common import HALLUCINATION_METRICS, HEAD_METRICS, PROBE_METRICS
+    from dynheads.tasks.common import HALLUCINATION_METRICS, HEAD_METRICS, KV_METRICS, PROBE_METRICS
 
     assert {m["metric"] for m in task.config.metric_list} == {
         "em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison", *HEAD_METRICS, *PROBE_METRICS["reasoning"], *RAG_METRICS,
-        *HALLUCINATION_METRICS}
+        *HALLUCINATION_METRICS, *KV_METRICS}
 
 
 @pytest.mark.parametrize(

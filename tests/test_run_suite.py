@@ -18,7 +18,8 @@ TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", 
         "--calib-lengths", "300", "--calib-depths", "0.5", "--prog-length", "300", "--prog-depths", "0.5",
         "--hotpot-n", "2", "--hotpot-chunk", "1", "--hotpot-calib", "1", "--hotpot-prog-n", "1", "--hotpot-ks", "0,2",
         "--probe-lengths", "300", "--probe-depths", "0,1", "--probe-runs", "2", "--probe-epochs", "3", "--probe-hidden-sizes", "16",
-        "--hotpot-probe-train", "5", "--rag-n", "2", "--rag-ks", "2,4", "--rag-threshold", "0"]
+        "--hotpot-probe-train", "5", "--rag-n", "2", "--rag-ks", "2,4", "--rag-threshold", "0",
+        "--kv-lengths", "300", "--kv-depths", "0.3", "--kv-runs", "1", "--kv-hotpot-n", "2", "--kv-budgets", "0.05"]
 
 
 @pytest.fixture(scope="module")
@@ -340,6 +341,43 @@ def test_hallucination_stage(suite_run):
     claims = json.loads((out / "claims.json").read_text())
     assert [c["task"] for c in claims if c["claim"].startswith("conjecture")] == ["NIAH answers", "NIAH answer tokens",
                                                                                   "HotpotQA answers"]
+
+
+@pytest.mark.slow
+def test_kv_stage(suite_run):
+    """Every KV strategy on fresh NIAH documents and the HotpotQA dev examples: kv=full decodes exactly what the
+    unmasked model does, the measured shares order as the budgets do, the offset-1 probes are saved with their offset,
+    and the table, figure, leaderboard columns and claims rows are written."""
+    from dynheads.probes.mlp import load_probe
+
+    out, _, row = suite_run
+    model = out / "smollm2"
+    summary = json.loads((model / "kv.json").read_text())
+    assert summary["conditions"] == ["kv:full", "kv:streaming", "kv:static@0.05", "kv:dynamic@0.05", "kv:oracle@0.05",
+                                     "kv:random@0.05"]
+    assert summary["niah"]["documents"] == 1 and summary["hotpotqa"]["documents"] == 2
+    kv_samples = json.loads((model / "kv_hotpotqa" / "cells" / "dev_00000.json").read_text())["samples"]
+    plain = {s["id"]: s["conditions"]["none"]["response"] for s in _hotpot_samples(out)}
+    assert [s["conditions"]["kv:full"]["response"] for s in kv_samples] == [plain[s["id"]] for s in kv_samples]
+    for task in ("niah", "hotpotqa"):
+        kept = {name: c["kept_kv"]["estimate"] for name, c in summary[task]["conditions"].items()}
+        assert kept["kv:full"] == 1.0 and kept["kv:streaming"] < kept["kv:static@0.05"] < 1.0
+        assert kept["kv:static@0.05"] == pytest.approx(kept["kv:dynamic@0.05"], abs=0.02)  # matched budgets
+        assert set(summary[task]["paired"]) == {f"kv:{s}@0.05 - kv:static@0.05" for s in ("dynamic", "oracle", "random")} | {
+            "kv:dynamic@0.05 - kv:random@0.05"}
+    for task, kind in (("niah", "copy_paste"), ("hotpotqa", "reasoning")):
+        _, meta = load_probe(model / f"kv_probe_{task}.pt")
+        assert meta["offset"] == 1 and meta["kind"] == kind and meta["documents"]
+    kv_doc = json.loads((model / "kv_niah" / "cells" / "L300_D0.3.json").read_text())["samples"][0]
+    assert kv_doc["uuid"] not in {s["uuid"] for c in (model / "probes" / "cells").glob("*.json")
+                                  for s in json.loads(c.read_text())["samples"]}
+    text = (out / "kv.md").read_text()
+    assert "KV kept (per KV head)" in text and "Offset-1 probe" in text
+    assert _png(model / "kv_budget.png")
+    assert {"kv_niah_dynamic_minus_static_rouge_l", "kv_hotpotqa_full_f1"} <= set(row)
+    claims = json.loads((out / "claims.json").read_text())
+    assert [c["task"] for c in claims if c["claim"].startswith("conjecture: per-step")] == [
+        "NIAH, 0.05 of KV heads whole", "HotpotQA, 0.05 of KV heads whole"]
 
 
 def test_unknown_stage_is_refused(run_suite, capsys):

@@ -1,0 +1,143 @@
+"""Head-level KV compression as a decoding condition: which heads keep the whole context at each decode step.
+
+Why: the paper's first proposed direction. Static schemes (DuoAttention, RazorAttention, HeadKV) give the full KV
+cache only to the heads that retrieve *on average*; every other head is a *streaming head* that keeps the first
+``sink`` positions and the last ``window`` ones. If retrieval heads are dynamic, a per-step choice (a probe that
+reads the previous step's hidden state) should do better at the same budget. This module decides, per step and
+per row, which heads are streaming; :class:`~dynheads.models.attention.StreamView` enforces it in the attention
+mask and counts what every head and KV group kept. It simulates the restriction (the cache is still held whole),
+which is what comparing selection rules needs; a real implementation would drop the keys instead.
+
+Strategies (``kv=``):
+
+* ``full``      -- no restriction (the reference);
+* ``streaming`` -- every head streaming (StreamingLLM);
+* ``static``    -- the top of the calibrated static ranking keeps the context (DuoAttention / RazorAttention style);
+* ``dynamic``   -- the units a probe predicts for step t from step t - 1's final hidden state (a temporal-offset-1
+  probe: the choice is made before step t runs); the first step, which has no previous step, uses the static ranking;
+* ``oracle``    -- two passes per step: an unrestricted pass finds the step's own Eq. 1 / Eq. 2 heads (strongest
+  first), the static ranking fills the rest of the budget, and the step is re-run restricted (an upper bound);
+* ``random``    -- seeded random units, fixed for the generation.
+
+``granularity``: ``kv`` (default, as DuoAttention: memory is saved per KV head, so whole KV groups are selected;
+a group's score is the best score of its query heads) or ``head`` (query heads; a KV head is then needed whenever
+any of its query heads is selected, which the measured KV-head share reports).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..metrics.heads import Head
+
+KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random")
+BUDGETED = ("static", "dynamic", "oracle", "random")  # the strategies that take kv_heads
+GRANULARITIES = ("kv", "head")
+DEFAULT_SINK = 4
+DEFAULT_WINDOW = 64
+ACCEPTED_KV = ("choose kv= among full, streaming, static, dynamic, oracle, random (join several with +), with "
+               "kv_heads=N (units kept whole) or a fraction such as 0.25, kv_sink, kv_window and kv_granularity=kv|head")
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # [rows, hidden] float32 -> [rows, layers * heads] scores
+
+
+class KVError(ValueError):
+    """A KV-compression setting that cannot work; the message names the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class KVPolicy:
+    """One KV-compression condition (see the module docstring).
+
+    ``budget``: units kept whole, a count (``int``) or a share of all units (``float`` in (0, 1]); resolved against
+    the model by :meth:`units`. ``ranking``: the static ranking (best first) that ``static`` takes its heads from and
+    ``dynamic`` / ``oracle`` fill with. ``seed``: the text ``random`` draws from. ``predictor``: ``dynamic``'s probe.
+    """
+
+    strategy: str = "full"
+    budget: int | float = 0
+    sink: int = DEFAULT_SINK
+    window: int = DEFAULT_WINDOW
+    granularity: str = "kv"
+    ranking: tuple[Head, ...] = field(default=(), compare=False)
+    seed: str = field(default="0", compare=False)
+    predictor: Predictor | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in KV_STRATEGIES:
+            raise KVError(f"dynheads: unknown kv strategy {self.strategy!r}; {ACCEPTED_KV}")
+        if self.granularity not in GRANULARITIES:
+            raise KVError(f"dynheads: kv_granularity={self.granularity!r}; choose kv (whole KV groups, as DuoAttention) or head")
+        if self.sink < 0 or self.window < 1:
+            raise KVError(f"dynheads: kv_sink={self.sink}, kv_window={self.window}; need kv_sink >= 0 and kv_window >= 1, e.g. kv_sink=4,kv_window=64")
+        bad = isinstance(self.budget, bool) or self.budget < 0 or (isinstance(self.budget, float) and self.budget > 1)
+        if bad:
+            raise KVError(f"dynheads: kv_heads={self.budget!r}; give a count N >= 0 or a fraction in (0, 1], e.g. kv_heads=0.25")
+
+    @property
+    def name(self) -> str:
+        """The condition's name in traces and tables, e.g. ``kv:static@0.25`` or ``kv:streaming``."""
+        if self.strategy in BUDGETED:
+            return f"kv:{self.strategy}@{self.budget:g}"
+        return f"kv:{self.strategy}"
+
+    def units(self, layers: int, heads: int, kv_heads: int) -> int:
+        """How many units (KV groups or query heads) keep the whole context."""
+        if self.strategy == "full":
+            return self.total_units(layers, heads, kv_heads)
+        if self.strategy == "streaming":
+            return 0
+        total = self.total_units(layers, heads, kv_heads)
+        count = round(self.budget * total) if isinstance(self.budget, float) else int(self.budget)
+        if count > total:
+            raise KVError(f"dynheads: kv_heads={self.budget} asks for {count} {self.unit_name} but the model has {total}; "
+                          f"give at most {total} or a fraction")
+        return count
+
+    def total_units(self, layers: int, heads: int, kv_heads: int) -> int:
+        return layers * (kv_heads if self.granularity == "kv" else heads)
+
+    @property
+    def unit_name(self) -> str:
+        return "KV heads" if self.granularity == "kv" else "query heads"
+
+
+def static_scores(ranking: Sequence[Head], layers: int, heads: int) -> torch.Tensor:
+    """``[layers, heads]`` scores in (0, 1] from a ranking, best first (heads the ranking omits score 0)."""
+    scores = torch.zeros(layers, heads)
+    for rank, (layer, head) in enumerate(ranking):
+        scores[layer, head] = 1.0 - rank / (len(ranking) + 1)
+    return scores
+
+
+def random_scores(layers: int, heads: int, seed: str) -> torch.Tensor:
+    """``[layers, heads]`` uniform scores from a generator seeded with the text ``seed`` (a reproducible draw)."""
+    rng = random.Random(str(seed))
+    return torch.tensor([[rng.random() for _ in range(heads)] for _ in range(layers)])
+
+
+def select(scores: torch.Tensor, units: int, kv_heads: int, granularity: str) -> torch.Tensor:
+    """Boolean ``[layers, heads]``: the ``units`` best query heads, or (``kv``) every query head of the ``units`` best KV
+    groups, a group scoring as its best query head. Ties go to the lower index (a stable sort), so a choice is
+    reproducible."""
+    layers, heads = scores.shape
+    if granularity == "kv":
+        grouped = scores.reshape(layers, kv_heads, heads // kv_heads).amax(dim=-1).flatten()
+    else:
+        grouped = scores.flatten()
+    chosen = torch.zeros(grouped.shape[0], dtype=torch.bool)
+    chosen[torch.sort(grouped, descending=True, stable=True).indices[:units]] = True
+    if granularity == "kv":
+        return chosen.reshape(layers, kv_heads, 1).expand(layers, kv_heads, heads // kv_heads).reshape(layers, heads)
+    return chosen.reshape(layers, heads)
+
+
+def oracle_scores(hit: torch.Tensor, strength: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
+    """The oracle's ranking of one step: its retrieval heads first (strongest first), then the ``fallback`` (static)
+    order. ``hit`` ``[layers, heads]`` boolean, ``strength`` in [0, 1] (peak attention or Eq. 2 score)."""
+    strength = torch.zeros_like(fallback) if strength is None else strength.float().cpu()
+    return torch.where(hit.cpu(), 2.0 + strength, fallback)

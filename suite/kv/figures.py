@@ -1,0 +1,48 @@
+"""Score against the KV cache kept: one panel per task, one line per strategy across budgets, interval bars both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..plotting import metric_label, pyplot, save_figure
+
+STYLES = {"full": ("black", "s"), "streaming": ("tab:gray", "v"), "static": ("tab:blue", "o"),
+          "dynamic": ("tab:red", "D"), "oracle": ("tab:green", "^"), "random": ("tab:purple", "x")}
+PANELS = (("niah", "rouge_l", "NIAH"), ("hotpotqa", "f1", "HotpotQA dev"))
+
+
+def strategy_of(name: str) -> str:
+    return name[len("kv:"):].partition("@")[0]
+
+
+def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
+    """x: the measured share of the KV cache kept (per KV head, mean over documents); y: the task's score. Each point
+    carries its 95 % intervals on both axes; a strategy's budgets are joined in order of the share kept."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6.4 * len(PANELS), 5.0), squeeze=False)
+    for ax, (task, metric, caption) in zip(axes[0], PANELS):
+        data = (summary.get(task) or {}).get("conditions") or {}
+        by_strategy: dict[str, list[tuple[dict, dict]]] = {}
+        for name, c in data.items():
+            by_strategy.setdefault(strategy_of(name), []).append((c["kept_kv"], c[metric]))
+        for strategy, points in by_strategy.items():
+            colour, marker = STYLES.get(strategy, ("tab:olive", "."))
+            points.sort(key=lambda p: p[0]["estimate"])
+            xs = [x["estimate"] for x, _ in points]
+            ys = [y["estimate"] for _, y in points]
+            ax.errorbar(xs, ys, xerr=[[x["estimate"] - x["low"] for x, _ in points], [x["high"] - x["estimate"] for x, _ in points]],
+                        yerr=[[y["estimate"] - y["low"] for _, y in points], [y["high"] - y["estimate"] for _, y in points]],
+                        color=colour, marker=marker, linestyle="-" if len(points) > 1 else "none", capsize=3, linewidth=1.4,
+                        label=strategy + (" (two passes: upper bound)" if strategy == "oracle" else ""))
+        n = (summary.get(task) or {}).get("documents", 0)
+        ax.set_title(f"{caption}: {n} documents", fontsize=10)
+        ax.set_xlabel("KV cache kept (measured share of (KV head, key) pairs, decode steps)")
+        ax.set_ylabel(f"{metric_label(metric)} (mean, 95 % CI)")
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -1,0 +1,159 @@
+"""The ``kv`` stage: every KV-compression strategy at matched budgets on NIAH and HotpotQA, with intervals.
+
+Data, so that nothing is scored on what fitted it:
+
+* **NIAH**: fresh documents (seed + 2) in (length, depth) cells that none of the Claim 3 probe's cells uses; the
+  offset-1 probe trains on all of those cells' unmasked generations (split 80 / 20 by generation for early stopping).
+* **HotpotQA**: dev examples; the offset-1 probe trains on the ``hotpotqa_probes`` stage's train answers.
+
+Every document is decoded once per condition, all conditions of a document after one shared prefill (one lm-eval
+run per cell, resumable like every cell). Scores are means over documents with 95 % bootstrap intervals; dynamic,
+oracle and random are paired with static on the same documents at each budget.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ...metrics.intervals import mean_interval, paired_difference
+from ...models.files import write_atomic
+from ...models.kv import BUDGETED, KVPolicy
+from ...traces import COPY_PASTE, REASONING
+from ..hotpotqa import stages as hotpotqa_stages
+from ..model import ModelSuite
+from ..niah import stages as niah_stages
+from ..summaries import samples_of
+
+PROBE_FORMAT = 1  # the offset probe's cache layout
+METRICS = {"niah": ("acc", "rouge_l"), "hotpotqa": ("f1", "em")}
+# (strategy, reference) pairs compared on the same documents at each budget: the question (dynamic vs static), the upper
+# bound and the control against static, and the per-step choice against a choice that knows nothing
+PAIRS = (("dynamic", "static"), ("oracle", "static"), ("random", "static"), ("dynamic", "random"))
+
+
+def condition_names(kv: dict[str, Any]) -> list[str]:
+    """The conditions of every KV cell: unbudgeted strategies once, budgeted ones at every budget."""
+    names = []
+    for strategy in kv["strategies"]:
+        budgets = kv["budgets"] if strategy in BUDGETED else [None]
+        names += [KVPolicy(strategy, budget if budget is not None else 0).name for budget in budgets]
+    return names
+
+
+def offset_probe(suite: ModelSuite, task: str, cells: list[dict[str, Any]], folders: list[Path], kind: str) -> Path:
+    """The temporal-offset-1 probe of ``task`` (fitted once, reused while its data and settings are unchanged):
+    ``OUT/<model>/kv_probe_<task>.pt`` with its validation report beside it."""
+    from ...probes.ahead import fit_ahead
+    from ...probes.dataset import load_step_vectors
+
+    fit = suite.profile["kv"]["probe"]
+    key = {"cells": [c["settings"] for c in cells], "folders": sorted(Path(f).name for f in folders), **fit,
+           "format": PROBE_FORMAT}
+    path, saved = suite.dir / f"kv_probe_{task}.json", suite.dir / f"kv_probe_{task}.pt"
+    if path.is_file() and saved.is_file() and json.loads(path.read_text()).get("settings") == key:
+        return saved
+    data = load_step_vectors(folders)
+    if data.kind != kind:
+        raise ValueError(f"run_suite: the {task} traces give {data.kind} heads, not {kind}")
+    params = {"hidden_sizes": tuple(fit["hidden_sizes"]), "max_epochs": fit["max_epochs"], "device": str(suite.lm.engine.device)}
+    probe, report = fit_ahead(data, 1, params, fit["seed"],
+                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} kv: offset-1 {task} probe",
+                                                                     unit="epoch"))
+    suite.computed += 1
+    probe.save(saved, model=suite.name, kind=data.kind, hidden_dim=int(data.hidden.shape[1]), heads=int(data.scores.shape[1]),
+               offset=1, split_seed=fit["seed"], hidden_sizes=list(fit["hidden_sizes"]),
+               documents=sorted({d for d in data.documents if d}))
+    write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
+    return saved
+
+
+def niah_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The NIAH KV cells, and the offset probe's report; refuses a cell the probe trained on."""
+    kv = suite.profile["kv"]
+    probe_cells, folder_cells = niah_stages.unmasked_cells(suite)
+    trained = {(float(d), int(L)) for d, L in folder_cells.values()}
+    wanted = [(int(L), float(d)) for L in kv["niah"]["lengths"] for d in kv["niah"]["depths"]]
+    clash = [(L, d) for L, d in wanted if (d, L) in trained]
+    if clash:
+        raise ValueError(f"run_suite: KV cells (length, depth) {clash} are also probe-training cells; choose other "
+                         "--kv-lengths / --kv-depths so that the offset-1 probe is tested on unseen cells")
+    if "dynamic" in kv["strategies"]:
+        suite.lm.use_kv_probe(offset_probe(suite, "niah", probe_cells, list(folder_cells), COPY_PASTE))
+    runner = suite.runner("kv_niah")
+    cells = [niah_stages.niah_cell(runner, L, d, kv["niah"]["runs"], names, None, seed=suite.seed + 2)
+             for L, d in suite.progress(wanted, desc=f"{suite.name} kv: NIAH cells ({len(names)} conditions)", unit="cell")]
+    return cells, probe_report(suite, "niah")
+
+
+def hotpotqa_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The HotpotQA KV chunks (dev examples), and the offset probe's report (trained on train answers)."""
+    kv, h = suite.profile["kv"], suite.profile["hotpotqa"]
+    if "dynamic" in kv["strategies"]:
+        answers, train_folders, _ = hotpotqa_stages.probe_answers(suite)
+        suite.lm.use_kv_probe(offset_probe(suite, "hotpotqa", answers, train_folders, REASONING))
+    setting = {"split": h["split"], "source": h.get("source"), "chunk": kv["hotpotqa"]["chunk"]}
+    cells = hotpotqa_stages.chunks(suite.runner("kv_hotpotqa"), setting, int(kv["hotpotqa"]["n"]), names, None,
+                                   suite.progress, f"{suite.name} kv: HotpotQA ({len(names)} conditions)")
+    return cells, probe_report(suite, "hotpotqa")
+
+
+def probe_report(suite: ModelSuite, task: str) -> dict[str, Any]:
+    path = suite.dir / f"kv_probe_{task}.json"
+    return json.loads(path.read_text())["report"] if path.is_file() else {}
+
+
+def kept_per_document(result: dict[str, Any], which: int) -> float:
+    """One document's measured share kept (0: per query head, 1: per KV head), averaged over its decode steps."""
+    kept = result["kv_kept"]
+    return sum(step[which] for step in kept) / len(kept)
+
+
+def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """Per condition: each metric and the measured shares kept, means over documents with intervals; per budget,
+    dynamic / oracle / random minus static on the same documents (verdict: higher is the per-step choice's claim)."""
+    samples = samples_of(cells)
+    out: dict[str, Any] = {"documents": len(samples), "conditions": {}, "paired": {}}
+    for name in names:
+        results = [r["conditions"][name] for r in samples]
+        out["conditions"][name] = {
+            **{m: mean_interval([res[m] for res in results], seed).record() for m in metrics},
+            "kept_heads": mean_interval([kept_per_document(res, 0) for res in results], seed).record(),
+            "kept_kv": mean_interval([kept_per_document(res, 1) for res in results], seed).record(),
+            "steps": sum(len(res["kv_kept"]) for res in results)}
+    budgets = sorted({name.partition("@")[2] for name in names if "@" in name}, key=float)
+    for budget in budgets:
+        for strategy, reference in PAIRS:
+            a, b = f"kv:{strategy}@{budget}", f"kv:{reference}@{budget}"
+            if a in out["conditions"] and b in out["conditions"]:
+                out["paired"][f"{a} - {b}"] = {
+                    m: paired_difference([r["conditions"][a][m] for r in samples],
+                                         [r["conditions"][b][m] for r in samples], seed).judged(1) for m in metrics}
+    return out
+
+
+def run(suite: ModelSuite) -> dict[str, Any]:
+    """Both tasks' KV cells, ``kv.json``, ``kv.md`` and the score-against-budget figure."""
+    from .figures import budget_figure
+    from .tables import report
+
+    kv = suite.profile["kv"]
+    names = condition_names(kv)
+    summary: dict[str, Any] = {"settings": {k: kv[k] for k in ("sink", "window", "granularity", "budgets", "strategies")},
+                               "conditions": names, "units": unit_counts(suite, kv["granularity"])}
+    for task, collect in (("niah", niah_cells), ("hotpotqa", hotpotqa_cells)):
+        cells, probe = collect(suite, names)
+        summary[task] = {**summarise(cells, names, METRICS[task], suite.seed), "offset_probe": probe}
+    summary["niah"]["cells"] = [[int(L), float(d)] for L in kv["niah"]["lengths"] for d in kv["niah"]["depths"]]
+    budget_figure(summary, f"{suite.name}: score against the KV cache kept (sink {kv['sink']} + window {kv['window']})",
+                  suite.dir / "kv_budget.png")
+    write_atomic(suite.dir / "kv.json", json.dumps(summary, indent=1))
+    write_atomic(suite.dir / "kv.md", report(suite.name, summary))
+    return summary
+
+
+def unit_counts(suite: ModelSuite, granularity: str) -> dict[str, int]:
+    e = suite.lm.engine
+    return {"layers": e.num_layers, "query_heads": e.num_heads, "kv_heads": e.num_kv_heads,
+            "units": e.num_layers * (e.num_kv_heads if granularity == "kv" else e.num_heads)}

@@ -1,0 +1,115 @@
+"""The KV-compression tables: the stage's report, leaderboard columns and section, the console summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..summaries import interval_text
+from ..tables import markdown, shown, with_interval
+
+RESULT_FILES = {"kv": ("kv.json", None)}
+TASKS = (("niah", (("acc", "accuracy"), ("rouge_l", "ROUGE-L")), "NIAH (lengths past the window; cells unseen by the probe)"),
+         ("hotpotqa", (("f1", "F1"), ("em", "EM")), "HotpotQA dev"))
+BOARD_METRIC = {"niah": "rouge_l", "hotpotqa": "f1"}
+
+
+def budget_of(name: str) -> str:
+    return name.partition("@")[2]
+
+
+def task_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
+    """Per condition: the scores and the measured shares kept, each a mean over documents with its interval."""
+    rows = [[name, *(interval_text(c[m]) for m, _ in metrics), interval_text(c["kept_kv"]), interval_text(c["kept_heads"]),
+             c["steps"]] for name, c in task["conditions"].items()]
+    return markdown(["condition", *(label for _, label in metrics), "KV kept (per KV head)", "KV kept (per query head)",
+                     "decode steps"], rows)
+
+
+def paired_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
+    rows = [[pair, label, interval_text(d[m]), d[m]["n"], word(d[m]["verdict"])]
+            for pair, d in task["paired"].items() for m, label in metrics]
+    return markdown(["paired difference (same documents)", "metric", "mean [95 % CI]", "n", "verdict"], rows)
+
+
+def word(verdict: str) -> str:
+    """A paired difference's verdict in this table's words (the per-step choice claims a higher score)."""
+    return {"reproduced": "higher", "contradicted": "lower"}.get(verdict, verdict)
+
+
+def probe_note(probe: dict[str, Any]) -> str:
+    """The offset-1 probe's validation scores beside its baselines (early-stopping data: not a held-out test)."""
+    if not probe:
+        return "No offset-1 probe (kv=dynamic not run).\n"
+    scores = probe["scores"]
+    key = "f1" if "f1" in scores["probe"] else "r2"
+    parts = ", ".join(f"{name.replace('_', ' ')} {scores[name][key]:.3f}" for name in ("probe", "prior", "previous_step"))
+    return (f"Offset-1 probe (hidden state of step t − 1 → heads of step t): {probe['train']['generations']} training "
+            f"generations ({probe['train']['steps']} steps), {probe['epochs']} epochs; validation {key.upper()} on "
+            f"{probe['validation']['generations']} generations: {parts} (validation data chose the epoch and threshold: "
+            "not a held-out test; the downstream scores above are).\n")
+
+
+def report(model: str, summary: dict[str, Any]) -> str:
+    """``kv.md`` of one model."""
+    s, units = summary["settings"], summary["units"]
+    unit = "KV heads" if s["granularity"] == "kv" else "query heads"
+    total = units["units"]
+    budgets = ", ".join(f"{b:g} ({round(b * total) if isinstance(b, float) else b} of {total} {unit})" for b in s["budgets"])
+    text = [f"# {model}: head-level KV compression at matched budgets (beyond the paper)\n",
+            f"Decode steps only: a streaming head attends to the first {s['sink']} positions and the last {s['window']}; "
+            f"the heads kept whole attend to everything. Selection by {unit} ({units['layers']} layers × "
+            f"{units['kv_heads']} KV heads, {units['query_heads']} query heads each layer); budgets: {budgets}. "
+            "`KV kept` is measured from the attention masks at every decode step (the share of (head, key) pairs "
+            "attended, out of the unrestricted count). Means over documents with 95 % bootstrap intervals (seeded); "
+            "paired differences on the same documents, `higher` when the interval lies above 0.\n"]
+    for key, metrics, title in TASKS:
+        task = summary.get(key)
+        if not task:
+            continue
+        text.append(f"## {title}: {task['documents']} documents\n")
+        if key == "niah":
+            text.append(f"Cells (length, depth): {task.get('cells')}.\n")
+        text.append(task_table(task, metrics))
+        text.append("\n" + paired_table(task, metrics))
+        text.append("\n" + probe_note(task.get("offset_probe") or {}))
+    return "\n".join(text)
+
+
+def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
+    """Per task: the score of full, static and dynamic at the largest budget (the one closest to keeping the model
+    intact), and dynamic − static there; ``kv.md`` has every budget."""
+    kv = r.get("kv") or {}
+    out: dict[str, Any] = {}
+    budgets = (kv.get("settings") or {}).get("budgets") or []
+    low = f"{max(budgets):g}" if budgets else None
+    for task, metric in BOARD_METRIC.items():
+        conditions = (kv.get(task) or {}).get("conditions") or {}
+        for label, name in (("full", "kv:full"), ("static", f"kv:static@{low}"), ("dynamic", f"kv:dynamic@{low}")):
+            record = (conditions.get(name) or {}).get(metric)
+            out.update(with_interval(f"kv_{task}_{label}_{metric}", record["estimate"] if record else None, record))
+        pair = ((kv.get(task) or {}).get("paired") or {}).get(f"kv:dynamic@{low} - kv:static@{low}") or {}
+        record = pair.get(metric)
+        out.update(with_interval(f"kv_{task}_dynamic_minus_static_{metric}", record["estimate"] if record else None, record))
+        kept = (conditions.get(f"kv:static@{low}") or {}).get("kept_kv")
+        out[f"kv_{task}_kept_at_budget"] = kept["estimate"] if kept else None
+    out["kv_budget"] = float(low) if low else None
+    return out
+
+
+def leaderboard_section(board: list[dict[str, Any]]) -> str:
+    rows = [[b["model"], b.get("kv_budget"),
+             *(shown(b, f"kv_{task}_{label}_{metric}") for task, metric in BOARD_METRIC.items()
+               for label in ("full", "static", "dynamic", "dynamic_minus_static"))] for b in board]
+    return ("## Head-level KV compression (beyond the paper; largest budget: share of KV heads kept whole)\n\n"
+            + markdown(["model", "budget", "NIAH ROUGE-L: full", "static", "dynamic", "dynamic − static",
+                        "HotpotQA F1: full", "static", "dynamic", "dynamic − static"], rows) + "\n")
+
+
+def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """``kv.md`` across models."""
+    parts = [report(r["model"], r["kv"]) for r in rows if r.get("kv")]
+    return {"kv.md": "\n".join(parts) or "# head-level KV compression\n\nThe kv stage has not run.\n"}
+
+
+def console(rows: list[dict[str, Any]]) -> str:
+    return leaderboard_section([{"model": r["model"], **leaderboard_columns(r)} for r in rows])

@@ -1,0 +1,88 @@
+"""The kv stage's arguments, summaries, tables and claims on synthetic cells with planted differences."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from dynheads.models.settings import ModelSettings, parse_kv_strategies
+from dynheads.suite import kv as kv_task
+from dynheads.suite.claims import claims_rows
+from dynheads.suite.kv.stage import condition_names, summarise
+from dynheads.suite.kv.tables import leaderboard_columns, report
+
+
+def test_kv_argument_lists_budgets_and_errors():
+    assert parse_kv_strategies("full+static@0.05+dynamic@8") == (("full", None), ("static", 0.05), ("dynamic", 8))
+    assert parse_kv_strategies("off") == ()
+    settings = ModelSettings.parse(kv="full+streaming+static@0.25+random", kv_heads=3)
+    assert settings.kv_label() == "kv:full+kv:streaming+kv:static@0.25+kv:random@3"
+    for bad, match in (({"kv": "sometimes"}, "unknown strategy"), ({"kv": "static+static"}, "twice"),
+                       ({"kv": "static@2.5"}, "fraction"), ({"kv": "dynamic"}, "kv_probe"),
+                       ({"kv": "full", "mask": "dynamic"}, "mask=none"), ({"kv": "static", "static_heads": "off"}, "static calibration"),
+                       ({"kv_granularity": "layer"}, "kv_granularity"), ({"kv_window": 0}, "kv_window"),
+                       ({"kv_probe": "/no/such.pt"}, "not a file")):
+        with pytest.raises(ValueError, match=match):
+            ModelSettings.parse(**bad)
+
+
+def test_condition_names_put_budgets_on_budgeted_strategies_only():
+    kv = {"strategies": ["full", "streaming", "static", "oracle"], "budgets": [0.05, 0.15]}
+    assert condition_names(kv) == ["kv:full", "kv:streaming", "kv:static@0.05", "kv:static@0.15", "kv:oracle@0.05",
+                                   "kv:oracle@0.15"]
+
+
+def _cells(documents: int = 12) -> tuple[list[dict], list[str]]:
+    """Dynamic scores 1 where static scores 0 on every document; random equals static; shares kept planted."""
+    names = ["kv:full", "kv:static@0.05", "kv:dynamic@0.05", "kv:random@0.05"]
+    samples = []
+    for d in range(documents):
+        conditions = {}
+        for name, score, kept in (("kv:full", 1.0, 1.0), ("kv:static@0.05", 0.0, 0.1), ("kv:dynamic@0.05", 1.0, 0.1),
+                                  ("kv:random@0.05", 0.0, 0.1 + 0.01 * (d % 2))):
+            conditions[name] = {"acc": score, "rouge_l": score, "kv_kept": [[kept, kept * 0.9]] * (3 + d % 2)}
+        samples.append({"conditions": conditions})
+    return [{"samples": samples}], names
+
+
+def test_summarise_gives_intervals_paired_verdicts_and_measured_shares():
+    cells, names = _cells()
+    out = summarise(cells, names, ("acc", "rouge_l"), seed=0)
+    assert out["documents"] == 12
+    assert out["conditions"]["kv:dynamic@0.05"]["acc"]["estimate"] == 1.0
+    assert out["conditions"]["kv:random@0.05"]["kept_heads"]["estimate"] == pytest.approx(0.105)
+    assert out["conditions"]["kv:static@0.05"]["kept_kv"]["estimate"] == pytest.approx(0.09)
+    assert out["conditions"]["kv:full"]["steps"] == 6 * 3 + 6 * 4
+    pair = out["paired"]["kv:dynamic@0.05 - kv:static@0.05"]["rouge_l"]
+    assert pair["estimate"] == 1.0 and pair["verdict"] == "reproduced"
+    assert out["paired"]["kv:random@0.05 - kv:static@0.05"]["acc"]["verdict"].startswith("inconclusive")
+    assert set(out["paired"]) == {"kv:dynamic@0.05 - kv:static@0.05", "kv:random@0.05 - kv:static@0.05",
+                                  "kv:dynamic@0.05 - kv:random@0.05"}
+    assert out["paired"]["kv:dynamic@0.05 - kv:random@0.05"]["acc"]["verdict"] == "reproduced"
+
+
+def test_tables_leaderboard_and_claims_read_the_summary():
+    cells, names = _cells()
+    niah = summarise(cells, names, ("acc", "rouge_l"), seed=0)
+    summary = {"settings": {"sink": 4, "window": 64, "granularity": "kv", "budgets": [0.05], "strategies": ["full"]},
+               "units": {"layers": 30, "query_heads": 9, "kv_heads": 3, "units": 90}, "niah": niah}
+    text = report("toy", summary)
+    assert "0.05 (4 of 90 KV heads)" in text and "| kv:dynamic@0.05 - kv:static@0.05 | ROUGE-L | 1.000" in text
+    board = leaderboard_columns({"kv": summary})
+    assert board["kv_niah_dynamic_minus_static_rouge_l"] == 1.0 and board["kv_hotpotqa_full_f1"] is None
+    assert board["kv_niah_kept_at_budget"] == pytest.approx(0.09)
+    rows = [c for c in claims_rows({"model": "toy", "kv": summary}) if c["claim"].startswith("conjecture: per-step")]
+    assert [(c["task"], c["verdict"]) for c in rows] == [("NIAH, 0.05 of KV heads whole", "reproduced"),
+                                                        ("HotpotQA, 0.05 of KV heads whole", "not run")]
+
+
+def test_profile_overrides_and_their_errors():
+    args = argparse.Namespace(kv_strategies="full,static", kv_budgets="0.1", kv_sink=None, kv_window=32, kv_granularity="head",
+                              kv_lengths="400", kv_depths="0.2", kv_runs=1, kv_hotpot_n=2)
+    kv = kv_task.profile("smollm2", "quick", args)["kv"]
+    assert (kv["strategies"], kv["budgets"], kv["window"], kv["granularity"]) == (["full", "static"], [0.1], 32, "head")
+    assert kv_task.model_args({"kv": kv}) == {"kv_sink": 4, "kv_window": 32, "kv_granularity": "head"}
+    for bad in ({"kv_budgets": "2"}, {"kv_strategies": "full,psychic"}, {"kv_window": 0}):
+        with pytest.raises(ValueError, match="run_suite: --kv"):
+            kv_task.profile("smollm2", "quick", argparse.Namespace(**{**vars(args), **bad}))
