@@ -227,6 +227,11 @@ class TraceEngine:
     * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
       (traced heads are those of that gated pass).
 
+    A condition with ``kv`` (:class:`~dynheads.models.kv.KVPolicy`) gates nothing: its streaming heads see only
+    attention sinks plus a recent window at every step (the choice fixed, re-made per step from the previous step's
+    hidden state under ``dynamic``, or, under ``oracle``, from the step's own heads in an unrestricted first pass
+    followed by the restricted re-run), and every step records the measured share of the cache it attended.
+
     :meth:`generate_many` runs several conditions over one shared prefill; :meth:`generate_batch` runs
     many prompts, ``batch_size`` prompts (with all their conditions) at a time.
     """
@@ -452,17 +457,7 @@ class TraceEngine:
         for t in range(steps_max):
             qpos = width + t
             idx = torch.tensor(active, dtype=torch.long, device=device)
-            stream = None
-            if compress:
-                streaming = torch.zeros(len(active), self.num_layers, self.num_heads, dtype=torch.bool)
-                for a, r in enumerate(active):
-                    policy, row = policies[r], rows[r]
-                    if policy is None or policy.strategy == "oracle":
-                        continue  # the oracle's first pass is unrestricted
-                    if policy.strategy == "dynamic" and row.previous_hidden is not None:
-                        row.full = self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0])
-                    streaming[a] = ~row.full
-                stream = Streaming(streaming, *next(iter(sink_window)))
+            stream = self._streaming([rows[r] for r in active], *next(iter(sink_window))) if compress else None
             out = batch.step(seq[idx, qpos : qpos + 1], keep=keep[idx] if gated_any else None, record=record, hidden=hidden,
                              stream=stream)
             token = out.logits.argmax(dim=-1)
@@ -538,6 +533,20 @@ class TraceEngine:
             if not staying:
                 break
             active = batch.retain(staying, active)
+
+    def _streaming(self, rows: Sequence[_Row], sink: int, window: int) -> Streaming:
+        """The streaming heads of this step's first pass, per row: none without KV compression and for the oracle
+        (its first pass is unrestricted), the fixed choice of the others, re-chosen for ``dynamic`` from the previous
+        step's hidden state (the first step keeps the static choice)."""
+        streaming = torch.zeros(len(rows), self.num_layers, self.num_heads, dtype=torch.bool)
+        for a, row in enumerate(rows):
+            policy = row.condition.kv
+            if policy is None or policy.strategy == "oracle":
+                continue
+            if policy.strategy == "dynamic" and row.previous_hidden is not None:
+                row.full = self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0])
+            streaming[a] = ~row.full
+        return Streaming(streaming, sink, window)
 
     def _signals(self, out: StepOutput, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every

@@ -26,6 +26,7 @@ any of its query heads is selected, which the measured KV-head share reports).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -92,7 +93,7 @@ class KVPolicy:
         if self.strategy == "streaming":
             return 0
         total = self.total_units(layers, heads, kv_heads)
-        count = round(self.budget * total) if isinstance(self.budget, float) else int(self.budget)
+        count = math.floor(self.budget * total + 0.5) if isinstance(self.budget, float) else int(self.budget)  # half up
         if count > total:
             raise KVError(f"dynheads: kv_heads={self.budget} asks for {count} {self.unit_name} but the model has {total}; "
                           f"give at most {total} or a fraction")

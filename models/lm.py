@@ -44,7 +44,7 @@ from .probe_metrics import check_offset, check_probe, kv_predictor, probe_record
 from .scores import COPY_PASTE, CopyPasteScore
 from .prompts import PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
-from .settings import ModelSettings, parse_head_list
+from .settings import ModelSettings, parse_head_list, parse_kv_strategies
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
@@ -105,12 +105,14 @@ class DynHeadsLM(HFLM):
         self.kv_probe, self.kv_probe_meta = probe, meta
         self.settings = dataclasses.replace(self.settings, kv=dataclasses.replace(self.settings.kv, probe=str(path)))
 
-    def kv_identity(self, kind: str) -> dict[str, Any]:
-        """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the static ranking
-        and the offset-1 probe's file digest."""
-        kv = self.settings.kv
+    def kv_identity(self, kind: str, strategies: list[str]) -> dict[str, Any]:
+        """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the units each
+        strategy keeps whole, the static ranking and the offset-1 probe's file digest."""
+        kv, e = self.settings.kv, self.engine
         static = self.static(kind) if self.settings.static_source != "off" else None
-        return {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity,
+        units = {f"{name}@{budget}": kv.policy(name, budget).units(e.num_layers, e.num_heads, e.num_kv_heads)
+                 for name, budget in parse_kv_strategies("+".join(strategies))}
+        return {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity, "units": units,
                 "ranking": [list(h) for h in static.heads] if static is not None else None,
                 "probe": file_digest(kv.probe) if kv.probe else None}
 
@@ -285,6 +287,10 @@ class DynHeadsLM(HFLM):
             score = p["score"] if p["score"].records_scores else None
             lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"])
                      for g, t in zip(gens, texts)]
+            if self.settings.kv_strategies:  # what the verifier needs to rebuild each step's per-head masks
+                kv = self.settings.kv
+                for line in lines:
+                    line["kv"] = {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity}
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)

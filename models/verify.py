@@ -13,7 +13,10 @@ zeroes the gated heads' slices), then compares what the trace says:
   cache that follows the trace's tokens. Each step's first pass is gated as the trace says (the fixed
   heads under static / random, nothing under dynamic); where the trace re-ran a dynamic step, the
   cache is restored and the step re-run with the recorded ``gated`` heads zeroed, which gives
-  ``heads_after`` and the emitted token.
+  ``heads_after`` and the emitted token;
+* KV-compression lines (``kv:<strategy>``): the same replay, every decode step's query row restricted, in the
+  heads the step did not keep whole, to the recorded sink and window by masks built from the trace (the oracle's
+  first pass unrestricted, then its re-run restricted).
 
 A step agrees when its head set (Eq. 1, or Eq. 2 above the recorded threshold), its ``heads_after``
 and its emitted token all equal the recomputed ones. Section 5 lines (``rag:<strategy>``) are replayed by
@@ -149,6 +152,67 @@ def replay_masked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[s
     return result
 
 
+def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step of a KV-compression line (``kv:<strategy>``): head set of the first pass, ``heads_after`` of the
+    oracle's re-run, emitted token, from eager attention whose masks are built here from the trace alone.
+
+    Each decode step's query row is restricted, in the heads the step did not keep whole (``kv_full``), to the first
+    ``sink`` and the last ``window`` positions (the line's ``kv`` settings), on top of causality and each layer's
+    sliding window; the prompt's prefill is plain. The oracle's first pass is unrestricted, then re-run restricted.
+    Teacher-forced on the trace's tokens, like :func:`replay_masked`.
+    """
+    from transformers import DynamicCache
+
+    from .rag.replay import layer_masks, layer_windows
+
+    prompt, steps, kv = record["input_ids"], record["steps"], record["kv"]
+    oracle = record["mask"].startswith("kv:oracle")
+    heads_of = _heads_of(record)
+    windows = layer_windows(model)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads, low = config.num_attention_heads, torch.finfo(next(model.parameters()).dtype).min
+    cache = DynamicCache()  # no config: every layer keeps every key, and the masks below apply the sliding windows
+    with torch.no_grad():
+        if len(prompt) > 1:
+            model(input_ids=torch.tensor([prompt[:-1]], device=model.device), cache=cache, use_cache=True)
+    sequence, result = list(prompt), []
+    with layer_masks(model) as masks:
+        def forward(full: torch.Tensor | None) -> tuple[list[torch.Tensor], int]:
+            position = len(sequence) - 1
+            keys = torch.arange(position + 1, device=model.device)
+            view = (keys < kv["sink"]) | (keys > position - kv["window"])
+            for layer, window in windows.items():
+                ok = (keys > position - window) if window is not None else torch.ones_like(keys, dtype=torch.bool)
+                ok = ok[None].expand(heads, -1).clone()
+                if full is not None:
+                    ok[~full[layer]] &= view
+                masks[layer] = torch.where(ok, 0.0, low)[None, :, None, :].to(next(model.parameters()).dtype)
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([sequence[-1:]], device=model.device), cache=cache, use_cache=True,
+                            output_attentions=True)
+            return [a[0, :, -1, :].float() for a in out.attentions], int(out.logits[0, -1].argmax())
+
+        for step in steps:
+            full = torch.zeros(len(windows), heads, dtype=torch.bool, device=model.device)
+            for layer, head in step["kv_full"]:
+                full[layer, head] = True
+            got: dict[str, Any] = {"heads_after": []}
+            if oracle:
+                saved = copy.deepcopy(cache)
+                rows, token = forward(None)
+                got["heads"] = heads_of(rows, sequence, token)
+                cache = saved
+                rows, token = forward(full)
+                got["heads_after"] = heads_of(rows, sequence, token)
+            else:
+                rows, token = forward(full)
+                got["heads"] = heads_of(rows, sequence, token)
+            got["token_id"] = token
+            result.append(got)
+            sequence.append(step["token_id"])
+    return result
+
+
 def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_text: Callable[[int], str] | None = None,
                    text_of: Callable[[list[int]], str] | None = None) -> dict[str, Any]:
     """Agreement of every step of ``records`` (any mask) with the eager recomputation; Section 5 lines (``rag:...``)
@@ -157,7 +221,7 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
     ``unchecked``, one line each."""
     from .rag.replay import ReplayError, replay_answer
 
-    counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0}
+    counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0, "kv_lines": 0}
     rag: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}
     rag_lines, unchecked, replays = 0, [], {}
     for record in records:
@@ -177,8 +241,15 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
                              "steps or prompt to check")
             continue
         masked = record.get("mask", "none") != "none"
+        compressed = str(record.get("mask", "")).startswith("kv:")
+        if compressed and ("kv" not in record or "kv_full" not in record["steps"][0]):
+            unchecked.append(f"the {record['mask']} line of document {record.get('doc_id')!r} lacks the kv settings or "
+                             "per-step kv_full it needs (written by an older dynheads); trace it again")
+            continue
         counts["masked_lines"] += masked
-        expected = replay_masked(model, record) if masked else recompute_unmasked(model, record)
+        counts["kv_lines"] += compressed
+        expected = (replay_kv(model, record) if compressed else replay_masked(model, record) if masked
+                    else recompute_unmasked(model, record))
         for step, want in zip(record["steps"], expected):
             same = {"heads": sorted(map(tuple, step["heads"])) == want["heads"],
                     "heads_after": sorted(map(tuple, step.get("heads_after", []))) == want["heads_after"],
@@ -188,7 +259,7 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
             for key, ok in same.items():
                 counts[key] += ok
     steps = counts["steps"]
-    out = {"lines": len(records), "masked_lines": counts["masked_lines"], "steps": steps,
+    out = {"lines": len(records), "masked_lines": counts["masked_lines"], "kv_lines": counts["kv_lines"], "steps": steps,
            "agreeing_steps": counts["agreeing_steps"], "agreement": counts["agreeing_steps"] / steps if steps else None,
            **{f"{key}_agreement": counts[key] / steps if steps else None for key in ("heads", "heads_after", "tokens")}}
     if rag_lines:

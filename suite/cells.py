@@ -83,7 +83,7 @@ class CellRunner:
             settings["rag"] = self.lm.rag_identity(strategies)
         compressions = kv_strategies(conditions)
         if compressions:  # head-level KV compression: what decides each step's heads
-            settings["kv"] = self.lm.kv_identity(task.kind)
+            settings["kv"] = self.lm.kv_identity(task.kind, compressions)
         if task.seeded or "random" in masks or any("random" in s for s in strategies + compressions):
             settings["seed"] = self.seed
         if hidden:  # cells that also wrote the hidden-state sidecar

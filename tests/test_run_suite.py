@@ -339,7 +339,7 @@ def test_hallucination_stage(suite_run):
     assert _png(model / "hallucination_roc_niah.png") and _png(model / "hallucination_roc_hotpotqa.png")
     assert {"halluc_niah_absence_auroc", "halluc_hotpotqa_lookback_lens_auroc"} <= set(row)
     claims = json.loads((out / "claims.json").read_text())
-    assert [c["task"] for c in claims if c["claim"].startswith("conjecture")] == ["NIAH answers", "NIAH answer tokens",
+    assert [c["task"] for c in claims if c["claim"].startswith("conjecture: absence")] == ["NIAH answers", "NIAH answer tokens",
                                                                                   "HotpotQA answers"]
 
 

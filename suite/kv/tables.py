@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...models.kv import KVPolicy
 from ..summaries import interval_text
 from ..tables import markdown, shown, with_interval
 
@@ -54,7 +55,9 @@ def report(model: str, summary: dict[str, Any]) -> str:
     s, units = summary["settings"], summary["units"]
     unit = "KV heads" if s["granularity"] == "kv" else "query heads"
     total = units["units"]
-    budgets = ", ".join(f"{b:g} ({round(b * total) if isinstance(b, float) else b} of {total} {unit})" for b in s["budgets"])
+    kept = {b: KVPolicy("static", b, granularity=s["granularity"]).units(units["layers"], units["query_heads"], units["kv_heads"])
+            for b in s["budgets"]}
+    budgets = ", ".join(f"{b:g} ({kept[b]} of {total} {unit})" for b in s["budgets"])
     text = [f"# {model}: head-level KV compression at matched budgets (beyond the paper)\n",
             f"Decode steps only: a streaming head attends to the first {s['sink']} positions and the last {s['window']}; "
             f"the heads kept whole attend to everything. Selection by {unit} ({units['layers']} layers × "
