@@ -72,6 +72,7 @@ def test_tables_leaderboard_and_claims_read_the_summary():
     board = leaderboard_columns({"kv": summary})
     assert board["kv_niah_dynamic_minus_static_rouge_l"] == 1.0 and board["kv_hotpotqa_full_f1"] is None
     assert board["kv_niah_kept_at_budget"] == pytest.approx(0.09)
+    assert "## HotpotQA dev\n\nNot run in this profile" in text
     rows = [c for c in claims_rows({"model": "toy", "kv": summary}) if c["claim"].startswith("conjecture: per-step")]
     assert [(c["task"], c["verdict"]) for c in rows] == [("NIAH, 0.05 of KV heads whole", "reproduced"),
                                                         ("HotpotQA, 0.05 of KV heads whole", "not run")]
@@ -83,6 +84,7 @@ def test_profile_overrides_and_their_errors():
     kv = kv_task.profile("smollm2", "quick", args)["kv"]
     assert (kv["strategies"], kv["budgets"], kv["window"], kv["granularity"]) == (["full", "static"], [0.1], 32, "head")
     assert kv_task.model_args({"kv": kv}) == {"kv_sink": 4, "kv_window": 32, "kv_granularity": "head"}
-    for bad in ({"kv_budgets": "2"}, {"kv_strategies": "full,psychic"}, {"kv_window": 0}):
+    assert kv_task.profile("smollm2", "quick", argparse.Namespace(**{**vars(args), "kv_hotpot_n": 0}))["kv"]["hotpotqa"]["n"] == 0
+    for bad in ({"kv_budgets": "2"}, {"kv_strategies": "full,psychic"}, {"kv_window": 0}, {"kv_hotpot_n": -1}):
         with pytest.raises(ValueError, match="run_suite: --kv"):
             kv_task.profile("smollm2", "quick", argparse.Namespace(**{**vars(args), **bad}))

@@ -368,7 +368,7 @@ def test_kv_stage(suite_run):
     for task, kind in (("niah", "copy_paste"), ("hotpotqa", "reasoning")):
         _, meta = load_probe(model / f"kv_probe_{task}.pt")
         assert meta["offset"] == 1 and meta["kind"] == kind and meta["documents"]
-    kv_doc = json.loads((model / "kv_niah" / "cells" / "L300_D0.3.json").read_text())["samples"][0]
+    kv_doc = json.loads((model / "kv_niah" / "cells" / "L300.json").read_text())["samples"][0]
     assert kv_doc["uuid"] not in {s["uuid"] for c in (model / "probes" / "cells").glob("*.json")
                                   for s in json.loads(c.read_text())["samples"]}
     text = (out / "kv.md").read_text()

@@ -82,8 +82,12 @@ def niah_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]
     if "dynamic" in kv["strategies"]:
         suite.lm.use_kv_probe(offset_probe(suite, "niah", probe_cells, list(folder_cells), COPY_PASTE))
     runner = suite.runner("kv_niah")
-    cells = [niah_stages.niah_cell(runner, L, d, kv["niah"]["runs"], names, None, seed=suite.seed + 2)
-             for L, d in suite.progress(wanted, desc=f"{suite.name} kv: NIAH cells ({len(names)} conditions)", unit="cell")]
+    depths = [float(d) for d in kv["niah"]["depths"]]
+    # one lm-eval run per length over every depth: a batch of several documents, whose rows share each step's weights
+    cells = [runner.run(f"L{L}", niah_stages.CELLS, {"lengths": [L], "depths": depths, "runs": kv["niah"]["runs"],
+                                                      "seed": suite.seed + 2}, names, None, {"length": L})
+             for L in suite.progress(sorted({L for L, _ in wanted}), desc=f"{suite.name} kv: NIAH lengths "
+                                     f"({len(names)} conditions)", unit="length")]
     return cells, probe_report(suite, "niah")
 
 
@@ -143,6 +147,9 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     summary: dict[str, Any] = {"settings": {k: kv[k] for k in ("sink", "window", "granularity", "budgets", "strategies")},
                                "conditions": names, "units": unit_counts(suite, kv["granularity"])}
     for task, collect in (("niah", niah_cells), ("hotpotqa", hotpotqa_cells)):
+        if task == "hotpotqa" and not kv["hotpotqa"]["n"]:
+            summary[task] = None  # the quick profile leaves HotpotQA to the power profile (its prefills dominate)
+            continue
         cells, probe = collect(suite, names)
         summary[task] = {**summarise(cells, names, METRICS[task], suite.seed), "offset_probe": probe}
     summary["niah"]["cells"] = [[int(L), float(d)] for L in kv["niah"]["lengths"] for d in kv["niah"]["depths"]]

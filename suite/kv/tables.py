@@ -68,6 +68,8 @@ def report(model: str, summary: dict[str, Any]) -> str:
     for key, metrics, title in TASKS:
         task = summary.get(key)
         if not task:
+            text.append(f"## {title}\n\nNot run in this profile (`--kv-hotpot-n N` runs N dev examples; the power profile "
+                        "runs 24).\n")
             continue
         text.append(f"## {title}: {task['documents']} documents\n")
         if key == "niah":
