@@ -39,6 +39,7 @@ import torch
 from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
 from ..traces import read_lines
 from ..metrics.retrieval import Head, copy_paste_heads
+from .eager_hooks import attention_modules, layer_masks, layer_windows
 from .loading import load_model, load_tokenizer
 
 
@@ -80,11 +81,6 @@ def recompute_unmasked(model: torch.nn.Module, record: dict[str, Any]) -> list[d
         steps.append({"heads": heads_of(rows, sequence[: pos + 1], token), "heads_after": [],
                       "token_id": int(out.logits[0, pos].argmax())})
     return steps
-
-
-def attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
-    """Each decoder layer's attention module (the one holding ``o_proj``), by layer index."""
-    return {int(m.layer_idx): m for m in model.modules() if hasattr(m, "o_proj") and hasattr(m, "layer_idx")}
 
 
 @contextmanager
@@ -162,8 +158,6 @@ def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, 
     Teacher-forced on the trace's tokens, like :func:`replay_masked`.
     """
     from transformers import DynamicCache
-
-    from .rag.replay import layer_masks, layer_windows
 
     prompt, steps, kv = record["input_ids"], record["steps"], record["kv"]
     oracle = record["mask"].startswith("kv:oracle")

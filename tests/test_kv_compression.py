@@ -10,8 +10,7 @@ import torch
 from dynheads.models.batch import Streaming
 from dynheads.models.engine import Condition, DecodeRequest, DecodingError, TraceEngine
 from dynheads.models.kv import KVError, KVPolicy, select, static_scores
-from dynheads.models.rag.replay import layer_masks, layer_windows
-from dynheads.models.verify import attention_modules
+from dynheads.models.eager_hooks import attention_modules, layer_masks, layer_windows
 
 from test_trace_engine import _copying_prompt
 from tiny_models import ARCHITECTURES, tiny_model

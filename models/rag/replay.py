@@ -22,16 +22,15 @@ positions and windows. The heads themselves are taken from the trace (the probe'
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from .rind import entropy, first_need, later_attention, rind_words, sentence_start
 from .windows import attention_windows, runs, top_indices
-from ..verify import attention_modules
+from ..eager_hooks import layer_masks, layer_windows
 
 SCORE_TOLERANCE = 2e-3  # the trace rounds RIND scores to 4 decimals; float32 sdpa and eager differ in the 5th-6th
 REQUIRED = ("context_token_span", "support_token_indices", "retrieval_log", "settings", "decoding")
@@ -48,31 +47,6 @@ def missing_fields(record: dict[str, Any]) -> list[str]:
     missing += [f"retrieval_log[{i}].{k}" for i, r in enumerate(rag.get("retrieval_log", []))
                 for k in ("kept", "top_positions") if k not in r]
     return missing
-
-
-@contextmanager
-def layer_masks(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
-    """While active, every attention module uses the additive mask stored under its layer index in the yielded dict
-    (the caller fills it before each forward), whatever mask the model built."""
-    masks: dict[int, torch.Tensor] = {}
-    hooks = []
-    for layer, module in attention_modules(model).items():
-        def swap(_module: torch.nn.Module, args: tuple, kwargs: dict, layer: int = layer) -> tuple:
-            return args, {**kwargs, "attention_mask": masks[layer]}
-
-        hooks.append(module.register_forward_pre_hook(swap, with_kwargs=True))
-    try:
-        yield masks
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-
-def layer_windows(model: torch.nn.Module) -> dict[int, int | None]:
-    """Each layer's sliding window (None: full attention), as its attention module or the config declares it."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return {layer: module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
-            for layer, module in attention_modules(model).items()}
 
 
 @dataclass
