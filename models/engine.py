@@ -213,7 +213,12 @@ class _Row:
     condition: Condition
     steps: list[Step] = field(default_factory=list)
     full: torch.Tensor | None = None  # KV compression: [layers, heads] True where the head keeps the whole context
+    full_heads: list[Head] | None = None  # the same as a head list, converted once per choice (not once per step)
+    ranked: torch.Tensor | None = None  # the static ranking as [layers, heads] scores (kv_choice's input), built once
     previous_hidden: torch.Tensor | None = None  # kv dynamic: the last step's final hidden state
+
+    def keep_whole(self, full: torch.Tensor) -> None:
+        self.full, self.full_heads = full, mask_to_heads(full)
 
 
 class TraceEngine:
@@ -280,15 +285,16 @@ class TraceEngine:
         units = policy.units(self.num_layers, self.num_heads, self.num_kv_heads)
         return select(scores.float().cpu().reshape(self.num_layers, self.num_heads), units, self.num_kv_heads, policy.granularity)
 
-    def _fixed_kv(self, policy: KVPolicy) -> torch.Tensor:
-        """The heads kept whole by a policy whose choice does not depend on the step (the static fallback of the others)."""
+    def _fixed_kv(self, policy: KVPolicy, ranked: torch.Tensor | None) -> torch.Tensor:
+        """The heads kept whole by a policy whose choice does not depend on the step (the static fallback of the others);
+        ``ranked``: the static ranking's scores."""
         if policy.strategy == "full":
             return torch.ones(self.num_layers, self.num_heads, dtype=torch.bool)
         if policy.strategy == "streaming":
             return torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
         if policy.strategy == "random":
             return self.kv_choice(policy, random_scores(self.num_layers, self.num_heads, policy.seed))
-        return self.kv_choice(policy, static_scores(policy.ranking, self.num_layers, self.num_heads))
+        return self.kv_choice(policy, ranked)
 
     def batch(self, prompts: Sequence[Sequence[int]], rows_of: Sequence[int]) -> DecodeBatch:
         """The step API (:class:`~dynheads.models.batch.DecodeBatch`) over this engine's model."""
@@ -449,7 +455,8 @@ class TraceEngine:
         compress = bool(sink_window)
         for row, policy in zip(rows, policies):
             if policy is not None:
-                row.full = self._fixed_kv(policy)
+                row.ranked = static_scores(policy.ranking, self.num_layers, self.num_heads) if policy.ranking else None
+                row.keep_whole(self._fixed_kv(policy, row.ranked))
         hidden = hidden or any(p is not None and p.strategy == "dynamic" for p in policies)
         oracle = any(p is not None and p.strategy == "oracle" for p in policies)
         top_k = top_k or oracle
@@ -476,15 +483,14 @@ class TraceEngine:
                     if policy.strategy == "dynamic":
                         row.previous_hidden = out.hidden[a]
                     if policy.strategy == "oracle":
-                        fallback = static_scores(policy.ranking, self.num_layers, self.num_heads)
-                        row.full = self.kv_choice(policy, oracle_scores(hit[a], peak[a], fallback))
+                        row.keep_whole(self.kv_choice(policy, oracle_scores(hit[a], peak[a], row.ranked)))
                         step.ungated_token_id = int(token[a])
                         rerun.append(a)
                         gates.append(torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool, device=device))
                         restricted.append(~row.full)
                     else:
                         step.kv_kept = tuple(float(v) for v in out.kv_kept[a])
-                    step.kv_full = mask_to_heads(row.full)
+                    step.kv_full = row.full_heads
                 if traced[r]:
                     step.heads = mask_to_heads(hit[a])
                     step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
@@ -544,7 +550,7 @@ class TraceEngine:
             if policy is None or policy.strategy == "oracle":
                 continue
             if policy.strategy == "dynamic" and row.previous_hidden is not None:
-                row.full = self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0])
+                row.keep_whole(self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0]))
             streaming[a] = ~row.full
         return Streaming(streaming, sink, window)
 

@@ -32,19 +32,17 @@ from tqdm import tqdm
 
 from .. import traces
 from ..metrics.hallucination import token_ends
-from ..metrics.heads import Head, random_heads
 from ..probes.mlp import load_probe
 from . import step_registry
-from .engine import Condition, DecodeRequest, Generation, TraceEngine, text_config
-from .files import file_digest
+from .conditions import kv_identity, request_conditions
+from .engine import DecodeRequest, Generation, TraceEngine, text_config
 from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
-from .kv import KVPolicy
-from .probe_metrics import check_offset, check_probe, kv_predictor, probe_record
+from .probe_metrics import check_offset, check_probe, probe_record
 from .scores import COPY_PASTE, CopyPasteScore
 from .prompts import PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
-from .settings import ModelSettings, parse_head_list, parse_kv_strategies
+from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
@@ -72,12 +70,9 @@ class DynHeadsLM(HFLM):
         self.engine = TraceEngine(self.model)
         self.total_heads = self.engine.num_layers * self.engine.num_heads
         if self.probe is not None:
-            check_probe(self.probe_meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads,
-                        self.settings.probe)
+            self._check_probe(self.probe_meta, self.settings.probe)
         if self.kv_probe is not None:
-            check_probe(self.kv_probe_meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads,
-                        self.settings.kv.probe)
-            check_offset(self.kv_probe_meta, self.settings.kv.probe)
+            self._check_probe(self.kv_probe_meta, self.settings.kv.probe, offset=1)
         self.settings.check_model(self.total_heads, self.engine.gate_mask)
         self._static: dict[str, StaticHeads] = {}
 
@@ -97,30 +92,24 @@ class DynHeadsLM(HFLM):
             check_requirements(settings.rag_strategies, self.rag_probe_meta if self.rag_probe is not None else None,
                                self.rag_probe_path, settings.static_source)
 
+    def _check_probe(self, meta: dict[str, Any], path: str, offset: int | None = None) -> None:
+        """A loaded probe's file fits this model (and, for ``kv=dynamic``, predicts ``offset`` steps ahead)."""
+        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, path)
+        if offset is not None:
+            check_offset(meta, path, offset)
+
     def use_kv_probe(self, path: str | os.PathLike) -> None:
         """Give ``kv=dynamic`` the temporal-offset-1 probe saved at ``path`` (checked against this model)."""
         probe, meta = load_probe(str(path))
-        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, str(path))
-        check_offset(meta, str(path))
+        self._check_probe(meta, str(path), offset=1)
         self.kv_probe, self.kv_probe_meta = probe, meta
         self.settings = dataclasses.replace(self.settings, kv=dataclasses.replace(self.settings.kv, probe=str(path)))
-
-    def kv_identity(self, kind: str, strategies: list[str]) -> dict[str, Any]:
-        """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the units each
-        strategy keeps whole, the static ranking and the offset-1 probe's file digest."""
-        kv, e = self.settings.kv, self.engine
-        static = self.static(kind) if self.settings.static_source != "off" else None
-        units = {f"{name}@{budget}": kv.policy(name, budget).units(e.num_layers, e.num_heads, e.num_kv_heads)
-                 for name, budget in parse_kv_strategies("+".join(strategies))}
-        return {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity, "units": units,
-                "ranking": [list(h) for h in static.heads] if static is not None else None,
-                "probe": file_digest(kv.probe) if kv.probe else None}
 
     def use_rag_probe(self, path: str | os.PathLike) -> None:
         """Give the ``dynamic`` RAG strategy the probe saved at ``path`` (checked against this model). Unlike
         ``probe=PATH`` it adds no probe metrics to other tasks."""
         probe, meta = load_probe(str(path))
-        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, str(path))
+        self._check_probe(meta, str(path))
         self.rag_probe, self.rag_probe_meta, self.rag_probe_path = probe, meta, str(path)
 
     def identity(self) -> dict[str, Any]:
@@ -134,6 +123,10 @@ class DynHeadsLM(HFLM):
     def rag_identity(self, strategies: list[str]) -> dict[str, Any]:
         """What decides the windows of these RAG strategies beyond the model (cell keys)."""
         return rag_identity(self, strategies)
+
+    def kv_identity(self, kind: str, strategies: list[str]) -> dict[str, Any]:
+        """What decides the choices of these KV strategies beyond the model (cell keys)."""
+        return kv_identity(self, kind, strategies)
 
     # -- static heads ------------------------------------------------------------------------------
     def static(self, kind: str = COPY_PASTE) -> StaticHeads | None:
@@ -168,21 +161,6 @@ class DynHeadsLM(HFLM):
         if static is None or static.matched_n is None:
             raise ValueError("dynheads: no matched head count in the static-head file; give heads=N")
         return static.matched_n
-
-    def fixed_heads(self, condition: Condition, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
-        """Heads gated at every step under a static or random condition (empty otherwise).
-
-        Random heads are drawn per sample from ``(seed, task, sample_key)``: reproducible, and different
-        for every document (``sample_key`` is the document's content hash, not its position in a run).
-        """
-        if condition.mask == "static":
-            if isinstance(self.settings.heads, str):
-                return tuple(parse_head_list(self.settings.heads))
-            return tuple(self.static(kind).heads[: self.matched_count(kind)])
-        if condition.mask == "random":
-            e = self.engine
-            return tuple(random_heads(self.matched_count(kind), e.num_layers, e.num_heads, f"{self.settings.seed}-{task}-{sample_key}"))
-        return ()
 
     @property
     def calibration_options(self) -> dict[str, Any]:
@@ -240,23 +218,8 @@ class DynHeadsLM(HFLM):
                 "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": doc_id,
                 "doc_key": doc_key, "sample_key": doc_key or doc_id}
 
-    def kv_policy(self, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
-        """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
-        random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
-        static = self.static(kind) if self.settings.static_source != "off" else None
-        predictor = None
-        if strategy == "dynamic":
-            predictor = kv_predictor(self.kv_probe, self.kv_probe_meta, kind, self.settings.kv.probe)
-        return self.settings.kv.policy(strategy, budget, ranking=tuple(static.heads) if static is not None else (),
-                                       seed=f"{self.settings.seed}-{task}-{sample_key}", predictor=predictor)
-
     def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
-        if self.settings.kv_strategies:
-            conditions = [Condition(kv=self.kv_policy(name, budget, p["task"], p["sample_key"], p["score"].kind))
-                          for name, budget in self.settings.kv_strategies]
-        else:
-            conditions = [Condition(c.mask, self.fixed_heads(c, p["task"], p["sample_key"], p["score"].kind), c.top_k)
-                          for c in self.settings.conditions]
+        conditions = request_conditions(self, p["task"], p["sample_key"], p["score"].kind)
         prompt = p["prompt"]
         return DecodeRequest(prompt.ids, p["max_gen"], conditions, target=prompt.target, score=p["score"],
                              eos_token_ids=p["eos_ids"], stop=p["stop"],
@@ -288,9 +251,8 @@ class DynHeadsLM(HFLM):
             lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"])
                      for g, t in zip(gens, texts)]
             if self.settings.kv_strategies:  # what the verifier needs to rebuild each step's per-head masks
-                kv = self.settings.kv
                 for line in lines:
-                    line["kv"] = {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity}
+                    line["kv"] = self.settings.kv.trace_fields()
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)

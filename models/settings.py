@@ -136,6 +136,10 @@ class KVSettings:
         """The condition of ``strategy`` at ``budget`` (None: this ``kv_heads``)."""
         return KVPolicy(strategy, self.budget if budget is None else budget, self.sink, self.window, self.granularity, **kw)
 
+    def trace_fields(self) -> dict[str, Any]:
+        """What a ``kv:`` trace line records so that a verifier can rebuild each step's per-head masks."""
+        return {"sink": self.sink, "window": self.window, "granularity": self.granularity}
+
 
 @dataclass(frozen=True)
 class ModelSettings:

@@ -147,17 +147,20 @@ class CellRunner:
         return result
 
 
-def kv_strategies(conditions: list[str]) -> list[str]:
-    """The KV-compression strategies of a cell's conditions (``kv:static@0.25`` -> ``static@0.25``); all or none."""
-    strategies = [c[len("kv:"):] for c in conditions if c.startswith("kv:")]
+def prefixed(conditions: list[str], prefix: str, what: str) -> list[str]:
+    """The strategies of a cell's conditions that carry ``prefix`` (``rag:dynamic`` -> ``dynamic``); a cell is all of
+    them or none."""
+    strategies = [c[len(prefix):] for c in conditions if c.startswith(prefix)]
     if strategies and len(strategies) != len(conditions):
-        raise ValueError("run_suite: a cell cannot mix KV strategies (kv:...) with other conditions")
+        raise ValueError(f"run_suite: a cell cannot mix {what} ({prefix}...) with other conditions")
     return strategies
+
+
+def kv_strategies(conditions: list[str]) -> list[str]:
+    """The KV-compression strategies of a cell's conditions (``kv:static@0.25`` -> ``static@0.25``)."""
+    return prefixed(conditions, "kv:", "KV strategies")
 
 
 def rag_strategies(conditions: list[str]) -> list[str]:
-    """The RAG strategies of a cell's conditions (``rag:dynamic`` -> ``dynamic``); a cell is all RAG or none."""
-    strategies = [c[len("rag:"):] for c in conditions if c.startswith("rag:")]
-    if strategies and len(strategies) != len(conditions):
-        raise ValueError("run_suite: a cell cannot mix RAG strategies (rag:...) with mask conditions")
-    return strategies
+    """The RAG strategies of a cell's conditions (``rag:dynamic`` -> ``dynamic``)."""
+    return prefixed(conditions, "rag:", "RAG strategies")

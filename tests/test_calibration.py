@@ -19,6 +19,7 @@ import pytest
 import lm_eval
 from lm_eval.tasks import TaskManager
 
+from dynheads.models.conditions import fixed_heads
 from dynheads.models.static_heads import FORMAT, load_static_heads
 import dynheads.tasks.hotpotqa_sf  # noqa: F401  (registers the reasoning calibration that a legacy file names)
 from dynheads.tasks.niah_uuid import calibration
@@ -141,7 +142,7 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
     loaded = user.static()
     assert loaded == static and loaded.path == full
     assert user.matched_count() == static.matched_n
-    assert user.fixed_heads(Condition("static"), "niah_uuid", 0) == tuple(static.heads[: static.matched_n])
+    assert fixed_heads(user, Condition("static"), "niah_uuid", 0) == tuple(static.heads[: static.matched_n])
 
     # 2. a plain ranked list of [layer, head] pairs: order kept, no scores, no matched N
     plain = tmp_path / "plain.json"
@@ -155,7 +156,7 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
         user.matched_count()
     user = _with_source(lm, str(plain), heads=2)
     assert user.matched_count() == 2
-    assert user.fixed_heads(Condition("static"), "niah_uuid", 0) == ((17, 3), (0, 0))
+    assert fixed_heads(user, Condition("static"), "niah_uuid", 0) == ((17, 3), (0, 0))
     assert load_static_heads(plain).heads == [(17, 3), (0, 0), (29, 8)]
 
     # 3. a calibration file serves only its own kind; a plain list serves both

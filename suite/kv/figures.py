@@ -23,8 +23,10 @@ def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
     """x: the measured share of the KV cache kept (per KV head, mean over documents); y: the task's score. Each point
     carries its 95 % intervals on both axes; a strategy's budgets are joined in order of the share kept."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(6.4 * len(PANELS), 5.0), squeeze=False)
-    for ax, (task, metric, caption) in zip(axes[0], PANELS):
+    panels = [p for p in PANELS if summary.get(p[0])]  # a task the profile did not run gets no empty panel
+    skipped = [caption for task, _, caption in PANELS if not summary.get(task)]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.4 * max(len(panels), 1), 5.0), squeeze=False)
+    for ax, (task, metric, caption) in zip(axes[0], panels):
         data = (summary.get(task) or {}).get("conditions") or {}
         by_strategy: dict[str, list[tuple[dict, dict]]] = {}
         for name, c in data.items():
@@ -40,8 +42,7 @@ def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
                         yerr=[[y["estimate"] - y["low"] for _, y in points], [y["high"] - y["estimate"] for _, y in points]],
                         color=colour, marker=marker, linestyle="-" if len(points) > 1 else "none", capsize=3, linewidth=1.4,
                         label=strategy + (" (two passes: upper bound)" if strategy == "oracle" else ""))
-        n = (summary.get(task) or {}).get("documents", 0)
-        ax.set_title(f"{caption}: {n} documents" if n else f"{caption}: not run in this profile", fontsize=10)
+        ax.set_title(f"{caption}: {summary[task]['documents']} documents", fontsize=10)
         ax.set_xlabel("KV cache kept: measured share of (KV head, key) pairs over the decode steps\n"
                       "(log scale; the strategies of one budget are drawn slightly apart)", fontsize=9)
         ax.set_ylabel(f"{metric_label(metric)} (mean, 95 % CI)")
@@ -51,8 +52,7 @@ def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
         ax.minorticks_off()
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-        if data:
-            ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(title, fontsize=10)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(title + (f"\n(not run in this profile: {', '.join(skipped)})" if skipped else ""), fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
