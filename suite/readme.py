@@ -22,7 +22,7 @@ from ..models.files import write_atomic
 from .claims import claims_table
 
 # per model folder: the tables the README links to beside the top-level ones, and the stage timings
-MODEL_FILES = ("niah_masking.md", "hotpotqa_masking.md", "timings.json")
+MODEL_FILES = ("niah_masking.md", "hotpotqa_masking.md", "timings.json", "model.json")
 
 
 def block_pattern(block: str) -> re.Pattern[str]:
@@ -56,6 +56,17 @@ def timing_line(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def versions_line(folder: Path) -> str:
+    """The package versions each model's run recorded (``model.json``), so a reader can reproduce the block."""
+    lines = []
+    for model in sorted({p.parent for p in folder.glob("*/timings.json")} | {p.parent for p in folder.glob("*/model.json")}):
+        path = model / "model.json"
+        versions = json.loads(path.read_text()).get("versions") if path.is_file() else None
+        named = ", ".join(f"{k} {v}" for k, v in versions.items()) if versions else "not recorded (a run older than the lock file)"
+        lines.append(f"Package versions ({model.name}): {named}.")
+    return "\n".join(lines)
+
+
 def rendered(folder: Path) -> str:
     """The README block of one snapshot: timings, the claims table (without the paper column: the text gives it),
     the leaderboard's sections, and links to every table."""
@@ -68,7 +79,7 @@ def rendered(folder: Path) -> str:
     widths = [] if folder.name == "quick" or not reference.is_file() else [
         "##### Interval half-widths: predicted from the quick run, measured here", "",
         width_table(json.loads(reference.read_text()), claims)]
-    return "\n".join([timing_line(folder), "", "##### Claims", "", claims_table(claims, paper=False), *widths,
+    return "\n".join([timing_line(folder), versions_line(folder), "", "##### Claims", "", claims_table(claims, paper=False), *widths,
                       board.rstrip("\n"), "", f"Every table of this run: {links}.", ""])
 
 

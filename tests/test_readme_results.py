@@ -26,7 +26,7 @@ def test_each_readme_result_block_is_its_runs_snapshot():
 
 def _run(folder: Path, verdict: str) -> Path:
     (folder / "m").mkdir(parents=True)
-    (folder / "m" / "model.json").write_text("{}")
+    (folder / "m" / "model.json").write_text(json.dumps({"versions": {"torch": "9.9.1", "numpy": "8.1"}}))
     (folder / "m" / "timings.json").write_text(json.dumps({"load": 2.0, "niah": 58.0}))
     (folder / "m" / "niah_masking.md").write_text("# masking\n")
     claims = [{"model": "m", "claim": "1 dynamism", "task": "NIAH", "statistic": "s", "n": 3, "paper": "p",
@@ -46,6 +46,7 @@ def test_update_rewrites_only_its_block_and_snapshots_the_run(tmp_path, capsys):
     text = readme.read_text()
     assert "old table" not in text and "| m | 1 dynamism | NIAH | s | 0.500 [0.400, 0.600] | 3 | reproduced |" in text
     assert "load 2, niah 58; sum 1.0 min" in text and "##### NIAH" in text
+    assert "Package versions (m): torch 9.9.1, numpy 8.1." in text  # what the run recorded, in the block
     assert "[table1](docs/results/quick/table1.md)" in text and "[niah_masking](docs/results/quick/m/niah_masking.md)" in text
     assert text.startswith("intro\n") and text.endswith("outro\n")
     snap = tmp_path / "docs" / "results" / "quick"

@@ -55,6 +55,10 @@ def test_calibrate_stage(suite_run):
     calibration = json.loads((out / "smollm2" / "calibration.json").read_text())
     assert row["matched_n"] == calibration["matched_n"] >= 0 and len(calibration["top20"]) == 20
     assert calibration["setting"] == {"lengths": [300], "depths": [0.5], "runs": 1}
+    from dynheads.models.versions import installed_versions
+
+    recorded = json.loads((out / "smollm2" / "model.json").read_text())["versions"]
+    assert recorded == installed_versions() and recorded["torch"].startswith("2.")
     hot = json.loads((out / "smollm2" / "hotpotqa_calibration.json").read_text())
     assert hot["setting"] == {"examples": 1, "split": "train", "threshold": 0.2} and hot["samples"] == 1
 

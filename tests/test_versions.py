@@ -37,3 +37,28 @@ def test_the_declared_ranges_match_setup_cfg():
     text = (Path(__file__).resolve().parent.parent / "setup.cfg").read_text()
     for package, (_, declared) in TESTED.items():
         assert f"    {package}{declared}\n" in text, package
+
+
+def _locked() -> dict[str, str]:
+    from pathlib import Path
+
+    lines = (Path(__file__).resolve().parent.parent / "constraints.txt").read_text().splitlines()
+    return {name.lower().replace("_", "-"): version for name, version in
+            (line.split("==") for line in lines if line and not line.startswith("#"))}
+
+
+def test_the_lock_pins_every_recorded_package_and_is_what_is_installed(monkeypatch):
+    """install.sh installs constraints.txt by default: every recorded package is pinned there and, unless the install
+    was unlocked on purpose (DYNHEADS_UNLOCKED=1), the installed versions are the locked ones."""
+    import os
+
+    from dynheads.models.versions import RECORDED, installed_versions
+
+    locked = _locked()
+    assert all(package.replace("_", "-") in locked for package in RECORDED), sorted(locked)
+    if os.environ.get("DYNHEADS_UNLOCKED") == "1":
+        pytest.skip("DYNHEADS_UNLOCKED=1: the install took your own versions")
+    installed = installed_versions()
+    differ = {p: (v, locked[p.replace("_", "-")]) for p, v in installed.items()
+              if v.split("+")[0] != locked[p.replace("_", "-")]}
+    assert not differ, f"installed differs from constraints.txt (installed, locked): {differ}; rerun bash install.sh"
