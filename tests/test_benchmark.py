@@ -3,6 +3,8 @@ static variant gates one head in one pass, and every ratio is computed in one ru
 
 from __future__ import annotations
 
+import pytest
+
 from dynheads.models.engine import TraceEngine
 from dynheads.suite.niah.benchmark import _RerunEveryStep, batch_rates, time_ratios
 
@@ -35,4 +37,8 @@ def test_batch_rates_decode_every_row_and_report_each_batch_size():
     for r in rows:
         for name in ("plain", "traced", "gated"):
             assert r[f"{name}_tokens_per_s"] > 0 and r[f"{name}_decode_tokens_per_s"] > 0
-    assert rows[0]["traced_speedup_over_first"] == 1.0
+    for r in rows:  # each batch size's throughput over the first's, as measured (not x / x)
+        assert r["traced_speedup_over_first"] == pytest.approx(r["traced_tokens_per_s"] / rows[0]["traced_tokens_per_s"])
+        assert r["decode_traced_speedup_over_first"] == pytest.approx(
+            r["traced_decode_tokens_per_s"] / rows[0]["traced_decode_tokens_per_s"])
+    assert rows[1]["traced_tokens_per_s"] != rows[0]["traced_tokens_per_s"]

@@ -40,8 +40,8 @@ def cache_dir(isolated_cache):
 
 
 @pytest.fixture(scope="module")
-def lm(cache_dir):
-    return DynHeadsLM(device="cpu", dtype="float32", calib_lengths="300", calib_depths="0.5")
+def lm(cache_dir, smollm2_lm):
+    return smollm2_lm  # the session's one loaded model: the one-document calibration is computed (or read) once
 
 
 @pytest.fixture(scope="module")

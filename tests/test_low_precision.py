@@ -96,3 +96,21 @@ def test_the_near_tie_rule_separates_a_tie_from_a_real_gap():
     assert _near_tie(one_unit, torch.bfloat16)
     assert not _near_tie(torch.tensor([4.0, 4.0 - 400 * torch.finfo(torch.bfloat16).eps, 1.0]), torch.bfloat16)
     assert not _near_tie(torch.tensor([4.0, 3.999, 1.0]), torch.float32)
+
+
+def test_precision_comparison_counts_agreement_up_to_the_first_divergence():
+    """The embedded-model comparison (``python -m dynheads.suite.niah.precision``) on planted traces: generation 0 is
+    identical; generation 1 diverges at step 2, so only its first two steps' head sets are compared."""
+    from dynheads.suite.niah.precision import compare_traces
+
+    def line(doc_id, tokens, heads):
+        return {"doc_id": doc_id, "steps": [{"token_id": t, "heads": h} for t, h in zip(tokens, heads)]}
+
+    ref = [line(0, [1, 2, 3], [[[0, 1]], [], [[2, 2]]]), line(1, [4, 5, 6, 7], [[[1, 1]], [[1, 2], [3, 3]], [], []])]
+    alt = [line(0, [1, 2, 3], [[[0, 1]], [], [[2, 2]]]), line(1, [4, 5, 9], [[[1, 1]], [[1, 2]], [[0, 0]]])]
+    out = compare_traces(ref, alt)
+    assert out["identical_generations"] == 0.5
+    assert out["steps_before_divergence"] == (3 + 2) / (3 + 4)
+    assert out["compared_steps"] == 5
+    assert out["head_jaccard_mean"] == pytest.approx((1 + 1 + 1 + 1 + 0.5) / 5)
+    assert out["equal_head_sets"] == pytest.approx(4 / 5)
