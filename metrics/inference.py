@@ -1,0 +1,145 @@
+"""Inference that holds its error rate at the n the suite runs (6 to 24 paired units): intervals, p-values,
+multiplicity and equivalence for paired differences.
+
+Why not the percentile bootstrap of :mod:`dynheads.metrics.intervals` for verdicts: simulated at n = 6–12 its
+95 % interval covers the true mean only 87–90 % of the time (issue 32), so a null effect is called decided
+10–13 % of the time. What is used here, and why:
+
+* **interval**: Student's t interval of the mean paired difference. Simulated (``tests/test_inference.py``) it
+  covers 0.94–0.97 at n = 6, 9, 12, 24 both for normal differences and for the 0 / ±1 differences of
+  accuracy-like scores; the percentile and BCa bootstraps under-cover at n = 6 because a resample of 6 values
+  cannot reach past the sample's range.
+* **p-value**: the sign-flip permutation test (exact over all 2^n sign patterns for n ≤ 16, seeded Monte Carlo
+  with the +1 correction above): under "no effect" a paired difference is as likely to be −d as d, which is
+  all the test assumes.
+* **multiplicity**: Holm's step-down adjustment within a declared family (it controls the family-wise error
+  rate under any dependence, and is uniformly more powerful than Bonferroni).
+* **equivalence**: two one-sided t tests (TOST) against a margin ±m; "ruled out" may only be said when the
+  TOST p is ≤ 0.05.
+* **nesting**: where units nest (generations in cells, tokens in documents), the differences are averaged
+  per top-level cluster first (:func:`cluster_means`) and the cluster means are the units: the cluster, not
+  the generation, is what was sampled independently.
+
+scipy gives Student's t quantiles; the sign-flip enumeration and Holm are a few lines that no maintained
+library offers in this paired, vectorised form.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+EXACT_UP_TO = 16  # 2^16 sign patterns: exact enumeration below this many units, Monte Carlo above
+PERMUTATIONS = 20000
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired mean difference with its t interval (``level``), sign-flip p-value and n."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    p: float
+    level: float = 0.95
+
+    def record(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def sign_patterns(n: int, seed: int, permutations: int = PERMUTATIONS) -> np.ndarray:
+    """``[patterns, n]`` of ±1: all 2^n for n ≤ :data:`EXACT_UP_TO`, else ``permutations`` seeded draws."""
+    if n <= EXACT_UP_TO:
+        return np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    return np.random.default_rng(seed).choice((1.0, -1.0), size=(permutations, n))
+
+
+def signflip_pvalue(differences: Sequence[float], seed: int = 0, alternative: str = "two-sided",
+                    permutations: int = PERMUTATIONS) -> float:
+    """P-value of "the paired differences are symmetric about 0" by flipping their signs (``alternative``:
+    ``two-sided``, ``greater`` (mean > 0) or ``less``). Exact for n ≤ :data:`EXACT_UP_TO`; above, the Monte
+    Carlo p counts the observed pattern, so it is never 0."""
+    d = np.asarray(differences, dtype=float)
+    if d.size < 1:
+        raise ValueError("dynheads: a sign-flip test needs at least one paired difference")
+    patterns = sign_patterns(d.size, seed, permutations)
+    means = patterns @ d / d.size
+    observed = d.mean()
+    tol = 1e-12 * max(1.0, np.abs(d).max())
+    if alternative == "two-sided":
+        extreme = np.abs(means) >= abs(observed) - tol
+    elif alternative == "greater":
+        extreme = means >= observed - tol
+    elif alternative == "less":
+        extreme = means <= observed + tol
+    else:
+        raise ValueError(f"dynheads: alternative must be two-sided, greater or less, got {alternative!r}")
+    if d.size <= EXACT_UP_TO:
+        return float(extreme.mean())
+    return float((extreme.sum() + 1) / (len(means) + 1))
+
+
+def t_interval(differences: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean; a single unit or zero spread gives the point itself."""
+    d = np.asarray(differences, dtype=float)
+    if not 0 < level < 1:
+        raise ValueError(f"dynheads: interval level must lie in (0, 1), got {level}")
+    mean = float(d.mean())
+    if d.size < 2:
+        return mean, mean
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return mean - half, mean + half
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], seed: int = 0, level: float = 0.95) -> PairedTest:
+    """Mean of ``a - b`` over units measured under both conditions: t interval and two-sided sign-flip p."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"dynheads: a paired comparison needs both conditions on the same units, got {len(a)} and {len(b)}")
+    d = a - b
+    low, high = t_interval(d, level)
+    return PairedTest(float(d.mean()), low, high, int(d.size), signflip_pvalue(d, seed), level)
+
+
+def cluster_means(values: Sequence[float], clusters: Sequence) -> np.ndarray:
+    """The mean of ``values`` within each cluster (clusters in sorted order): the independent units when
+    units nest."""
+    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
+    _, index = np.unique(clusters, return_inverse=True)
+    return np.bincount(index.ravel(), weights=values) / np.bincount(index.ravel())
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given; NaN entries are left out of the family and
+    stay NaN)."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    m = len(present)
+    order = present[np.argsort(p[present], kind="mergesort")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def tost_pvalue(differences: Sequence[float], margin: float) -> float:
+    """Two one-sided t tests of "the mean lies outside ±``margin``": the larger one-sided p. ≤ 0.05 means the
+    mean is within ±margin at the 5 % level (the 90 % t interval lies inside the margin)."""
+    d = np.asarray(differences, dtype=float)
+    if margin <= 0:
+        raise ValueError(f"dynheads: an equivalence margin must be positive, got {margin}")
+    if d.size < 2:
+        return 1.0
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    if se == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    lower = stats.t.sf((d.mean() + margin) / se, d.size - 1)  # H0: mean <= -margin
+    upper = stats.t.cdf((d.mean() - margin) / se, d.size - 1)  # H0: mean >= +margin
+    return float(max(lower, upper))
