@@ -10,12 +10,13 @@ pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
 # constraints.txt locks every package to the versions the README's snapshots and the exact-output tests were
 # made with, so the same install gives the same greedy tokens in six months. A constraint only pins what is
 # installed anyway: it adds no package.
+HAVE_TORCH=0; "$PY" -c "import torch" >/dev/null 2>&1 && HAVE_TORCH=1  # asked once: it decides the lock and the torch step
 LOCK=()  # expanded as ${LOCK[@]+...} below: bash 3.2 (macOS) refuses an empty "${LOCK[@]}" under set -u
 if [[ "${DYNHEADS_UNLOCKED:-0}" == "1" ]]; then
     echo "install.sh: DYNHEADS_UNLOCKED=1: your own versions within setup.cfg's ranges (results may differ from the README's)"
 else
     LOCKFILE=constraints.txt
-    if "$PY" -c "import torch" >/dev/null 2>&1; then
+    if [[ "$HAVE_TORCH" == 1 ]]; then
         # an importable torch (e.g. the user's CUDA build) is kept as it is: lock everything but torch
         LOCKFILE="$(mktemp "${TMPDIR:-/tmp}/dynheads-constraints.XXXXXX")"
         trap 'rm -f "$LOCKFILE"' EXIT
@@ -27,7 +28,7 @@ fi
 
 # torch 2.13.0 is the version the suite is tested on. An importable torch is kept as it is: on Linux the PyPI
 # wheel is the multi-GB CUDA build, so CPU-only machines install PyTorch's CPU wheel first (see README).
-if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+if [[ "$HAVE_TORCH" == 0 ]]; then
     echo "install.sh: installing torch==2.13.0"
     pip_install ${LOCK[@]+"${LOCK[@]}"} "torch==2.13.0"
 fi

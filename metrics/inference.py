@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
+
+from .intervals import Interval
 
 EXACT_UP_TO = 16  # 2^16 sign patterns: exact enumeration below this many units, Monte Carlo above
 PERMUTATIONS = 20000
@@ -39,17 +41,14 @@ PERMUTATIONS = 20000
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A paired mean difference with its t interval (``level``), sign-flip p-value and n."""
+    """A paired mean difference: its t :class:`~dynheads.metrics.intervals.Interval` and its sign-flip p-value."""
 
-    estimate: float
-    low: float
-    high: float
-    n: int
+    interval: Interval
     p: float
-    level: float = 0.95
 
     def record(self) -> dict[str, float | int]:
-        return asdict(self)
+        """The interval's record plus ``p`` (what :meth:`Interval.from_record` and the tables read back)."""
+        return {**self.interval.record(), "p": self.p}
 
 
 def sign_patterns(n: int, seed: int, permutations: int = PERMUTATIONS) -> np.ndarray:
@@ -103,7 +102,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], seed: int = 0, level: fl
         raise ValueError(f"dynheads: a paired comparison needs both conditions on the same units, got {len(a)} and {len(b)}")
     d = a - b
     low, high = t_interval(d, level)
-    return PairedTest(float(d.mean()), low, high, int(d.size), signflip_pvalue(d, seed), level)
+    return PairedTest(Interval(float(d.mean()), low, high, int(d.size), level), signflip_pvalue(d, seed))
 
 
 def cluster_means(values: Sequence[float], clusters: Sequence) -> np.ndarray:

@@ -75,8 +75,10 @@ def test_a_planted_cluster_effect_widens_the_cluster_interval_over_the_naive_one
 
 def test_paired_test_reports_the_mean_difference_its_interval_and_p():
     result = paired_test([1.0, 1.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0])
-    assert result.estimate == pytest.approx(4 / 6)
-    assert result.low < result.estimate < result.high and result.n == 6
+    interval = result.interval
+    assert interval.estimate == pytest.approx(4 / 6)
+    assert interval.low < interval.estimate < interval.high and interval.n == 6
+    assert result.record()["p"] == result.p and result.record()["estimate"] == interval.estimate
     assert result.p == pytest.approx(signflip_pvalue([1, 1, 0, 1, 0, 1]))
     with pytest.raises(ValueError, match="same units"):
         paired_test([1.0], [1.0, 2.0])
