@@ -106,6 +106,8 @@ setup(
     packages=_packages(),
     package_data={
         "dynheads.tasks": ["**/*.yaml", "**/*.yml", "data/**/*"],
+        # the declared claims every verdict is decided by (suite/verdicts.py reads it)
+        "dynheads.suite": ["claims.yaml"],
     },
     exclude_package_data={"": ["__pycache__/*", "*.pyc"]},
     cmdclass=cmdclass,

@@ -41,14 +41,19 @@ PERMUTATIONS = 20000
 
 @dataclass(frozen=True)
 class PairedTest:
-    """A paired mean difference: its t :class:`~dynheads.metrics.intervals.Interval` and its sign-flip p-value."""
+    """A paired mean difference: its t :class:`~dynheads.metrics.intervals.Interval`, its two-sided sign-flip
+    p-value, the differences' standard deviation (what an equivalence test needs) and the reference
+    condition's mean (what a margin relative to it needs; None for a one-sample test)."""
 
     interval: Interval
     p: float
+    sd: float
+    reference: float | None = None
 
-    def record(self) -> dict[str, float | int]:
-        """The interval's record plus ``p`` (what :meth:`Interval.from_record` and the tables read back)."""
-        return {**self.interval.record(), "p": self.p}
+    def record(self) -> dict[str, float | int | None]:
+        """The interval's record plus ``p``, ``sd``, ``reference`` and ``test`` (what the verdicts read back)."""
+        return {**self.interval.record(), "p": self.p, "sd": self.sd, "reference": self.reference,
+                "test": "t interval, sign-flip p"}
 
 
 def sign_patterns(n: int, seed: int, permutations: int = PERMUTATIONS) -> np.ndarray:
@@ -100,9 +105,20 @@ def paired_test(a: Sequence[float], b: Sequence[float], seed: int = 0, level: fl
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"dynheads: a paired comparison needs both conditions on the same units, got {len(a)} and {len(b)}")
-    d = a - b
+    return one_sample_test(a - b, 0.0, seed, level, reference=float(b.mean()) if b.size else None)
+
+
+def one_sample_test(values: Sequence[float], null: float = 0.0, seed: int = 0, level: float = 0.95,
+                    reference: float | None = None) -> PairedTest:
+    """The mean of one value per unit against ``null``: the t interval of the mean, and the sign-flip p of
+    ``values - null`` (a per-unit statistic that a claim says exceeds a declared value)."""
+    d = np.asarray(values, dtype=float)
+    if d.size < 1:
+        raise ValueError("dynheads: a test needs at least one unit")
     low, high = t_interval(d, level)
-    return PairedTest(Interval(float(d.mean()), low, high, int(d.size), level), signflip_pvalue(d, seed))
+    sd = float(d.std(ddof=1)) if d.size > 1 else 0.0
+    return PairedTest(Interval(float(d.mean()), low, high, int(d.size), level), signflip_pvalue(d - null, seed), sd,
+                      reference)
 
 
 def cluster_means(values: Sequence[float], clusters: Sequence) -> np.ndarray:
@@ -132,13 +148,51 @@ def tost_pvalue(differences: Sequence[float], margin: float) -> float:
     """Two one-sided t tests of "the mean lies outside ±``margin``": the larger one-sided p. ≤ 0.05 means the
     mean is within ±margin at the 5 % level (the 90 % t interval lies inside the margin)."""
     d = np.asarray(differences, dtype=float)
+    return tost_from_summary(float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else 0.0, int(d.size), margin)
+
+
+def tost_from_summary(mean: float, sd: float, n: int, margin: float) -> float:
+    """:func:`tost_pvalue` from the mean, standard deviation (ddof 1) and count that a stored record keeps."""
     if margin <= 0:
         raise ValueError(f"dynheads: an equivalence margin must be positive, got {margin}")
-    if d.size < 2:
+    if n < 2:
         return 1.0
-    se = d.std(ddof=1) / np.sqrt(d.size)
+    se = sd / np.sqrt(n)
     if se == 0:
-        return 0.0 if abs(d.mean()) < margin else 1.0
-    lower = stats.t.sf((d.mean() + margin) / se, d.size - 1)  # H0: mean <= -margin
-    upper = stats.t.cdf((d.mean() - margin) / se, d.size - 1)  # H0: mean >= +margin
+        return 0.0 if abs(mean) < margin else 1.0
+    lower = stats.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
+    upper = stats.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
     return float(max(lower, upper))
+
+
+def auroc_permutation_pvalue(y: Sequence[float], score: Sequence[float], seed: int = 0,
+                             permutations: int = 2000) -> float:
+    """Two-sided p of "the score is unrelated to the label" for an AUROC over independent rows: the labels
+    are permuted (seeded Monte Carlo, +1 correction) and the AUROC's distance from 0.5 compared. For rows
+    nested in documents use a cluster resampling instead (labels within a document are not exchangeable
+    with other documents')."""
+    y, score = np.asarray(y, dtype=float), np.asarray(score, dtype=float)
+    if len(np.unique(y)) < 2:
+        raise ValueError("dynheads: an AUROC test needs both classes among the rows")
+    rng = np.random.default_rng(seed)
+    ranks = stats.rankdata(score)  # ties share their mean rank: the AUROC counts them half
+    n_pos = y.sum()
+    n_neg = len(y) - n_pos
+    # Mann-Whitney from ranks: one matrix product scores every permutation at once
+    perms = np.stack([rng.permutation(y) for _ in range(permutations)])
+    aurocs = (perms @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    observed = abs((y @ ranks - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg) - 0.5)
+    extreme = np.abs(aurocs - 0.5) >= observed - 1e-12
+    return float((extreme.sum() + 1) / (permutations + 1))
+
+
+def bootstrap_pvalue(draws: Sequence[float], null: float = 0.0) -> float:
+    """Two-sided p of "the statistic equals ``null``" by inverting a bootstrap's percentile intervals: twice
+    the smaller share of draws on either side of ``null`` (+1 correction, so never 0). Used where rows nest in
+    documents and no exchangeable permutation exists (token-level AUROC); the draws should come from a
+    resampling that keeps the design (documents, stratified by class)."""
+    d = np.asarray(draws, dtype=float)
+    if d.size < 1 or np.isnan(d).any():
+        raise ValueError("dynheads: a bootstrap p-value needs draws without NaN (stratify the resampling)")
+    below, above = np.sum(d <= null), np.sum(d >= null)
+    return float(min(1.0, 2 * (min(below, above) + 1) / (d.size + 1)))

@@ -1,4 +1,4 @@
-"""Bootstrap intervals over the sampled units, paired differences, and verdicts read from an interval.
+"""Bootstrap intervals over the sampled units, for reading a statistic's precision (verdicts: :mod:`.inference`).
 
 Why resample *units* (documents, examples, generations), never steps: steps of one answer share their
 context, so they are not independent draws; the unit that was sampled is the one to resample. Many of the
@@ -21,7 +21,6 @@ import numpy as np
 
 RESAMPLES = 2000
 LEVEL = 0.95
-VERDICTS = ("reproduced", "contradicted", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -45,10 +44,6 @@ class Interval:
 
     def record(self) -> dict[str, float | int]:
         return asdict(self)
-
-    def judged(self, expected_sign: int = 1) -> dict[str, Any]:
-        """:meth:`record` plus the direction a claim predicts and the :func:`verdict` the interval gives."""
-        return {**self.record(), "expected_sign": expected_sign, "verdict": verdict(self, expected_sign)}
 
 
 def unit_draws(n_units: int, seed: int, resamples: int = RESAMPLES) -> np.ndarray:
@@ -92,26 +87,3 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], s
     drawn_den = weights @ den
     drawn = np.divide(weights @ num, drawn_den, out=np.full(len(weights), np.nan), where=drawn_den > 0)
     return percentile_interval(drawn, float(num.sum() / den.sum()), len(num), level)
-
-
-def paired_difference(a: Sequence[float], b: Sequence[float], seed: int, resamples: int = RESAMPLES,
-                      level: float = LEVEL) -> Interval:
-    """Mean of ``a - b`` over units measured under both conditions (same documents), resampling the units
-    jointly: what a paired comparison's interval is."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"dynheads: a paired comparison needs both conditions on the same units, got {len(a)} and {len(b)}")
-    return mean_interval(a - b, seed, resamples, level)
-
-
-def verdict(effect: Interval, expected_sign: int = 1) -> str:
-    """``reproduced`` when the whole interval lies on the expected side of 0, ``contradicted`` when it lies on
-    the other side, else ``inconclusive at n = N``. An interval touching 0 decides nothing."""
-    if expected_sign not in (1, -1):
-        raise ValueError("dynheads: expected_sign is +1 (the claim predicts a positive effect) or -1")
-    low, high = sorted((effect.low * expected_sign, effect.high * expected_sign))
-    if low > 0:
-        return "reproduced"
-    if high < 0:
-        return "contradicted"
-    return f"inconclusive at n = {effect.n}"

@@ -71,3 +71,35 @@ def table1_statistics(sums: Table1Sums, weights: np.ndarray) -> dict[str, np.nda
                "entropy": np.where(total > 0, entropy, np.nan)}
         out.update({f"jaccard_static_{k}": np.where(n > 0, (w @ v) / n, np.nan) for k, v in sums.static.items()})
     return out
+
+
+def claim1_units(samples: Sequence[Sequence[Iterable[Head]]], static_ranking: Sequence[Head] | None,
+                 top_n: int = 20) -> dict[str, np.ndarray]:
+    """Claim 1's two per-generation statistics, each one value per generation (the sampled unit):
+
+    * ``outside_static``: the share of the generation's active (step, head) pairs whose head is outside the
+      static top-``top_n``. One fixed retrieval-head set (the static one) gives 0; only heads that the static
+      ranking does not name raise it. Needs a ranking (empty without one).
+    * ``temporal``: mean Jaccard of adjacent steps minus mean Jaccard of non-adjacent step pairs of the same
+      generation. A fixed set seen through step-wise noise gives 0 (every pair of steps is alike); heads that
+      change and persist a few steps (what a probe that predicts ahead relies on) give > 0.
+
+    Why these instead of ``1 - adjacent Jaccard``: that is > 0 for any noise at all, so a test of it cannot
+    fail (issue 32). Generations where a statistic is undefined (no active heads; fewer than 3 steps with a
+    defined Jaccard) are left out of that statistic."""
+    norm = normalised_samples(samples)
+    top = normalised_samples([[list(static_ranking)[:top_n]]])[0][0] if static_ranking is not None else None
+    outside, temporal = [], []
+    for sample in norm:
+        active = sum(len(step) for step in sample)
+        if top is not None and active:
+            outside.append(sum(len(step - top) for step in sample) / active)
+        adjacent, distant = [], []
+        for i, a in enumerate(sample):
+            for j in range(i + 1, len(sample)):
+                value = jaccard(a, sample[j])
+                if value is not None:
+                    (adjacent if j == i + 1 else distant).append(value)
+        if adjacent and distant:
+            temporal.append(float(np.mean(adjacent)) - float(np.mean(distant)))
+    return {"outside_static": np.asarray(outside), "temporal": np.asarray(temporal)}

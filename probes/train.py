@@ -32,7 +32,8 @@ import numpy as np
 from .cca import TemporalCCA, summarise
 from ..traces import COPY_PASTE
 from .dataset import StepVectors, load_step_vectors
-from .evaluation import (best_threshold, classification_scores, generation_weights, paired_generation_bootstrap, predictor_draws,
+from .evaluation import (best_threshold, classification_scores, generation_sums, generation_weights,
+                         paired_generation_bootstrap, pooled_scores, predictor_draws,
                          previous_step, prior, regression_scores, same_cell_step, step_index)
 from .mlp import PAPER_HIDDEN_SIZES, HeadProbeClassifier, HeadProbeRegressor
 from .split import split_by_generation, split_train_validation
@@ -85,10 +86,39 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
                         else regression_scores(test.scores, on_test))
     keys = ("f1", "auprc") if classify else ("r2",)
     beats = all(scores["probe"][k] > max(scores[b][k] for b in baselines) for k in keys)
-    paired = paired_intervals(probe, test, {b: on_test for b, (_, on_test) in baselines.items()}, scores, classify,
-                              int(params.get("random_state", 0)))
+    on_test = {b: on_test for b, (_, on_test) in baselines.items()}
+    seed = int(params.get("random_state", 0))
+    paired = paired_intervals(probe, test, on_test, scores, classify, seed)
+    test_cells = None if cells is None else cells[split[2]]
+    clustered = cluster_tests(probe, test, on_test, scores, classify, test_cells, seed)
     return probe, {**scores, "baselines": list(baselines), "predicts": bool(beats), "criteria": list(keys),
-                   "paired": paired, "epochs": len(probe.history_)}
+                   "paired": paired, "cluster_paired": clustered, "unit": "cell" if cells is not None else "generation",
+                   "epochs": len(probe.history_)}
+
+
+def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
+                  classify: bool, cells: np.ndarray | None, seed: int) -> dict[str, Any]:
+    """Probe minus each baseline per independent unit: the score pooled over each unseen cell's test steps
+    (``cells``: each test row's cell) or over each test generation (no cells), then the paired t interval and
+    sign-flip p over those units (:func:`dynheads.metrics.inference.paired_test`). Why not the generation
+    bootstrap of :func:`paired_intervals` for the verdict: test generations of one unseen cell share its
+    context length and depth, so the cell, not the generation, is what was drawn independently."""
+    from ..metrics.inference import paired_test
+
+    own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
+    units = test.groups if cells is None else np.unique(np.asarray(cells, dtype=float), axis=0, return_inverse=True)[1].ravel()
+
+    def per_unit(prediction: np.ndarray, name: str) -> dict[str, np.ndarray]:
+        sums = generation_sums(test.scores, prediction, units, scores[name]["threshold"] if classify else None)
+        return pooled_scores(sums)
+
+    mine = per_unit(own, "probe")
+    out = {}
+    for name, prediction in baselines.items():
+        theirs = per_unit(prediction, name)
+        out[name] = {m: paired_test(mine[m], theirs[m], seed).record() for m in mine
+                     if np.isfinite(mine[m]).all() and np.isfinite(theirs[m]).all()}
+    return out
 
 
 def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
@@ -111,7 +141,7 @@ def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndar
         scores[name]["intervals"] = {metric: pair["b"].record() for metric, pair in result.items()}
     # one seed draws the same generations for every pairing, so each pairing gives the probe the same interval
     scores["probe"]["intervals"] = {metric: pair["a"].record() for metric, pair in next(iter(results.values())).items()}
-    return {name: {metric: pair["difference"].judged(-1 if metric in ("mse", "mae") else 1) for metric, pair in result.items()}
+    return {name: {metric: pair["difference"].record() for metric, pair in result.items()}
             for name, result in results.items()}
 
 
@@ -127,9 +157,9 @@ def with_test_set(pool: StepVectors, test: StepVectors, seed: int = 0) -> tuple[
     return data, (train, val, np.arange(len(pool.groups), len(data.groups)))
 
 
-REPORT_FORMAT = 2
-"""Version of the report's layout (2: intervals for every score, AUPRC included); a cached report of another
-version is recomputed."""
+REPORT_FORMAT = 3
+"""Version of the report's layout (2: intervals for every score, AUPRC included; 3: tests per independent unit,
+``cluster_paired``); a cached report of another version is recomputed."""
 
 CELL_SPLIT = (0.6, 0.2, 0.2)
 """Train / validation / test fractions of the cells in a split by cell: few cells, so a larger test share."""

@@ -121,18 +121,28 @@ BASELINE_NAMES = {"prior": "prior", "previous_step": "previous step", "same_cell
 def predictor_rows(rows: list[dict[str, Any]], key: str, metrics: tuple[str, ...],
                    paired: tuple[str, ...]) -> tuple[list[list[Any]], list[str]]:
     """Table 2 / 3 body: per model the probe and each baseline's row of ``metrics``, each with its 95 % interval
-    over test generations, then for each of ``paired`` the difference probe minus that predictor on the same
-    generations with its interval and verdict; and one note per model."""
+    over test generations, then for each of ``paired`` the difference probe minus that predictor per independent
+    unit (unseen cell, or test generation when there are no cells), with its t interval, raw / Holm p and the
+    verdict of the ``probes`` rule in ``claims.yaml`` (the table's rows are one family); and one note per model."""
+    from .verdicts import decide_table, p_text
+
     body, notes = [], []
     for r in rows:
         report = r.get(key)
         if not report:
             continue
-        for name in ("probe", *report["probe"].get("baselines", ("prior", "previous_step"))):
+        baselines = report["probe"].get("baselines", ("prior", "previous_step"))
+        clustered = report["probe"].get("cluster_paired") or {}
+        decided = decide_table("probes", {(b, m): ((clustered.get(b) or {}).get(m), -1 if m in ("mse", "mae") else 1)
+                                          for b in baselines for m in paired})
+        for name in ("probe", *baselines):
             own = with_intervals(report["probe"][name])
-            pairs = (report["probe"].get("paired") or {}).get(name, {})
-            body.append([r["model"], BASELINE_NAMES.get(name, name), *(shown(own, m) for m in metrics),
-                         *(f"{interval_text(pairs[m])}: {pairs[m]['verdict']}" if m in pairs else "—" for m in paired)])
+            cells = []
+            for m in paired:
+                d = decided.get((name, m))
+                cells.append("—" if not d or d.get("estimate") is None
+                             else f"{interval_text(d)}, p {p_text(d)}: {d['verdict']}")
+            body.append([r["model"], BASELINE_NAMES.get(name, name), *(shown(own, m) for m in metrics), *cells])
         notes.append(f"* {r['model']}: {split_note(report)}")
     return body, notes
 

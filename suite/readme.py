@@ -79,7 +79,12 @@ def rendered(folder: Path) -> str:
     widths = [] if folder.name == "quick" or not reference.is_file() else [
         "##### Interval half-widths: predicted from the quick run, measured here", "",
         width_table(json.loads(reference.read_text()), claims)]
-    return "\n".join([timing_line(folder), versions_line(folder), "", "##### Claims", "", claims_table(claims, paper=False), *widths,
+    earlier = [] if all("id" in c for c in claims) else [
+        "**Decided by the earlier rules** (a 95 % percentile-bootstrap interval wholly on one side of 0; no minimum n, "
+        "no multiplicity control, Claim 1 as 1 − adjacent Jaccard > 0): this run predates suite/claims.yaml. Read its "
+        "verdicts as provisional until the power profile is rerun with the declared claims.", ""]
+    return "\n".join([timing_line(folder), versions_line(folder), "", "##### Claims", "", *earlier,
+                      claims_table(claims, paper=False), *widths,
                       board.rstrip("\n"), "", f"Every table of this run: {links}.", ""])
 
 

@@ -23,13 +23,17 @@ def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], see
                       subgroups: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Claim 2 with its uncertainty: per metric and condition the mean over documents with a 95 % bootstrap
     interval (``<metric>_<condition>``), and the paired difference of dynamic masking against static and
-    random masking on the same documents (``<metric>_dynamic_minus_<other>``, with the verdict its interval
-    gives; the paper predicts a negative difference: masking the dynamic heads hurts more). ``subgroups``:
-    metrics only some documents carry (e.g. ``f1_bridge``), given their mean's interval over those documents."""
-    from ..metrics.intervals import mean_interval, paired_difference
+    random masking on the same documents (``<metric>_dynamic_minus_<other>``: t interval and sign-flip p, decided
+    as one family by the ``masking`` rule of ``claims.yaml``; the paper predicts a negative difference: masking
+    the dynamic heads hurts more). ``subgroups``: metrics only some documents carry (e.g. ``f1_bridge``), given
+    their mean's interval over those documents."""
+    from ..metrics.inference import paired_test
+    from ..metrics.intervals import mean_interval
+    from .verdicts import decide_table
 
     samples = samples_of(cells)
     out: dict[str, dict[str, Any]] = {}
+    tests: dict[str, tuple[dict[str, Any], int]] = {}
     for m in (*metrics, *subgroups):
         values = {c: [r["conditions"][c][m] for r in samples if m in r["conditions"][c]] for c in CONDITIONS}
         for c in CONDITIONS:
@@ -37,7 +41,23 @@ def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], see
                 out[f"{m}_{c}"] = mean_interval(values[c], seed).record()
         if m in metrics:
             for other in ("static", "random"):
-                out[f"{m}_dynamic_minus_{other}"] = paired_difference(values["dynamic"], values[other], seed).judged(-1)
+                tests[f"{m}_dynamic_minus_{other}"] = (paired_test(values["dynamic"], values[other], seed).record(), -1)
+    return {**out, **decide_table("masking", tests)}
+
+
+def claim1_tests(samples: list[Any], static_ranking: list | None, seed: int, top_n: int = 20) -> dict[str, Any]:
+    """Claim 1's two per-generation statistics (:func:`dynheads.metrics.table1_sums.claim1_units`) with the t
+    interval of their mean over generations and the sign-flip p against the null ``claims.yaml`` declares for
+    them (0.10 for ``outside_static``, 0 for ``temporal``), so the claims table can decide them."""
+    from ..metrics.inference import one_sample_test
+    from ..metrics.table1_sums import claim1_units
+    from .verdicts import load
+
+    nulls = {source[-1]: null for c in load()[1] for _, source, null in c.parts}
+    out = {}
+    for name, values in claim1_units(samples, static_ranking, top_n).items():
+        if len(values):
+            out[name] = one_sample_test(values, nulls.get(name, 0.0), seed).record()
     return out
 
 
@@ -69,13 +89,17 @@ def interval_text(record: dict[str, Any] | None, digits: int = 3) -> str:
 
 def paired_table(intervals: dict[str, dict[str, Any]], metrics: list[tuple[str, str]], static_title: str,
                  random_title: str) -> str:
-    """Markdown rows of the paired differences (dynamic minus static / random) with their verdicts."""
+    """Markdown rows of the paired differences (dynamic minus static / random) with their verdicts (one family:
+    the ``masking`` rule of ``claims.yaml``)."""
+    from .verdicts import p_text
+
     rows = []
     for other, title in (("static", static_title), ("random", random_title)):
         for m, label in metrics:
             r = intervals[f"{m}_dynamic_minus_{other}"]
-            rows.append([f"dynamic − {title}", label, interval_text(r), r["n"], r["verdict"]])
-    return markdown(["paired difference (same documents)", "metric", "mean [95 % CI]", "n", "Claim 2 verdict"], rows)
+            rows.append([f"dynamic − {title}", label, interval_text(r), r["n"], p_text(r), r["verdict"]])
+    return markdown(["paired difference (same documents)", "metric", "mean [95 % t CI]", "n",
+                     "sign-flip p / Holm p (family size)", "Claim 2 verdict"], rows)
 
 
 def dynamic_masking(cells: list[dict[str, Any]]) -> dict[str, float | None]:

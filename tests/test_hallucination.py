@@ -174,9 +174,15 @@ def test_evaluate_level_pairs_with_lookback_lens_and_states_the_balance():
     assert absence["auroc"]["low"] > 0.8 and absence["auroc"]["n"] == 30
     assert "minus_reference" not in level["detectors"]["lookback_lens"]
     diff = level["detectors"]["hidden_state"]["minus_reference"]["auroc"]
-    assert diff["high"] < 0 and diff["verdict"] == "contradicted"  # noise loses to the planted lookback signal
-    assert conjecture(level)["verdict"] == "reproduced" and conjecture(level)["estimate"] == pytest.approx(
-        absence["auroc"]["estimate"] - 0.5)
+    assert diff["high"] < 0 and diff["p"] < 0.01  # noise loses to the planted lookback signal
+    from dynheads.suite.hallucination.tables import decided_differences
+
+    decided = decided_differences({"niah": {"answer": level}})
+    assert decided[("niah", "answer", "hidden_state", "auroc")]["verdict"] == "not supported"
+    assert decided[("niah", "answer", "hidden_state", "auroc")]["family_size"] == 2 * (len(level["detectors"]) - 1)
+    assert conjecture(level)["estimate"] == pytest.approx(absence["auroc"]["estimate"] - 0.5)
+    assert conjecture(level)["p"] < 0.01 and conjecture(level)["test"] == "label permutation"
+    assert (conjecture(level)["positives"], conjecture(level)["negatives"]) == (15, 15)
     one_class = evaluate_level(train, answer_table([a for a in planted_answers(10, 3) if a.label]), 1.0, 0)
     assert one_class["detectors"] == {} and "one class" in one_class["note"]
     assert conjecture(one_class) is None

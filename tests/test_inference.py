@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from dynheads.metrics.inference import (cluster_means, holm, paired_test, signflip_pvalue, t_interval,
+from dynheads.metrics.inference import (auroc_permutation_pvalue, bootstrap_pvalue, cluster_means, holm,
+                                        one_sample_test, paired_test, signflip_pvalue, t_interval, tost_from_summary,
                                         tost_pvalue)
 
 SIMULATIONS = 2000
@@ -79,6 +80,48 @@ def test_paired_test_reports_the_mean_difference_its_interval_and_p():
     assert interval.estimate == pytest.approx(4 / 6)
     assert interval.low < interval.estimate < interval.high and interval.n == 6
     assert result.record()["p"] == result.p and result.record()["estimate"] == interval.estimate
+    assert result.reference == pytest.approx(1 / 6)  # the reference condition's mean: a relative margin scales it
+    assert result.sd == pytest.approx(np.std([1, 1, 0, 1, 0, 1], ddof=1))
     assert result.p == pytest.approx(signflip_pvalue([1, 1, 0, 1, 0, 1]))
     with pytest.raises(ValueError, match="same units"):
         paired_test([1.0], [1.0, 2.0])
+
+
+def test_a_one_sample_test_is_against_the_declared_null():
+    values = [0.3, 0.35, 0.32, 0.31, 0.4, 0.33]
+    above = one_sample_test(values, null=0.2)
+    assert above.p == pytest.approx(2 / 64) and above.interval.estimate == pytest.approx(np.mean(values))
+    assert one_sample_test(values, null=0.33).p > 0.5
+    d = np.random.default_rng(0).normal(0.02, 0.1, 15)
+    assert tost_from_summary(d.mean(), d.std(ddof=1), 15, 0.1) == pytest.approx(tost_pvalue(d, 0.1))
+
+
+def test_an_auroc_interval_with_three_positives_drops_no_draw_and_the_permutation_p_holds_its_level():
+    from dynheads.probes.evaluation import class_stratified_weights, weighted_auroc
+
+    rng = np.random.default_rng(7)
+    y = np.r_[np.ones(3), np.zeros(27)]
+    groups = np.arange(30)
+    score = rng.normal(size=30) + 2 * y
+    plain = weighted_auroc(y, score, groups, np.random.default_rng(0).multinomial(30, np.ones(30) / 30, size=2000))
+    assert np.isnan(plain).mean() > 0.02  # a plain draw of 30 misses all 3 positives ~4 % of the time
+    weights = class_stratified_weights(groups, y, seed=0)
+    drawn = weighted_auroc(y, score, groups, weights)
+    assert not np.isnan(drawn).any() and drawn[0] == pytest.approx(weighted_auroc(y, score, groups, np.ones((1, 30)))[0])
+    assert (weights[1:, y == 1].sum(axis=1) == 3).all()  # each draw keeps the class sizes
+    # documents nesting several rows: strata by what each document holds
+    nested = class_stratified_weights(np.repeat(np.arange(10), 3), np.r_[1, 0, 0, np.zeros(27)], seed=1)
+    assert (nested[1:, 0] == 1).all()  # the only document with a positive is drawn exactly once per draw
+    rejections = np.mean([auroc_permutation_pvalue(y, rng.normal(size=30), seed=s, permutations=400) <= 0.05
+                          for s in range(300)])
+    assert rejections <= 0.07
+    assert auroc_permutation_pvalue(y, score, seed=0) < 0.05
+    with pytest.raises(ValueError, match="both classes"):
+        class_stratified_weights(groups, np.zeros(30), seed=0)
+
+
+def test_the_bootstrap_p_value_is_twice_the_smaller_tail():
+    assert bootstrap_pvalue(np.r_[np.full(98, 0.2), [-0.1, 0.0]]) == pytest.approx(2 * 3 / 101)
+    assert bootstrap_pvalue(np.linspace(-1, 1, 101)) == 1.0
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_pvalue([0.1, np.nan])

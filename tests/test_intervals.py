@@ -1,12 +1,12 @@
-"""Bootstrap intervals on data with known answers: nominal coverage, paired beats unpaired on correlated data,
-and the verdict at its boundaries."""
+"""Bootstrap intervals on data with known answers: nominal coverage, paired beats unpaired on correlated data."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from dynheads.metrics.intervals import Interval, mean_interval, paired_difference, ratio_interval, verdict
+from dynheads.metrics.inference import paired_test
+from dynheads.metrics.intervals import Interval, mean_interval, ratio_interval
 
 
 def test_the_interval_of_a_bernoulli_mean_covers_p_at_about_the_nominal_rate():
@@ -35,13 +35,13 @@ def test_paired_differences_use_the_pairing():
     x = rng.normal(0, 1, size=80)
     a = x + 0.1 + rng.normal(0, 0.05, size=80)
     b = x + rng.normal(0, 0.05, size=80)
-    paired = paired_difference(a, b, seed=0)
+    paired = paired_test(a, b, seed=0).interval
     assert paired.low > 0 and abs(paired.estimate - 0.1) < 0.03
     ia, ib = mean_interval(a, 0), mean_interval(b, 0)
     assert ia.low < ib.high  # the two separate intervals overlap
     assert (paired.high - paired.low) < 0.2 * ((ia.high - ia.low) + (ib.high - ib.low))
     with pytest.raises(ValueError, match="same units"):
-        paired_difference(a, b[:-1], seed=0)
+        paired_test(a, b[:-1], seed=0)
 
 
 def test_a_pooled_ratio_resamples_units():
@@ -78,12 +78,5 @@ def test_table1_intervals_pool_the_drawn_generations():
     assert "jaccard_static_20" not in table1_intervals(samples, None, seed=0)  # no informative ranking: no Jaccard
 
 
-def test_verdict_boundaries():
-    assert verdict(Interval(0.2, 0.01, 0.4, 30)) == "reproduced"
-    assert verdict(Interval(0.2, 0.0, 0.4, 30)) == "inconclusive at n = 30"  # touching 0 decides nothing
-    assert verdict(Interval(-0.2, -0.4, -0.01, 30)) == "contradicted"
-    assert verdict(Interval(-0.2, -0.4, -0.01, 30), expected_sign=-1) == "reproduced"
-    assert verdict(Interval(0.0, -0.1, 0.1, 12)) == "inconclusive at n = 12"
-    with pytest.raises(ValueError):
-        verdict(Interval(0, 0, 0, 1), expected_sign=0)
+def test_interval_text():
     assert Interval(0.41, 0.33, 0.49, 16).text(2) == "0.41 [0.33, 0.49]"

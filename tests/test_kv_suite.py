@@ -55,11 +55,13 @@ def test_summarise_gives_intervals_paired_verdicts_and_measured_shares():
     assert out["conditions"]["kv:static@0.05"]["kept_kv"]["estimate"] == pytest.approx(0.09)
     assert out["conditions"]["kv:full"]["steps"] == 6 * 3 + 6 * 4
     pair = out["paired"]["kv:dynamic@0.05 - kv:static@0.05"]["rouge_l"]
-    assert pair["estimate"] == 1.0 and pair["verdict"] == "reproduced"
-    assert out["paired"]["kv:random@0.05 - kv:static@0.05"]["acc"]["verdict"].startswith("inconclusive")
+    assert pair["estimate"] == 1.0 and pair["verdict"] == "supported"  # a conjecture of ours: the kv rule's words
+    # equal scores on all 12 documents: equivalent within the kv rule's ±0.05 (TOST)
+    assert out["paired"]["kv:random@0.05 - kv:static@0.05"]["acc"]["verdict"] == "equivalent to 0 within ±0.05"
+    assert pair["family_size"] == 6  # 3 pairs x 2 metrics: one family
     assert set(out["paired"]) == {"kv:dynamic@0.05 - kv:static@0.05", "kv:random@0.05 - kv:static@0.05",
                                   "kv:dynamic@0.05 - kv:random@0.05"}
-    assert out["paired"]["kv:dynamic@0.05 - kv:random@0.05"]["acc"]["verdict"] == "reproduced"
+    assert out["paired"]["kv:dynamic@0.05 - kv:random@0.05"]["acc"]["verdict"] == "supported"
 
 
 def test_tables_leaderboard_and_claims_read_the_summary():
@@ -74,8 +76,9 @@ def test_tables_leaderboard_and_claims_read_the_summary():
     assert board["kv_niah_kept_at_budget"] == pytest.approx(0.09)
     assert "## HotpotQA dev\n\nNot run in this profile" in text
     rows = [c for c in claims_rows({"model": "toy", "kv": summary}) if c["claim"].startswith("conjecture: per-step")]
-    assert [(c["task"], c["verdict"]) for c in rows] == [("NIAH, 0.05 of KV heads whole", "reproduced"),
-                                                        ("HotpotQA, 0.05 of KV heads whole", "not run")]
+    assert [(c["id"], c["verdict"]) for c in rows] == [
+        ("KV-NIAH-0.05", "supported"), ("KV-NIAH-0.15", "not run"), ("KV-NIAH-0.3", "not run"),
+        ("KV-HotpotQA-0.05", "not run"), ("KV-HotpotQA-0.15", "not run"), ("KV-HotpotQA-0.3", "not run")]
 
 
 def test_profile_overrides_and_their_errors():

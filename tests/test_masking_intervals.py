@@ -23,10 +23,17 @@ def test_dynamic_masking_that_always_hurts_more_is_reproduced_and_equal_masking_
     assert random["estimate"] == -0.5 and random["low"] < random["high"] <= 0.0
     # the documents were paired: only the random condition's half that differs moves the difference
     same = masking_intervals(_cells([0.5] * n, [0.5] * n, [0.0] * n, [1.0] * n), ("acc",), seed=0)
-    assert same["acc_dynamic_minus_static"]["verdict"] == f"inconclusive at n = {n}"
+    # identical scores on every document: the TOST within the masking rule's ±0.05 says equivalent
+    assert same["acc_dynamic_minus_static"]["verdict"] == "equivalent to 0 within ±0.05"
     assert same["acc_dynamic_minus_random"]["verdict"] == "contradicted"  # dynamic masking hurt less here
+    # exact sign-flip p of 12 equal signs is 2 / 2^12; Holm over the family of two doubles the smaller
+    assert out["acc_dynamic_minus_static"]["p"] == 2 / 2 ** 12 and out["acc_dynamic_minus_static"]["p_adjusted"] == 4 / 2 ** 12
+    assert out["acc_dynamic_minus_static"]["family_size"] == 2
+    # below the declared minimum (10 documents) nothing is decided, however clear the data
+    few = masking_intervals(_cells([0.0] * 9, [1.0] * 9, [1.0] * 9, [1.0] * 9), ("acc",), seed=0)
+    assert few["acc_dynamic_minus_static"]["verdict"] == "insufficient n (n = 9 < 10)"
     table = paired_table(out, [("acc", "acc")], "top-3 static", "3 random")
-    assert "| dynamic − top-3 static | acc | -1.000 [-1.000, -1.000] | 12 | reproduced |" in table
+    assert "| dynamic − top-3 static | acc | -1.000 [-1.000, -1.000] | 12 | 0.000488 / 0.000977 (of 2) | reproduced |" in table
     assert interval_text(None) == "—"
 
 

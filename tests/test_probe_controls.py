@@ -196,8 +196,12 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
     for metric in ("precision", "recall", "auprc"):
         own = report["probe"]["intervals"][metric]
         assert own["estimate"] == pytest.approx(report["probe"][metric]) and own["low"] <= own["estimate"] <= own["high"]
-    assert report["paired"]["prior"]["f1"]["verdict"] == "reproduced"
+    assert report["paired"]["prior"]["f1"]["low"] > 0  # generation-bootstrap interval, for reading
     assert report["paired"]["same_cell_step"]["f1"]["estimate"] <= 0
+    # the tests that decide are per unseen cell: 2 test cells here, however many generations they hold
+    clustered = report["cluster_paired"]["prior"]["f1"]
+    assert report["unit"] == "cell" and clustered["n"] == 2 and clustered["estimate"] > 0
+    assert clustered["p"] == 0.5  # the exact sign-flip p of 2 positive units: 2 / 2^2
 
 
 def test_a_regressor_that_tracks_the_scores_beats_the_prior_on_r2_and_on_mae():
@@ -210,6 +214,13 @@ def test_a_regressor_that_tracks_the_scores_beats_the_prior_on_r2_and_on_mae():
     split = tuple(np.flatnonzero(np.isin(groups, part)) for part in (np.arange(18), np.arange(18, 24), np.arange(24, 30)))
     _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 300, "random_state": 0})
     paired = report["paired"]["prior"]
-    assert paired["r2"]["verdict"] == "reproduced" and paired["r2"]["estimate"] > 0
-    assert paired["mae"]["expected_sign"] == -1 and paired["mae"]["estimate"] < 0 and paired["mae"]["verdict"] == "reproduced"
+    assert paired["r2"]["low"] > 0 and paired["mae"]["high"] < 0
     assert report["probe"]["intervals"]["mae"]["n"] == 6
+    # per test generation (no cells): 6 units, all better, exact sign-flip p 2 / 2^6; the probes rule needs 10 units
+    clustered = report["cluster_paired"]["prior"]
+    assert report["unit"] == "generation" and clustered["r2"]["n"] == 6 and clustered["r2"]["p"] == 2 / 2 ** 6
+    assert clustered["mae"]["estimate"] < 0
+    from dynheads.suite.verdicts import decide_table
+
+    decided = decide_table("probes", {m: (clustered[m], -1 if m == "mae" else 1) for m in ("r2", "mae")})
+    assert decided["r2"]["verdict"] == decided["mae"]["verdict"] == "insufficient n (n = 6 < 10)"

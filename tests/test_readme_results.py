@@ -29,8 +29,9 @@ def _run(folder: Path, verdict: str) -> Path:
     (folder / "m" / "model.json").write_text(json.dumps({"versions": {"torch": "9.9.1", "numpy": "8.1"}}))
     (folder / "m" / "timings.json").write_text(json.dumps({"load": 2.0, "niah": 58.0}))
     (folder / "m" / "niah_masking.md").write_text("# masking\n")
-    claims = [{"model": "m", "claim": "1 dynamism", "task": "NIAH", "statistic": "s", "n": 3, "paper": "p",
-               "effect": {"estimate": 0.5, "low": 0.4, "high": 0.6, "n": 3, "level": 0.95}, "verdict": verdict}]
+    claims = [{"model": "m", "id": "C1-NIAH", "claim": "1 dynamism", "task": "NIAH", "statistic": "s", "n": 3, "paper": "p",
+               "unit": "document", "effect": {"estimate": 0.5, "low": 0.4, "high": 0.6, "n": 3, "level": 0.95},
+               "p": 0.01, "p_adjusted": 0.02, "family_size": 2, "verdict": verdict}]
     (folder / "claims.json").write_text(json.dumps(claims))
     (folder / "leaderboard.json").write_text("[]")
     (folder / "leaderboard.md").write_text("# dynheads leaderboard\n\n## NIAH\n\n| model |\n|---|\n| m |\n")
@@ -44,7 +45,7 @@ def test_update_rewrites_only_its_block_and_snapshots_the_run(tmp_path, capsys):
     readme.write_text("intro\n<!-- results:quick -->\nold table\n<!-- /results:quick -->\noutro\n")
     update(readme, results, "quick")
     text = readme.read_text()
-    assert "old table" not in text and "| m | 1 dynamism | NIAH | s | 0.500 [0.400, 0.600] | 3 | reproduced |" in text
+    assert "old table" not in text and "| m | C1-NIAH | NIAH | s | document | 0.500 [0.400, 0.600] | 3 | 0.01 / 0.02 (of 2) | reproduced |" in text
     assert "load 2, niah 58; sum 1.0 min" in text and "##### NIAH" in text
     assert "Package versions (m): torch 9.9.1, numpy 8.1." in text  # what the run recorded, in the block
     assert "[table1](docs/results/quick/table1.md)" in text and "[niah_masking](docs/results/quick/m/niah_masking.md)" in text

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ...metrics.intervals import Interval, percentile_interval
+from ...metrics.intervals import percentile_interval
 from ...models.files import write_atomic
-from ...probes.evaluation import detector_draws, generation_weights, paired_generation_bootstrap
+from ...probes.evaluation import class_stratified_weights, detector_draws
 from ...probes.hallucination import REFERENCE, answer_table, fit_and_score, step_table
 from ...probes.split import split_train_validation
 from ..model import ModelSuite
@@ -48,25 +48,39 @@ def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]]:
     return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
 
 
-def evaluate_level(train: tuple, test: tuple, c: float, seed: int) -> dict[str, Any]:
+def evaluate_level(train: tuple, test: tuple, c: float, seed: int, rows_independent: bool = True) -> dict[str, Any]:
     """Every detector fitted on ``train`` and scored on ``test`` (tables of :func:`answer_table` / :func:`step_table`):
-    class balance, AUROC / AUPRC with intervals over test documents, and each minus Lookback Lens (paired)."""
+    class balance, AUROC / AUPRC with intervals over test documents (drawn within class strata, so no draw is
+    dropped), each minus Lookback Lens (paired draws, p by inverting them), and the conjecture's AUROC − 0.5 of
+    the absence detector (``conjecture``; p by label permutation when ``rows_independent`` (one row per
+    answer), else by inverting the document bootstrap: tokens of one answer are not exchangeable with another's)."""
+    from ...metrics.inference import auroc_permutation_pvalue, bootstrap_pvalue
+
     (x_train, y_train, g_train), (x_test, y_test, g_test) = train, test
     out: dict[str, Any] = {"train": balance(y_train, g_train), "test": balance(y_test, g_test), "detectors": {}}
     if len(np.unique(y_test)) < 2:
         out["note"] = "the test set holds one class only: no AUROC"
         return out
     scores, out["unfitted"] = fit_and_score(x_train, y_train, x_test, c, seed)
-    weights = generation_weights(g_test, seed)
+    weights = class_stratified_weights(g_test, y_test, seed)
     draws = {name: detector_draws(y_test, s, g_test, weights) for name, s in scores.items()}
     n = out["test"]["documents"]
     for name, drawn in draws.items():
         record = {m: percentile_interval(d[1:], d[0], n).record() for m, d in drawn.items()}
         if name != REFERENCE and REFERENCE in draws:
-            pairs = paired_generation_bootstrap(drawn, draws[REFERENCE], n)
-            record["minus_reference"] = {m: pairs[m]["difference"].judged(1) for m in pairs}
+            record["minus_reference"] = {
+                m: {**percentile_interval(d[1:] - draws[REFERENCE][m][1:], d[0] - draws[REFERENCE][m][0], n).record(),
+                    "p": bootstrap_pvalue(d[1:] - draws[REFERENCE][m][1:]), "test": "class-stratified document bootstrap"}
+                for m, d in drawn.items()}
         record["roc"] = roc_points(y_test, scores[name])
         out["detectors"][name] = record
+    if "absence" in draws:
+        auroc = draws["absence"]["auroc"]
+        p = (auroc_permutation_pvalue(y_test, scores["absence"], seed) if rows_independent
+             else bootstrap_pvalue(auroc[1:], 0.5))
+        shifted = percentile_interval(auroc[1:] - 0.5, auroc[0] - 0.5, n).record()
+        out["conjecture"] = {**shifted, "p": p, "positives": int(np.sum(y_test)), "negatives": int(len(y_test) - np.sum(y_test)),
+                             "test": "label permutation" if rows_independent else "class-stratified document bootstrap"}
     return out
 
 
@@ -76,12 +90,8 @@ def balance(y: np.ndarray, groups: np.ndarray) -> dict[str, int]:
 
 
 def conjecture(level: dict[str, Any]) -> dict[str, Any] | None:
-    """The conjecture's statistic: AUROC - 0.5 of retrieval-head absence, with its verdict (None without it)."""
-    record = (level.get("detectors", {}).get("absence") or {}).get("auroc")
-    if record is None:
-        return None
-    shifted = Interval(record["estimate"] - 0.5, record["low"] - 0.5, record["high"] - 0.5, record["n"], record["level"])
-    return shifted.judged(1)
+    """The conjecture's test record: AUROC − 0.5 of retrieval-head absence with its p (None without it)."""
+    return level.get("conjecture")
 
 
 def run(suite: ModelSuite) -> dict[str, Any]:
@@ -96,7 +106,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     hot_train, hot_test = hotpotqa_answers(suite, float(h["f1_threshold"]))
     levels = {
         "niah": {"answer": evaluate_level(answer_table(niah_train), answer_table(niah_test), c, seed),
-                 "token": evaluate_level(step_table(niah_train), step_table(niah_test), c, seed),
+                 "token": evaluate_level(step_table(niah_train), step_table(niah_test), c, seed, rows_independent=False),
                  "test_cells": sorted(map(list, {a.cell for a in niah_test}))},
         "hotpotqa": {"f1": evaluate_level(answer_table(hot_train), answer_table(hot_test), c, seed),
                      "em0": evaluate_level(answer_table(hot_train, "em0"), answer_table(hot_test, "em0"), c, seed)},

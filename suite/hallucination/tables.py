@@ -6,6 +6,7 @@ from typing import Any
 
 from ...probes.hallucination import DETECTORS, LABELS, REFERENCE
 from ..summaries import interval_text
+from ..verdicts import decide_table, p_text
 from ..tables import markdown, shown, with_interval
 
 RESULT_FILES = {"hallucination": ("hallucination.json", "summary")}
@@ -24,8 +25,9 @@ def balance_text(level: dict[str, Any]) -> str:
             f"level) from {te['documents']} documents")
 
 
-def level_table(level: dict[str, Any]) -> str:
-    """One level's detectors: AUROC, AUPRC, and each minus Lookback Lens on the same draws (paired)."""
+def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key: tuple[str, str]) -> str:
+    """One level's detectors: AUROC, AUPRC, and each minus Lookback Lens on the same draws (paired), with raw /
+    Holm p and the verdict from ``decided`` (the report's family, keyed by (task, level, detector, metric))."""
     if level.get("note"):
         return f"{balance_text(level)}; {level['note']}.\n"
     rows = []
@@ -36,30 +38,54 @@ def level_table(level: dict[str, Any]) -> str:
             continue
         diff = d.get("minus_reference") or {}
         rows.append([LABELS[name], interval_text(d["auroc"]), interval_text(d["auprc"]),
-                     *(f"{interval_text(diff[m])} ({word(diff[m]['verdict'])})" if m in diff else "reference" for m in ("auroc", "auprc"))])
+                     *(_decided_text(decided[(*key, name, m)]) if m in diff else "reference" for m in ("auroc", "auprc"))])
     return (balance_text(level) + ".\n\n"
-            + markdown(["detector", "AUROC", "AUPRC", "AUROC − Lookback Lens", "AUPRC − Lookback Lens"], rows) + "\n")
+            + markdown(["detector", "AUROC", "AUPRC", "AUROC − Lookback Lens (p / Holm p): verdict",
+                        "AUPRC − Lookback Lens (p / Holm p): verdict"], rows) + "\n")
 
 
-def word(verdict: str) -> str:
-    """A paired difference's verdict in this table's words."""
-    return {"reproduced": "higher", "contradicted": "lower"}.get(verdict, verdict)
+def _decided_text(d: dict[str, Any]) -> str:
+    return f"{interval_text(d)} ({p_text(d)}): {d['verdict']}"
+
+
+def decided_differences(summary: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """Every detector − Lookback Lens difference of the report, decided as one family (the ``hallucination``
+    rule of ``claims.yaml``: level x detector x score; higher than the reference is the conjecture's side)."""
+    tests = {}
+    for task, level, _ in LEVELS:
+        for name, d in ((summary.get(task) or {}).get(level) or {}).get("detectors", {}).items():
+            for m, record in (d.get("minus_reference") or {}).items():
+                tests[(task, level, name, m)] = (record, 1)
+    return decide_table("hallucination", tests)
 
 
 def report(model: str, summary: dict[str, Any]) -> str:
     """``hallucination.md`` of one model."""
     s = summary["settings"]
     text = [f"# {model}: hallucination detectors (beyond the paper; its Conclusion's conjecture)\n",
-            "Scores on held-out documents with 95 % bootstrap intervals over documents (seeded); the differences pair each "
-            f"detector with {LABELS[REFERENCE]} on the same draws. Logistic regressions: standardised features, C = {s['c']:g}. "
+            "Scores on held-out documents with 95 % bootstrap intervals over documents (seeded; documents drawn within "
+            "class strata, so every draw holds both classes and none is dropped); the differences pair each "
+            f"detector with {LABELS[REFERENCE]} on the same draws, p by inverting them, Holm over every difference in "
+            "this report (one family: the `hallucination` rule of suite/claims.yaml). Logistic regressions: standardised features, C = {s['c']:g}. "
             f"NIAH split by (depth, length) cell, test cells {summary['niah'].get('test_cells')}; HotpotQA fitted on train "
             "answers, tested on dev answers.\n"]
+    decided = decided_differences(summary)
     for task, level, title in LEVELS:
-        text.append(f"## {title}\n\n" + level_table(summary[task][level]))
-    text.append("## The conjecture: retrieval-head absence AUROC − 0.5\n\n" + markdown(
-        ["level", "AUROC − 0.5 [95 % CI]", "verdict"],
-        [[key, interval_text(v), v["verdict"] if v else "not run"] for key, v in summary["conjecture"].items()]))
+        text.append(f"## {title}\n\n" + level_table(summary[task][level], decided, (task, level)))
+    from ..claims import claims_rows
+
+    conjectures = [c for c in claims_rows({"model": model, "hallucination": summary}) if c["family"] == "hallucination"]
+    text.append("## The conjecture: retrieval-head absence AUROC − 0.5 (claims H-*, decided as in claims.md)\n\n" + markdown(
+        ["claim", "level", "AUROC − 0.5 [95 % CI]", "test", "p / Holm p (family size)", "verdict"],
+        [[c["id"], c["task"], c["effect_text"], (_conjecture_test(summary, c["id"])), p_text(c), c["verdict"]]
+         for c in conjectures]))
     return "\n".join(text) + "\n"
+
+
+def _conjecture_test(summary: dict[str, Any], claim_id: str) -> str:
+    key = {"H-NIAH-answer": "niah_answer", "H-NIAH-token": "niah_token", "H-HotpotQA-answer": "hotpotqa_f1"}.get(claim_id)
+    record = (summary.get("conjecture") or {}).get(key) or {}
+    return f"{record.get('test', '—')}; {record.get('positives', '—')} hallucinated / {record.get('negatives', '—')} not"
 
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from ...tasks.hotpotqa_sf import utils as task  # importing the task registers i
 from ..cells import CellTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals)
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals,
+                         claim1_tests)
 from ..tables import markdown
 
 
@@ -145,7 +146,8 @@ def dynamism(suite: ModelSuite) -> list[dict[str, Any]]:
                         for step in run["scores"]] for run in runs]
         rows.append({"threshold": threshold, "traced": threshold == traced,
                      **summarise(samples, suite.total_heads, ranking),
-                     "intervals": table1_intervals(samples, ranking, suite.seed)})
+                     "intervals": table1_intervals(samples, ranking, suite.seed),
+                     "claim1": claim1_tests(samples, ranking, suite.seed)})
     longest = max(range(len(runs)), key=lambda i: (len(runs[i]["scores"]), -i), default=None)
     if longest is not None and runs[longest]["scores"]:
         labels = [suite.lm.tokenizer.decode([t]) for t in runs[longest]["tokens"]]

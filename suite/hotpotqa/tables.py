@@ -79,10 +79,11 @@ def table3(rows: list[dict[str, Any]]) -> str:
     return ("# Table 3: MLP probe predicting every head's Eq. 2 score of a step from its final hidden state (HotpotQA)\n\n"
             "Train / validation: answers to HotpotQA train examples; test: answers to dev examples. Scores pooled over "
             "steps x heads (R² against the pooled mean). Every score with its 95 % bootstrap interval over test "
-            "answers (seeded); the differences are paired (the same answers drawn for both predictors; for MAE the "
-            "probe's claim is a negative difference).\n\n"
-            + markdown(["model", "predictor", "MSE", "MAE", "R²", "probe − this predictor, R² [95 % CI]: verdict",
-                        "probe − this predictor, MAE [95 % CI]: verdict"], body)
+            "answers (seeded). The differences are decided per test answer (the unit): the score pooled over each "
+            "answer's steps, probe minus predictor, Student's t interval and sign-flip p over answers, Holm within "
+            "this table (the `probes` rule of suite/claims.yaml; for MAE the probe's claim is a negative difference).\n\n"
+            + markdown(["model", "predictor", "MSE", "MAE", "R²", "probe − this predictor, R² per answer [95 % CI], p / Holm p: verdict",
+                        "probe − this predictor, MAE per answer [95 % CI], p / Holm p: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 8: temporal CCA (hidden state at n, Eq. 2 scores at n + k)\n\n" + cca_table(rows, "hotpotqa_probes")
             + "\nFor reference, the paper's Table 3 (not computed here; the paper reports no baselines):\n\n"

@@ -17,7 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...metrics.intervals import mean_interval, paired_difference
+from ...metrics.inference import paired_test
+from ...metrics.intervals import mean_interval
+from ..verdicts import decide_table
 from ...models.files import write_atomic
 from ...models.kv import BUDGETED, KVPolicy
 from ...traces import COPY_PASTE, REASONING
@@ -116,7 +118,8 @@ def kept_per_document(result: dict[str, Any], which: int) -> float:
 
 def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
     """Per condition: each metric and the measured shares kept, means over documents with intervals; per budget,
-    dynamic / oracle / random minus static on the same documents (verdict: higher is the per-step choice's claim)."""
+    dynamic / oracle / random minus static on the same documents: t interval, sign-flip p, one family per task
+    (the ``kv`` rule of ``claims.yaml``; higher is the per-step choice's claim)."""
     samples = samples_of(cells)
     out: dict[str, Any] = {"documents": len(samples), "conditions": {}, "paired": {}}
     for name in names:
@@ -127,13 +130,16 @@ def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str,
             "kept_kv": mean_interval([kept_per_document(res, 1) for res in results], seed).record(),
             "steps": sum(len(res["kv_kept"]) for res in results)}
     budgets = sorted({name.partition("@")[2] for name in names if "@" in name}, key=float)
+    tests: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for budget in budgets:
         for strategy, reference in PAIRS:
             a, b = f"kv:{strategy}@{budget}", f"kv:{reference}@{budget}"
             if a in out["conditions"] and b in out["conditions"]:
-                out["paired"][f"{a} - {b}"] = {
-                    m: paired_difference([r["conditions"][a][m] for r in samples],
-                                         [r["conditions"][b][m] for r in samples], seed).judged(1) for m in metrics}
+                for m in metrics:
+                    tests[(f"{a} - {b}", m)] = (paired_test([r["conditions"][a][m] for r in samples],
+                                                            [r["conditions"][b][m] for r in samples], seed).record(), 1)
+    for (pair, m), record in decide_table("kv", tests).items():
+        out["paired"].setdefault(pair, {})[m] = record
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from ...models.kv import KVPolicy
 from ..summaries import interval_text
+from ..verdicts import p_text
 from ..tables import markdown, shown, with_interval
 
 RESULT_FILES = {"kv": ("kv.json", None)}
@@ -27,14 +28,12 @@ def task_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> st
 
 
 def paired_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
-    rows = [[pair, label, interval_text(d[m]), d[m]["n"], word(d[m]["verdict"])]
-            for pair, d in task["paired"].items() for m, label in metrics]
-    return markdown(["paired difference (same documents)", "metric", "mean [95 % CI]", "n", "verdict"], rows)
-
-
-def word(verdict: str) -> str:
-    """A paired difference's verdict in this table's words (the per-step choice claims a higher score)."""
-    return {"reproduced": "higher", "contradicted": "lower"}.get(verdict, verdict)
+    """The paired differences, one family (the ``kv`` rule of ``claims.yaml``: `supported` = the per-step choice
+    scores higher than static heads, `not supported` = lower, each at Holm-adjusted p ≤ 0.05)."""
+    rows = [[pair, label, interval_text(d[m]), d[m]["n"], p_text(d[m]), d[m]["verdict"]]
+            for pair, d in task["paired"].items() for m, label in metrics if m in d]
+    return markdown(["paired difference (same documents)", "metric", "mean [95 % t CI]", "n",
+                     "sign-flip p / Holm p (family size)", "verdict (kv rule)"], rows)
 
 
 def probe_note(probe: dict[str, Any]) -> str:

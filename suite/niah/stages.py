@@ -24,7 +24,8 @@ from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals)
+                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals,
+                         claim1_tests)
 from ..tables import markdown
 
 CELLS = CellTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
@@ -104,6 +105,7 @@ def dynamism(suite: ModelSuite) -> dict[str, Any]:
     ranking = static.heads if static.informative else None
     stats = summarise(samples, suite.total_heads, ranking)
     stats["intervals"] = table1_intervals(samples, ranking, suite.seed)
+    stats["claim1"] = claim1_tests(samples, ranking, suite.seed)
     write_atomic(suite.dir / "dynamism.json", json.dumps(stats, indent=1))
     return stats
 

@@ -87,10 +87,13 @@ def table2(rows: list[dict[str, Any]]) -> str:
             "over steps x heads; threshold = best F1 on the validation precision-recall curve, for the probe and each "
             "baseline. Same cell and step: the training generations' mean indicator at the same step index in the same "
             "cell, else the nearest training cell (same depth, nearest length); no hidden state.\n\n"
-            + "Every score with its 95 % bootstrap interval over test generations (seeded); the differences are paired "
-              "(the same generations drawn for both predictors).\n\n"
+            + "Every score with its 95 % bootstrap interval over test generations (seeded). The differences are decided "
+              "per unseen cell (the unit drawn independently; the generations of one cell share its length and depth): "
+              "the score pooled over each cell's steps, probe minus predictor, Student's t interval and sign-flip p over "
+              "cells, Holm within this table (the `probes` rule of suite/claims.yaml: at least 10 cells).\n\n"
             + markdown(["model", "predictor", "F1", "precision", "recall", "AUPRC", "threshold",
-                        "probe − this predictor, F1 [95 % CI]: verdict", "probe − this predictor, AUPRC [95 % CI]: verdict"], body)
+                        "probe − this predictor, F1 per cell [95 % CI], p / Holm p: verdict",
+                        "probe − this predictor, AUPRC per cell [95 % CI], p / Holm p: verdict"], body)
             + ("\n" + "\n".join(notes) + "\n" if notes else "")
             + "\n## Figure 4: temporal CCA (hidden state at n, Eq. 1 indicators at n + k)\n\n" + cca_table(rows, "probes")
             + "\nFor reference, the paper's Table 2 (not computed here; the paper reports no baselines) and Figure 4 "
