@@ -159,7 +159,10 @@ def tost_from_summary(mean: float, sd: float, n: int, margin: float) -> float:
         return 1.0
     se = sd / np.sqrt(n)
     if se == 0:
-        return 0.0 if abs(mean) < margin else 1.0
+        # every difference equal: no spread to estimate. Scores lie in [0, 1], so a unit's difference lies in
+        # [-1, 1]; the rule of three bounds the share of units that could differ by 3 / n (95 %), and so the mean's
+        # distance from the observed one. Equivalent only if that bound too lies inside the margin.
+        return 0.0 if abs(mean) + 3 / n < margin else 1.0
     lower = stats.t.sf((mean + margin) / se, n - 1)  # H0: mean <= -margin
     upper = stats.t.cdf((mean - margin) / se, n - 1)  # H0: mean >= +margin
     return float(max(lower, upper))

@@ -96,6 +96,18 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
                    "epochs": len(probe.history_)}
 
 
+def r2_shares(sums: np.ndarray) -> np.ndarray:
+    """Per unit (rows of :func:`generation_sums`' regression sums), its share of the pooled R²:
+    ``1 - U * SSE_u / SST`` with SST about the pooled mean of all units, so that the shares' mean is the pooled
+    R² exactly and a paired difference of shares averages to the difference of pooled R². Why not each unit's
+    own R²: one answer's few steps have almost no spread about their own mean, so its R² runs to ±10."""
+    n, s, s2, sse = (sums[:, i].sum() for i in range(4))
+    sst = s2 - s ** 2 / max(n, 1)
+    if sst <= 0:
+        return np.full(len(sums), np.nan)
+    return 1 - len(sums) * sums[:, 3] / sst
+
+
 def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
                   classify: bool, cells: np.ndarray | None, seed: int) -> dict[str, Any]:
     """Probe minus each baseline per independent unit: the score pooled over each unseen cell's test steps
@@ -103,6 +115,8 @@ def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray
     sign-flip p over those units (:func:`dynheads.metrics.inference.paired_test`). Why not the generation
     bootstrap of :func:`paired_intervals` for the verdict: test generations of one unseen cell share its
     context length and depth, so the cell, not the generation, is what was drawn independently."""
+    from sklearn.metrics import average_precision_score
+
     from ..metrics.inference import paired_test
 
     own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
@@ -110,7 +124,14 @@ def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray
 
     def per_unit(prediction: np.ndarray, name: str) -> dict[str, np.ndarray]:
         sums = generation_sums(test.scores, prediction, units, scores[name]["threshold"] if classify else None)
-        return pooled_scores(sums)
+        out = pooled_scores(sums)
+        if not classify:  # R²'s per-unit share (below): a unit's own R² divides by its own tiny spread
+            out["r2"] = r2_shares(sums)
+        else:  # AUPRC over each unit's steps x heads (NaN for a unit without a positive: the score is left out)
+            out["auprc"] = np.array([average_precision_score(test.scores[units == u].ravel() > 0.5,
+                                                             prediction[units == u].ravel())
+                                     if (test.scores[units == u] > 0.5).any() else np.nan for u in np.unique(units)])
+        return out
 
     mine = per_unit(own, "probe")
     out = {}

@@ -37,16 +37,22 @@ def resolve(row: Any, path: tuple[str, ...]) -> Any:
 
 
 def combined(parts: list[tuple[str, dict[str, Any], float]], rule: Rule) -> tuple[dict[str, Any] | None, Rule, str]:
-    """The intersection-union record of a claim's parts: the least favourable part (largest p) stands for the
-    claim, with p the largest part's p, n the smallest part's n; parts that disagree in direction give p = 1.
-    The rule is re-centred on that part's null; the text shows every part."""
+    """The intersection-union record of a claim's parts. When every part lies on the claim's side, the least
+    favourable part (largest p) stands for the claim, with that p: the claim holds only if every part does.
+    When some part lies on the other side, the claim fails if any such part does: the most significant of them
+    stands for it, its p Bonferroni-multiplied by the number of parts. n is the smallest part's; the rule is
+    re-centred on the chosen part's value tested against; the text shows every part."""
     if not parts:
         return None, rule, "—"
     text = "; ".join(f"{name}: {interval_text(r)}" + (f" (vs {null:g})" if null else "") for name, r, null in parts)
-    sides = {(r["estimate"] - null) * rule.direction > 0 for _, r, null in parts}
-    _, worst, null = max(parts, key=lambda part: part[1]["p"])
-    record = {**worst, "p": 1.0 if len(sides) > 1 else max(r["p"] for _, r, _ in parts),
-              "n": min(int(r["n"]) for _, r, _ in parts), "sd": None if len(parts) > 1 else worst.get("sd")}
+    against = [part for part in parts if (part[1]["estimate"] - part[2]) * rule.direction <= 0]
+    if against:
+        _, chosen, null = min(against, key=lambda part: part[1]["p"])
+        p = min(1.0, len(parts) * chosen["p"])
+    else:
+        _, chosen, null = max(parts, key=lambda part: part[1]["p"])
+        p = chosen["p"]
+    record = {**chosen, "p": p, "n": min(int(r["n"]) for _, r, _ in parts), "sd": None if len(parts) > 1 else chosen.get("sd")}
     return record, Rule(rule.kind, rule.min_n, rule.direction, null, rule.margin, rule.relative, rule.unit, rule.alpha), text
 
 

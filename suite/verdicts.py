@@ -138,15 +138,15 @@ def equivalence_p(record: Mapping[str, Any], rule: Rule) -> float:
 
 def decide_family(members: Sequence[tuple[Mapping[str, Any] | None, Rule]]) -> list[dict[str, Any]]:
     """Each member's decision within one family: its raw p, Holm-adjusted p and TOST p (over the members
-    tested, i.e. with a record and n ≥ their minimum), the family's size and the verdict."""
+    tested, i.e. with a record and n ≥ their minimum; None for the others), the family's size and the verdict."""
     tested = [r is not None and int(r["n"]) >= rule.min_n for r, rule in members]
     raw = [float(r["p"]) if t else math.nan for (r, _), t in zip(members, tested)]
     tost = [equivalence_p(r, rule) if t else math.nan for (r, rule), t in zip(members, tested)]
     adjusted, adjusted_tost = holm(raw), holm(tost)
     size = sum(tested)
     out = []
-    for (record, rule), p, p_adj, q_adj in zip(members, raw, adjusted, adjusted_tost):
-        out.append({"p": None if math.isnan(p) else p, "p_adjusted": None if math.isnan(p_adj) else p_adj,
+    for (record, rule), p_adj, q_adj in zip(members, adjusted, adjusted_tost):
+        out.append({"p": None if record is None else float(record["p"]), "p_adjusted": None if math.isnan(p_adj) else p_adj,
                     "p_equivalence": None if math.isnan(q_adj) else q_adj, "family_size": size,
                     "margin": None if record is None else rule.margin_for(record),
                     "verdict": verdict(record, rule, 1.0 if math.isnan(p_adj) else p_adj,
@@ -163,7 +163,10 @@ def decide_table(table: str, records: Mapping[str, tuple[Mapping[str, Any] | Non
 
 
 def p_text(decision: Mapping[str, Any]) -> str:
-    """``0.031 / 0.093 (of 3)``: raw and Holm-adjusted p with the family's size, for a table cell."""
+    """``0.031 / 0.093 (of 3)``: raw and Holm-adjusted p with the family's size, for a table cell (``0.2 / not
+    tested`` below the minimum n)."""
     if decision.get("p") is None:
         return "—"
+    if decision.get("p_adjusted") is None:
+        return f"{decision['p']:.3g} / not tested"
     return f"{decision['p']:.3g} / {decision['p_adjusted']:.3g} (of {decision['family_size']})"

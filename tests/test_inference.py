@@ -94,6 +94,8 @@ def test_a_one_sample_test_is_against_the_declared_null():
     assert one_sample_test(values, null=0.33).p > 0.5
     d = np.random.default_rng(0).normal(0.02, 0.1, 15)
     assert tost_from_summary(d.mean(), d.std(ddof=1), 15, 0.1) == pytest.approx(tost_pvalue(d, 0.1))
+    # every difference equal: equivalence only once the rule of three (3 / n) fits inside the margin
+    assert tost_pvalue(np.zeros(12), 0.05) == 1.0 and tost_pvalue(np.zeros(100), 0.05) == 0.0
 
 
 def test_an_auroc_interval_with_three_positives_drops_no_draw_and_the_permutation_p_holds_its_level():

@@ -190,7 +190,7 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
     # the report: the probe's own interval and a paired difference per baseline, on test generations
     data, cells, split = _cell_pattern_data()
     data.hidden = np.c_[data.scores * 3, data.hidden[:, :4] * 0.1].astype(np.float32)
-    _, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 60, "random_state": 0}, cells=cells)
+    report_probe, report = probe_report(data, split, {"hidden_sizes": (16,), "max_epochs": 60, "random_state": 0}, cells=cells)
     assert report["probe"]["intervals"]["f1"]["estimate"] == pytest.approx(report["probe"]["f1"])
     assert report["probe"]["intervals"]["f1"]["n"] == 4  # test generations, not steps
     for metric in ("precision", "recall", "auprc"):
@@ -202,6 +202,16 @@ def test_pooled_scores_from_generation_sums_match_scikit_learn_and_the_report_ca
     clustered = report["cluster_paired"]["prior"]["f1"]
     assert report["unit"] == "cell" and clustered["n"] == 2 and clustered["estimate"] > 0
     assert clustered["p"] == 0.5  # the exact sign-flip p of 2 positive units: 2 / 2^2
+    from sklearn.metrics import average_precision_score
+
+    test = data.subset(split[2])
+    first = np.isin(test.groups, [10, 11])  # the generations of the first test cell, (0, 1000)
+    proba = report_probe.predict_proba(test.hidden)
+    assert report["cluster_paired"]["prior"]["auprc"]["estimate"] == pytest.approx(np.mean([
+        average_precision_score(test.scores[rows].ravel() > 0.5, proba[rows].ravel())
+        - average_precision_score(test.scores[rows].ravel() > 0.5, np.tile(data.subset(split[0]).scores.mean(axis=0),
+                                                                            (rows.sum(), 1)).ravel())
+        for rows in (first, ~first)]), abs=1e-9)
 
 
 def test_a_regressor_that_tracks_the_scores_beats_the_prior_on_r2_and_on_mae():
@@ -220,6 +230,8 @@ def test_a_regressor_that_tracks_the_scores_beats_the_prior_on_r2_and_on_mae():
     clustered = report["cluster_paired"]["prior"]
     assert report["unit"] == "generation" and clustered["r2"]["n"] == 6 and clustered["r2"]["p"] == 2 / 2 ** 6
     assert clustered["mae"]["estimate"] < 0
+    # per-unit R² shares average to the pooled R²: the tested mean difference is the table's R² difference
+    assert clustered["r2"]["estimate"] == pytest.approx(report["probe"]["r2"] - report["prior"]["r2"], abs=1e-6)
     from dynheads.suite.verdicts import decide_table
 
     decided = decide_table("probes", {m: (clustered[m], -1 if m == "mae" else 1) for m in ("r2", "mae")})

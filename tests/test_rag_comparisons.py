@@ -36,10 +36,10 @@ def test_paired_differences_and_their_verdicts():
     assert "precision" not in out["intervals"]["none"]  # never retrieved: no pooled measure, no interval
     paired = out["paired"]
     assert paired["dynamic - static"]["f1"]["estimate"] == 0.5 and paired["dynamic - static"]["f1"]["verdict"] == "reproduced"
-    # random heads are expected below static ones: a lower score reproduces that direction; an equal one on every
-    # example is equivalent within the rag rule's margin (9.6 % of static's 0.5)
+    # random heads are expected below static ones: a lower score reproduces that direction; an equal one on all 20
+    # examples is not yet equivalent within the rag rule's margin (9.6 % of static's 0.5): 3 / 20 exceeds it
     assert paired["dynamic_random - static"]["f1"]["verdict"] == "reproduced"
-    assert paired["fixed_random - static"]["f1"]["verdict"] == "equivalent to 0 within ±0.048"
+    assert paired["fixed_random - static"]["f1"]["verdict"] == "inconclusive at n = 20"
     # one family: every EM and F1 difference of the run
     assert {p[m]["family_size"] for p in paired.values() for m in p} == {2 * len(paired)}
     assert out["claim4"]["5"] is paired["dynamic - static"] and out["claim4"]["10"] is paired["dynamic:10 - static:10"]
