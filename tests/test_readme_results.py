@@ -78,3 +78,10 @@ def test_the_power_block_compares_planned_and_measured_half_widths(tmp_path):
     update(readme, _run(tmp_path / "power", "reproduced"), "power")
     assert quoted(readme.read_text(), "power").count("predicted from the quick run") == 1
     assert "predicted from the quick run" not in quoted(readme.read_text(), "quick")
+    # a power run decided by the earlier rules (claims without ids) is labelled, and its widths are not compared
+    older = _run(tmp_path / "older", "reproduced")
+    rows = json.loads((older / "claims.json").read_text())
+    (older / "claims.json").write_text(json.dumps([{k: v for k, v in c.items() if k != "id"} for c in rows]))
+    update(readme, older, "power")
+    block = quoted(readme.read_text(), "power")
+    assert "Decided by the earlier rules" in block and "predicted from the quick run" not in block
