@@ -9,6 +9,7 @@ if every part does: intersection-union, its p the largest part's p.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -53,7 +54,7 @@ def combined(parts: list[tuple[str, dict[str, Any], float]], rule: Rule) -> tupl
         _, chosen, null = max(parts, key=lambda part: part[1]["p"])
         p = chosen["p"]
     record = {**chosen, "p": p, "n": min(int(r["n"]) for _, r, _ in parts), "sd": None if len(parts) > 1 else chosen.get("sd")}
-    return record, Rule(rule.kind, rule.min_n, rule.direction, null, rule.margin, rule.relative, rule.unit, rule.alpha), text
+    return record, dataclasses.replace(rule, null=null), text
 
 
 def evidence(claim: Claim, row: dict[str, Any]) -> tuple[dict[str, Any] | None, Rule, str]:

@@ -9,6 +9,7 @@ and where the test allows it ``sd`` (equivalence by TOST) and ``reference`` (a r
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
@@ -38,12 +39,26 @@ class Rule:
     relative: bool = False
     unit: str = "unit"
     alpha: float = 0.05
+    min_per_class: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in WORDS:
             raise ValueError(f"dynheads: claims.yaml: kind must be claim or conjecture, got {self.kind!r}")
         if self.direction not in (1, -1):
             raise ValueError(f"dynheads: claims.yaml: direction must be 1 or -1, got {self.direction!r}")
+
+    def shortfall(self, record: Mapping[str, Any]) -> str | None:
+        """Why ``record`` is below this rule's minimum (``n``, or for a detector's AUROC the units holding each
+        class: ``positive_units`` / ``negative_units``), or None when it is not."""
+        n = int(record["n"])
+        if n < self.min_n:
+            return f"n = {n} < {self.min_n}"
+        if self.min_per_class is not None:
+            for name in ("positive", "negative"):
+                count = record.get(f"{name}_units")
+                if count is None or int(count) < self.min_per_class:
+                    return f"{count if count is not None else '?'} {name} units < {self.min_per_class}"
+        return None
 
     def margin_for(self, record: Mapping[str, Any]) -> float | None:
         """The absolute margin for this record (a relative margin scales the reference mean; None without one)."""
@@ -80,7 +95,8 @@ def _rule(spec: Mapping[str, Any], alpha: float, direction: int = 1, null: float
         raise ValueError(f"dynheads: claims.yaml: margin is {{absolute: m}} or {{relative: r}}, got {margin}")
     return Rule(kind=spec["kind"], min_n=int(spec["min_n"]), direction=int(spec.get("direction", direction)),
                 null=float(spec.get("against", null)), margin=next(iter(margin.values()), None) if margin else None,
-                relative="relative" in margin, unit=str(spec.get("unit", "unit")), alpha=alpha)
+                relative="relative" in margin, unit=str(spec.get("unit", "unit")), alpha=alpha,
+                min_per_class=int(spec["min_per_class"]) if spec.get("min_per_class") is not None else None)
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,8 +119,7 @@ def load(path: Path = CLAIMS_FILE) -> tuple[dict[str, Rule], tuple[Claim, ...]]:
 
 def table_rule(table: str, direction: int = 1) -> Rule:
     """The declared rule of a stage table's family, in the direction of one of its rows."""
-    rule = load()[0][table]
-    return Rule(rule.kind, rule.min_n, direction, rule.null, rule.margin, rule.relative, rule.unit, rule.alpha)
+    return dataclasses.replace(load()[0][table], direction=direction)
 
 
 def verdict(record: Mapping[str, Any] | None, rule: Rule, p_adjusted: float, equivalence_adjusted: float) -> str:
@@ -112,8 +127,9 @@ def verdict(record: Mapping[str, Any] | None, rule: Rule, p_adjusted: float, equ
     if record is None:
         return "not run"
     n = int(record["n"])
-    if n < rule.min_n:
-        return f"insufficient n (n = {n} < {rule.min_n})"
+    short = rule.shortfall(record)
+    if short:
+        return f"insufficient n ({short})"
     side = math.copysign(1, record["estimate"] - rule.null) * rule.direction
     if p_adjusted <= rule.alpha and (record["estimate"] - rule.null) != 0:
         return WORDS[rule.kind][0 if side > 0 else 1]
@@ -139,7 +155,7 @@ def equivalence_p(record: Mapping[str, Any], rule: Rule) -> float:
 def decide_family(members: Sequence[tuple[Mapping[str, Any] | None, Rule]]) -> list[dict[str, Any]]:
     """Each member's decision within one family: its raw p, Holm-adjusted p and TOST p (over the members
     tested, i.e. with a record and n ≥ their minimum; None for the others), the family's size and the verdict."""
-    tested = [r is not None and int(r["n"]) >= rule.min_n for r, rule in members]
+    tested = [r is not None and rule.shortfall(r) is None for r, rule in members]
     raw = [float(r["p"]) if t else math.nan for (r, _), t in zip(members, tested)]
     tost = [equivalence_p(r, rule) if t else math.nan for (r, rule), t in zip(members, tested)]
     adjusted, adjusted_tost = holm(raw), holm(tost)

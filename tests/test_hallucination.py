@@ -183,6 +183,13 @@ def test_evaluate_level_pairs_with_lookback_lens_and_states_the_balance():
     assert conjecture(level)["estimate"] == pytest.approx(absence["auroc"]["estimate"] - 0.5)
     assert conjecture(level)["p"] < 0.01 and conjecture(level)["test"] == "label permutation"
     assert (conjecture(level)["positives"], conjecture(level)["negatives"]) == (15, 15)
+    assert (diff["positive_units"], diff["negative_units"]) == (15, 15)  # what the per-class minimum reads
+    few = evaluate_level(train, answer_table(planted_answers(30, 2)[:14] + [a for a in planted_answers(30, 2)[14:] if not a.label]),
+                         c=1.0, seed=0)
+    few_decided = decided_differences({"niah": {"answer": few}})
+    positives = few["conjecture"]["positive_units"]
+    assert positives < 10 and few_decided[("niah", "answer", "hidden_state", "auroc")]["verdict"] == (
+        f"insufficient n ({positives} positive units < 10)")
     one_class = evaluate_level(train, answer_table([a for a in planted_answers(10, 3) if a.label]), 1.0, 0)
     assert one_class["detectors"] == {} and "one class" in one_class["note"]
     assert conjecture(one_class) is None

@@ -25,6 +25,10 @@ def test_verdict_words_follow_the_kind_the_direction_and_the_minimum():
     assert verdict(_record(0.0, 0.9), claim, 0.9, 0.01) == "equivalent to 0 within ±0.05"
     assert verdict(_record(0.2, 0.0001, n=9), claim, 0.0001, 0.0) == "insufficient n (n = 9 < 10)"
     assert verdict(None, claim, 1.0, 1.0) == "not run"
+    per_class = Rule("conjecture", 10, min_per_class=10)
+    assert verdict({**_record(0.3, 0.001, n=30), "positive_units": 4, "negative_units": 26}, per_class, 0.001, 1.0) == (
+        "insufficient n (4 positive units < 10)")
+    assert verdict({**_record(0.3, 0.001, n=30), "positive_units": 12, "negative_units": 18}, per_class, 0.001, 1.0) == "supported"
     with pytest.raises(ValueError, match="direction"):
         Rule("claim", 10, direction=0)
 

@@ -65,12 +65,14 @@ def evaluate_level(train: tuple, test: tuple, c: float, seed: int, rows_independ
     weights = class_stratified_weights(g_test, y_test, seed)
     draws = {name: detector_draws(y_test, s, g_test, weights) for name, s in scores.items()}
     n = out["test"]["documents"]
+    classes = class_units(y_test, g_test)
     for name, drawn in draws.items():
         record = {m: percentile_interval(d[1:], d[0], n).record() for m, d in drawn.items()}
         if name != REFERENCE and REFERENCE in draws:
             record["minus_reference"] = {
                 m: {**percentile_interval(d[1:] - draws[REFERENCE][m][1:], d[0] - draws[REFERENCE][m][0], n).record(),
-                    "p": bootstrap_pvalue(d[1:] - draws[REFERENCE][m][1:]), "test": "class-stratified document bootstrap"}
+                    "p": bootstrap_pvalue(d[1:] - draws[REFERENCE][m][1:]), "test": "class-stratified document bootstrap",
+                    **classes}
                 for m, d in drawn.items()}
         record["roc"] = roc_points(y_test, scores[name])
         out["detectors"][name] = record
@@ -80,8 +82,16 @@ def evaluate_level(train: tuple, test: tuple, c: float, seed: int, rows_independ
              else bootstrap_pvalue(auroc[1:], 0.5))
         shifted = percentile_interval(auroc[1:] - 0.5, auroc[0] - 0.5, n).record()
         out["conjecture"] = {**shifted, "p": p, "positives": int(np.sum(y_test)), "negatives": int(len(y_test) - np.sum(y_test)),
+                             **classes,
                              "test": "label permutation" if rows_independent else "class-stratified document bootstrap"}
     return out
+
+
+def class_units(y: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """Test documents holding a hallucinated row and documents holding a faithful one: the units per class that
+    a detector's verdict needs enough of (``min_per_class`` in ``claims.yaml``; the document is the unit drawn)."""
+    y, groups = np.asarray(y), np.asarray(groups)
+    return {"positive_units": int(len(np.unique(groups[y == 1]))), "negative_units": int(len(np.unique(groups[y == 0])))}
 
 
 def balance(y: np.ndarray, groups: np.ndarray) -> dict[str, int]:
