@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,6 @@ class Claim:
     parts_from: tuple[str, ...] = ()
     metric: str | None = None
     cluster: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _rule(spec: Mapping[str, Any], alpha: float, direction: int = 1, null: float = 0.0) -> Rule:
