@@ -1,18 +1,20 @@
-"""Keep the README's result sections generated from the result files of the run they name, never retyped.
+"""Keep the results page and the README's claims table generated from the run they name, never retyped.
 
-    python -m dynheads.suite.readme --results results --block quick [--readme README.md]
+    python -m dynheads.suite.readme --results results --block quick [--page docs/results.md] [--readme README.md]
 
 copies the run's tables (``claims.json``, ``leaderboard.*``, every ``*.md`` table, each model's masking tables
-and stage timings) to ``docs/results/<block>/`` beside the README, and rewrites the README block between
-``<!-- results:<block> -->`` and ``<!-- /results:<block> -->`` from that snapshot: the stage timings, the
-claims table and the leaderboard, with links to the full tables. ``tests/test_readme_results.py`` checks
-that each block is what its snapshot renders, so a number in a result block cannot drift from its run.
+and stage timings) to ``docs/results/<block>/`` (the page's path without its suffix), and rewrites the page's
+block between ``<!-- results:<block> -->`` and ``<!-- /results:<block> -->`` from that snapshot: the stage
+timings, the claims table and the leaderboard, with links to the full tables. The quick block also rewrites
+the README's ``<!-- results:claims -->`` block: the front door's claims table. ``tests/test_readme_results.py``
+checks that each block is what its snapshot renders, so a number in a result block cannot drift from its run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -68,25 +70,26 @@ def versions_line(folder: Path) -> str:
 
 
 def rendered(folder: Path) -> str:
-    """The README block of one snapshot: timings, the claims table (without the paper column: the text gives it),
-    the leaderboard's sections, and links to every table."""
+    """The results page's block of one snapshot (``<page>/<block>``, linked relative to the page's folder):
+    timings, the claims table (without the paper column: the text gives it), the leaderboard's sections, and
+    links to every table."""
     claims = json.loads((folder / "claims.json").read_text())
-    board = re.sub(r"^## ", "##### ", (folder / "leaderboard.md").read_text().split("\n", 2)[2], flags=re.M)
-    relative = folder.as_posix().split("docs/results/", 1)[-1]
-    links = ", ".join(f"[{p.stem}](docs/results/{relative}/{p.relative_to(folder).as_posix()})"
+    board = re.sub(r"^## ", "### ", (folder / "leaderboard.md").read_text().split("\n", 2)[2], flags=re.M)
+    relative = f"{folder.parent.name}/{folder.name}"
+    links = ", ".join(f"[{p.stem}]({relative}/{p.relative_to(folder).as_posix()})"
                       for p in sorted(folder.rglob("*.md")) if p.name not in ("leaderboard.md", "claims.md"))
     reference = folder.parent / "quick" / "claims.json"
     planned = json.loads(reference.read_text()) if folder.name != "quick" and reference.is_file() else None
     # half-widths compare only under one rule: the declared claims changed the statistics and the intervals
     same_rule = planned is not None and {"id" in c for c in planned} == {"id" in c for c in claims}
     widths = [] if not same_rule else [
-        "##### Interval half-widths: predicted from the quick run, measured here", "",
+        "### Interval half-widths: predicted from the quick run, measured here", "",
         width_table(planned, claims)]
     earlier = [] if all("id" in c for c in claims) else [
         "**Decided by the earlier rules** (a 95 % percentile-bootstrap interval wholly on one side of 0; no minimum n, "
         "no multiplicity control, Claim 1 as 1 − adjacent Jaccard > 0): this run predates suite/claims.yaml. Read its "
         "verdicts as provisional until the power profile is rerun with the declared claims.", ""]
-    return "\n".join([timing_line(folder), versions_line(folder), "", "##### Claims", "", *earlier,
+    return "\n".join([timing_line(folder), versions_line(folder), "", "### Claims", "", *earlier,
                       claims_table(claims, paper=False), *widths,
                       board.rstrip("\n"), "", f"Every table of this run: {links}.", ""])
 
@@ -132,26 +135,42 @@ def quoted(readme: str, block: str) -> str | None:
     return match.group(2) if match else None
 
 
-def update(readme_path: Path, results: Path, block: str) -> None:
-    """Snapshot ``results`` into ``docs/results/<block>/`` next to the README and rewrite block ``block`` from it."""
-    readme = readme_path.read_text(encoding="utf-8")
-    if quoted(readme, block) is None:
-        raise ValueError(f"dynheads: {readme_path} has no '<!-- results:{block} -->' ... '<!-- /results:{block} -->' "
+def claims_block(folder: Path, page: str) -> str:
+    """The README's front-door block: the claims table of snapshot ``folder`` and where the rest is."""
+    claims = json.loads((folder / "claims.json").read_text())
+    return "\n".join([claims_table(claims, paper=False), "",
+                      f"Timings, package versions, the leaderboard and every table of this run: [{page}]({page}).", ""])
+
+
+def _rewrite(path: Path, block: str, body: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if quoted(text, block) is None:
+        raise ValueError(f"dynheads: {path} has no '<!-- results:{block} -->' ... '<!-- /results:{block} -->' "
                          "block; add the two marker lines where the results should go")
-    folder = readme_path.parent / "docs" / "results" / block
+    write_atomic(path, block_pattern(block).sub(lambda m: m.group(1) + body + m.group(3), text))
+
+
+def update(page: Path, results: Path, block: str, readme: Path | None = None) -> None:
+    """Snapshot ``results`` into ``<page without suffix>/<block>/`` and rewrite the page's block ``block`` from it;
+    for the quick block, also the README's claims block (``readme``, when given)."""
+    if quoted(page.read_text(encoding="utf-8"), block) is None:
+        _rewrite(page, block, "")  # the one clear error, before anything is copied
+    folder = page.with_suffix("") / block
     snapshot(results, folder)
-    text = block_pattern(block).sub(lambda m: m.group(1) + rendered(folder) + m.group(3), readme)
-    write_atomic(readme_path, text)
+    _rewrite(page, block, rendered(folder))
+    if readme is not None and block == "quick":
+        _rewrite(readme, "claims", claims_block(folder, Path(os.path.relpath(page, readme.parent)).as_posix()))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--results", required=True, help="a finished run's results folder (run_suite.py --out)")
-    p.add_argument("--block", required=True, help="the README block to rewrite, e.g. quick or power")
-    p.add_argument("--readme", default="README.md", help="(default: %(default)s)")
+    p.add_argument("--block", required=True, help="the results page's block to rewrite, e.g. quick or power")
+    p.add_argument("--page", default="docs/results.md", help="the results page (default: %(default)s)")
+    p.add_argument("--readme", default="README.md", help="whose claims block the quick run rewrites (default: %(default)s)")
     args = p.parse_args(argv)
     try:
-        update(Path(args.readme), Path(args.results), args.block)
+        update(Path(args.page), Path(args.results), args.block, Path(args.readme))
     except (OSError, ValueError) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2

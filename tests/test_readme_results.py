@@ -1,4 +1,5 @@
-"""The README's result blocks are what the snapshots of the runs they name render (no retyped numbers)."""
+"""The results page's blocks and the README's claims table are what the snapshots of the runs they name render
+(no retyped numbers), and every link of the front door and the docs pages resolves."""
 
 from __future__ import annotations
 
@@ -6,22 +7,32 @@ import json
 import re
 from pathlib import Path
 
-from dynheads.suite.readme import main, quoted, rendered, update
+from dynheads.suite.readme import claims_block, main, quoted, rendered, update
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_each_readme_result_block_is_its_runs_snapshot():
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"<!-- results:(\w+) -->", readme)
+def test_each_result_block_is_its_runs_snapshot():
+    page = (ROOT / "docs" / "results.md").read_text()
+    blocks = re.findall(r"<!-- results:(\w+) -->", page)
     assert {"quick", "power"} <= set(blocks)
     for block in blocks:
         folder = ROOT / "docs" / "results" / block
-        assert quoted(readme, block) == rendered(folder), f"README block {block!r} differs from docs/results/{block}"
+        assert quoted(page, block) == rendered(folder), f"docs/results.md block {block!r} differs from docs/results/{block}"
         claims = json.loads((folder / "claims.json").read_text())
         assert {c["claim"] for c in claims} >= {"1 dynamism", "2 irreplaceability", "3 predictability", "4 dynamic RAG"}
-        for link in re.findall(r"\]\((docs/results/[^)]+)\)", quoted(readme, block)):
-            assert (ROOT / link).is_file(), link
+    readme = (ROOT / "README.md").read_text()
+    assert quoted(readme, "claims") == claims_block(ROOT / "docs" / "results" / "quick", "docs/results.md")
+
+
+def test_the_readme_is_a_front_door_and_every_relative_link_resolves():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert not re.search(r"\bissues? \d", readme)  # development history lives in docs/history.md
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
+            if not link.startswith(("http://", "https://", "mailto:")):
+                assert (doc.parent / link).exists(), f"{doc.name}: {link}"
 
 
 def _run(folder: Path, verdict: str) -> Path:
@@ -41,24 +52,30 @@ def _run(folder: Path, verdict: str) -> Path:
 
 def test_update_rewrites_only_its_block_and_snapshots_the_run(tmp_path, capsys):
     results = _run(tmp_path / "results", "reproduced")
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:quick -->\nold table\n<!-- /results:quick -->\noutro\n")
-    update(readme, results, "quick")
-    text = readme.read_text()
+    (tmp_path / "docs").mkdir()
+    page, readme = tmp_path / "docs" / "results.md", tmp_path / "README.md"
+    page.write_text("intro\n<!-- results:quick -->\nold table\n<!-- /results:quick -->\noutro\n")
+    readme.write_text("front\n<!-- results:claims -->\n<!-- /results:claims -->\ndoor\n")
+    update(page, results, "quick", readme)
+    text = page.read_text()
     assert "old table" not in text and "| m | C1-NIAH | NIAH | s | document | 0.500 [0.400, 0.600] | 3 | 0.01 / 0.02 (of 2) | reproduced |" in text
-    assert "load 2, niah 58; sum 1.0 min" in text and "##### NIAH" in text
+    assert "load 2, niah 58; sum 1.0 min" in text and "### NIAH" in text
     assert "Package versions (m): torch 9.9.1, numpy 8.1." in text  # what the run recorded, in the block
-    assert "[table1](docs/results/quick/table1.md)" in text and "[niah_masking](docs/results/quick/m/niah_masking.md)" in text
+    # links relative to the page's folder, so they resolve where the page is read
+    assert "[table1](results/quick/table1.md)" in text and "[niah_masking](results/quick/m/niah_masking.md)" in text
     assert text.startswith("intro\n") and text.endswith("outro\n")
     snap = tmp_path / "docs" / "results" / "quick"
     assert json.loads((snap / "claims.json").read_text())[0]["verdict"] == "reproduced"
-    # a later run replaces the snapshot and the block together
-    update(readme, _run(tmp_path / "again", "contradicted"), "quick")
-    assert "| contradicted |" in readme.read_text() and quoted(readme.read_text(), "quick") == rendered(snap)
-    assert main(["--results", str(results), "--block", "power", "--readme", str(readme)]) == 2
+    door = readme.read_text()  # the front door's claims table, with the way to the rest
+    assert "| C1-NIAH |" in door and "[docs/results.md](docs/results.md)" in door and door.endswith("door\n")
+    # a later run replaces the snapshot, the block and the front door's table together
+    update(page, _run(tmp_path / "again", "contradicted"), "quick", readme)
+    assert "| contradicted |" in page.read_text() and quoted(page.read_text(), "quick") == rendered(snap)
+    assert quoted(readme.read_text(), "claims") == claims_block(snap, "docs/results.md")
+    assert main(["--results", str(results), "--block", "power", "--page", str(page), "--readme", str(readme)]) == 2
     err = capsys.readouterr().err
     assert "results:power" in err and err.count("\n") == 1
-    assert main(["--results", str(tmp_path), "--block", "quick", "--readme", str(readme)]) == 2
+    assert main(["--results", str(tmp_path), "--block", "quick", "--page", str(page), "--readme", str(readme)]) == 2
     assert "no claims.json" in capsys.readouterr().err
 
 
@@ -72,7 +89,7 @@ def test_the_power_block_compares_planned_and_measured_half_widths(tmp_path):
     table = width_table([claim(16, 0.0, 0.4, "probe − prior")], [claim(64, 0.1, 0.2, "probe − previous step")])
     assert "| m | 3 predictability | NIAH | 16 | 0.200 | 64 | 0.100 | 0.050 |" in table
     quick = _run(tmp_path / "quick", "reproduced")
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "results.md"
     readme.write_text("<!-- results:quick -->\n<!-- /results:quick -->\n<!-- results:power -->\n<!-- /results:power -->\n")
     update(readme, quick, "quick")
     update(readme, _run(tmp_path / "power", "reproduced"), "power")
