@@ -35,6 +35,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from ..util import text_config
+
 ATTN_IMPLEMENTATION = "dynheads_sdpa"
 
 
@@ -275,7 +277,7 @@ def register() -> str:
 
 def install(model: torch.nn.Module) -> None:
     """Switch ``model`` to the traced attention. Refuses softcapped models up front with one clear line."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model)
     softcap = getattr(config, "attn_logit_softcapping", None)
     if softcap is not None:
         raise UnsupportedAttentionError(

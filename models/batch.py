@@ -38,6 +38,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .attention import StreamView, traced_pass
+from ..util import text_config
 
 
 class SharedPrefixLayer(CacheLayerMixin):
@@ -158,7 +159,7 @@ class DecodeBatch:
                 self.model(input_ids=torch.tensor([prompt[:-1]], device=self.device), cache=cache, use_cache=True,
                            logits_to_keep=1)
             return [(layer.keys, layer.values) for layer in cache.layers]
-        cfg = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        cfg = text_config(self.model)
         heads, dim = kv_geometry(cfg)
         dtype = next(self.model.parameters()).dtype
         empty = torch.zeros(1, heads, 0, dim, dtype=dtype, device=self.device)

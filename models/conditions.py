@@ -11,7 +11,7 @@ from typing import Any
 
 from ..metrics.heads import Head, random_heads
 from .engine import Condition
-from .files import file_digest
+from ..util import file_digest
 from .kv import KVPolicy
 from .probe_metrics import kv_predictor
 from .scores import COPY_PASTE

@@ -11,6 +11,8 @@ from typing import Iterator
 
 import torch
 
+from ..util import text_config
+
 
 def attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:
     """Each decoder layer's attention module (the one holding ``o_proj``), by layer index."""
@@ -37,6 +39,6 @@ def layer_masks(model: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
 
 def layer_windows(model: torch.nn.Module) -> dict[int, int | None]:
     """Each layer's sliding window (None: full attention), as its attention module or the config declares it."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model)
     return {layer: module.sliding_window if hasattr(module, "sliding_window") else getattr(config, "sliding_window", None)
             for layer, module in attention_modules(model).items()}

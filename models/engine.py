@@ -31,6 +31,7 @@ from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
 from .kv import KVPolicy, oracle_scores, random_scores, select, static_scores
 from .scores import CopyPasteScore, RetrievalScore
+from ..util import text_config
 
 MASK_MODES = ("none", "dynamic", "static", "random")
 ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
@@ -140,12 +141,6 @@ def available_bytes(device: torch.device) -> int:
 def log_line(message: str) -> None:
     """One line on stderr (batches split to fit memory): seen beside progress bars, never in results."""
     print(message, file=sys.stderr, flush=True)
-
-
-def text_config(model: torch.nn.Module):
-    """The decoder config (multimodal models nest it)."""
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
 
 
 @dataclass

@@ -35,7 +35,8 @@ from ..metrics.hallucination import token_ends
 from ..probes.mlp import load_probe
 from . import step_registry
 from .conditions import kv_identity, request_conditions
-from .engine import DecodeRequest, Generation, TraceEngine, text_config
+from .engine import DecodeRequest, Generation, TraceEngine
+from ..util import text_config
 from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
 from .probe_metrics import check_offset, check_probe, probe_record

@@ -39,6 +39,7 @@ import torch
 from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
 from ..traces import read_lines
 from ..metrics.retrieval import Head, copy_paste_heads
+from ..util import text_config
 from .eager_hooks import attention_modules, layer_masks, layer_windows
 from .loading import load_model, load_tokenizer
 
@@ -59,11 +60,6 @@ def _heads_of(record: dict[str, Any]) -> Callable[[list[torch.Tensor], list[int]
         return reasoning_heads(scores, reasoning["threshold"])
 
     return eq2
-
-
-def recompute_heads(model: torch.nn.Module, record: dict[str, Any]) -> list[list[Head]]:
-    """Head sets of every step of one unmasked trace record, from one eager forward."""
-    return [step["heads"] for step in recompute_unmasked(model, record)]
 
 
 def recompute_unmasked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -163,7 +159,7 @@ def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, 
     oracle = record["mask"].startswith("kv:oracle")
     heads_of = _heads_of(record)
     windows = layer_windows(model)
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model)
     heads, low = config.num_attention_heads, torch.finfo(next(model.parameters()).dtype).min
     cache = DynamicCache()  # no config: every layer keeps every key, and the masks below apply the sliding windows
     with torch.no_grad():

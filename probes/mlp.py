@@ -25,6 +25,7 @@ from sklearn.base import BaseEstimator
 
 from .asl import AsymmetricLoss
 from .evaluation import best_threshold, classification_scores, regression_scores
+from ..util import atomic_target
 
 PAPER_HIDDEN_SIZES = (8192, 4096, 4096)
 FORMAT = 1  # saved-probe file format
@@ -138,9 +139,8 @@ class _HeadProbe(BaseEstimator):
         state = {"format": FORMAT, "class": type(self).__name__, "params": self.get_params(),
                  "fitted": {k: v for k, v in self.__dict__.items() if k.endswith("_") and k != "network_"},
                  "network": self.network_.state_dict(), "meta": meta}
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_target(path) as tmp:
+            torch.save(state, tmp)
 
 
 class HeadProbeClassifier(_HeadProbe):

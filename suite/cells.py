@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from ..traces import read_task, remove_task
 from .shards import CellOwners, Missing, Shard
 

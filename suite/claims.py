@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from .summaries import interval_text
 from .tables import markdown
 from .verdicts import Claim, Rule, decide_family, load, p_text

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from ..models.versions import installed_versions
 from .cells import CellRunner
 from .shards import CellOwners, Shard

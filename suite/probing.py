@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from .model import ModelSuite
 from .summaries import interval_text
 from .tables import markdown, shown, with_intervals

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from .claims import claims_table
 
 # per model folder: the tables the README links to beside the top-level ones, and the stage timings

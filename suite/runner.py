@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 from . import claims, tables
 from .model import ModelSuite
 from .registry import Stage

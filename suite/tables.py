@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models.files import write_atomic
+from ..util import write_atomic
 
 
 def fmt(value: Any, digits: int = 3) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..metrics.dynamism import masked_means, matched_head_count
-from ..models.files import write_atomic
+from ..util import write_atomic
 from ..models.loading import cache_root
 from ..models.static_heads import FORMAT, Calibration, StaticHeads, load_static_heads
 

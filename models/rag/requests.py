@@ -20,7 +20,7 @@ from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
 from .. import step_registry
 from ..engine import DecodingError
-from ..files import file_digest
+from ...util import file_digest
 from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
 from .measures import measures
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ...metrics.intervals import percentile_interval
-from ...models.files import write_atomic
+from ...util import write_atomic
 from ...probes.evaluation import class_stratified_weights, detector_draws
 from ...probes.hallucination import REFERENCE, answer_table, fit_and_score, step_table
 from ...probes.split import split_train_validation

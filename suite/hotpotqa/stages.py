@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ...models.files import write_atomic
+from ...util import write_atomic
 from ...traces import REASONING
 from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
 from ..cells import CellTask

@@ -20,7 +20,7 @@ from typing import Any
 from ...metrics.inference import paired_test
 from ...metrics.intervals import mean_interval
 from ..verdicts import decide_table
-from ...models.files import write_atomic
+from ...util import write_atomic
 from ...models.kv import BUDGETED, KVPolicy
 from ...traces import COPY_PASTE, REASONING
 from ..hotpotqa import stages as hotpotqa_stages

@@ -15,10 +15,6 @@ TASKS = (("niah", (("acc", "accuracy"), ("rouge_l", "ROUGE-L")), "NIAH (lengths 
 BOARD_METRIC = {"niah": "rouge_l", "hotpotqa": "f1"}
 
 
-def budget_of(name: str) -> str:
-    return name.partition("@")[2]
-
-
 def task_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
     """Per condition: the scores and the measured shares kept, each a mean over documents with its interval."""
     rows = [[name, *(interval_text(c[m]) for m, _ in metrics), interval_text(c["kept_kv"]), interval_text(c["kept_heads"]),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ...metrics.text import contains_exact
-from ...models.files import write_atomic
+from ...util import write_atomic
 
 TASKS_DIR = Path(__file__).resolve().parents[2] / "tasks"
 

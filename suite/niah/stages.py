@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...models.files import write_atomic
+from ...util import write_atomic
 from ...traces import COPY_PASTE
 from ...tasks.niah_uuid import utils as task  # importing the task registers its static-head calibration
 from .report import markdown_table, per_cell

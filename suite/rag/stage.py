@@ -18,7 +18,7 @@ import statistics
 from typing import Any
 
 from ...models.rag.windows import pooled_mean
-from ...models.files import write_atomic
+from ...util import write_atomic
 from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ...models.rag.requests import settings_record
 from ..hotpotqa.stages import chunks
