@@ -62,5 +62,6 @@ def write_tables(out: Path, tasks: Sequence[Any]) -> list[dict[str, Any]]:
     claims.write(out, rows)
     print(board)
     for task in tasks:
-        print(task.console(rows))
+        if text := task.console(rows):
+            print(text)
     return rows

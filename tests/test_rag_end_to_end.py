@@ -121,7 +121,7 @@ def test_algorithm_and_stop_word_rules_reach_the_settings_from_model_args_and_ru
     import argparse
 
     from dynheads.models.settings import ModelSettings
-    from dynheads.suite.hotpotqa import profiles
+    from dynheads.suite.rag import profiles  # Section 5 sizes itself
 
     settings = ModelSettings.parse(rag="static", rag_algorithm="dragin", rag_stopwords="skip").rag
     assert (settings.algorithm, settings.stopwords, settings.threshold) == ("dragin", "skip", 1.2)

@@ -416,10 +416,11 @@ def test_hotpot_overrides_and_chunks(run_suite, tmp_path):
 
     with pytest.raises(ValueError, match="HotpotQA n = 0 must be at least 1"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--hotpot-n", "0"]))
-    rag = run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--rag-n", "3", "--rag-chunk", "2", "--rag-ks", "4,8",
-                                                                 "--rag-window", "32"]))["hotpotqa"]["rag"]
-    assert (rag["n"], rag["chunk"], rag["ks"], rag["heads"], rag["window"]) == (3, 2, [4, 8], 4, 32)
-    assert hotpotqa_profile.model_args({"hotpotqa": {**hot, "rag": rag}})["rag_window"] == 32
+    both = run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--rag-n", "3", "--rag-chunk", "2", "--rag-ks", "4,8",
+                                                                  "--rag-window", "32"]))
+    rag = both["rag"]  # Section 5 sizes itself; the HotpotQA part holds no RAG settings
+    assert (rag["n"], rag["chunk"], rag["ks"], rag["heads"], rag["window"]) == (3, 2, [4, 8], 4, 32) and "rag" not in both["hotpotqa"]
+    assert run_suite.model_args(both, run_suite.parse_args(["--all"]))["rag_window"] == 32
     with pytest.raises(ValueError, match="RAG examples, chunk and head counts"):
         run_suite.profile_for("smollm2", run_suite.parse_args(["--all", "--rag-chunk", "0"]))
 

@@ -1,4 +1,5 @@
-"""The HotpotQA part of a ``run_suite`` profile (examples, chunks, Eq. 2 threshold, bins, probes, RAG) and its overrides."""
+"""The HotpotQA part of a ``run_suite`` profile (examples, chunks, Eq. 2 threshold, bins, probes) and its overrides
+(Section 5's RAG part: :mod:`dynheads.suite.rag.profiles`)."""
 
 from __future__ import annotations
 
@@ -19,29 +20,23 @@ PROFILES: dict[str, dict[str, Any]] = {
     # n = 24 (was 16 before batching): the batched engine's savings spent on the Figure 6 ablation and Table 4
     "quick": {"hotpotqa": {"split": "dev", "source": None, "n": 24, "chunk": 8, "calib_examples": 8, "threshold": 0.2,
                            "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 6, "ks": [0, 1, 2, 5, 10]},
-                           "probes": {"train_n": 72, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]},
-                           "rag": {"n": 24, "chunk": 8, "heads": 5, "ks": [5, 10, 20]}}},
-    # ~90 min on 2 CPU cores (README, "Power"): 200 dev examples for the Figure 6 ablation and Table 4 at k = 5 (the quick
-    # run's paired F1 differences have SD ~0.3 per example, so the 95 % interval's half-width falls to ~0.04); k = 10 / 20
-    # stay the quick profile's (each extra k costs 4 more strategies per example)
+                           "probes": {"train_n": 72, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
+    # ~90 min on 2 CPU cores (docs/results.md, "Power"): 200 dev examples for the Figure 6 ablation (the quick run's
+    # paired F1 differences have SD ~0.3 per example, so the 95 % interval's half-width falls to ~0.04)
     "power": {"hotpotqa": {"split": "dev", "source": None, "n": 200, "chunk": 20, "calib_examples": 24, "threshold": 0.2,
                            "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 20, "ks": [0, 1, 2, 5, 10]},
-                           "probes": {"train_n": 120, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]},
-                           "rag": {"n": 200, "chunk": 20, "heads": 5, "ks": [5]}}},
+                           "probes": {"train_n": 120, "chunk": 24, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
     "paper": {"hotpotqa": {"split": "dev", "source": None, "n": 1000, "chunk": 50, "calib_examples": 200, "threshold": 0.5,
                            "thresholds": [0.2, 0.5], "length_edges": [1000, 1250, 1500, 1750, 2000],
                            "position_edges": [0.2, 0.4, 0.6, 0.8], "progressive": {"n": 200, "ks": [0, 5, 10, 15, 20]},
                            "probes": {"train_n": 601, "chunk": 50, **PROBE_FIT,
-                                      "hidden_sizes": [8192, 4096, 4096]},
-                           # 500 dev examples: the paper's Table 4 scores are multiples of 1/500
-                           "rag": {"n": 500, "chunk": 50, "heads": 5, "ks": [5, 10, 20]}}},
+                                      "hidden_sizes": [8192, 4096, 4096]}}},
 }
 # Gemma-3-270M is ~3x slower per sample on 2 cores: 4 examples, 2 for Figure 7.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 4, "chunk": 4, "calib_examples": 4, "threshold": 0.2,
                                  "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]},
-                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]},
-                                 "rag": {"n": 4, "chunk": 4, "heads": 5, "ks": [5, 10, 20]}}},
+                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
 }
 
 
@@ -55,23 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hotpot-prog-n", type=int, default=None, help="override the examples of the HotpotQA progressive ablation")
     p.add_argument("--hotpot-ks", default=None, help="override the HotpotQA progressive ablation's k values, e.g. 0,2,5")
     p.add_argument("--hotpot-probe-train", type=int, default=None, help="override the train examples of the HotpotQA probe")
-    p.add_argument("--rag-n", type=int, default=None, help="override the dev examples of the in-context RAG stage")
-    p.add_argument("--rag-chunk", type=int, default=None, help="override RAG examples per resumable chunk")
-    p.add_argument("--rag-ks", default=None, help="override the RAG head counts k of Table 6, e.g. 5,10,20 (the first is Table 4's)")
-    for name, kind, what in RAG_ARGUMENTS:
-        p.add_argument(f"--rag-{name.replace('_', '-')}", type=kind, default=None, help=f"RAG: {what}")
-
-
-RAG_ARGUMENTS = (
-    ("threshold", float, "RIND threshold a draft word must exceed to trigger retrieval (default 1.2; DRAGIN's HotpotQA configs: 1.2-1.4)"),
-    ("algorithm", str, "paper (Algorithm 1 as written: whole regeneration, windows kept until a draft passes; default) "
-                       "or dragin (DRAGIN's code: first regenerated sentence, context hidden again)"),
-    ("stopwords", str, "trigger (DRAGIN's code: any word may trigger; default) or skip (stop words never trigger)"),
-    ("top_positions", int, "context positions taken from the chosen heads' mean attention (default 8)"),
-    ("cluster_gap", int, "top positions at most this many tokens apart form one cluster (default 16)"),
-    ("window", int, "tokens made visible around each cluster's best position (default 48)"),
-    ("max_retrievals", int, "retrievals allowed per answer (default 3)"),
-)
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -91,20 +69,11 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
         override(hot, key, value)
     override(hot["progressive"], "n", args.hotpot_prog_n)
     override(hot["probes"], "train_n", args.hotpot_probe_train)
-    override(hot["rag"], "n", args.rag_n)
-    override(hot["rag"], "chunk", args.rag_chunk)
-    override(hot["rag"], "ks", args.rag_ks, int)
-    if args.rag_ks:
-        hot["rag"]["heads"] = hot["rag"]["ks"][0]
-    for name, _, _ in RAG_ARGUMENTS:
-        override(hot["rag"], name, getattr(args, f"rag_{name}"))
     apply_arguments(hot["probes"], args)
     if args.hotpot_source:
         from ...tasks.hotpotqa_sf.utils import parse_metadata
 
         hot["source"] = parse_metadata({"source": args.hotpot_source}).source  # a missing file fails here, in one line
-    if min(int(hot["rag"]["n"]), int(hot["rag"]["chunk"]), *(int(k) for k in hot["rag"]["ks"])) < 1:
-        raise ValueError("run_suite: RAG examples, chunk and head counts must be at least 1, e.g. --rag-n 16 --rag-chunk 8 --rag-ks 5,10,20")
     for key in ("n", "chunk", "calib_examples"):
         if int(hot[key]) < 1:
             raise ValueError(f"run_suite: HotpotQA {key} = {hot[key]} must be at least 1, e.g. --hotpot-n 24")
@@ -116,6 +85,4 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
 def model_args(prof: dict[str, Any]) -> dict[str, Any]:
     """The ``dynheads`` model arguments this task's profile sets (calibration size, Eq. 2 threshold)."""
     hot = prof["hotpotqa"]
-    rag = hot["rag"]
-    return {"calib_examples": hot["calib_examples"], "reasoning_threshold": hot["threshold"], "rag_heads": rag["heads"],
-            **{f"rag_{name}": rag[name] for name, _, _ in RAG_ARGUMENTS if name in rag}}
+    return {"calib_examples": hot["calib_examples"], "reasoning_threshold": hot["threshold"]}

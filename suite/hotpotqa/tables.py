@@ -5,9 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..probing import cca_columns, cca_table, predictor_rows
-from ..rag.tables import leaderboard_columns as rag_columns
-from ..rag.tables import leaderboard_rows as rag_section
-from ..rag.tables import table4, table6
 from ..summaries import progressive_table
 from ..tables import TABLE1_NOTE, markdown, mean_std, shown, table1_columns, unique_of, with_interval, with_intervals
 
@@ -19,7 +16,7 @@ PAPER_TABLE3 = [("llama3.1-8b", "0.0023", "0.0177", "0.8120"), ("llama3.2-3b", "
 
 RESULT_FILES = {"hotpotqa": ("hotpotqa_masking.json", "summary"), "hotpotqa_dynamism": ("hotpotqa_dynamism.json", None),
                 "hotpotqa_progressive": ("hotpotqa_progressive.json", None),
-                "hotpotqa_probes": ("hotpotqa_probes.json", "report"), "rag": ("rag.json", "summary")}
+                "hotpotqa_probes": ("hotpotqa_probes.json", "report")}
 
 
 def traced_dynamism(row: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +37,6 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
         **with_interval("hotpotqa_probe_r2", probe.get("r2"), (probe.get("intervals") or {}).get("r2")),
         **with_interval("hotpotqa_probe_mae", probe.get("mae"), (probe.get("intervals") or {}).get("mae")),
         **cca_columns(r.get("hotpotqa_probes"), "hotpotqa_"),
-        **rag_columns(r),
     }
 
 
@@ -55,7 +51,7 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
             + markdown(["model", "samples", "EM", "F1", "F1, dynamic masked", "F1, static masked", "F1, random masked",
                         "N", "threshold", "heads / step", "unique / total", "Jaccard w/ static", "adj. Jaccard",
                         "entropy", "probe R²", "probe MAE", "held-out CCA k=0", "k=1", "k=2", "shuffled control k=0"], rows)
-            + "\n" + rag_section(board))
+)
 
 
 def table1(rows: list[dict[str, Any]]) -> str:
@@ -92,7 +88,7 @@ def table3(rows: list[dict[str, Any]]) -> str:
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
     """This task's suite tables, by file name under the results folder."""
-    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows), "table4.md": table4(rows), "table6.md": table6(rows),
+    return {"hotpotqa_table1.md": table1(rows), "table3.md": table3(rows),
             "figure7.md": progressive_table(rows, "hotpotqa_progressive",
                                             "Figure 7: HotpotQA progressive ablation (k strongest reasoning heads masked per step)",
                                             [("em", "EM"), ("f1", "F1")])}

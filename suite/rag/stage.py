@@ -110,8 +110,7 @@ def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int, base
 
 def run(suite: ModelSuite) -> dict[str, Any]:
     """Every strategy on the profile's dev examples; ``rag.json`` and ``rag_retrievals.md``."""
-    h = suite.profile["hotpotqa"]
-    r = h["rag"]
+    h, r = suite.profile["hotpotqa"], suite.profile["rag"]
     base_k, ks = int(r["heads"]), [int(k) for k in r["ks"]]
     probe = suite.dir / "hotpotqa_probes.pt"
     if not probe.is_file():  # only a sharded run gets here without it: the probe waits for every probe cell

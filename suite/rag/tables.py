@@ -1,4 +1,5 @@
-"""Section 5 tables: Table 4 (strategies at k heads), Table 6 (k = 5 / 10 / 20) and the leaderboard's RAG columns."""
+"""Section 5 tables: Table 4 (strategies at k heads), Table 6 (k = 5 / 10 / 20), the leaderboard's RAG columns and
+section."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from ..summaries import interval_text
 from ..verdicts import p_text
 from ..tables import fmt, markdown, shown, with_interval, with_intervals
 
+RESULT_FILES = {"rag": ("rag.json", "summary")}
 TITLES = {"dynamic": "Dynamic (probe)", "static": "Static", "dynamic_random": "Dynamic Random",
           "fixed_random": "Fixed Random", "none": "w/o RAG (context hidden)", "full": "Full context (reference)",
           "oracle": "Oracle windows (gold supporting facts; upper bound)"}
@@ -134,7 +136,17 @@ def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def leaderboard_rows(board: list[dict[str, Any]]) -> str:
+def leaderboard_section(board: list[dict[str, Any]]) -> str:
     rows = [[b["model"], *[shown(b, f"rag_f1_{n}") for n in STRATEGIES], *[shown(b, f"rag_recall_{n}") for n in HEAD_STRATEGIES]] for b in board]
     return ("## In-context RAG (paper Section 5; F1 by strategy, window recall of the supporting facts)\n\n"
             + markdown(["model", *[f"F1 {n}" for n in STRATEGIES], *[f"recall {n}" for n in HEAD_STRATEGIES]], rows))
+
+
+def tables(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """This section's suite tables, by file name under the results folder."""
+    return {"table4.md": table4(rows), "table6.md": table6(rows)}
+
+
+def console(rows: list[dict[str, Any]]) -> str:
+    """What ``run_suite`` prints at the end for this section: nothing beyond the leaderboard's RAG section."""
+    return ""
