@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dynheads.models.engine import TraceEngine
-from dynheads.suite.niah.benchmark import _RerunEveryStep, batch_rates, time_ratios
+from dynheads.suite.benchmarks.engine import _RerunEveryStep, batch_rates, time_ratios
 
 from tiny_models import tiny_model
 

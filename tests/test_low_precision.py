@@ -99,9 +99,9 @@ def test_the_near_tie_rule_separates_a_tie_from_a_real_gap():
 
 
 def test_precision_comparison_counts_agreement_up_to_the_first_divergence():
-    """The embedded-model comparison (``python -m dynheads.suite.niah.precision``) on planted traces: generation 0 is
+    """The embedded-model comparison (``python -m dynheads.suite.benchmarks.precision``) on planted traces: generation 0 is
     identical; generation 1 diverges at step 2, so only its first two steps' head sets are compared."""
-    from dynheads.suite.niah.precision import compare_traces
+    from dynheads.suite.benchmarks.precision import compare_traces
 
     def line(doc_id, tokens, heads):
         return {"doc_id": doc_id, "steps": [{"token_id": t, "heads": h} for t, h in zip(tokens, heads)]}

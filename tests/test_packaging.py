@@ -102,4 +102,4 @@ def test_entry_points_declared():
     models = {ep.name: ep.value for ep in md.entry_points(group="lm_eval.models")}
     assert models.get("dynheads") == "dynheads.models.lm:DynHeadsLM"
     scripts = {ep.name: ep.value for ep in md.entry_points(group="console_scripts")}
-    assert scripts.get("dynheads-bench") == "dynheads.suite.niah.benchmark:main"
+    assert scripts.get("dynheads-bench") == "dynheads.suite.benchmarks.engine:main"

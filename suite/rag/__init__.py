@@ -1,8 +1,8 @@
 """Section 5 in the suite: in-context dynamic RAG on HotpotQA (the mechanism is :mod:`dynheads.models.rag.algorithm`).
 
 The names below are this section's face to ``run_suite.py``, as every section's are: ``profiles.py`` sizes it,
-``stage.py`` runs the strategies, ``tables.py`` writes Tables 4 and 6 and the leaderboard's RAG section,
-``bench.py`` measures what sharing the context prefill saves.
+``stage.py`` runs the strategies, ``tables.py`` writes Tables 4 and 6 and the leaderboard's RAG section (what
+sharing the context prefill saves: :mod:`dynheads.suite.benchmarks.rag_cost`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Benchmark of the trace engine on a NIAH prompt: cost of tracing and gating relative to plain Hugging Face ``generate``, in one run.
 
 Usage: ``dynheads-bench [--pretrained smollm2] [--length 1000] [--new-tokens 32] [--memory-length 4096]``
-(or ``python -m dynheads.suite.niah.benchmark``).
+(or ``python -m dynheads.suite.benchmarks.engine``).
 
 Prints three ratios, each measured in this process on this machine against the same prompt:
 
@@ -335,7 +335,7 @@ def _peak(fn, new_tokens: int, device: str) -> dict[str, float]:
 
 
 def _memory_in_subprocess(args: argparse.Namespace, variant: str, batch: int | None = None) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "dynheads.suite.niah.benchmark", "--_memory-child", variant,
+    cmd = [sys.executable, "-m", "dynheads.suite.benchmarks.engine", "--_memory-child", variant,
            "--memory-length", str(args.memory_length if batch is None else args.length),
            "--memory-new-tokens", str(args.memory_new_tokens),
            "--device", args.device] + (["--pretrained", args.pretrained] if args.pretrained else [])

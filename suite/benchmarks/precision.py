@@ -1,6 +1,6 @@
 """What a low-precision run changes: the NIAH grid decoded unmasked in float32 and in another dtype, compared.
 
-    python -m dynheads.suite.niah.precision [--dtype bfloat16] [--lengths 500,1000,2000] [--depths 0,0.5,1] [--json F]
+    python -m dynheads.suite.benchmarks.precision [--dtype bfloat16] [--lengths 500,1000,2000] [--depths 0,0.5,1] [--json F]
 
 Why: GPU users run 8B models in bfloat16, and nothing else says how far its traces are from float32's. Both runs go
 through the ``dynheads`` lm-eval model exactly as the suite does (same prompts, chat template, stopping); the
@@ -75,7 +75,7 @@ def _decode(dtype: str, metadata: dict[str, Any], trace_dir: Path, repeats: int)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dynheads.suite.niah.precision", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dynheads.suite.benchmarks.precision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     parser.add_argument("--lengths", default="500,1000,2000", help="context tokens (default: the quick profile's)")
     parser.add_argument("--depths", default="0,0.5,1", help="needle depths (default: the quick profile's)")

@@ -1,6 +1,6 @@
 """Cost of Section 5's in-context RAG against plain traced decoding, on the same HotpotQA examples, in one run.
 
-Usage: ``python -m dynheads.suite.rag.bench [--n 4] [--repeats 2] [--probe PATH]``
+Usage: ``python -m dynheads.suite.benchmarks.rag_cost [--n 4] [--repeats 2] [--probe PATH]``
 
 For every example it times, best of ``--repeats`` interleaved repetitions:
 
