@@ -48,12 +48,14 @@ REASONING = "reasoning"
 
 # ------------------------------------------------------------------------------------------ lines
 def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: Sequence[int] | None,
-                    score: Any = None, doc_key: str | None = None) -> dict[str, Any]:
+                    score: Any = None, doc_key: str | None = None, kv: dict[str, Any] | None = None) -> dict[str, Any]:
     """One line for one traced generation (an engine ``Generation``).
 
     ``target``: the prompt's needle (Eq. 1) or supporting-fact (Eq. 2) token indices; ``score``: the Eq. 2
     settings (``sink_tokens``, ``local_window``, ``threshold``) when the generation was scored by Eq. 2;
-    ``doc_key``: the document's content hash, so that a probe can record which documents it was fitted on.
+    ``doc_key``: the document's content hash, so that a probe can record which documents it was fitted on;
+    ``kv``: a ``kv:`` line's streaming view (sink, window, granularity), what a verifier needs to rebuild each
+    step's per-head masks.
     """
     steps = []
     for s in generation.steps:
@@ -79,6 +81,8 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
         record["support_token_indices"] = list(target)
         record["reasoning"] = {"sink_tokens": score.sink_tokens, "local_window": score.local_window,
                                "threshold": score.threshold}
+    if kv is not None:
+        record["kv"] = dict(kv)
     return record
 
 

@@ -249,11 +249,9 @@ class DynHeadsLM(HFLM):
         trace_file = self.trace_file(p["task"])
         if trace_file is not None:
             score = p["score"] if p["score"].records_scores else None
-            lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"])
+            kv = self.settings.kv.trace_fields() if self.settings.kv_strategies else None
+            lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"], kv)
                      for g, t in zip(gens, texts)]
-            if self.settings.kv_strategies:  # what the verifier needs to rebuild each step's per-head masks
-                for line in lines:
-                    line["kv"] = self.settings.kv.trace_fields()
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)

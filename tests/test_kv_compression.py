@@ -272,8 +272,9 @@ def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice
     prompt, needle = _copying_prompt(engine)
     conditions = [_policy(engine, "static", 2), _policy(engine, "oracle", 3), _policy(engine, "streaming")]
     gens = engine.generate_many(prompt, NEW, conditions, target=needle)
-    lines = [{**traces.generation_line("toy", 0, g, "", needle), "kv": {"sink": SINK, "window": WINDOW, "granularity": "kv"}}
-             for g in gens]
+    view = {"sink": SINK, "window": WINDOW, "granularity": "kv"}
+    lines = [traces.generation_line("toy", 0, g, "", needle, kv=view) for g in gens]  # the one writer of trace lines
+    assert all(line["kv"] == view and list(line)[-1] == "kv" for line in lines)
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     check = verify_records(eager, lines)
