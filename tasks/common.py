@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any, Mapping
 
 from ..metrics.hallucination import absence_share, answer_steps
+from ..metrics.kv_shares import mean_kept
 from ..models import step_registry
 from ..models.rag.measures import lm_eval_metrics
 from ..traces import COPY_PASTE, REASONING
@@ -90,7 +91,7 @@ def kv_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     kept = record.get("kv_kept")
     if not kept:
         return {}
-    return {name: sum(step[i] for step in kept) / len(kept) for i, name in enumerate(KV_METRICS)}
+    return dict(zip(KV_METRICS, mean_kept(kept)))
 
 
 def hallucination_metrics(record: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | None) -> dict[str, Any]:

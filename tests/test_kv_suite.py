@@ -91,3 +91,16 @@ def test_profile_overrides_and_their_errors():
     for bad in ({"kv_budgets": "2"}, {"kv_strategies": "full,psychic"}, {"kv_window": 0}, {"kv_hotpot_n": -1}):
         with pytest.raises(ValueError, match="run_suite: --kv"):
             kv_task.profile("smollm2", "quick", argparse.Namespace(**{**vars(args), **bad}))
+
+
+def test_the_share_kept_is_one_function_for_the_task_metric_and_the_stage():
+    from dynheads.metrics.kv_shares import mean_kept
+    from dynheads.suite.kv.stage import kept_per_document
+    from dynheads.tasks.common import kv_metrics
+
+    steps = [[0.1, 0.09], [0.2, 0.18]]
+    assert mean_kept(steps) == pytest.approx((0.15, 0.135))
+    assert list(kv_metrics({"kv_kept": steps}).values()) == pytest.approx([0.15, 0.135])
+    assert kept_per_document({"kv_kept": steps}, 1) == pytest.approx(0.135)
+    with pytest.raises(ValueError, match="at least one decode step"):
+        mean_kept([])

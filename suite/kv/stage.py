@@ -19,6 +19,7 @@ from typing import Any
 
 from ...metrics.inference import paired_test
 from ...metrics.intervals import mean_interval
+from ...metrics.kv_shares import mean_kept
 from ..verdicts import decide_table
 from ...util import write_atomic
 from ...models.kv import BUDGETED, KVPolicy
@@ -112,8 +113,7 @@ def probe_report(suite: ModelSuite, task: str) -> dict[str, Any]:
 
 def kept_per_document(result: dict[str, Any], which: int) -> float:
     """One document's measured share kept (0: per query head, 1: per KV head), averaged over its decode steps."""
-    kept = result["kv_kept"]
-    return sum(step[which] for step in kept) / len(kept)
+    return mean_kept(result["kv_kept"])[which]
 
 
 def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
