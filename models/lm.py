@@ -41,7 +41,7 @@ from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
 from .probe_metrics import check_offset, check_probe, probe_record
 from .scores import COPY_PASTE, CopyPasteScore
-from .prompts import PromptEncoder
+from .prompts import PreparedRequest, PromptEncoder
 from .rag.requests import answer_request, check_requirements, rag_identity
 from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
@@ -194,7 +194,7 @@ class DynHeadsLM(HFLM):
         return None if self.settings.trace_dir is None else traces.trace_path(self.settings.trace_dir, task, self.rank)
 
     # -- lm-eval API -------------------------------------------------------------------------------
-    def _prepare(self, req: Any, eos_text: str, eos_ids: set[int]) -> dict[str, Any]:
+    def _prepare(self, req: Any, eos_text: str, eos_ids: set[int]) -> PreparedRequest:
         """One request's prompt, retrieval indices, stop rule and bookkeeping (everything before decoding)."""
         context, gen_kwargs = req.args
         kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
@@ -215,27 +215,25 @@ class DynHeadsLM(HFLM):
             text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
             return any(u and u in text for u in until)
 
-        return {"context": context, "gen_kwargs": gen_kwargs, "doc": doc, "prompt": prompt, "score": score, "until": until,
-                "max_gen": max_gen, "stop": stop, "eos_ids": eos_ids, "task": task, "doc_id": doc_id,
-                "doc_key": doc_key, "sample_key": doc_key or doc_id}
+        return PreparedRequest(context, gen_kwargs, doc, prompt, score, until, max_gen, stop, eos_ids, task, doc_id, doc_key)
 
-    def _decode_request(self, p: dict[str, Any]) -> DecodeRequest:
-        conditions = request_conditions(self, p["task"], p["sample_key"], p["score"].kind)
-        prompt = p["prompt"]
-        return DecodeRequest(prompt.ids, p["max_gen"], conditions, target=prompt.target, score=p["score"],
-                             eos_token_ids=p["eos_ids"], stop=p["stop"],
+    def _decode_request(self, p: PreparedRequest) -> DecodeRequest:
+        conditions = request_conditions(self, p.task, p.sample_key, p.score.kind)
+        prompt = p.prompt
+        return DecodeRequest(prompt.ids, p.max_gen, conditions, target=prompt.target, score=p.score,
+                             eos_token_ids=p.eos_ids, stop=p.stop,
                              record_hidden=self.settings.record_hidden or self.probe is not None)
 
     def text(self, token_ids: list[int], until: list[str]) -> str:
         """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it."""
         return postprocess_generated_text(generation=self.tok_decode(token_ids), stop=until, think_end_token=None)
 
-    def _finish(self, p: dict[str, Any], gens: list[Generation]) -> str:
+    def _finish(self, p: PreparedRequest, gens: list[Generation]) -> str:
         """Texts, the heads handed to process_results, and the trace lines of one decoded request."""
-        texts = [self.text(g.token_ids, p["until"]) for g in gens]
-        prompt = p["prompt"]
-        if prompt.target is not None and isinstance(p["doc"], dict):
-            static = self.static(p["score"].kind)
+        texts = [self.text(g.token_ids, p.until) for g in gens]
+        prompt = p.prompt
+        if prompt.target is not None and isinstance(p.doc, dict):
+            static = self.static(p.score.kind)
             record = {"steps": [[list(h) for h in s.heads] for s in gens[0].steps], "total_heads": self.total_heads,
                       "static": [list(h) for h in static.heads[:STATIC_TOP]] if static is not None and static.informative else None}
             if gens[0].steps and gens[0].steps[0].kv_kept is not None:  # the measured KV shares, for the task's table
@@ -243,19 +241,19 @@ class DynHeadsLM(HFLM):
             if self.settings.hallucination:  # where each step's characters end: the task finds its answer's steps
                 record["hallucination"] = {"ends": token_ends(self.tok_decode, gens[0].token_ids)}
             if self.probe is not None:
-                record["probe"] = probe_record(self.probe, self.probe_meta, p["score"].kind, gens[0], self.engine.num_layers,
+                record["probe"] = probe_record(self.probe, self.probe_meta, p.score.kind, gens[0], self.engine.num_layers,
                                                self.engine.num_heads, self.settings.probe)
-            step_registry.remember(p["doc"], record)
-        trace_file = self.trace_file(p["task"])
+            step_registry.remember(p.doc, record)
+        trace_file = self.trace_file(p.task)
         if trace_file is not None:
-            score = p["score"] if p["score"].records_scores else None
+            score = p.score if p.score.records_scores else None
             kv = self.settings.kv.trace_fields() if self.settings.kv_strategies else None
-            lines = [traces.generation_line(p["task"], p["doc_id"], g, t, prompt.target, score, p["doc_key"], kv)
+            lines = [traces.generation_line(p.task, p.doc_id, g, t, prompt.target, score, p.doc_key, kv)
                      for g, t in zip(gens, texts)]
             hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)
-        self.cache_hook.add_partial("generate_until", (p["context"], p["gen_kwargs"]), texts[0])
+        self.cache_hook.add_partial("generate_until", (p.context, p.gen_kwargs), texts[0])
         return texts[0]
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -272,7 +270,7 @@ class DynHeadsLM(HFLM):
             results = []
             for p in tqdm(prepared, disable=quiet, desc=desc):
                 results.append(answer_request(self, p, quiet))
-                self.cache_hook.add_partial("generate_until", (p["context"], p["gen_kwargs"]), results[-1])
+                self.cache_hook.add_partial("generate_until", (p.context, p.gen_kwargs), results[-1])
             return results
         decode = [self._decode_request(p) for p in prepared]
         for request in decode:

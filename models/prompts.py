@@ -34,6 +34,30 @@ class EncodedPrompt:
         return self.needle if self.needle is not None else self.support
 
 
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One lm-eval request ready to decode: its prompt, the retrieval score that defines its heads, its stop rule
+    and the bookkeeping its trace line and held-out checks need (what ``DynHeadsLM._prepare`` returns)."""
+
+    context: str
+    gen_kwargs: Mapping[str, Any]
+    doc: Any
+    prompt: EncodedPrompt
+    score: Any  # the retrieval score (Eq. 1 copy-paste, or the Eq. 2 reasoning settings)
+    until: list[str]
+    max_gen: int
+    stop: Callable[[list[int]], bool]
+    eos_ids: set[int]
+    task: str
+    doc_id: Any
+    doc_key: str | None
+
+    @property
+    def sample_key(self) -> Any:
+        """What seeds a document's random draws: its content hash, else its lm-eval id."""
+        return self.doc_key or self.doc_id
+
+
 class PromptEncoder:
     """Encodes contexts as ``tok_encode`` (lm-eval's ``HFLM``) does, with character offsets per token.
 

@@ -20,6 +20,7 @@ from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
 from .. import step_registry
 from ..engine import DecodingError
+from ..prompts import PreparedRequest
 from ...util import file_digest
 from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
 from .measures import measures
@@ -77,24 +78,24 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
     return example, example.answer_many(lm.settings.rag_strategies, max_gen, choose, on_answer=on_answer)
 
 
-def answer_request(lm: Any, p: dict[str, Any], quiet: bool = False) -> str:
+def answer_request(lm: Any, p: PreparedRequest, quiet: bool = False) -> str:
     """Every ``rag=`` strategy's answer to one prepared request of the lm-eval model (one context prefill); the
     first strategy's measures go to ``process_results``, every answer to the trace file. Returns the first text."""
-    prompt = p["prompt"]
+    prompt = p.prompt
     if prompt.context is None:
         raise DecodingError("dynheads: rag= needs documents that mark their context span (context_char_span in the "
                             "prompt), e.g. --tasks hotpotqa_sf")
     with tqdm(total=len(lm.settings.rag_strategies), desc="  RAG strategies of this request", unit="strategy", leave=False,
               disable=quiet) as bar:
-        example, answers = answer_all(lm, prompt.ids, prompt.context, prompt.support or [], p["max_gen"], p["eos_ids"], p["stop"],
-                                      str(p["sample_key"]), on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
-    texts = [lm.text(a.token_ids, p["until"]) for a in answers]
-    if isinstance(p["doc"], dict):
-        step_registry.remember(p["doc"], {"rag": measures(answers[0])})
-    trace_file = lm.trace_file(p["task"])
+        example, answers = answer_all(lm, prompt.ids, prompt.context, prompt.support or [], p.max_gen, p.eos_ids, p.stop,
+                                      str(p.sample_key), on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
+    texts = [lm.text(a.token_ids, p.until) for a in answers]
+    if isinstance(p.doc, dict):
+        step_registry.remember(p.doc, {"rag": measures(answers[0])})
+    trace_file = lm.trace_file(p.task)
     if trace_file is not None:
-        decoding = {"max_new_tokens": p["max_gen"], "eos_token_ids": sorted(p["eos_ids"]), "until": list(p["until"])}
-        traces.append_lines(trace_file, [traces.rag_line(p["task"], p["doc_id"], prompt.ids, a.strategy, a.token_ids, t,
+        decoding = {"max_new_tokens": p.max_gen, "eos_token_ids": sorted(p.eos_ids), "until": list(p.until)}
+        traces.append_lines(trace_file, [traces.rag_line(p.task, p.doc_id, prompt.ids, a.strategy, a.token_ids, t,
                                                          trace_rag(a, example, decoding)) for a, t in zip(answers, texts)])
     return texts[0]
 
