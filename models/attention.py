@@ -18,9 +18,9 @@ kernel and adds two cheap extras:
   the keys every head and every KV group still sees are counted, so the KV fraction kept is measured from
   the very mask the kernel used.
 
-State lives in one private module-level :class:`HeadProbe`; :func:`traced_pass` sets it for the forward
-passes it wraps (the decoding engine's step API, :mod:`dynheads.models.batch`, is its one user) and
-resets it afterwards. When it is idle the function is plain sdpa plus one attribute check.
+State lives in one private module-level :class:`PassInstructions` (what the next forward pass records, gates
+and hides; not a Claim 3 probe); :func:`traced_pass` sets it for the forward passes it wraps (the decoding
+engine's step API, :mod:`dynheads.models.batch`, is its one user) and resets it afterwards. When it is idle the function is plain sdpa plus one attribute check.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class UnsupportedAttentionError(ValueError):
 
 
 @dataclass
-class HeadProbe:
+class PassInstructions:
     """What the attention function should do during the next forward pass.
 
     ``record``: store the last-row probabilities of every layer (or, given a set of layer indices, of
@@ -120,22 +120,22 @@ class StreamView:
         return mask
 
 
-_PROBE = HeadProbe()
+_PASS = PassInstructions()
 
 
 @contextmanager
 def traced_pass(record: bool | frozenset[int] = False, keep: dict[int, torch.Tensor] | None = None,
                 visible: torch.Tensor | None = None,
                 positions: tuple[torch.Tensor, torch.Tensor] | None = None,
-                stream: StreamView | None = None) -> Iterator[HeadProbe]:
-    """What the attention does during the forward passes inside the ``with`` block; the probe it yields
-    holds the recorded rows (read them inside the block). Resets the hook afterwards, errors included."""
-    _PROBE.record, _PROBE.keep, _PROBE.rows, _PROBE.visible = record, dict(keep or {}), {}, visible
-    _PROBE.positions, _PROBE.stream = positions, stream
+                stream: StreamView | None = None) -> Iterator[PassInstructions]:
+    """What the attention does during the forward passes inside the ``with`` block; the instructions it
+    yields hold the recorded rows (read them inside the block). Resets the hook afterwards, errors included."""
+    _PASS.record, _PASS.keep, _PASS.rows, _PASS.visible = record, dict(keep or {}), {}, visible
+    _PASS.positions, _PASS.stream = positions, stream
     try:
-        yield _PROBE
+        yield _PASS
     finally:
-        _PROBE.reset()
+        _PASS.reset()
 
 
 def last_row_probabilities(
@@ -238,25 +238,25 @@ def dynheads_attention_forward(
         )
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    probe = _PROBE
-    if probe.positions is not None:
-        query_pos, key_pos = probe.positions
+    instructions = _PASS
+    if instructions.positions is not None:
+        query_pos, key_pos = instructions.positions
         attention_mask = position_mask(query_pos, key_pos[:, -key.shape[2]:], kwargs.get("sliding_window"))
-    if probe.visible is not None:
-        attention_mask = hide_keys(attention_mask, probe.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
-    if probe.stream is not None:
-        total = probe.stream.key_pos.shape[1]
+    if instructions.visible is not None:
+        attention_mask = hide_keys(attention_mask, instructions.visible, query.shape[2], key.shape[2], kwargs.get("sliding_window"))
+    if instructions.stream is not None:
+        total = instructions.stream.key_pos.shape[1]
         base = boolean_mask(attention_mask, query.shape[2], key.shape[2], kwargs.get("sliding_window"), total, query.device)
-        restricted = probe.stream.restrict(module.layer_idx, base.expand(query.shape[0], *base.shape[1:]),
+        restricted = instructions.stream.restrict(module.layer_idx, base.expand(query.shape[0], *base.shape[1:]),
                                            query.shape[1], key.shape[1])
-        if module.layer_idx in probe.stream.heads:  # a layer without streaming heads keeps its mask untouched (bit-exact)
+        if module.layer_idx in instructions.stream.heads:  # a layer without streaming heads keeps its mask untouched (bit-exact)
             attention_mask = restricted
     out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
-    if probe.record or probe.keep:
+    if instructions.record or instructions.keep:
         layer = module.layer_idx
-        if probe.record is True or (probe.record and layer in probe.record):
-            probe.rows[layer] = last_row_probabilities(query, key, attention_mask, scaling, kwargs.get("sliding_window"))
-        keep = probe.keep.get(layer)
+        if instructions.record is True or (instructions.record and layer in instructions.record):
+            instructions.rows[layer] = last_row_probabilities(query, key, attention_mask, scaling, kwargs.get("sliding_window"))
+        keep = instructions.keep.get(layer)
         if keep is not None:
             out = out * keep[:, None, :, None].to(out.dtype)
     return out, None
