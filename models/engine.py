@@ -30,7 +30,7 @@ from ..metrics.retrieval import mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
 from .kv import KVPolicy, oracle_scores, random_scores, select, static_scores
-from .scores import CopyPasteScore, RetrievalScore
+from .scores import CopyPasteScore, RetrievalScore, step_entropy
 from ..util import text_config
 
 MASK_MODES = ("none", "dynamic", "static", "random")
@@ -553,9 +553,7 @@ class TraceEngine:
         """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every
         head's attention mass on the prompt (padded keys ``0..width``; padding gets no attention), ``[layers,
         heads]`` float32 on the CPU."""
-        logp = torch.log_softmax(out.logits.float(), dim=-1)
-        entropy = -(logp.exp() * logp).sum(dim=-1)
-        token_prob = logp.max(dim=-1).values.exp()
+        entropy, token_prob = step_entropy(out.logits)
         mass = torch.stack([out.rows[layer][:, :, : width + 1].sum(dim=-1) for layer in range(self.num_layers)], dim=1)
         return entropy.cpu(), token_prob.cpu(), mass.float().cpu()
 

@@ -63,3 +63,11 @@ class ReasoningScore:
 
 
 RetrievalScore = CopyPasteScore | ReasoningScore
+
+
+def step_entropy(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``logits`` (last dim: the vocabulary), the entropy in nats of the next-token distribution and
+    the greedy token's probability, in float32: what the hallucination detectors and RIND's uncertainty read.
+    The engine (every traced step) and Section 5's RIND (each draft token) both call it."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1), logp.max(dim=-1).values.exp()

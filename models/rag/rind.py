@@ -48,11 +48,11 @@ def is_content_word(text: str) -> bool:
 
 
 def entropy(logits: "torch.Tensor") -> float:  # noqa: F821 - torch is imported lazily
-    """Natural-log entropy of ``softmax(logits)`` (one step's predictive distribution), in float32."""
-    import torch
+    """Natural-log entropy of ``softmax(logits)`` (one step's predictive distribution), in float32: the engine's
+    :func:`~dynheads.models.scores.step_entropy` (imported here lazily: this module is torch-free at import)."""
+    from ..scores import step_entropy
 
-    logp = torch.log_softmax(logits.float().flatten(), dim=-1)
-    return float(-(logp.exp() * logp).sum())
+    return float(step_entropy(logits.flatten())[0])
 
 
 def later_attention(rows: Sequence[np.ndarray], n_tokens: int) -> np.ndarray:
