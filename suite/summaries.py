@@ -14,9 +14,10 @@ def samples_of(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for c in cells for r in c["samples"]]
 
 
-def mean_of(cells: list[dict[str, Any]], condition: str, metric: str) -> float | None:
-    values = [r["conditions"][condition][metric] for r in samples_of(cells) if metric in r["conditions"][condition]]
-    return statistics.fmean(values) if values else None
+def point_estimates(intervals: dict[str, dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, float | None]:
+    """``<metric>_<condition>``: each condition's mean over documents, read from its interval record (one code path
+    for the number a table shows and the interval beside it; None where no document carries the metric)."""
+    return {f"{m}_{c}": (intervals.get(f"{m}_{c}") or {}).get("estimate") for c in CONDITIONS for m in metrics}
 
 
 def masking_intervals(cells: list[dict[str, Any]], metrics: tuple[str, ...], seed: int,

@@ -24,7 +24,7 @@ from ...tasks.hotpotqa_sf import utils as task  # importing the task registers i
 from ..cells import CellTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals,
+                         matching_note, paired_table, point_estimates, progressive_rows, samples_of, table1_intervals,
                          claim1_tests)
 from ..tables import markdown
 
@@ -96,7 +96,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
     metrics = ("em", "f1", "em_bridge", "f1_bridge", "em_comparison", "f1_comparison")
     intervals = masking_intervals(cells, ("em", "f1"), suite.seed, subgroups=metrics[2:])
     summary = {"samples": len(samples), "matched_n": n, "threshold": threshold, **dynamic_masking(cells),
-               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in metrics}, "intervals": intervals,
+               **point_estimates(intervals, metrics), "intervals": intervals,
                "lead_in_changed": lead_in_changed(samples)}
     text = [f"# {suite.name}: HotpotQA masking ablation (paper Figure 6)\n",
             f"{len(samples)} dev examples; reasoning heads are Eq. 2 scores > {threshold:g}. "

@@ -24,7 +24,7 @@ from .report import markdown_table, per_cell
 from ..cells import CellRunner, CellTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
-                         matching_note, mean_of, paired_table, progressive_rows, samples_of, table1_intervals,
+                         matching_note, paired_table, point_estimates, progressive_rows, samples_of, table1_intervals,
                          claim1_tests)
 from ..tables import markdown
 
@@ -80,7 +80,7 @@ def masking(suite: ModelSuite) -> dict[str, Any]:
                            f"{suite.name}: NIAH {label} by masked heads (N = {n})", suite.dir / f"niah_masking_{metric}.png")
     intervals = masking_intervals(cells, ("acc", "rouge_l"), suite.seed)
     summary = {"samples": len(samples_of(cells)), "matched_n": n, **dynamic_masking(cells),
-               **{f"{m}_{c}": mean_of(cells, c, m) for c in CONDITIONS for m in ("acc", "rouge_l")}, "intervals": intervals}
+               **point_estimates(intervals, ("acc", "rouge_l")), "intervals": intervals}
     text = [f"# {suite.name}: NIAH masking ablation (paper Figure 2)\n", matching_note(suite.lm.static(COPY_PASTE), summary, n),
             "Means over documents with 95 % bootstrap intervals (documents resampled, seeded).\n"]
     text.append(markdown(["condition", "acc", "ROUGE-L"],
