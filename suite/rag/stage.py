@@ -13,11 +13,9 @@ RIND scores, heads, windows) is in the cells' trace files and, readable, in ``ra
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from typing import Any
 
-from ...models.rag.windows import pooled_mean
 from ...util import write_atomic
 from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
 from ...models.rag.requests import settings_record
@@ -35,19 +33,19 @@ def labels(ks: list[int], base_k: int) -> list[str]:
     return list(STRATEGIES) + [f"{s}:{k}" for k in ks if k != base_k for s in HEAD_STRATEGIES]
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One strategy over its answers: scores and the retrieval measures."""
+def summarise(results: list[dict[str, Any]], intervals: dict[str, Any]) -> dict[str, Any]:
+    """One strategy over its answers: scores and the retrieval measures, each read from its interval record
+    (:func:`strategy_intervals`: one code path for a number and its interval; the pooled measures equal the
+    lm-eval aggregation's, tested), plus the counts no interval carries."""
     rag = [r["rag"] for r in results]
-    out: dict[str, Any] = {"answers": len(results)}
-    for metric in SCORES:
-        values = [r[metric] for r in results if metric in r]
-        out[metric] = statistics.fmean(values) if values else None
-    out["retrievals_per_answer"] = statistics.fmean(g["retrievals"] for g in rag) if rag else None
-    out["trigger_rate"] = statistics.fmean(float(g["retrievals"] > 0) for g in rag) if rag else None
-    out["retrievals"] = sum(g["retrievals"] for g in rag)
-    for key in ("visible_tokens", "precision", "recall"):
-        pooled = pooled_mean(g[key] for g in rag)  # the lm-eval aggregation, so both report the same number
-        out[key] = None if math.isnan(pooled) else pooled
+
+    def estimate(key: str) -> float | None:
+        return (intervals.get(key) or {}).get("estimate")
+
+    out: dict[str, Any] = {"answers": len(results), **{m: estimate(m) for m in SCORES},
+                           "retrievals_per_answer": estimate("retrievals_per_answer"), "trigger_rate": estimate("trigger_rate"),
+                           "retrievals": sum(g["retrievals"] for g in rag),
+                           **{key: estimate(key) for key in ("visible_tokens", "precision", "recall")}}
     out["context_tokens"] = statistics.fmean(g["context_token_span"][1] - g["context_token_span"][0] for g in rag) if rag else None
     return out
 
@@ -121,9 +119,10 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     cells = chunks(suite.runner("rag"), setting, int(r["n"]), [f"rag:{n}" for n in names], None, suite.progress,
                    f"{suite.name} in-context RAG ({len(names)} strategies, one context prefill per example)")
     samples = samples_of(cells)
-    per = {name: summarise([s["conditions"][f"rag:{name}"] for s in samples]) for name in names}
+    compared = comparisons(samples, names, suite.seed, base_k)
+    per = {name: summarise([s["conditions"][f"rag:{name}"] for s in samples], compared["intervals"][name]) for name in names}
     summary = {"samples": len(samples), "heads": base_k, "ks": ks, "settings": settings_record(suite.lm.settings.rag),
-               "strategies": per, "probe": _probe_quality(suite), **comparisons(samples, names, suite.seed, base_k)}
+               "strategies": per, "probe": _probe_quality(suite), **compared}
     write_atomic(suite.dir / "rag.json", json.dumps({"summary": summary}, indent=1))
     write_atomic(suite.dir / "rag_retrievals.md", retrieval_log(suite, samples, names))
     return summary
