@@ -36,12 +36,12 @@ import torch
 from ..metrics.heads import Head
 
 KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random")
-BUDGETED = ("static", "dynamic", "oracle", "random")  # the strategies that take kv_heads
+BUDGETED = ("static", "dynamic", "oracle", "random")  # the strategies that take kv_budget
 GRANULARITIES = ("kv", "head")
 DEFAULT_SINK = 4
 DEFAULT_WINDOW = 64
 ACCEPTED_KV = ("choose kv= among full, streaming, static, dynamic, oracle, random (join several with +), with "
-               "kv_heads=N (units kept whole) or a fraction such as 0.25, kv_sink, kv_window and kv_granularity=kv|head")
+               "kv_budget=N (units kept whole) or a fraction such as 0.25, kv_sink, kv_window and kv_granularity=kv|head")
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # [rows, hidden] float32 -> [rows, layers * heads] scores
 
@@ -77,7 +77,7 @@ class KVPolicy:
             raise KVError(f"dynheads: kv_sink={self.sink}, kv_window={self.window}; need kv_sink >= 0 and kv_window >= 1, e.g. kv_sink=4,kv_window=64")
         bad = isinstance(self.budget, bool) or self.budget < 0 or (isinstance(self.budget, float) and self.budget > 1)
         if bad:
-            raise KVError(f"dynheads: kv_heads={self.budget!r}; give a count N >= 0 or a fraction in (0, 1], e.g. kv_heads=0.25")
+            raise KVError(f"dynheads: kv_budget={self.budget!r}; give a count N >= 0 or a fraction in (0, 1], e.g. kv_budget=0.25")
 
     @property
     def name(self) -> str:
@@ -95,7 +95,7 @@ class KVPolicy:
         total = self.total_units(layers, heads, kv_heads)
         count = math.floor(self.budget * total + 0.5) if isinstance(self.budget, float) else int(self.budget)  # half up
         if count > total:
-            raise KVError(f"dynheads: kv_heads={self.budget} asks for {count} {self.unit_name} but the model has {total}; "
+            raise KVError(f"dynheads: kv_budget={self.budget} asks for {count} {self.unit_name} but the model has {total}; "
                           f"give at most {total} or a fraction")
         return count
 

@@ -9,6 +9,8 @@ cell with :meth:`ModelSettings.replace_run`, validated the same way.
 
 from __future__ import annotations
 
+import warnings
+
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -91,7 +93,7 @@ def parse_strategies(text: str | None) -> tuple[Strategy, ...]:
 
 
 def parse_kv_strategies(text: Any) -> tuple[tuple[str, int | float | None], ...]:
-    """``"full+static+dynamic@0.1"`` to (strategy, budget) pairs (budget None: ``kv_heads``); ``None`` / ``""`` / ``off`` =
+    """``"full+static+dynamic@0.1"`` to (strategy, budget) pairs (budget None: ``kv_budget``); ``None`` / ``""`` / ``off`` =
     no KV compression. A budget after ``@`` lets one run sweep budgets over one shared prefill."""
     if text is None or str(text).strip() in ("", "off", "false"):
         return ()
@@ -107,8 +109,23 @@ def parse_kv_strategies(text: Any) -> tuple[tuple[str, int | float | None], ...]
     return tuple(items)
 
 
+DEFAULT_KV_BUDGET = 0.25
+
+
+def kv_budget_argument(kv_budget: Any, kv_heads: Any) -> Any:
+    """``kv_budget``, or the deprecated ``kv_heads`` (the old name of the same budget: it never counted heads only)
+    with a one-line warning; both given is one clear error."""
+    if kv_heads is None:
+        return DEFAULT_KV_BUDGET if kv_budget is None else kv_budget
+    if kv_budget is not None:
+        raise ValueError("dynheads: kv_heads is the deprecated name of kv_budget; give kv_budget only")
+    warnings.warn("dynheads: kv_heads is deprecated; use kv_budget (units kept whole: a count or a share)", FutureWarning,
+                  stacklevel=3)
+    return kv_heads
+
+
 def parse_kv_budget(value: Any) -> int | float:
-    """``kv_heads``: a count (``8``) or a share of all units (``0.25``); one clear line otherwise."""
+    """``kv_budget``: a count (``8``) or a share of all units (``0.25``); one clear line otherwise."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         budget: int | float = value
     else:
@@ -116,9 +133,9 @@ def parse_kv_budget(value: Any) -> int | float:
         try:
             budget = int(text) if text.isdigit() else float(text)
         except ValueError:
-            raise ValueError(f"dynheads: kv_heads={value!r}; give a count N or a fraction such as 0.25") from None
+            raise ValueError(f"dynheads: kv_budget={value!r}; give a count N or a fraction such as 0.25") from None
     if isinstance(budget, float) and not 0 < budget <= 1:
-        raise ValueError(f"dynheads: kv_heads={value!r}; a fraction must lie in (0, 1], a count must be an integer")
+        raise ValueError(f"dynheads: kv_budget={value!r}; a fraction must lie in (0, 1], a count must be an integer")
     return budget
 
 
@@ -133,7 +150,7 @@ class KVSettings:
     probe: str = ""  # kv=dynamic: a probe trained at temporal offset 1
 
     def policy(self, strategy: str, budget: int | float | None = None, **kw: Any) -> KVPolicy:
-        """The condition of ``strategy`` at ``budget`` (None: this ``kv_heads``)."""
+        """The condition of ``strategy`` at ``budget`` (None: this ``kv_budget``)."""
         return KVPolicy(strategy, self.budget if budget is None else budget, self.sink, self.window, self.granularity, **kw)
 
     def trace_fields(self) -> dict[str, Any]:
@@ -172,9 +189,9 @@ class ModelSettings:
               hidden: Any = False, hidden_dtype: Any = "float16", probe: Any = None, rag: Any = None,
               rag_heads: Any = 5, rag_threshold: Any = None, rag_top_positions: Any = None, rag_cluster_gap: Any = None,
               rag_window: Any = None, rag_max_retrievals: Any = None, rag_algorithm: Any = None,
-              rag_stopwords: Any = None, hallucination: Any = "off", kv: Any = None, kv_heads: Any = 0.25,
+              rag_stopwords: Any = None, hallucination: Any = "off", kv: Any = None, kv_budget: Any = None,
               kv_sink: Any = DEFAULT_SINK, kv_window: Any = DEFAULT_WINDOW, kv_granularity: Any = "kv",
-              kv_probe: Any = None) -> "ModelSettings":
+              kv_probe: Any = None, kv_heads: Any = None) -> "ModelSettings":
         """The settings of these model arguments (lm-eval's spelling and types); one clear line for a bad one."""
         given = {"heads": rag_heads, "threshold": rag_threshold, "top_positions": rag_top_positions,
                  "cluster_gap": rag_cluster_gap, "window": rag_window, "max_retrievals": rag_max_retrievals,
@@ -212,7 +229,7 @@ class ModelSettings:
         if kv_probe and not Path(str(kv_probe)).is_file():
             raise ValueError(f"dynheads: kv_probe={kv_probe!r} is not a file; give a probe saved by run_suite.py --stages kv")
         try:
-            kv_settings = KVSettings(parse_kv_budget(kv_heads), int(kv_sink), int(kv_window), str(kv_granularity),
+            kv_settings = KVSettings(parse_kv_budget(kv_budget_argument(kv_budget, kv_heads)), int(kv_sink), int(kv_window), str(kv_granularity),
                                      str(kv_probe) if kv_probe else "")
             kv_settings.policy("static")  # sink, window, granularity checked now
         except KVError as exc:
