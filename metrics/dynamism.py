@@ -100,14 +100,16 @@ def _head(h: Any) -> Head:
 
 
 def _heads(step: Iterable[Any]) -> frozenset[Head]:
-    return frozenset(_head(h) for h in step)
+    """A step as a frozenset of int pairs; a frozenset is taken as normalised already (as :func:`normalised_samples`
+    makes it), so statistics over many pairs of normalised steps do not rebuild each set per pair."""
+    return step if isinstance(step, frozenset) else frozenset(_head(h) for h in step)
 
 
 def normalised_samples(samples: Sequence[Sequence[Iterable[Any]]]) -> list[list[frozenset[Head]]]:
     """Every step as a frozenset of ``(layer, head)`` int pairs. A step that is already a frozenset is taken as
     normalised by this function, so a bootstrap that recomputes the statistics on thousands of redraws of the
     same generations normalises them once."""
-    return [[step if isinstance(step, frozenset) else _heads(step) for step in sample] for sample in samples]
+    return [[_heads(step) for step in sample] for sample in samples]
 
 
 

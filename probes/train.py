@@ -88,9 +88,10 @@ def probe_report(data: StepVectors, split: tuple[np.ndarray, np.ndarray, np.ndar
     beats = all(scores["probe"][k] > max(scores[b][k] for b in baselines) for k in keys)
     on_test = {b: on_test for b, (_, on_test) in baselines.items()}
     seed = int(params.get("random_state", 0))
-    paired = paired_intervals(probe, test, on_test, scores, classify, seed)
+    own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)  # once, for both evaluations
+    paired = paired_intervals(own, test, on_test, scores, classify, seed)
     test_cells = None if cells is None else cells[split[2]]
-    clustered = cluster_tests(probe, test, on_test, scores, classify, test_cells, seed)
+    clustered = cluster_tests(own, test, on_test, scores, classify, test_cells, seed)
     return probe, {**scores, "baselines": list(baselines), "predicts": bool(beats), "criteria": list(keys),
                    "paired": paired, "cluster_paired": clustered, "unit": "cell" if cells is not None else "generation",
                    "epochs": len(probe.history_)}
@@ -108,9 +109,9 @@ def r2_shares(sums: np.ndarray) -> np.ndarray:
     return 1 - len(sums) * sums[:, 3] / sst
 
 
-def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
+def cluster_tests(own: np.ndarray, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
                   classify: bool, cells: np.ndarray | None, seed: int) -> dict[str, Any]:
-    """Probe minus each baseline per independent unit: the score pooled over each unseen cell's test steps
+    """Probe (its test predictions ``own``) minus each baseline per independent unit: the score pooled over each unseen cell's test steps
     (``cells``: each test row's cell) or over each test generation (no cells), then the paired t interval and
     sign-flip p over those units (:func:`dynheads.metrics.inference.paired_test`). Why not the generation
     bootstrap of :func:`paired_intervals` for the verdict: test generations of one unseen cell share its
@@ -119,7 +120,6 @@ def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray
 
     from ..metrics.inference import paired_test
 
-    own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
     units = test.groups if cells is None else np.unique(np.asarray(cells, dtype=float), axis=0, return_inverse=True)[1].ravel()
 
     def per_unit(prediction: np.ndarray, name: str) -> dict[str, np.ndarray]:
@@ -142,13 +142,12 @@ def cluster_tests(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray
     return out
 
 
-def paired_intervals(probe: Any, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
+def paired_intervals(own: np.ndarray, test: StepVectors, baselines: dict[str, np.ndarray], scores: dict[str, Any],
                      classify: bool, seed: int) -> dict[str, Any]:
-    """Probe minus each baseline on the same test generations (F1, precision, recall, AUPRC at the validation
-    thresholds; or R², MSE, MAE), with the paired bootstrap interval over generations and its verdict (a
-    higher score is the probe's claim; for MSE / MAE a lower one); each predictor's own intervals go into
+    """Probe (its test predictions ``own``) minus each baseline on the same test generations (F1, precision,
+    recall, AUPRC at the validation thresholds; or R², MSE, MAE), with the paired bootstrap interval over
+    generations, for reading (the verdict is :func:`cluster_tests`'); each predictor's own intervals go into
     ``scores[name]["intervals"]``."""
-    own = probe.predict_proba(test.hidden) if classify else probe.predict(test.hidden)
     weights = generation_weights(test.groups, seed)
     generations = len(weights[0])
 

@@ -92,6 +92,7 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
                     "effect": None if record is None else {k: record[k] for k in ("estimate", "low", "high", "n", "level")
                                                            if k in record},
                     "effect_text": text, "n": None if record is None else int(record["n"]), "paper": c.paper,
+                    **{k: record[k] for k in ("test", "positive_units", "negative_units") if record and k in record},
                     **decisions[i]})
     return out
 

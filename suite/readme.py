@@ -142,19 +142,24 @@ def claims_block(folder: Path, page: str) -> str:
                       f"Timings, package versions, the leaderboard and every table of this run: [{page}]({page}).", ""])
 
 
-def _rewrite(path: Path, block: str, body: str) -> None:
+def _marked(path: Path, block: str) -> str:
+    """``path``'s text, which must hold block ``block`` (one clear error naming the fix otherwise)."""
     text = path.read_text(encoding="utf-8")
     if quoted(text, block) is None:
         raise ValueError(f"dynheads: {path} has no '<!-- results:{block} -->' ... '<!-- /results:{block} -->' "
                          "block; add the two marker lines where the results should go")
+    return text
+
+
+def _rewrite(path: Path, block: str, body: str) -> None:
+    text = _marked(path, block)
     write_atomic(path, block_pattern(block).sub(lambda m: m.group(1) + body + m.group(3), text))
 
 
 def update(page: Path, results: Path, block: str, readme: Path | None = None) -> None:
     """Snapshot ``results`` into ``<page without suffix>/<block>/`` and rewrite the page's block ``block`` from it;
     for the quick block, also the README's claims block (``readme``, when given)."""
-    if quoted(page.read_text(encoding="utf-8"), block) is None:
-        _rewrite(page, block, "")  # the one clear error, before anything is copied
+    _marked(page, block)  # before anything is copied
     folder = page.with_suffix("") / block
     snapshot(results, folder)
     _rewrite(page, block, rendered(folder))

@@ -69,11 +69,11 @@ def evaluate_level(train: tuple, test: tuple, c: float, seed: int, rows_independ
     for name, drawn in draws.items():
         record = {m: percentile_interval(d[1:], d[0], n).record() for m, d in drawn.items()}
         if name != REFERENCE and REFERENCE in draws:
+            differences = {m: d - draws[REFERENCE][m] for m, d in drawn.items()}  # row 0: the estimate
             record["minus_reference"] = {
-                m: {**percentile_interval(d[1:] - draws[REFERENCE][m][1:], d[0] - draws[REFERENCE][m][0], n).record(),
-                    "p": bootstrap_pvalue(d[1:] - draws[REFERENCE][m][1:]), "test": "class-stratified document bootstrap",
-                    **classes}
-                for m, d in drawn.items()}
+                m: {**percentile_interval(d[1:], d[0], n).record(), "p": bootstrap_pvalue(d[1:]),
+                    "test": "class-stratified document bootstrap", **classes}
+                for m, d in differences.items()}
         record["roc"] = roc_points(y_test, scores[name])
         out["detectors"][name] = record
     if "absence" in draws:

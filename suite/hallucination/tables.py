@@ -77,15 +77,10 @@ def report(model: str, summary: dict[str, Any]) -> str:
     conjectures = [c for c in claims_rows({"model": model, "hallucination": summary}) if c["family"] == "hallucination"]
     text.append("## The conjecture: retrieval-head absence AUROC − 0.5 (claims H-*, decided as in claims.md)\n\n" + markdown(
         ["claim", "level", "AUROC − 0.5 [95 % CI]", "test", "p / Holm p (family size)", "verdict"],
-        [[c["id"], c["task"], c["effect_text"], (_conjecture_test(summary, c["id"])), p_text(c), c["verdict"]]
+        [[c["id"], c["task"], c["effect_text"], f"{c.get('test', '—')}; test documents holding a hallucinated / a "
+          f"faithful row: {c.get('positive_units', '—')} / {c.get('negative_units', '—')}", p_text(c), c["verdict"]]
          for c in conjectures]))
     return "\n".join(text) + "\n"
-
-
-def _conjecture_test(summary: dict[str, Any], claim_id: str) -> str:
-    key = {"H-NIAH-answer": "niah_answer", "H-NIAH-token": "niah_token", "H-HotpotQA-answer": "hotpotqa_f1"}.get(claim_id)
-    record = (summary.get("conjecture") or {}).get(key) or {}
-    return f"{record.get('test', '—')}; {record.get('positives', '—')} hallucinated / {record.get('negatives', '—')} not"
 
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
