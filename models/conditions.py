@@ -16,15 +16,16 @@ from .kv import KVPolicy
 from .probe_metrics import kv_predictor
 from .scores import COPY_PASTE
 from .settings import parse_head_list, parse_kv_strategies
+from .context import ConditionModel
 
 
-def sample_seed(lm: Any, task: str, sample_key: Any) -> str:
+def sample_seed(lm: ConditionModel, task: str, sample_key: Any) -> str:
     """The text a document's random draws are seeded with: reproducible, and different for every document
     (``sample_key`` is its content hash, not its position in a run)."""
     return f"{lm.settings.seed}-{task}-{sample_key}"
 
 
-def fixed_heads(lm: Any, condition: Condition, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
+def fixed_heads(lm: ConditionModel, condition: Condition, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
     """Heads gated at every step under a static or random condition (empty otherwise)."""
     if condition.mask == "static":
         if isinstance(lm.settings.heads, str):
@@ -36,7 +37,7 @@ def fixed_heads(lm: Any, condition: Condition, task: str, sample_key: Any, kind:
     return ()
 
 
-def kv_policy(lm: Any, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
+def kv_policy(lm: ConditionModel, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
     """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
     random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
     static = lm.static(kind) if lm.settings.static_source != "off" else None
@@ -45,14 +46,14 @@ def kv_policy(lm: Any, strategy: str, budget: int | float | None, task: str, sam
                                  seed=sample_seed(lm, task, sample_key), predictor=predictor)
 
 
-def request_conditions(lm: Any, task: str, sample_key: Any, kind: str) -> list[Condition]:
+def request_conditions(lm: ConditionModel, task: str, sample_key: Any, kind: str) -> list[Condition]:
     """Every condition of one request: the ``kv=`` strategies when given, else the masks with their fixed heads."""
     if lm.settings.kv_strategies:
         return [Condition(kv=kv_policy(lm, name, budget, task, sample_key, kind)) for name, budget in lm.settings.kv_strategies]
     return [Condition(c.mask, fixed_heads(lm, c, task, sample_key, kind), c.top_k) for c in lm.settings.conditions]
 
 
-def kv_identity(lm: Any, kind: str, strategies: list[str]) -> dict[str, Any]:
+def kv_identity(lm: ConditionModel, kind: str, strategies: list[str]) -> dict[str, Any]:
     """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the units each
     strategy keeps whole, the static ranking and the offset-1 probe's file digest."""
     kv, e = lm.settings.kv, lm.engine

@@ -11,6 +11,7 @@ from typing import Any
 
 from .engine import DecodingError
 from .static_heads import calibration_for
+from .context import ConditionModel
 
 
 def check_calibration_seed(doc: dict | None, kind: str, static_source: str) -> None:
@@ -33,7 +34,7 @@ def check_unseen(meta: dict[str, Any], doc_key: str, path: str, task: str, doc_i
                             "for hotpotqa_sf the dev split, or another start)")
 
 
-def check_request(lm: Any, doc: dict, doc_key: str, kind: str | None, task: str, doc_id: Any) -> None:
+def check_request(lm: ConditionModel, doc: dict, doc_key: str, kind: str | None, task: str, doc_id: Any) -> None:
     """Every held-out check of one request: ``kind`` is the retrieval score of a needle document (calibration
     seed), None otherwise; the probe checked is the one the request reads (``probe=`` metrics, the dynamic
     RAG strategy's, or ``kv=dynamic``'s offset-1 probe)."""

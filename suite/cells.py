@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..util import write_atomic
 from ..traces import read_task, remove_task
 from .shards import CellOwners, Missing, Shard
+
+if TYPE_CHECKING:  # the whole model: the suite drives it
+    from ..models.lm import DynHeadsLM
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 
@@ -40,7 +43,7 @@ class CellTask:
     model_settings: Callable[[Any], dict[str, Any]] = lambda lm: {}
 
 
-def lm_eval_cell(lm: Any, task: CellTask, metadata: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
+def lm_eval_cell(lm: DynHeadsLM, task: CellTask, metadata: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
     """Run ``task`` through lm-eval on ``lm`` with ``metadata``; the logged samples, by ``doc_id``."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -60,7 +63,7 @@ class CellRunner:
     ``evaluate`` runs the harness (tests substitute it).
     """
 
-    def __init__(self, lm: Any, model_name: str, folder: Path, seed: int, limit: int | None,
+    def __init__(self, lm: DynHeadsLM, model_name: str, folder: Path, seed: int, limit: int | None,
                  evaluate: Callable[..., list[dict[str, Any]]] = lm_eval_cell, on_compute: Callable[[], None] | None = None,
                  owners: CellOwners | None = None, on_missing: Callable[[str], None] | None = None) -> None:
         self.lm, self.model_name, self.folder, self.seed, self.limit = lm, model_name, folder, seed, limit

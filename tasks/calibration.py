@@ -32,6 +32,7 @@ from ..metrics.dynamism import masked_means, matched_head_count
 from ..util import write_atomic
 from ..models.loading import cache_root
 from ..models.static_heads import FORMAT, Calibration, StaticHeads, load_static_heads
+from ..models.context import CalibrationModel
 
 
 class Keyed:
@@ -48,7 +49,7 @@ def cache_path(model_id: str, setting: Any) -> Path:
     return cache_root() / "static_heads" / safe / f"{setting.task}_{setting.key()}.json"
 
 
-def model_id(lm: Any) -> str:
+def model_id(lm: CalibrationModel) -> str:
     """``name@dtype``: the calibration cache folder of a model (different dtypes retrieve differently)."""
     return f"{lm.pretrained_name}@{str(lm.model.dtype).replace('torch.', '')}"
 
@@ -68,7 +69,7 @@ def _finished(partial: Path) -> list[dict[str, Any]]:
     return records
 
 
-def two_passes(lm: Any, docs: list[dict], max_new_tokens: int, desc: str, progress: Callable | None,
+def two_passes(lm: CalibrationModel, docs: list[dict], max_new_tokens: int, desc: str, progress: Callable | None,
                targets: Callable[[dict], tuple[list[int], dict[str, Any]]], partial: Path) -> list[dict[str, Any]]:
     """Decode every calibration prompt unmasked and dynamically masked after one shared prefill (the model's
     decode batch size of prompts at a time).
@@ -131,7 +132,7 @@ def registered(setting_class: type, setting_from: Callable[[dict[str, Any]], Any
     ``setting_from(options)`` turns the model's ``calib_*`` options into the setting,
     ``calibrate(lm, setting, model, partial, progress)`` computes it; the result is cached per (model, dtype,
     setting) and computed once."""
-    def static_heads(lm: Any, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
+    def static_heads(lm: CalibrationModel, options: dict[str, Any], progress: Callable | None = None) -> StaticHeads:
         setting = setting_from(options)
         model = model_id(lm)
         return load_or_calibrate(setting, model, lambda partial: calibrate(lm, setting, model, partial, progress))

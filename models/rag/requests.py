@@ -24,6 +24,7 @@ from ..prompts import PreparedRequest
 from ...util import file_digest
 from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
 from .measures import measures
+from ..context import RagModel
 
 PROBE_COMMAND = "python run_suite.py --stages hotpotqa_probes (writes results/<model>/hotpotqa_probes.pt)"
 
@@ -44,7 +45,7 @@ def check_requirements(strategies: Sequence[Strategy], probe_meta: dict[str, Any
                          "once and cached, or python run_suite.py --stages calibrate_hotpotqa) or static_heads=PATH")
 
 
-def head_chooser(lm: Any, sample_key: str) -> HeadChooser:
+def head_chooser(lm: RagModel, sample_key: str) -> HeadChooser:
     """Heads per strategy: the probe's top-k predicted Eq. 2 scores, the top-k static reasoning heads, or seeded
     random draws (new at each retrieval, or one draw per answer)."""
     engine = lm.engine
@@ -62,7 +63,7 @@ def head_chooser(lm: Any, sample_key: str) -> HeadChooser:
     return choose
 
 
-def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequence[int], max_gen: int, eos: set[int],
+def answer_all(lm: RagModel, ids: list[int], context: Sequence[int], support: Sequence[int], max_gen: int, eos: set[int],
                stop: Callable[[list[int]], bool], sample_key: str,
                on_answer: Callable[[str], None] | None = None) -> tuple[ContextExample, list[RagAnswer]]:
     """Every configured strategy's answer to one prompt, after one context prefill; the strategies' drafts and
@@ -78,7 +79,7 @@ def answer_all(lm: Any, ids: list[int], context: Sequence[int], support: Sequenc
     return example, example.answer_many(lm.settings.rag_strategies, max_gen, choose, on_answer=on_answer)
 
 
-def answer_request(lm: Any, p: PreparedRequest, quiet: bool = False) -> str:
+def answer_request(lm: RagModel, p: PreparedRequest, quiet: bool = False) -> str:
     """Every ``rag=`` strategy's answer to one prepared request of the lm-eval model (one context prefill); the
     first strategy's measures go to ``process_results``, every answer to the trace file. Returns the first text."""
     prompt = p.prompt
@@ -109,7 +110,7 @@ def trace_rag(answer: RagAnswer, example: ContextExample, decoding: dict[str, An
             **({"decoding": decoding} if decoding else {})}
 
 
-def rag_identity(lm: Any, strategies: Sequence[str]) -> dict[str, Any]:
+def rag_identity(lm: RagModel, strategies: Sequence[str]) -> dict[str, Any]:
     """What decides the windows of these RAG strategies beyond the model: the settings, the probe (its file
     digest) where dynamic chooses heads, the static heads where static does."""
     parsed = [Strategy.parse(s) for s in strategies]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ...util import write_atomic
 from ...traces import REASONING
@@ -28,6 +28,9 @@ from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval
                          claim1_tests)
 from ..tables import markdown
 
+if TYPE_CHECKING:  # the whole model: the suite drives it
+    from ...models.lm import DynHeadsLM
+
 
 
 
@@ -37,7 +40,7 @@ def _describe(doc: dict[str, Any]) -> dict[str, Any]:
     return {"id": doc["id"], "type": doc["type"], "n_tokens": doc["n_tokens"], "position": first_support_position(doc)}
 
 
-def _eq2_settings(lm: Any) -> dict[str, Any]:
+def _eq2_settings(lm: DynHeadsLM) -> dict[str, Any]:
     r = lm.settings.reasoning
     return {"reasoning": {"sink_tokens": r.sink_tokens, "local_window": r.local_window, "threshold": r.threshold}}
 

@@ -16,6 +16,7 @@ from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFA
 from ...traces import REASONING
 from ...models.static_heads import StaticHeads
 from ..calibration import Keyed, masked_counts, registered, result, two_passes
+from ...models.context import CalibrationModel
 
 DEFAULT_EXAMPLES = 20
 
@@ -42,7 +43,7 @@ def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
                                        sink_tokens=r.sink_tokens, local_window=r.local_window, threshold=r.threshold)
 
 
-def calibrate(lm: Any, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
+def calibrate(lm: CalibrationModel, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
     from ...models.scores import ReasoningScore
     from .utils import docs_from_metadata

@@ -16,6 +16,7 @@ from ...metrics.dynamism import rank_static_heads
 from ...traces import COPY_PASTE
 from ...models.static_heads import StaticHeads
 from ..calibration import Keyed, masked_counts, registered, result, two_passes
+from ...models.context import CalibrationModel
 
 CALIBRATION_SEED = 1_000_003
 
@@ -41,7 +42,7 @@ def setting_from(options: dict[str, Any]) -> CalibrationSetting:
     return CalibrationSetting(**{key: value for key, value in given.items() if value is not None})
 
 
-def calibrate(lm: Any, setting: CalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
+def calibrate(lm: CalibrationModel, setting: CalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode the calibration grid on ``lm`` (a ``DynHeadsLM``) and rank heads by Eq. 1 activation rate."""
     from .utils import docs_from_metadata
 
