@@ -42,6 +42,9 @@ def run_model(model_name: str, profile: dict[str, Any], stages: Mapping[str, Sta
         if suite.computed == work and name in earlier:  # all cached: keep the seconds of the run that computed it
             seconds[name] = earlier[name]
             cached.append(name)
+    if cached and len(cached) == len(seconds) - 1 and "load" in earlier:
+        # nothing was computed: the load read a warm cache, so it is not the load time of the run the stages record
+        seconds["load"] = earlier["load"]
     # wall-clock seconds per stage of the run that computed it (a fully cached stage keeps the earlier value)
     write_atomic(timings, json.dumps({**earlier, **{k: round(v, 1) for k, v in seconds.items()}}, indent=1))
     print(f"run_suite: {model_name} done in {time.time() - t0:.0f} s ("
