@@ -35,10 +35,14 @@ from typing import Any
 
 import numpy as np
 
+from .spec import ConditionSpec
+
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 3  # 2: lines name their document (doc_key); NIAH haystack windows per document
+TRACE_FORMAT = 4  # 2: lines name their document (doc_key); NIAH haystack windows per document
 # 3: traced steps record entropy and token_prob; the sidecar adds each step's attention mass on the prompt
+# 4: a line names its condition in "condition" (was "mask"; read_lines reads the old key as the new one); a kv:
+#    line whose heads kept whole never change writes them once, as kv.full
 HIDDEN_DTYPES = ("float16", "float32")
 # How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
 # reasoning (supporting-fact documents; every head has a score). Probes and calibrations are per kind.
@@ -55,7 +59,8 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
     settings (``sink_tokens``, ``local_window``, ``threshold``) when the generation was scored by Eq. 2;
     ``doc_key``: the document's content hash, so that a probe can record which documents it was fitted on;
     ``kv``: a ``kv:`` line's streaming view (sink, window, granularity), what a verifier needs to rebuild each
-    step's per-head masks.
+    step's per-head masks. The heads kept whole are written per step (``kv_full``) where the choice changes between
+    steps, and once as ``kv.full`` where it does not (:func:`kv_full`).
     """
     steps = []
     for s in generation.steps:
@@ -72,8 +77,13 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
             step["kv_full"] = [list(h) for h in s.kv_full]
             step["kv_kept"] = [round(v, 6) for v in s.kv_kept]
         steps.append(step)
+    fixed_choice = kv is not None and steps and all(step.get("kv_full") == steps[0].get("kv_full") for step in steps)
+    if fixed_choice:  # one choice for the whole generation (full, streaming, static, random): written once, in "kv"
+        kv = {**kv, "full": steps[0]["kv_full"]}
+        for step in steps:
+            del step["kv_full"]
     reasoning = score is not None and target is not None
-    record = {"task": task, "doc_id": doc_id, **({"doc_key": doc_key} if doc_key else {}), "mask": generation.condition,
+    record = {"task": task, "doc_id": doc_id, **({"doc_key": doc_key} if doc_key else {}), "condition": generation.condition,
               "response": text,
               "input_ids": generation.prompt_ids, "needle_token_indices": [] if reasoning else list(target or []),
               "steps": steps}
@@ -86,11 +96,18 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
     return record
 
 
+def kv_full(record: dict[str, Any], step: dict[str, Any]) -> list[list[int]]:
+    """The heads a ``kv:`` line's step kept whole: the step's own ``kv_full``, or the line's ``kv.full`` when the choice
+    was the same at every step (:data:`TRACE_FORMAT` 4)."""
+    return step["kv_full"] if "kv_full" in step else record["kv"]["full"]
+
+
 def rag_line(task: str, doc_id: Any, prompt_ids: Sequence[int], strategy: str, token_ids: Sequence[int], text: str,
              rag: dict[str, Any]) -> dict[str, Any]:
-    """One line for one Section 5 answer: ``mask`` is ``rag:<strategy>``, steps carry token ids only, and ``rag``
-    holds the answer's measures, context span, supporting tokens and retrieval log."""
-    return {"task": task, "doc_id": doc_id, "mask": f"rag:{strategy}", "response": text, "input_ids": list(prompt_ids),
+    """One line for one Section 5 answer: ``condition`` is the strategy's name (``rag:dynamic:10``,
+    :class:`~dynheads.spec.ConditionSpec`), steps carry token ids only, and ``rag`` holds the answer's measures,
+    context span, supporting tokens and retrieval log."""
+    return {"task": task, "doc_id": doc_id, "condition": ConditionSpec.parse(strategy, family="rag").name, "response": text, "input_ids": list(prompt_ids),
             "steps": [{"token_id": t} for t in token_ids], "rag": rag}
 
 
@@ -121,7 +138,14 @@ def append_lines(trace_file: str | Path, records: Sequence[dict[str, Any]]) -> N
 
 def read_lines(trace_file: str | Path) -> list[dict[str, Any]]:
     """Every line of one trace file."""
-    return [json.loads(text) for text in Path(trace_file).read_text().splitlines() if text.strip()]
+    return [upgraded(json.loads(text)) for text in Path(trace_file).read_text().splitlines() if text.strip()]
+
+
+def upgraded(record: dict[str, Any]) -> dict[str, Any]:
+    """A line as :data:`TRACE_FORMAT` 4 names it: lines written before it name their condition ``mask``."""
+    if "condition" not in record and "mask" in record:
+        record["condition"] = record.pop("mask")
+    return record
 
 
 def task_files(folder: str | Path, task: str) -> list[Path]:

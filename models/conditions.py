@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..metrics.heads import Head, random_heads
-from .engine import Condition
+from .condition_types import DecodeCondition, mask_condition
 from ..util import file_digest
-from .kv import KVPolicy
+from .kv import KVPolicy, kv_condition
+from ..spec import ConditionSpec
 from .probe_metrics import kv_predictor
 from .scores import COPY_PASTE
 from .settings import parse_head_list, parse_kv_strategies
@@ -25,13 +26,13 @@ def sample_seed(lm: ConditionModel, task: str, sample_key: Any) -> str:
     return f"{lm.settings.seed}-{task}-{sample_key}"
 
 
-def fixed_heads(lm: ConditionModel, condition: Condition, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
-    """Heads gated at every step under a static or random condition (empty otherwise)."""
-    if condition.mask == "static":
-        if isinstance(lm.settings.heads, str):
-            return tuple(parse_head_list(lm.settings.heads))
+def fixed_heads(lm: ConditionModel, condition: ConditionSpec, task: str, sample_key: Any, kind: str = COPY_PASTE) -> tuple[Head, ...]:
+    """Heads gated at every step under a static or random mask (empty otherwise)."""
+    if condition.strategy == "static":
+        if isinstance(lm.settings.mask.heads, str):
+            return tuple(parse_head_list(lm.settings.mask.heads))
         return tuple(lm.static(kind).heads[: lm.matched_count(kind)])
-    if condition.mask == "random":
+    if condition.strategy == "random":
         e = lm.engine
         return tuple(random_heads(lm.matched_count(kind), e.num_layers, e.num_heads, sample_seed(lm, task, sample_key)))
     return ()
@@ -40,24 +41,24 @@ def fixed_heads(lm: ConditionModel, condition: Condition, task: str, sample_key:
 def kv_policy(lm: ConditionModel, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
     """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
     random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
-    static = lm.static(kind) if lm.settings.static_source != "off" else None
+    static = lm.static(kind) if lm.settings.static.source != "off" else None
     predictor = kv_predictor(lm.kv_probe, lm.kv_probe_meta, kind, lm.settings.kv.probe) if strategy == "dynamic" else None
     return lm.settings.kv.policy(strategy, budget, ranking=tuple(static.heads) if static is not None else (),
                                  seed=sample_seed(lm, task, sample_key), predictor=predictor)
 
 
-def request_conditions(lm: ConditionModel, task: str, sample_key: Any, kind: str) -> list[Condition]:
+def request_conditions(lm: ConditionModel, task: str, sample_key: Any, kind: str) -> list[DecodeCondition]:
     """Every condition of one request: the ``kv=`` strategies when given, else the masks with their fixed heads."""
-    if lm.settings.kv_strategies:
-        return [Condition(kv=kv_policy(lm, name, budget, task, sample_key, kind)) for name, budget in lm.settings.kv_strategies]
-    return [Condition(c.mask, fixed_heads(lm, c, task, sample_key, kind), c.top_k) for c in lm.settings.conditions]
+    if lm.settings.kv.strategies:
+        return [kv_condition(kv_policy(lm, name, budget, task, sample_key, kind)) for name, budget in lm.settings.kv.strategies]
+    return [mask_condition(c, fixed_heads(lm, c, task, sample_key, kind)) for c in lm.settings.mask.conditions]
 
 
 def kv_identity(lm: ConditionModel, kind: str, strategies: list[str]) -> dict[str, Any]:
     """What decides the KV conditions' choices beyond the model (cell keys): the view, the unit, the units each
     strategy keeps whole, the static ranking and the offset-1 probe's file digest."""
     kv, e = lm.settings.kv, lm.engine
-    static = lm.static(kind) if lm.settings.static_source != "off" else None
+    static = lm.static(kind) if lm.settings.static.source != "off" else None
     units = {f"{name}@{budget}": kv.policy(name, budget).units(e.num_layers, e.num_heads, e.num_kv_heads)
              for name, budget in parse_kv_strategies("+".join(strategies))}
     return {"sink": kv.sink, "window": kv.window, "granularity": kv.granularity, "units": units,

@@ -29,62 +29,15 @@ from ..metrics.heads import Head
 from ..metrics.retrieval import mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
-from .kv import KVPolicy, oracle_scores, random_scores, select, static_scores
+from .condition_types import (ConditionRun, DecodeCondition, DecodingError, DynamicMask, FixedMask, Pass, Reading,
+                              Unmasked, mask_condition)
 from .scores import CopyPasteScore, RetrievalScore, step_entropy
 from ..util import text_config
 
-MASK_MODES = ("none", "dynamic", "static", "random")
-ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
-                  "or several joined by + (one shared prefill, e.g. none+dynamic+static)")
+__all__ = ["DecodeCondition", "DecodeRequest", "DecodingError", "DynamicMask", "FixedMask", "Generation", "Step",
+           "TraceEngine", "Unmasked", "mask_condition"]
+
 StepCallback = Callable[[int, str, int, bool], None]  # (request index, condition, steps, finished)
-
-
-class DecodingError(ValueError):
-    """Bad input to the decoding engine; the message names the problem and the fix."""
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One masking condition of a generation.
-
-    ``mask``: none | dynamic | static | random. ``gate_heads``: the fixed heads of static/random.
-    ``top_k``: for dynamic, gate at most the k Eq. 1 heads with the highest attention probability on
-    the copied token (the progressive ablation of Appendix A.2); ``None`` gates them all.
-    Written ``"dynamic"``, ``"dynamic:5"``, ``"static"``... (:meth:`parse`, :attr:`name`).
-    ``kv``: head-level KV compression instead of masking (:mod:`dynheads.models.kv`; with mask none only).
-    """
-
-    mask: str = "none"
-    gate_heads: tuple[Head, ...] = ()
-    top_k: int | None = None
-    kv: KVPolicy | None = None
-
-    def __post_init__(self) -> None:
-        if self.mask not in MASK_MODES:
-            raise DecodingError(f"dynheads: unknown mask mode {self.mask!r}; {ACCEPTED_MASKS}")
-        if self.top_k is not None and (self.mask != "dynamic" or self.top_k < 0):
-            raise DecodingError(f"dynheads: a head count k (mask {self.mask}:{self.top_k}) needs mask dynamic and k >= 0, e.g. dynamic:5")
-        if self.kv is not None and self.mask != "none":
-            raise DecodingError(f"dynheads: KV compression ({self.kv.name}) runs unmasked; drop mask={self.mask}")
-
-    @property
-    def name(self) -> str:
-        if self.kv is not None:
-            return self.kv.name
-        return self.mask if self.top_k is None else f"{self.mask}:{self.top_k}"
-
-    @classmethod
-    def parse(cls, text: str, gate_heads: Iterable[Head] = ()) -> "Condition":
-        """``"dynamic:5"`` -> ``Condition("dynamic", top_k=5)``; one clear error for anything else."""
-        mask, _, k = str(text).strip().partition(":")
-        if k:
-            try:
-                top_k = int(k)
-            except ValueError:
-                raise DecodingError(f"dynheads: cannot read mask condition {text!r}; {ACCEPTED_MASKS}") from None
-        else:
-            top_k = None
-        return cls(mask, tuple(gate_heads), top_k)
 
 
 @dataclass
@@ -156,7 +109,7 @@ class DecodeRequest:
 
     prompt_ids: Sequence[int]
     max_new_tokens: int
-    conditions: Sequence[Condition | str] = ("none",)
+    conditions: Sequence[DecodeCondition | str] = ("none",)
     target: Sequence[int] | None = None
     score: RetrievalScore | None = None
     eos_token_ids: Iterable[int] = ()
@@ -165,7 +118,7 @@ class DecodeRequest:
 
     def __post_init__(self) -> None:
         self.prompt_ids = [int(t) for t in self.prompt_ids]
-        self.conditions = [c if isinstance(c, Condition) else Condition.parse(c) for c in self.conditions]
+        self.conditions = [c if isinstance(c, DecodeCondition) else mask_condition(c) for c in self.conditions]
         self.eos_token_ids = set(self.eos_token_ids)
         if self.target is not None:
             self.target = [int(i) for i in self.target]
@@ -194,10 +147,7 @@ class DecodeRequest:
                     "supporting facts were lost (truncated?) -- shorten the context or raise max_length"
                 )
         for condition in self.conditions:
-            if condition.mask == "dynamic" and target is None:
-                raise DecodingError("dynheads: mask=dynamic needs target token indices (a needle or supporting facts) to find each step's heads")
-            engine.check_kv(condition.kv, target is not None)
-            engine.gate_mask(condition.gate_heads)  # validates indices before any compute
+            condition.check(engine, target is not None)
 
 
 @dataclass
@@ -205,15 +155,10 @@ class _Row:
     """One (request, condition) continuation inside a batch."""
 
     request: int
-    condition: Condition
+    condition: DecodeCondition
+    run: ConditionRun
+    traced: bool
     steps: list[Step] = field(default_factory=list)
-    full: torch.Tensor | None = None  # KV compression: [layers, heads] True where the head keeps the whole context
-    full_heads: list[Head] | None = None  # the same as a head list, converted once per choice (not once per step)
-    ranked: torch.Tensor | None = None  # the static ranking as [layers, heads] scores (kv_choice's input), built once
-    previous_hidden: torch.Tensor | None = None  # kv dynamic: the last step's final hidden state
-
-    def keep_whole(self, full: torch.Tensor) -> None:
-        self.full, self.full_heads = full, mask_to_heads(full)
 
 
 class TraceEngine:
@@ -227,10 +172,10 @@ class TraceEngine:
     * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
       (traced heads are those of that gated pass).
 
-    A condition with ``kv`` (:class:`~dynheads.models.kv.KVPolicy`) gates nothing: its streaming heads see only
-    attention sinks plus a recent window at every step (the choice fixed, re-made per step from the previous step's
-    hidden state under ``dynamic``, or, under ``oracle``, from the step's own heads in an unrestricted first pass
-    followed by the restricted re-run), and every step records the measured share of the cache it attended.
+    A KV-compression condition (:mod:`dynheads.models.kv`) gates nothing: its streaming heads see only attention
+    sinks plus a recent window, and every step records the heads kept whole and the measured share of the cache it
+    attended. The loop only asks each row's condition (:mod:`dynheads.models.condition_types`) for the view of
+    each pass; it names no strategy.
 
     :meth:`generate_many` runs several conditions over one shared prefill; :meth:`generate_batch` runs
     many prompts, ``batch_size`` prompts (with all their conditions) at a time.
@@ -262,35 +207,6 @@ class TraceEngine:
             gate[layer, head] = True
         return gate
 
-    def check_kv(self, policy: KVPolicy | None, traced: bool) -> None:
-        """One clear error for a KV condition this model or request cannot run, before any compute."""
-        if policy is None:
-            return
-        policy.units(self.num_layers, self.num_heads, self.num_kv_heads)  # a budget beyond the model fails here
-        if policy.strategy == "oracle" and not traced:
-            raise DecodingError("dynheads: kv=oracle needs target token indices (a needle or supporting facts) to find each step's heads")
-        if policy.strategy == "dynamic" and policy.predictor is None:
-            raise DecodingError("dynheads: kv=dynamic needs a probe trained at temporal offset 1; give kv_probe=PATH")
-        if policy.strategy in ("static", "dynamic", "oracle") and not policy.ranking:
-            raise DecodingError(f"dynheads: kv={policy.strategy} needs the static-head ranking; set static_heads=auto or a file")
-        self.gate_mask(policy.ranking)
-
-    def kv_choice(self, policy: KVPolicy, scores: torch.Tensor) -> torch.Tensor:
-        """``[layers, heads]`` True for the heads that keep the whole context under ``policy`` given unit ``scores``."""
-        units = policy.units(self.num_layers, self.num_heads, self.num_kv_heads)
-        return select(scores.float().cpu().reshape(self.num_layers, self.num_heads), units, self.num_kv_heads, policy.granularity)
-
-    def _fixed_kv(self, policy: KVPolicy, ranked: torch.Tensor | None) -> torch.Tensor:
-        """The heads kept whole by a policy whose choice does not depend on the step (the static fallback of the others);
-        ``ranked``: the static ranking's scores."""
-        if policy.strategy == "full":
-            return torch.ones(self.num_layers, self.num_heads, dtype=torch.bool)
-        if policy.strategy == "streaming":
-            return torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
-        if policy.strategy == "random":
-            return self.kv_choice(policy, random_scores(self.num_layers, self.num_heads, policy.seed))
-        return self.kv_choice(policy, ranked)
-
     def batch(self, prompts: Sequence[Sequence[int]], rows_of: Sequence[int]) -> DecodeBatch:
         """The step API (:class:`~dynheads.models.batch.DecodeBatch`) over this engine's model."""
         return DecodeBatch(self.model, prompts, rows_of)
@@ -303,15 +219,15 @@ class TraceEngine:
         *,
         target: Sequence[int] | None = None,
         score: RetrievalScore | None = None,
-        mask: str = "none",
+        mask: DecodeCondition | str = "none",
         gate_heads: Iterable[Head] | None = None,
-        top_k: int | None = None,
         eos_token_ids: Iterable[int] = (),
         stop: Callable[[list[int]], bool] | None = None,
         record_hidden: bool = False,
     ) -> Generation:
-        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition."""
-        condition = Condition(mask, tuple(gate_heads or ()), top_k)
+        """Greedy decoding of up to ``max_new_tokens`` tokens after ``prompt_ids`` under one condition (a condition
+        object, or a mask name such as ``"dynamic:5"`` with the fixed ``gate_heads`` of static / random)."""
+        condition = mask if isinstance(mask, DecodeCondition) else mask_condition(mask, tuple(gate_heads or ()))
         return self.generate_many(prompt_ids, max_new_tokens, [condition], target=target, score=score,
                                   eos_token_ids=eos_token_ids, stop=stop, record_hidden=record_hidden)[0]
 
@@ -319,7 +235,7 @@ class TraceEngine:
         self,
         prompt_ids: Sequence[int],
         max_new_tokens: int,
-        conditions: Sequence[Condition | str],
+        conditions: Sequence[DecodeCondition | str],
         *,
         target: Sequence[int] | None = None,
         score: RetrievalScore | None = None,
@@ -365,7 +281,7 @@ class TraceEngine:
                          f"is free; decoding it as batches of {half} and {len(chunk) - half}")
                 todo[:0] = [chunk[:half], chunk[half:]]
                 continue
-            rows = [_Row(i, c) for i in chunk for c in requests[i].conditions]
+            rows = [_Row(i, c, c.start(self), requests[i].target is not None) for i in chunk for c in requests[i].conditions]
             try:
                 self._decode(requests, chunk, rows, on_step)
             except torch.OutOfMemoryError:
@@ -411,7 +327,11 @@ class TraceEngine:
 
     def _decode(self, requests: Sequence[DecodeRequest], chunk: Sequence[int], rows: list[_Row],
                 on_step: StepCallback | None) -> None:
-        """Decode ``rows`` (the conditions of the requests in ``chunk``) as one batch, in place."""
+        """Decode ``rows`` (the conditions of the requests in ``chunk``) as one batch, in place.
+
+        Per step: every row's condition gives the view of the first pass; the pass runs for all rows; traced rows'
+        retrieval heads are found; each condition reads what its row found and may ask for a re-run of the step
+        under another view (the rows that do run once more, together); the token of the last pass is emitted."""
         device = self.device
         group_of = {i: g for g, i in enumerate(chunk)}
         batch = self.batch([requests[i].prompt_ids for i in chunk], [group_of[r.request] for r in rows])
@@ -421,8 +341,6 @@ class TraceEngine:
         seq = torch.full((count, width + 1 + steps_max), -1, dtype=torch.long, device=device)
         target = torch.zeros_like(seq, dtype=torch.bool)
         first = torch.zeros(count, dtype=torch.long, device=device)
-        keep = torch.ones(count, self.num_layers, self.num_heads, device=device)
-        fixed: list[list[Head]] = []
         for r, row in enumerate(rows):
             request = requests[row.request]
             n = len(request.prompt_ids)
@@ -430,91 +348,64 @@ class TraceEngine:
             seq[r, first[r] : first[r] + n] = torch.tensor(request.prompt_ids, device=device)
             if request.target is not None:
                 target[r, first[r] + torch.tensor(request.target, dtype=torch.long, device=device)] = True
-            heads = sorted(set(row.condition.gate_heads)) if row.condition.mask in ("static", "random") else []
-            fixed.append(heads)
-            if heads:
-                keep[r] = (~self.gate_mask(heads)).float()
-        gated_any = any(fixed)
-        traced = [requests[row.request].target is not None for row in rows]
-        scores = {requests[row.request].score for row, t in zip(rows, traced) if t}
+        scores = {requests[row.request].score for row in rows if row.traced}
         if len(scores) > 1:
             raise DecodingError("dynheads: one batch cannot mix retrieval scores (Eq. 1 and Eq. 2, or other Eq. 2 settings)")
         score = next(iter(scores), None)
-        record = any(traced)
-        hidden = any(requests[row.request].record_hidden for row in rows)
-        top_k = any(row.condition.top_k is not None for row in rows)
-        policies = [row.condition.kv for row in rows]
-        sink_window = {(p.sink, p.window) for p in policies if p is not None}
-        if len(sink_window) > 1:
+        record = any(row.traced for row in rows)
+        hidden = any(requests[row.request].record_hidden or row.condition.needs_hidden for row in rows)
+        strength = any(row.condition.needs_strength for row in rows)
+        views = {row.condition.view for row in rows} - {None}
+        if len(views) > 1:
             raise DecodingError("dynheads: one batch cannot mix kv_sink / kv_window settings; decode them separately")
-        compress = bool(sink_window)
-        for row, policy in zip(rows, policies):
-            if policy is not None:
-                row.ranked = static_scores(policy.ranking, self.num_layers, self.num_heads) if policy.ranking else None
-                row.keep_whole(self._fixed_kv(policy, row.ranked))
-        hidden = hidden or any(p is not None and p.strategy == "dynamic" for p in policies)
-        oracle = any(p is not None and p.strategy == "oracle" for p in policies)
-        top_k = top_k or oracle
+        view = next(iter(views), None)
         active = list(range(count))
         for t in range(steps_max):
             qpos = width + t
             idx = torch.tensor(active, dtype=torch.long, device=device)
-            stream = self._streaming([rows[r] for r in active], *next(iter(sink_window))) if compress else None
-            out = batch.step(seq[idx, qpos : qpos + 1], keep=keep[idx] if gated_any else None, record=record, hidden=hidden,
-                             stream=stream)
+            passes = [rows[r].run.first_pass() for r in active]
+            out = batch.step(seq[idx, qpos : qpos + 1], keep=self._keep(passes, always=False), record=record, hidden=hidden,
+                             stream=self._stream(passes, view))
             token = out.logits.argmax(dim=-1)
             hit = peak = None
             if record:
-                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, top_k)
+                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, strength)
                 entropy, token_prob, context_mass = self._signals(out, width)
-            rerun, gates, restricted = [], [], []
+            rerun, again_passes = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
-                step = Step(token_id=-1, gated=list(fixed[r]))
+                step = Step(token_id=-1, gated=list(passes[a].gated))
                 if request.record_hidden:
                     step.hidden = out.hidden[a]
-                policy = policies[r]
-                if policy is not None:
-                    if policy.strategy == "dynamic":
-                        row.previous_hidden = out.hidden[a]
-                    if policy.strategy == "oracle":
-                        row.keep_whole(self.kv_choice(policy, oracle_scores(hit[a], peak[a], row.ranked)))
-                        step.ungated_token_id = int(token[a])
-                        rerun.append(a)
-                        gates.append(torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool, device=device))
-                        restricted.append(~row.full)
-                    else:
-                        step.kv_kept = tuple(float(v) for v in out.kv_kept[a])
-                    step.kv_full = row.full_heads
-                if traced[r]:
+                if row.traced:
                     step.heads = mask_to_heads(hit[a])
                     step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
                     step.context_mass = context_mass[a]
                     if score.records_scores:
                         step.scores = [[round(float(v), 5) for v in line] for line in peak[a].tolist()]
-                    if row.condition.mask == "dynamic" and step.heads:
-                        gate = self._strongest(hit[a], peak[a] if peak is not None else None, row.condition.top_k)
-                        step.gated = mask_to_heads(gate)
-                        if step.gated:
-                            step.ungated_token_id = int(token[a])
-                            rerun.append(a)
-                            gates.append(gate)
-                            restricted.append(torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool))
+                reading = Reading(int(token[a]), hit[a] if row.traced else None,
+                                  peak[a] if row.traced and peak is not None else None,
+                                  out.hidden[a] if out.hidden is not None else None)
+                again = row.run.second_pass(reading)
+                if again is None:
+                    self._record_view(step, row, passes[a], out.kv_kept, a)
+                else:
+                    step.ungated_token_id, step.gated = reading.token, list(again.gated)
+                    rerun.append(a)
+                    again_passes.append(again)
                 row.steps.append(step)
             if rerun:
                 sub = torch.tensor(rerun, dtype=torch.long, device=device)
-                again_stream = Streaming(torch.stack(restricted), *next(iter(sink_window))) if compress else None
-                again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=(~torch.stack(gates)).float(), record=True,
-                                    stream=again_stream)
+                again = batch.rerun(rerun, seq[idx[sub], qpos : qpos + 1], keep=self._keep(again_passes, always=True),
+                                    record=True, stream=self._stream(again_passes, view))
                 retoken = again.logits.argmax(dim=-1)
                 after, _ = self._detect(again.rows, seq[idx[sub], : qpos + 1], target[idx[sub], : qpos + 1], first[idx[sub]],
                                         retoken, score)
                 token = token.index_copy(0, sub, retoken)
                 for j, a in enumerate(rerun):
-                    step = rows[active[a]].steps[-1]
-                    step.heads_after = mask_to_heads(after[j])
-                    if again.kv_kept is not None and policies[active[a]] is not None:
-                        step.kv_kept = tuple(float(v) for v in again.kv_kept[j])
+                    row = rows[active[a]]
+                    row.steps[-1].heads_after = mask_to_heads(after[j])
+                    self._record_view(row.steps[-1], row, again_passes[j], again.kv_kept, j)
             if qpos + 1 < seq.shape[1]:
                 seq[idx, qpos + 1] = token
             staying = []
@@ -535,19 +426,28 @@ class TraceEngine:
                 break
             active = batch.retain(staying, active)
 
-    def _streaming(self, rows: Sequence[_Row], sink: int, window: int) -> Streaming:
-        """The streaming heads of this step's first pass, per row: none without KV compression and for the oracle
-        (its first pass is unrestricted), the fixed choice of the others, re-chosen for ``dynamic`` from the previous
-        step's hidden state (the first step keeps the static choice)."""
-        streaming = torch.zeros(len(rows), self.num_layers, self.num_heads, dtype=torch.bool)
-        for a, row in enumerate(rows):
-            policy = row.condition.kv
-            if policy is None or policy.strategy == "oracle":
-                continue
-            if policy.strategy == "dynamic" and row.previous_hidden is not None:
-                row.keep_whole(self.kv_choice(policy, policy.predictor(row.previous_hidden[None])[0]))
-            streaming[a] = ~row.full
-        return Streaming(streaming, sink, window)
+    def _keep(self, passes: Sequence[Pass], always: bool) -> torch.Tensor | None:
+        """``[rows, layers, heads]`` 1.0 for the heads each pass lets through (``None`` when none gates, unless
+        ``always``: a re-run is always given its gates)."""
+        if not always and all(p.gates is None for p in passes):
+            return None
+        open_ = torch.ones(self.num_layers, self.num_heads, device=self.device)
+        return torch.stack([open_ if p.gates is None else (~p.gates).float().to(self.device) for p in passes])
+
+    def _stream(self, passes: Sequence[Pass], view: tuple[int, int] | None) -> Streaming | None:
+        """The streaming heads of each pass, when the batch holds a KV-compressing condition (``view``: sink, window)."""
+        if view is None:
+            return None
+        whole = torch.zeros(self.num_layers, self.num_heads, dtype=torch.bool)
+        return Streaming(torch.stack([whole if p.streaming is None else p.streaming for p in passes]), *view)
+
+    @staticmethod
+    def _record_view(step: Step, row: _Row, emitted: Pass, kv_kept: torch.Tensor | None, index: int) -> None:
+        """What a KV-compressing row records of the pass that emitted its token: the heads kept whole and the measured
+        share of the cache attended (query heads, KV heads)."""
+        if row.condition.view is not None:
+            step.kv_full = list(emitted.kept_whole)
+            step.kv_kept = tuple(float(v) for v in kv_kept[index])
 
     def _signals(self, out: StepOutput, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every
@@ -556,14 +456,3 @@ class TraceEngine:
         entropy, token_prob = step_entropy(out.logits)
         mass = torch.stack([out.rows[layer][:, :, : width + 1].sum(dim=-1) for layer in range(self.num_layers)], dim=1)
         return entropy.cpu(), token_prob.cpu(), mass.float().cpu()
-
-    @staticmethod
-    def _strongest(hit: torch.Tensor, strength: torch.Tensor | None, top_k: int | None) -> torch.Tensor:
-        """The heads a dynamic step gates: all of ``hit``, or its ``top_k`` strongest (most attention on the
-        copied token, Appendix A.2; or highest Eq. 2 score)."""
-        if top_k is None or int(hit.sum()) <= top_k:
-            return hit
-        scores = torch.where(hit, strength, torch.full_like(strength, -1.0)).flatten()
-        gate = torch.zeros_like(hit).flatten()
-        gate[torch.topk(scores, top_k).indices] = True
-        return gate.reshape(hit.shape)

@@ -39,11 +39,11 @@ def check_request(lm: ConditionModel, doc: dict, doc_key: str, kind: str | None,
     seed), None otherwise; the probe checked is the one the request reads (``probe=`` metrics, the dynamic
     RAG strategy's, or ``kv=dynamic``'s offset-1 probe)."""
     if kind is not None:
-        check_calibration_seed(doc, kind, lm.settings.static_source)
+        check_calibration_seed(doc, kind, lm.settings.static.source)
     strategies = lm.settings.rag_strategies
     if lm.probe is not None and not strategies:
         check_unseen(lm.probe_meta, doc_key, lm.settings.probe, task, doc_id)
     if lm.rag_probe is not None and any(s.name == "dynamic" for s in strategies):
         check_unseen(lm.rag_probe_meta, doc_key, lm.rag_probe_path, task, doc_id)
-    if lm.kv_probe is not None and any(name == "dynamic" for name, _ in lm.settings.kv_strategies):
+    if lm.kv_probe is not None and any(name == "dynamic" for name, _ in lm.settings.kv.strategies):
         check_unseen(lm.kv_probe_meta, doc_key, lm.settings.kv.probe, task, doc_id)

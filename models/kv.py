@@ -19,6 +19,10 @@ Strategies (``kv=``):
   first), the static ranking fills the rest of the budget, and the step is re-run restricted (an upper bound);
 * ``random``    -- seeded random units, fixed for the generation.
 
+Each strategy is a condition class (:class:`KVCompression` and its subclasses, registered in :data:`KV_CONDITIONS`):
+the decode loop asks it for the streaming heads of each pass and never names a strategy, so a new control is a new
+class here.
+
 ``granularity``: ``kv`` (default, as DuoAttention: memory is saved per KV head, so whole KV groups are selected;
 a group's score is the best score of its query heads) or ``head`` (query heads; a KV head is then needed whenever
 any of its query heads is selected, which the measured KV-head share reports).
@@ -34,9 +38,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..metrics.heads import Head
-
-KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random")
-BUDGETED = ("static", "dynamic", "oracle", "random")  # the strategies that take kv_budget
+from ..metrics.retrieval import mask_to_heads
+from .condition_types import ConditionRun, DecodeCondition, DecodingError, Geometry, Pass, Reading
+from ..spec import KV_BUDGETED as BUDGETED, KV_STRATEGIES, ConditionSpec
 GRANULARITIES = ("kv", "head")
 DEFAULT_SINK = 4
 DEFAULT_WINDOW = 64
@@ -80,11 +84,13 @@ class KVPolicy:
             raise KVError(f"dynheads: kv_budget={self.budget!r}; give a count N >= 0 or a fraction in (0, 1], e.g. kv_budget=0.25")
 
     @property
+    def spec(self) -> ConditionSpec:
+        return ConditionSpec("kv", self.strategy, budget=self.budget if self.strategy in BUDGETED else None)
+
+    @property
     def name(self) -> str:
         """The condition's name in traces and tables, e.g. ``kv:static@0.25`` or ``kv:streaming``."""
-        if self.strategy in BUDGETED:
-            return f"kv:{self.strategy}@{self.budget:g}"
-        return f"kv:{self.strategy}"
+        return self.spec.name
 
     def units(self, layers: int, heads: int, kv_heads: int) -> int:
         """How many units (KV groups or query heads) keep the whole context."""
@@ -142,3 +148,152 @@ def oracle_scores(hit: torch.Tensor, strength: torch.Tensor | None, fallback: to
     order. ``hit`` ``[layers, heads]`` boolean, ``strength`` in [0, 1] (peak attention or Eq. 2 score)."""
     strength = torch.zeros_like(fallback) if strength is None else strength.float().cpu()
     return torch.where(hit.cpu(), 2.0 + strength, fallback)
+
+
+# ------------------------------------------------------------------------------------------ conditions
+def choose(policy: KVPolicy, engine: Geometry, scores: torch.Tensor) -> torch.Tensor:
+    """``[layers, heads]`` True for the heads that keep the whole context under ``policy`` given unit ``scores``."""
+    units = policy.units(engine.num_layers, engine.num_heads, engine.num_kv_heads)
+    return select(scores.float().cpu().reshape(engine.num_layers, engine.num_heads), units, engine.num_kv_heads,
+                  policy.granularity)
+
+
+def kept_whole(full: torch.Tensor) -> Pass:
+    """The first-pass view that restricts every head outside ``full`` (converted to a head list once per choice)."""
+    return Pass(streaming=~full, kept_whole=tuple(mask_to_heads(full)))
+
+
+@dataclass(frozen=True)
+class KVCompression(DecodeCondition):
+    """A KV-compression condition: unmasked decoding whose streaming heads see only ``sink`` + ``window`` positions.
+
+    The base keeps the top of the static ranking whole at every step (``static``); subclasses change
+    :meth:`fixed_choice` (a choice made once per generation) or :meth:`start` (a choice made per step)."""
+
+    policy: KVPolicy = KVPolicy()
+    needs_ranking = True
+
+    @property
+    def spec(self) -> ConditionSpec:
+        return self.policy.spec
+
+    @property
+    def view(self) -> tuple[int, int] | None:
+        return self.policy.sink, self.policy.window
+
+    def check(self, engine: Geometry, traced: bool) -> None:
+        self.policy.units(engine.num_layers, engine.num_heads, engine.num_kv_heads)  # a budget beyond the model fails here
+        super().check(engine, traced)
+        if self.needs_ranking and not self.policy.ranking:
+            raise DecodingError(f"dynheads: kv={self.policy.strategy} needs the static-head ranking; set static_heads=auto or a file")
+        engine.gate_mask(self.policy.ranking)
+
+    def ranked(self, engine: Geometry) -> torch.Tensor:
+        """The static ranking as ``[layers, heads]`` scores (what ``static`` keeps and the others fill with)."""
+        return static_scores(self.policy.ranking, engine.num_layers, engine.num_heads)
+
+    def fixed_choice(self, engine: Geometry) -> torch.Tensor:
+        """The heads kept whole when the choice does not depend on the step."""
+        return choose(self.policy, engine, self.ranked(engine))
+
+    def start(self, engine: Geometry) -> ConditionRun:
+        return _FixedView(kept_whole(self.fixed_choice(engine)))
+
+
+@dataclass(frozen=True)
+class _FixedView(ConditionRun):
+    view: Pass
+
+    def first_pass(self) -> Pass:
+        return self.view
+
+
+@dataclass(frozen=True)
+class FullKV(KVCompression):
+    """``full``: every head keeps the whole context (the reference)."""
+
+    needs_ranking = False
+
+    def fixed_choice(self, engine: Geometry) -> torch.Tensor:
+        return torch.ones(engine.num_layers, engine.num_heads, dtype=torch.bool)
+
+
+@dataclass(frozen=True)
+class StreamingKV(KVCompression):
+    """``streaming``: every head streaming (StreamingLLM)."""
+
+    needs_ranking = False
+
+    def fixed_choice(self, engine: Geometry) -> torch.Tensor:
+        return torch.zeros(engine.num_layers, engine.num_heads, dtype=torch.bool)
+
+
+@dataclass(frozen=True)
+class RandomKV(KVCompression):
+    """``random``: seeded random units, fixed for the generation."""
+
+    needs_ranking = False
+
+    def fixed_choice(self, engine: Geometry) -> torch.Tensor:
+        return choose(self.policy, engine, random_scores(engine.num_layers, engine.num_heads, self.policy.seed))
+
+
+@dataclass(frozen=True)
+class PredictedKV(KVCompression):
+    """``dynamic``: the units the offset-1 probe predicts for step t from step t - 1's final hidden state; the first
+    step, which has no previous step, keeps the static choice."""
+
+    needs_hidden = True
+
+    def check(self, engine: Geometry, traced: bool) -> None:
+        super().check(engine, traced)
+        if self.policy.predictor is None:
+            raise DecodingError("dynheads: kv=dynamic needs a probe trained at temporal offset 1; give kv_probe=PATH")
+
+    def start(self, engine: Geometry) -> ConditionRun:
+        return _PredictedRun(self.policy, engine, kept_whole(self.fixed_choice(engine)))
+
+
+class _PredictedRun(ConditionRun):
+    def __init__(self, policy: KVPolicy, engine: Geometry, first: Pass) -> None:
+        self.policy, self.engine, self.view = policy, engine, first
+        self.previous_hidden: torch.Tensor | None = None
+
+    def first_pass(self) -> Pass:
+        if self.previous_hidden is not None:
+            scores = self.policy.predictor(self.previous_hidden[None])[0]
+            self.view = kept_whole(choose(self.policy, self.engine, scores))
+        return self.view
+
+    def second_pass(self, reading: Reading) -> Pass | None:
+        self.previous_hidden = reading.hidden
+        return None
+
+
+@dataclass(frozen=True)
+class OracleKV(KVCompression):
+    """``oracle``: an unrestricted first pass finds the step's own retrieval heads (strongest first), the static
+    ranking fills the rest of the budget, and the step is re-run restricted to that choice."""
+
+    needs_target = True
+    needs_strength = True
+
+    def start(self, engine: Geometry) -> ConditionRun:
+        return _OracleRun(self.policy, engine, self.ranked(engine))
+
+
+class _OracleRun(ConditionRun):
+    def __init__(self, policy: KVPolicy, engine: Geometry, ranked: torch.Tensor) -> None:
+        self.policy, self.engine, self.ranked = policy, engine, ranked
+
+    def second_pass(self, reading: Reading) -> Pass | None:
+        return kept_whole(choose(self.policy, self.engine, oracle_scores(reading.hit, reading.strength, self.ranked)))
+
+
+KV_CONDITIONS: dict[str, type[KVCompression]] = {"full": FullKV, "streaming": StreamingKV, "static": KVCompression,
+                                                 "dynamic": PredictedKV, "oracle": OracleKV, "random": RandomKV}
+
+
+def kv_condition(policy: KVPolicy) -> KVCompression:
+    """The condition class of ``policy``'s strategy."""
+    return KV_CONDITIONS[policy.strategy](policy=policy)

@@ -20,7 +20,6 @@ a model).
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 
 STATIC_TOP = 100  # static heads handed to the task for the Jaccard columns (k = 20, 50, 100)
-SETTING_ARGS = tuple(inspect.signature(ModelSettings.parse).parameters)  # the dynheads arguments; the rest go to HFLM
+SETTING_ARGS = ModelSettings.ARGS  # the dynheads arguments; the rest go to HFLM
 
 
 class DynHeadsLM(HFLM):
@@ -91,7 +90,7 @@ class DynHeadsLM(HFLM):
     def _check_rag(self, settings: ModelSettings) -> None:
         if settings.rag_strategies:
             check_requirements(settings.rag_strategies, self.rag_probe_meta if self.rag_probe is not None else None,
-                               self.rag_probe_path, settings.static_source)
+                               self.rag_probe_path, settings.static.source)
 
     def _check_probe(self, meta: dict[str, Any], path: str, offset: int | None = None) -> None:
         """A loaded probe's file fits this model (and, for ``kv=dynamic``, predicts ``offset`` steps ahead)."""
@@ -137,7 +136,7 @@ class DynHeadsLM(HFLM):
         ``reasoning``: Eq. 2 on supporting-fact documents), whose calibration a task registered. A
         ``static_heads=PATH`` calibration file serves the kind it was made for (a plain ranked list serves both).
         """
-        source = self.settings.static_source
+        source = self.settings.static.source
         if kind not in self._static and source != "off":
             if source != "auto":
                 static = load_static_heads(source, kind)
@@ -153,7 +152,7 @@ class DynHeadsLM(HFLM):
 
     def matched_count(self, kind: str = COPY_PASTE) -> int:
         """N for static/random: ``heads=N`` if given, else the calibration's matched count."""
-        heads = self.settings.heads
+        heads = self.settings.mask.heads
         return heads if isinstance(heads, int) else self.calibrated_count(kind)
 
     def calibrated_count(self, kind: str = COPY_PASTE) -> int:
@@ -166,7 +165,7 @@ class DynHeadsLM(HFLM):
     @property
     def calibration_options(self) -> dict[str, Any]:
         """What a registered calibration reads: the ``calib_*`` arguments (None = the task's default) and Eq. 2 settings."""
-        return {**self.settings.calibration, "reasoning": self.settings.reasoning}
+        return {**self.settings.static.calibration, "reasoning": self.settings.reasoning}
 
     # -- helpers -----------------------------------------------------------------------------------
     @property
@@ -222,7 +221,7 @@ class DynHeadsLM(HFLM):
         prompt = p.prompt
         return DecodeRequest(prompt.ids, p.max_gen, conditions, target=prompt.target, score=p.score,
                              eos_token_ids=p.eos_ids, stop=p.stop,
-                             record_hidden=self.settings.record_hidden or self.probe is not None)
+                             record_hidden=self.settings.hidden.record or self.probe is not None)
 
     def text(self, token_ids: list[int], until: list[str]) -> str:
         """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it."""
@@ -247,10 +246,10 @@ class DynHeadsLM(HFLM):
         trace_file = self.trace_file(p.task)
         if trace_file is not None:
             score = p.score if p.score.records_scores else None
-            kv = self.settings.kv.trace_fields() if self.settings.kv_strategies else None
+            kv = self.settings.kv.trace_fields() if self.settings.kv.strategies else None
             lines = [traces.generation_line(p.task, p.doc_id, g, t, prompt.target, score, p.doc_key, kv)
                      for g, t in zip(gens, texts)]
-            hidden = self.settings.hidden_dtype if self.settings.record_hidden else None
+            hidden = self.settings.hidden.dtype if self.settings.hidden.record else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
                                      self.engine.num_heads)
         self.cache_hook.add_partial("generate_until", (p.context, p.gen_kwargs), texts[0])
@@ -277,7 +276,7 @@ class DynHeadsLM(HFLM):
             request.check(self.engine)  # every bad request fails before any decoding
         size = self.decode_batch_size()
         order = sorted(range(len(decode)), key=lambda i: -len(decode[i].prompt_ids))
-        names = self.settings.kv_label() or "+".join(c.name for c in self.settings.conditions)
+        names = self.settings.kv.label() or "+".join(c.name for c in self.settings.mask.conditions)
         results: list[str | None] = [None] * len(decode)
         done: dict[int, list[Generation]] = {}
         written = 0

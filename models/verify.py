@@ -31,13 +31,15 @@ import argparse
 import copy
 import json
 import sys
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
 from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
-from ..traces import read_lines
+from ..spec import ConditionSpec
+from ..traces import kv_full, read_lines, upgraded
 from ..metrics.retrieval import Head, copy_paste_heads
 from ..util import text_config
 from .eager_hooks import attention_modules, layer_masks, layer_windows
@@ -105,43 +107,72 @@ def gated(model: torch.nn.Module, heads: list[Head]) -> Iterator[None]:
             hook.remove()
 
 
-def replay_masked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per step of a masked record: head set of the first pass, ``heads_after`` of a re-run, emitted token.
+@dataclass(frozen=True)
+class _StepPasses:
+    """How one recorded step is replayed: the setting of its first pass and, where the trace re-ran the step, the
+    setting of the re-run from the same cache (each a fresh context manager: the gating or the masks of that pass).
 
-    Follows the trace's own tokens (teacher forcing), so a disagreement at one step does not spread.
+    Why: the masked and the KV replays differ only here; the teacher-forced loop around it is :func:`_replay_steps`.
     """
-    from transformers import DynamicCache
 
+    first: Callable[[], ContextManager[Any]]
+    rerun: Callable[[], ContextManager[Any]] | None = None
+
+
+def _decode(model: torch.nn.Module, cache: Any, token: int,
+            setting: Callable[[], ContextManager[Any]]) -> tuple[list[torch.Tensor], int]:
+    """One cached eager decode step of ``token`` under ``setting``: each layer's last attention row, the greedy token."""
+    with setting(), torch.no_grad():
+        out = model(input_ids=torch.tensor([[token]], device=model.device), cache=cache, use_cache=True,
+                    output_attentions=True)
+    return [a[0, :, -1, :].float() for a in out.attentions], int(out.logits[0, -1].argmax())
+
+
+def _replay_steps(model: torch.nn.Module, record: dict[str, Any], cache: Any,
+                  passes: Callable[[dict[str, Any], int], _StepPasses]) -> list[dict[str, Any]]:
+    """Per recorded step: the head set of its first pass, ``heads_after`` of its re-run (if any) and the emitted token
+    (the re-run's where there is one), with ``passes(step, position)`` saying how each pass is gated or restricted.
+
+    The prompt's prefill is plain; every step feeds the trace's own previous token (teacher forcing), so a
+    disagreement at one step does not spread. A re-run starts from a copy of the cache the first pass started from.
+    """
     prompt = record["input_ids"]
-    steps = record["steps"]
-    fixed = record["mask"] in ("static", "random")
     heads_of = _heads_of(record)
-    sequence = list(prompt)
-    cache = DynamicCache(config=model.config)
-
-    def forward(token: int, gate: list[Head]) -> tuple[list[torch.Tensor], int]:
-        with gated(model, gate), torch.no_grad():
-            out = model(input_ids=torch.tensor([[token]], device=model.device), cache=cache, use_cache=True,
-                        output_attentions=True)
-        return [a[0, :, -1, :].float() for a in out.attentions], int(out.logits[0, -1].argmax())
-
     with torch.no_grad():
         if len(prompt) > 1:
             model(input_ids=torch.tensor([prompt[:-1]], device=model.device), cache=cache, use_cache=True)
-    result = []
-    for step in steps:
-        gate = [tuple(h) for h in step.get("gated", [])]
-        rerun = not fixed and bool(gate)
-        saved = copy.deepcopy(cache) if rerun else None
-        rows, token = forward(sequence[-1], gate if fixed else [])
+    sequence, result = list(prompt), []
+    for step in record["steps"]:
+        plan = passes(step, len(sequence) - 1)
+        saved = copy.deepcopy(cache) if plan.rerun is not None else None
+        rows, token = _decode(model, cache, sequence[-1], plan.first)
         got = {"heads": heads_of(rows, sequence, token), "heads_after": [], "token_id": token}
-        if rerun:
+        if plan.rerun is not None:
             cache = saved
-            rows, token = forward(sequence[-1], gate)
+            rows, token = _decode(model, cache, sequence[-1], plan.rerun)
             got["heads_after"], got["token_id"] = heads_of(rows, sequence, token), token
         result.append(got)
         sequence.append(step["token_id"])
     return result
+
+
+def replay_masked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per step of a masked record: head set of the first pass, ``heads_after`` of a re-run, emitted token.
+
+    Under ``static`` / ``random`` every pass gates the recorded heads; under ``dynamic`` the first pass is ungated and
+    a step that recorded ``gated`` heads is re-run with them zeroed. Teacher-forced, like every replay here.
+    """
+    from transformers import DynamicCache
+
+    fixed = ConditionSpec.parse(record["condition"]).strategy in ("static", "random")
+
+    def passes(step: dict[str, Any], _position: int) -> _StepPasses:
+        gate = [tuple(h) for h in step.get("gated", [])]
+        if fixed:
+            return _StepPasses(lambda: gated(model, gate))
+        return _StepPasses(nullcontext, (lambda: gated(model, gate)) if gate else None)
+
+    return _replay_steps(model, record, DynamicCache(config=model.config), passes)
 
 
 def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -155,52 +186,36 @@ def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, 
     """
     from transformers import DynamicCache
 
-    prompt, steps, kv = record["input_ids"], record["steps"], record["kv"]
-    oracle = record["mask"].startswith("kv:oracle")
-    heads_of = _heads_of(record)
+    kv, oracle = record["kv"], ConditionSpec.parse(record["condition"]).strategy == "oracle"
     windows = layer_windows(model)
-    config = text_config(model)
-    heads, low = config.num_attention_heads, torch.finfo(next(model.parameters()).dtype).min
-    cache = DynamicCache()  # no config: every layer keeps every key, and the masks below apply the sliding windows
-    with torch.no_grad():
-        if len(prompt) > 1:
-            model(input_ids=torch.tensor([prompt[:-1]], device=model.device), cache=cache, use_cache=True)
-    sequence, result = list(prompt), []
-    with layer_masks(model) as masks:
-        def forward(full: torch.Tensor | None) -> tuple[list[torch.Tensor], int]:
-            position = len(sequence) - 1
-            keys = torch.arange(position + 1, device=model.device)
-            view = (keys < kv["sink"]) | (keys > position - kv["window"])
+    heads = text_config(model).num_attention_heads
+    dtype = next(model.parameters()).dtype
+    low = torch.finfo(dtype).min
+
+    @contextmanager
+    def restricted(position: int, full: torch.Tensor | None) -> Iterator[None]:
+        """Every layer's mask for the query at ``position``; heads not ``full`` (None: all are) see sink + window."""
+        keys = torch.arange(position + 1, device=model.device)
+        view = (keys < kv["sink"]) | (keys > position - kv["window"])
+        with layer_masks(model) as masks:
             for layer, window in windows.items():
                 ok = (keys > position - window) if window is not None else torch.ones_like(keys, dtype=torch.bool)
                 ok = ok[None].expand(heads, -1).clone()
                 if full is not None:
                     ok[~full[layer]] &= view
-                masks[layer] = torch.where(ok, 0.0, low)[None, :, None, :].to(next(model.parameters()).dtype)
-            with torch.no_grad():
-                out = model(input_ids=torch.tensor([sequence[-1:]], device=model.device), cache=cache, use_cache=True,
-                            output_attentions=True)
-            return [a[0, :, -1, :].float() for a in out.attentions], int(out.logits[0, -1].argmax())
+                masks[layer] = torch.where(ok, 0.0, low)[None, :, None, :].to(dtype)
+            yield
 
-        for step in steps:
-            full = torch.zeros(len(windows), heads, dtype=torch.bool, device=model.device)
-            for layer, head in step["kv_full"]:
-                full[layer, head] = True
-            got: dict[str, Any] = {"heads_after": []}
-            if oracle:
-                saved = copy.deepcopy(cache)
-                rows, token = forward(None)
-                got["heads"] = heads_of(rows, sequence, token)
-                cache = saved
-                rows, token = forward(full)
-                got["heads_after"] = heads_of(rows, sequence, token)
-            else:
-                rows, token = forward(full)
-                got["heads"] = heads_of(rows, sequence, token)
-            got["token_id"] = token
-            result.append(got)
-            sequence.append(step["token_id"])
-    return result
+    def passes(step: dict[str, Any], position: int) -> _StepPasses:
+        full = torch.zeros(len(windows), heads, dtype=torch.bool, device=model.device)
+        for layer, head in kv_full(record, step):
+            full[layer, head] = True
+        if oracle:
+            return _StepPasses(lambda: restricted(position, None), lambda: restricted(position, full))
+        return _StepPasses(lambda: restricted(position, full))
+
+    # no config: every layer keeps every key, and the masks above apply the sliding windows
+    return _replay_steps(model, record, DynamicCache(), passes)
 
 
 def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_text: Callable[[int], str] | None = None,
@@ -214,11 +229,12 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
     counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0, "kv_lines": 0}
     rag: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}
     rag_lines, unchecked, replays = 0, [], {}
-    for record in records:
-        if str(record.get("mask", "")).startswith("rag:"):
+    for record in map(upgraded, records):
+        spec = ConditionSpec.parse(record.get("condition", "none"))
+        if spec.family == "rag":
             try:
                 if token_text is None or text_of is None:
-                    raise ReplayError(f"the {record['mask']} line of document {record.get('doc_id')!r} needs the tokenizer "
+                    raise ReplayError(f"the {spec.name} line of document {record.get('doc_id')!r} needs the tokenizer "
                                       "to replay RIND; pass token_text and text_of")
                 for field_name, flags in replay_answer(model, record, token_text, text_of, replays).items():
                     rag[field_name] += flags
@@ -227,13 +243,13 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
                 unchecked.append(str(exc))
             continue
         if not record.get("steps") or "input_ids" not in record:
-            unchecked.append(f"the line of document {record.get('doc_id')!r} (mask {record.get('mask')!r}) has no decode "
+            unchecked.append(f"the line of document {record.get('doc_id')!r} (condition {spec.name}) has no decode "
                              "steps or prompt to check")
             continue
-        masked = record.get("mask", "none") != "none"
-        compressed = str(record.get("mask", "")).startswith("kv:")
-        if compressed and ("kv" not in record or "kv_full" not in record["steps"][0]):
-            unchecked.append(f"the {record['mask']} line of document {record.get('doc_id')!r} lacks the kv settings or "
+        masked = spec.family == "mask" and spec.strategy != "none"
+        compressed = spec.family == "kv"
+        if compressed and ("kv" not in record or ("kv_full" not in record["steps"][0] and "full" not in record["kv"])):
+            unchecked.append(f"the {spec.name} line of document {record.get('doc_id')!r} lacks the kv settings or "
                              "per-step kv_full it needs (written by an older dynheads); trace it again")
             continue
         counts["masked_lines"] += masked

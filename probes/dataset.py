@@ -49,7 +49,7 @@ def load_step_vectors(paths: Iterable[str | Path], mask: str = "none") -> StepVe
     lines = []
     for file in trace_files(paths):
         for record in read_lines(file):
-            if record.get("mask", "none") == mask and record.get("vectors") and record["vectors"]["steps"]:
+            if record.get("condition", "none") == mask and record.get("vectors") and record["vectors"]["steps"]:
                 lines.append((file, record))
     if not lines:
         raise ValueError("dynheads: no trace line with hidden-state vectors found; trace with --model_args "

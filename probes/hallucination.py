@@ -37,6 +37,7 @@ REFERENCE = "lookback_lens"  # the published detector every other one is paired 
 LABELS = {"absence": "retrieval-head absence (no training)", "retrieval_heads": "retrieval-head rates + LR",
           "lookback_lens": "Lookback Lens (lookback ratios + LR)", "hidden_state": "hidden state + LR",
           "entropy": "mean token entropy", "min_prob": "1 - min token probability"}
+Table = tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]  # per detector [rows, features], labels, documents
 
 
 @dataclass
@@ -62,40 +63,66 @@ class TracedAnswer:
     step_labels: dict[int, bool] = field(default_factory=dict)
     extra_labels: dict[str, bool] = field(default_factory=dict)
 
-    def step_features(self, rows: list[int]) -> dict[str, np.ndarray]:
-        """Per detector, ``[len(rows), features]`` at the given steps."""
-        lookback = lookback_ratios(self.context_mass, self.prompt_tokens)[rows]
-        active = np.asarray(self.active[rows], dtype=float)
+    def step_features(self) -> dict[str, np.ndarray]:
+        """Per detector, ``[steps, features]`` at every step of the trace: where the stored signals become features
+        (the lookback ratios are computed here). :func:`feature_tables` calls it once per answer per run."""
+        active = np.asarray(self.active, dtype=float)
         return {"absence": 1.0 - active.max(axis=1, initial=0.0)[:, None], "retrieval_heads": active,
-                "lookback_lens": lookback, "hidden_state": np.asarray(self.hidden[rows], dtype=float),
-                "entropy": np.asarray(self.entropy, dtype=float)[rows, None],
-                "min_prob": 1.0 - np.asarray(self.token_prob, dtype=float)[rows, None]}
-
-    def answer_features(self) -> dict[str, np.ndarray]:
-        """Per detector, one ``[features]`` row over the answer steps: means, and the maximum of ``1 - prob``
-        (the lowest token probability)."""
-        per_step = self.step_features(self.steps)
-        return {name: (x.max(axis=0) if name == "min_prob" else x.mean(axis=0)) for name, x in per_step.items()}
+                "lookback_lens": lookback_ratios(self.context_mass, self.prompt_tokens),
+                "hidden_state": np.asarray(self.hidden, dtype=float),
+                "entropy": np.asarray(self.entropy, dtype=float)[:, None],
+                "min_prob": 1.0 - np.asarray(self.token_prob, dtype=float)[:, None]}
 
 
-def answer_table(answers: list[TracedAnswer], label: str | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Per detector ``[answers, features]``, the labels (``label`` names an ``extra_labels`` entry; default the
-    main one) and each row's document."""
-    rows = [a.answer_features() for a in answers]
-    x = {name: np.stack([r[name] for r in rows]) for name in DETECTORS}
-    y = np.array([a.extra_labels[label] if label else a.label for a in answers], dtype=int)
-    return x, y, np.array([a.group for a in answers])
+@dataclass(frozen=True)
+class FeatureTables:
+    """The detectors' tables of one side of a split (a task's train or test answers), built once per run by
+    :func:`feature_tables`: the answer level (``answer_x``, one row per answer) and the token level (one row per
+    labelled answer step, NIAH). Labels are read per call, so a second label (HotpotQA's ``em0``) reuses the
+    features instead of rebuilding them."""
+
+    answers: list[TracedAnswer]
+    answer_x: dict[str, np.ndarray]
+    tokens: Table
+
+    def answer_table(self, label: str | None = None) -> Table:
+        """Per detector ``[answers, features]``, the labels (``label`` names an ``extra_labels`` entry; default the
+        main one) and each row's document."""
+        y = np.array([a.extra_labels[label] if label else a.label for a in self.answers], dtype=int)
+        return self.answer_x, y, np.array([a.group for a in self.answers])
+
+    def step_table(self) -> Table:
+        """The token-level table: one row per labelled answer step (NIAH), the same layout as :meth:`answer_table`."""
+        return self.tokens
 
 
-def step_table(answers: list[TracedAnswer]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The token-level table: one row per labelled answer step (NIAH), the same layout as :func:`answer_table`."""
-    parts, y, groups = [], [], []
+def answer_row(per_step: dict[str, np.ndarray], steps: list[int]) -> dict[str, np.ndarray]:
+    """Per detector, one ``[features]`` row over the answer ``steps``: means, and the maximum of ``1 - prob`` (the
+    lowest token probability)."""
+    return {name: x[steps].max(axis=0) if name == "min_prob" else x[steps].mean(axis=0)
+            for name, x in per_step.items()}
+
+
+def feature_tables(answers: list[TracedAnswer]) -> FeatureTables:
+    """Both tables of ``answers`` from one :meth:`TracedAnswer.step_features` per answer. Why a loop that keeps
+    only the rows: an answer's per-step features (every trace step, hidden states in float64) are dropped once its
+    answer row and labelled steps are taken, so a task's whole traces are never held at once."""
+    rows, parts, y, groups = [], [], [], []
     for a in answers:
-        rows = sorted(a.step_labels)
-        if rows:
-            parts.append(a.step_features(rows))
-            y += [a.step_labels[t] for t in rows]
-            groups += [a.group] * len(rows)
+        per_step = a.step_features()
+        rows.append(answer_row(per_step, a.steps))
+        labelled = sorted(a.step_labels)
+        if labelled:
+            parts.append({name: x[labelled] for name, x in per_step.items()})
+            y += [a.step_labels[t] for t in labelled]
+            groups += [a.group] * len(labelled)
+    answer_x = {name: np.stack([r[name] for r in rows]) for name in DETECTORS}
+    return FeatureTables(answers, answer_x, token_table(parts, y, groups))
+
+
+def token_table(parts: list[dict[str, np.ndarray]], y: list[bool], groups: list[str]) -> Table:
+    """The token-level table from each labelled answer's rows; without any (HotpotQA), empty with one column per
+    detector, so that :func:`fit_and_score` still reads every detector."""
     if not parts:
         return {name: np.zeros((0, 1)) for name in DETECTORS}, np.zeros(0, dtype=int), np.array([], dtype=str)
     return {name: np.concatenate([p[name] for p in parts]) for name in DETECTORS}, np.array(y, dtype=int), np.array(groups)

@@ -2,7 +2,7 @@
 
 Each cell decodes every mask condition after one shared prefill; its result file is reused only when
 nothing that changes its output changed (:meth:`CellRunner.settings`). A task says how its cells are
-read and scored through a :class:`CellTask`; the runner knows no task by name. Trace files are read
+read and scored through a :class:`LmEvalTask`; the runner knows no task by name. Trace files are read
 through :mod:`dynheads.traces`.
 """
 
@@ -24,8 +24,9 @@ TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 
 
 @dataclass(frozen=True)
-class CellTask:
-    """What the cell runner needs to know about a task.
+class LmEvalTask:
+    """What the cell runner needs to know about an lm-eval task ("task" in dynheads always means one; the suite's
+    folders are *sections*, their steps *stages*).
 
     ``kind``: the static-head calibration its documents use (``niah`` / ``hotpotqa``). ``check_metric``:
     the score the harness computed that the trace must reproduce. ``seeded``: the documents depend on
@@ -43,7 +44,7 @@ class CellTask:
     model_settings: Callable[[Any], dict[str, Any]] = lambda lm: {}
 
 
-def lm_eval_cell(lm: DynHeadsLM, task: CellTask, metadata: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
+def lm_eval_cell(lm: DynHeadsLM, task: LmEvalTask, metadata: dict[str, Any], limit: int | None) -> list[dict[str, Any]]:
     """Run ``task`` through lm-eval on ``lm`` with ``metadata``; the logged samples, by ``doc_id``."""
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -70,7 +71,7 @@ class CellRunner:
         self.evaluate, self.on_compute, self.on_missing = evaluate, on_compute, on_missing
         self.owners = owners or CellOwners(Shard())
 
-    def settings(self, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
+    def settings(self, task: LmEvalTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
                  hidden: bool = False) -> dict[str, Any]:
         """Everything that changes a cell's output, recorded in the cell and compared on reuse.
 
@@ -90,12 +91,12 @@ class CellRunner:
         if task.seeded or "random" in masks or any("random" in s for s in strategies + compressions):
             settings["seed"] = self.seed
         if hidden:  # cells that also wrote the hidden-state sidecar
-            settings["hidden"] = self.lm.settings.hidden_dtype
+            settings["hidden"] = self.lm.settings.hidden.dtype
         if "static" in masks:
             settings["static_heads"] = [list(h) for h in self.lm.static(task.kind).heads[: int(heads or 0)]]
         return settings
 
-    def run(self, key: str, task: CellTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
+    def run(self, key: str, task: LmEvalTask, metadata: dict[str, Any], conditions: list[str], heads: int | None,
             extra: dict[str, Any] | None = None, hidden: bool = False) -> dict[str, Any]:
         """The cell's result (cached or computed); ``hidden`` also writes the hidden-state sidecar beside the trace."""
         settings = self.settings(task, metadata, conditions, heads, hidden)
@@ -122,7 +123,7 @@ class CellRunner:
         if task.seeded and "seed" not in metadata:  # a cell may name its own document seed (in its metadata)
             full["seed"] = self.seed
         samples = self.evaluate(self.lm, task, full, self.limit)
-        traces = {(rec["doc_id"], rec["mask"]): rec for rec in read_task(trace_dir, task.name)}
+        traces = {(rec["doc_id"], rec["condition"]): rec for rec in read_task(trace_dir, task.name)}
         rows = []
         for s in samples:
             doc = s["doc"]

@@ -25,7 +25,7 @@ STEP_FIELDS = ("token_id", "heads", "gated", "heads_after")
 
 def trace_lines(path: Path) -> dict[tuple[Any, str], dict[str, Any]]:
     """A trace file's lines by (document, condition)."""
-    return {(record["doc_id"], record["mask"]): record for record in read_lines(path)}
+    return {(record["doc_id"], record["condition"]): record for record in read_lines(path)}
 
 
 def compare_traces(a: Path, b: Path) -> dict[str, Counter]:

@@ -9,6 +9,7 @@ settings are unchanged, like the calibration cache.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,64 @@ def apply_arguments(fit: dict[str, Any], args: Any) -> None:
         fit["hidden_sizes"] = [int(x) for x in args.probe_hidden_sizes.split(",")]
 
 
+def probe_identity(cells: list[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
+    """What a cached probe was fitted under: the settings of the cells whose generations it read, then ``settings``.
+
+    Why the cells' settings: they key the cells' generations, so a probe fitted on other cells (other documents,
+    lengths, depths) is not reused.
+    """
+    return {"cells": [c["settings"] for c in cells], **settings}
+
+
+@dataclass(frozen=True)
+class ProbeCache:
+    """A fitted probe of the suite, ``OUT/<model>/<name>.pt``, with ``<name>.json`` beside it recording the
+    ``settings`` it was fitted under (``identity``, then ``layout``) and its ``report``.
+
+    Why one class: the Claim 3 probe stages and the kv stage's offset probes reuse a probe on a rerun while what it
+    was fitted on is unchanged; they must agree on the file names and on what a match is. ``layout`` names fields that
+    shape only the report (a changed one rescores the saved probe, it does not refit it); ``needs`` names report
+    fields without which a saved probe is refitted (an older version did not record them).
+    """
+
+    suite: ModelSuite
+    name: str
+    identity: dict[str, Any]
+    layout: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
+
+    @property
+    def probe(self) -> Path:
+        return self.suite.dir / f"{self.name}.pt"
+
+    @property
+    def record(self) -> Path:
+        return self.suite.dir / f"{self.name}.json"
+
+    def fitted(self) -> dict[str, Any] | None:
+        """The saved record when its probe was fitted under ``identity`` and its report has every field of ``needs``;
+        None when either file is missing or the probe must be fitted again."""
+        if not (self.record.is_file() and self.probe.is_file()):
+            return None
+        cached = json.loads(self.record.read_text())
+        settings = {k: v for k, v in cached.get("settings", {}).items() if k not in self.layout}
+        if settings != self.identity or any(k not in cached["report"] for k in self.needs):
+            return None
+        return cached
+
+    def current(self, cached: dict[str, Any]) -> bool:
+        """Whether a fitted record's report is of this ``layout`` too, so it is reused as it stands."""
+        return all(cached["settings"].get(k) == v for k, v in self.layout.items())
+
+    def store(self, report: dict[str, Any], probe: Any | None = None, **meta: Any) -> None:
+        """Count a computation, save ``probe`` (None: the saved one was only rescored, its file stays as it is, since
+        the RAG cells record its digest) with ``meta``, and write the report under ``identity`` and ``layout``."""
+        self.suite.computed += 1
+        if probe is not None:
+            probe.save(self.probe, model=self.suite.name, **meta)
+        write_atomic(self.record, json.dumps({"settings": {**self.identity, **self.layout}, "report": report}, indent=1))
+
+
 def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trace_folders: list[Path],
                  settings: dict[str, Any], test_folders: list[Path] | None = None,
                  folder_cells: dict[Path, tuple[float, ...]] | None = None) -> dict[str, Any]:
@@ -45,47 +104,41 @@ def fit_or_reuse(suite: ModelSuite, name: str, cells: list[dict[str, Any]], trac
     is tested on those; with ``folder_cells`` (each trace folder's document cell) the split is by cell and
     the same-cell-and-step baseline joins; else everything is split 70 / 20 / 10 by generation. The probe is
     saved as ``OUT/<model>/<name>.pt`` with its settings and the documents it was fitted on, the report as
-    ``<name>.json``.
+    ``<name>.json`` (a :class:`ProbeCache`).
     """
     from ..probes.dataset import load_step_vectors
     from ..probes.train import REPORT_FORMAT, evaluate, with_test_set
 
-    key = {"cells": [c["settings"] for c in cells], **settings}
-    path, saved = suite.dir / f"{name}.json", suite.dir / f"{name}.pt"
-    fitted = None
-    if path.is_file() and saved.is_file():
-        cached = json.loads(path.read_text())
-        fit_key = {k: v for k, v in cached.get("settings", {}).items() if k != "report_format"}
-        # a probe saved before it recorded its documents (or its score kind) is refitted, not reused
-        if fit_key == key and "fitted_documents" in cached["report"]:
-            if cached["settings"].get("report_format") == REPORT_FORMAT:
-                return cached["report"]
-            # only the report's layout changed: score the saved probe again, so the file (whose digest the RAG
-            # cells record) stays as it is
-            from ..probes.mlp import load_probe
+    # a probe saved before it recorded its documents is refitted, not reused
+    cache = ProbeCache(suite, name, probe_identity(cells, settings), layout={"report_format": REPORT_FORMAT},
+                       needs=("fitted_documents",))
+    cached, fitted = cache.fitted(), None
+    if cached is not None:
+        if cache.current(cached):
+            return cached["report"]
+        # only the report's layout changed: score the saved probe again, so the file (whose digest the RAG cells
+        # record) stays as it is
+        from ..probes.mlp import load_probe
 
-            fitted = load_probe(saved)[0]
-    key["report_format"] = REPORT_FORMAT
+        fitted = load_probe(cache.probe)[0]
     data = load_step_vectors(trace_folders)
-    split, cells = None, None
+    split, per_step_cells = None, None
     if test_folders:
         data, split = with_test_set(data, load_step_vectors(test_folders), settings["seed"])
     elif folder_cells:
         by_folder = {Path(folder).resolve(): cell for folder, cell in folder_cells.items()}
         per_generation = np.array([by_folder[Path(source).resolve().parent] for source in data.sources], dtype=float)
-        cells = per_generation[data.groups]
+        per_step_cells = per_generation[data.groups]
     # trained on the model's device: the paper-size probe (88M parameters) would take hours on a CPU beside an idle GPU
     probe_params = {"hidden_sizes": tuple(settings["hidden_sizes"]), "max_epochs": settings["max_epochs"],
                     "device": str(suite.lm.engine.device)}
     probe, report = evaluate(data, settings["seed"], settings["max_offset"], settings["components"], probe_params,
                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} {name}: training the probe",
-                                                                    unit="epoch"), split=split, cells=cells, fitted=fitted)
-    suite.computed += 1
-    if fitted is None:
-        probe.save(saved, model=suite.name, kind=data.kind, hidden_dim=report["hidden_dim"], heads=report["heads"],
-                   split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]),
-                   documents=report["fitted_documents"])
-    write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
+                                                                    unit="epoch"), split=split, cells=per_step_cells,
+                             fitted=fitted)
+    cache.store(report, probe if fitted is None else None, kind=data.kind, hidden_dim=report["hidden_dim"],
+                heads=report["heads"], split_seed=settings["seed"], hidden_sizes=list(settings["hidden_sizes"]),
+                documents=report["fitted_documents"])
     return report
 
 

@@ -80,7 +80,7 @@ def two_passes(lm: CalibrationModel, docs: list[dict], max_new_tokens: int, desc
     appended to ``partial`` once its batch is done, so an interrupted calibration resumes after the last
     finished batch.
     """
-    from ..models.engine import Condition, DecodeRequest
+    from ..models.engine import DecodeRequest, DynamicMask, Unmasked
 
     records = _finished(partial)
     if len(records) > len(docs):
@@ -105,7 +105,7 @@ def two_passes(lm: CalibrationModel, docs: list[dict], max_new_tokens: int, desc
 
         for index, doc in iterator:
             ids, tracing = targets(doc)
-            pending.append(DecodeRequest(ids, max_new_tokens, [Condition("none"), Condition("dynamic")],
+            pending.append(DecodeRequest(ids, max_new_tokens, [Unmasked(), DynamicMask()],
                                          eos_token_ids=lm.eos_ids(), **tracing))
             if len(pending) == size or index == len(docs) - 1:
                 flush()

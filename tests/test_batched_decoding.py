@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, DecodeRequest, TraceEngine
+from dynheads.models.engine import DecodeRequest, DynamicMask, FixedMask, TraceEngine, Unmasked
 from dynheads.models.scores import ReasoningScore
 
 from tiny_models import ARCHITECTURES, tiny_model
@@ -17,8 +17,8 @@ from tiny_models import ARCHITECTURES, tiny_model
 NEW = 8
 LENGTHS = (21, 14, 27)  # different lengths: the batch is left-padded; 21 and 27 exceed the sliding window
 STATIC = ((0, 1), (2, 3))
-CONDITIONS = [Condition("none"), Condition("dynamic"), Condition("static", STATIC), Condition("random", ((1, 0),)),
-              Condition.parse("dynamic:1")]
+CONDITIONS = [Unmasked(), DynamicMask(), FixedMask("static", STATIC), FixedMask("random", ((1, 0),)),
+              DynamicMask(1)]
 
 
 def _prompt(seed: int, n: int) -> list[int]:

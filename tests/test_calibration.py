@@ -24,7 +24,8 @@ from dynheads.models.static_heads import FORMAT, load_static_heads
 import dynheads.tasks.hotpotqa_sf  # noqa: F401  (registers the reasoning calibration that a legacy file names)
 from dynheads.tasks.niah_uuid import calibration
 from dynheads.tasks.niah_uuid.calibration import CALIBRATION_SEED, CalibrationSetting, setting_from
-from dynheads.models.engine import Condition, DecodingError
+from dynheads.spec import ConditionSpec
+from dynheads.models.engine import DecodingError
 from dynheads.models.lm import DynHeadsLM
 from dynheads.tasks.niah_uuid.utils import docs_from_metadata
 
@@ -142,7 +143,7 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
     loaded = user.static()
     assert loaded == static and loaded.path == full
     assert user.matched_count() == static.matched_n
-    assert fixed_heads(user, Condition("static"), "niah_uuid", 0) == tuple(static.heads[: static.matched_n])
+    assert fixed_heads(user, ConditionSpec("mask", "static"), "niah_uuid", 0) == tuple(static.heads[: static.matched_n])
 
     # 2. a plain ranked list of [layer, head] pairs: order kept, no scores, no matched N
     plain = tmp_path / "plain.json"
@@ -156,7 +157,7 @@ def test_static_heads_path_loads_user_files(lm, static, tmp_path):
         user.matched_count()
     user = _with_source(lm, str(plain), heads=2)
     assert user.matched_count() == 2
-    assert fixed_heads(user, Condition("static"), "niah_uuid", 0) == ((17, 3), (0, 0))
+    assert fixed_heads(user, ConditionSpec("mask", "static"), "niah_uuid", 0) == ((17, 3), (0, 0))
     assert load_static_heads(plain).heads == [(17, 3), (0, 0), (29, 8)]
 
     # 3. a calibration file serves only its own kind; a plain list serves both

@@ -60,7 +60,7 @@ class Harness:
     def evaluate(self, lm, task, metadata, limit):
         self.computed.append(self.current)
         lm.trace_dir.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({"doc_id": 0, "mask": m, "response": "x", "steps": []}) for m in lm.mask.split("+")]
+        lines = [json.dumps({"doc_id": 0, "condition": m, "response": "x", "steps": []}) for m in lm.mask.split("+")]
         (lm.trace_dir / f"{task.name}.jsonl").write_text("\n".join(lines) + "\n")
         return [{"doc_id": 0, "doc": {}, task.check_metric: 1.0}]
 
@@ -155,6 +155,6 @@ def test_a_half_written_trace_restarts_the_cell(harness):
     """A cell file without matching settings (an interrupted run left only traces) is recomputed from scratch."""
     (harness.folder / "grid" / "cell.json").unlink()
     stale = harness.folder / "grid" / "cell.traces" / "niah_uuid.jsonl"
-    stale.write_text(stale.read_text() + '{"doc_id": 0, "mask": "none", "respo')
+    stale.write_text(stale.read_text() + '{"doc_id": 0, "condition": "none", "respo')
     assert harness.run_all() == ["grid"]
     assert all(json.loads(line) for line in stale.read_text().splitlines())

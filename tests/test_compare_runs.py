@@ -10,8 +10,8 @@ from dynheads.suite.compare_runs import compare_traces, differing_tables, main
 def _folder(root, second_token):
     cell = root / "smollm2" / "niah" / "cells" / "abc.traces"
     cell.mkdir(parents=True)
-    lines = [{"doc_id": 0, "mask": "none", "steps": [{"token_id": 5, "heads": [[1, 2]]}, {"token_id": second_token, "heads": []}]},
-             {"doc_id": 0, "mask": "dynamic", "steps": [{"token_id": 5, "heads": [[1, 2]], "gated": [[1, 2]]}]}]
+    lines = [{"doc_id": 0, "condition": "none", "steps": [{"token_id": 5, "heads": [[1, 2]]}, {"token_id": second_token, "heads": []}]},
+             {"doc_id": 0, "condition": "dynamic", "steps": [{"token_id": 5, "heads": [[1, 2]], "gated": [[1, 2]]}]}]
     (cell / "niah_uuid.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (root / "table4.md").write_text(f"| x | {second_token} |\n")
     (root / "leaderboard.csv").write_text("a,b\n")

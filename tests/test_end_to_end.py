@@ -16,6 +16,7 @@ import pytest
 import lm_eval
 from lm_eval.tasks import TaskManager
 
+from dynheads import traces
 from dynheads.metrics.dynamism import summarise
 from dynheads.metrics.text import contains_exact
 from dynheads.models import step_registry
@@ -77,7 +78,7 @@ def _assert_same_steps(a: list[dict], b: list[dict]) -> None:
 
 
 def _none_records(records):
-    return [r for r in records if r["mask"] == "none"]
+    return [r for r in records if r["condition"] == "none"]
 
 
 def test_niah_short_context_retrieves_and_traces(lm, grid_run):
@@ -91,8 +92,8 @@ def test_niah_short_context_retrieves_and_traces(lm, grid_run):
     assert len(records) == 2
     samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
     for rec in records:
-        assert {"task", "doc_id", "mask", "response", "input_ids", "needle_token_indices", "steps"} <= set(rec)
-        assert rec["task"] == "niah_uuid" and rec["mask"] == "none"
+        assert {"task", "doc_id", "condition", "response", "input_ids", "needle_token_indices", "steps"} <= set(rec)
+        assert rec["task"] == "niah_uuid" and rec["condition"] == "none"
         doc = samples[rec["doc_id"]]["doc"]
         ids = rec["input_ids"]
         needle_text = lm.tokenizer.decode([ids[i] for i in rec["needle_token_indices"]])
@@ -137,7 +138,7 @@ def test_four_conditions_share_prefill_and_gate_as_specified(lm, grid_run):
     out, records = grid_run
     by_doc: dict[int, dict[str, dict]] = {}
     for rec in records:
-        by_doc.setdefault(rec["doc_id"], {})[rec["mask"]] = rec
+        by_doc.setdefault(rec["doc_id"], {})[rec["condition"]] = rec
     assert len(records) == 4 * 2 and sorted(by_doc) == [0, 1]
     n = lm.matched_count()
     assert n >= 1
@@ -168,12 +169,12 @@ def test_four_conditions_share_prefill_and_gate_as_specified(lm, grid_run):
 def test_dynamic_mask_changes_the_answer(lm, grid_run, tmp_path):
     """mask=dynamic alone: lm-eval scores the dynamic answers, identical to the grid run's dynamic lines."""
     out, records = _run(lm, "dynamic", tmp_path)
-    assert lm.settings.conditions[0].name == "none" and lm.settings.trace_dir is None  # configure restored
+    assert lm.settings.mask.conditions[0].name == "none" and lm.settings.trace_dir is None  # configure restored
     assert len(records) == 2
-    grid = {r["doc_id"]: r for r in grid_run[1] if r["mask"] == "dynamic"}
+    grid = {r["doc_id"]: r for r in grid_run[1] if r["condition"] == "dynamic"}
     samples = {s["doc_id"]: s for s in out["samples"]["niah_uuid"]}
     for rec in records:
-        assert rec["mask"] == "dynamic"
+        assert rec["condition"] == "dynamic"
         assert any(s["gated"] for s in rec["steps"]) and all(s["gated"] == s["heads"] for s in rec["steps"])
         # alone or after a shared prefill with other conditions: the same generation
         _assert_same_steps(rec["steps"], grid[rec["doc_id"]]["steps"])
@@ -190,7 +191,7 @@ def test_bad_model_arguments_fail_with_one_line(monkeypatch):
         resolve_pretrained("no-such-model-xyz")
     assert "\n" not in str(err.value)
     # all of these are refused before the model loads
-    with pytest.raises(ValueError, match="unknown mask mode 'sometimes'"):
+    with pytest.raises(ValueError, match="unknown mask condition 'sometimes'"):
         DynHeadsLM(mask="sometimes")
     with pytest.raises(ValueError, match="cannot read mask condition 'dynamic:x'"):
         DynHeadsLM(mask="none+dynamic:x")
@@ -218,7 +219,7 @@ def test_configure_validates_heads(lm):
             lm.configure(mask="static", heads="x")
         lm.configure(mask="static+random", heads=3)
         assert lm.matched_count() == 3
-        assert lm.settings.conditions[0].name == "static"
+        assert lm.settings.mask.conditions[0].name == "static"
     finally:
         lm.configure(mask="none")
 
@@ -253,7 +254,7 @@ def test_batch_size_changes_nothing_in_the_traces(lm, grid_run, tmp_path, smollm
         lm.batch_size_per_gpu = before
     one = grid_run[1] + longer
     assert len(one) == len(four) == 4 * len(CONDITIONS)
-    key = lambda r: (tuple(r["input_ids"]), r["mask"])  # noqa: E731  (doc ids differ between the two grids)
+    key = lambda r: (tuple(r["input_ids"]), r["condition"])  # noqa: E731  (doc ids differ between the two grids)
     alone = {key(r): r for r in one}
     assert set(alone) == {key(r) for r in four}
     for b in four:
@@ -301,18 +302,18 @@ def test_kv_compression_through_lm_eval_scores_the_first_strategy_and_reports_me
     finally:
         lm.configure(mask="none")
     records = [json.loads(line) for line in (tmp_path / "kv" / "niah_uuid.jsonl").read_text().splitlines()]
-    assert [r["mask"] for r in records[:4]] == ["kv:full", "kv:streaming", "kv:static@0.05", "kv:random@0.05"]
+    assert [r["condition"] for r in records[:4]] == ["kv:full", "kv:streaming", "kv:static@0.05", "kv:random@0.05"]
     metrics = out["results"]["niah_uuid"]
     assert metrics["kv_kept_heads,none"] == 1.0 and metrics["kv_kept_kv,none"] == 1.0
     plain = _none_records(grid_run[1])  # the same documents, unmasked, decoded once by the grid run
-    full = sorted((r for r in records if r["mask"] == "kv:full"), key=lambda r: r["doc_id"])
+    full = sorted((r for r in records if r["condition"] == "kv:full"), key=lambda r: r["doc_id"])
     plain = sorted(plain, key=lambda r: r["doc_id"])
     assert [r["input_ids"] for r in full] == [r["input_ids"] for r in plain]
     assert [r["response"] for r in full] == [r["response"] for r in plain]
-    streaming = [s["kv_kept"] for r in records if r["mask"] == "kv:streaming" for s in r["steps"]]
-    static = [s["kv_kept"] for r in records if r["mask"] == "kv:static@0.05" for s in r["steps"]]
+    streaming = [s["kv_kept"] for r in records if r["condition"] == "kv:streaming" for s in r["steps"]]
+    static = [s["kv_kept"] for r in records if r["condition"] == "kv:static@0.05" for s in r["steps"]]
     assert max(k[1] for k in streaming) < min(k[1] for k in static) < 1.0
-    assert all(len(s["kv_full"]) == 5 * 3 for r in records if r["mask"] == "kv:static@0.05" for s in r["steps"])  # 5 KV groups of 3
+    assert all(len(traces.kv_full(r, s)) == 5 * 3 for r in records if r["condition"] == "kv:static@0.05" for s in r["steps"])  # 5 KV groups of 3
 
 
 def _dynheads_only(out) -> list[str]:

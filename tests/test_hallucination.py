@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -9,8 +14,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from dynheads.metrics.hallucination import (absence_share, agg_auroc, answer_steps, copy_labels, lookback_ratios,
                                             token_ends)
 from dynheads.probes.evaluation import detector_draws, generation_weights, weighted_auroc
-from dynheads.probes.hallucination import (DETECTORS, SignalScore, TracedAnswer, answer_table, fit_and_score,
-                                           make_detector, step_table)
+from dynheads.probes.hallucination import (DETECTORS, SignalScore, TracedAnswer, feature_tables, fit_and_score,
+                                           make_detector)
+from dynheads.suite.hallucination.data import traced_answer, unmasked_lines
 from dynheads.suite.hallucination.stage import conjecture, evaluate_level, split_by_cell
 from dynheads.tasks.hotpotqa_sf.utils import answer_span as hotpotqa_span
 from dynheads.tasks.niah_uuid.utils import answer_span as niah_span
@@ -132,8 +138,13 @@ def planted_answers(n: int, seed: int, heads: int = 12, dim: int = 8, steps: int
     return out
 
 
+def answer_level(answers: list[TracedAnswer]) -> tuple:
+    """The answer-level table (main label) of ``answers``, as the stage builds it."""
+    return feature_tables(answers).answer_table()
+
+
 def test_planted_signals_are_found_and_noise_is_not():
-    train, test = answer_table(planted_answers(60, 0)), answer_table(planted_answers(40, 1))
+    train, test = answer_level(planted_answers(60, 0)), answer_level(planted_answers(40, 1))
     scores, unfitted = fit_and_score(train[0], train[1], test[0])
     assert unfitted == [] and set(scores) == set(DETECTORS)
     auroc = {name: roc_auc_score(test[1], s) for name, s in scores.items()}
@@ -143,20 +154,20 @@ def test_planted_signals_are_found_and_noise_is_not():
 
 def test_tables_read_the_answer_steps_and_the_other_label():
     answers = planted_answers(4, 0)
-    x, y, groups = answer_table(answers)
+    x, y, groups = answer_level(answers)
     a = answers[1]
     assert x["absence"][1, 0] == pytest.approx(np.mean(~a.active[2:].any(axis=1)))
     assert x["min_prob"][1, 0] == pytest.approx(1 - a.token_prob[2:].min())
     assert x["lookback_lens"].shape == (4, 12) and x["hidden_state"].shape == (4, 8)
-    assert list(y) == [0, 1, 0, 1] and list(answer_table(answers, "other")[1]) == [1, 0, 1, 0]
-    sx, sy, sgroups = step_table(answers)
+    assert list(y) == [0, 1, 0, 1] and list(feature_tables(answers).answer_table("other")[1]) == [1, 0, 1, 0]
+    sx, sy, sgroups = feature_tables(answers).step_table()
     assert len(sy) == 4 * 4 and list(sgroups[:4]) == [answers[0].group] * 4
     assert sx["entropy"][4, 0] == pytest.approx(answers[1].entropy[2])
 
 
 def test_one_class_training_leaves_trained_detectors_out_and_untrained_ones_in():
-    train = answer_table([a for a in planted_answers(20, 0) if not a.label])
-    test = answer_table(planted_answers(10, 1))
+    train = answer_level([a for a in planted_answers(20, 0) if not a.label])
+    test = answer_level(planted_answers(10, 1))
     scores, unfitted = fit_and_score(train[0], train[1], test[0])
     assert sorted(unfitted) == ["hidden_state", "lookback_lens", "retrieval_heads"]
     assert set(scores) == {"absence", "entropy", "min_prob"}
@@ -167,7 +178,7 @@ def test_one_class_training_leaves_trained_detectors_out_and_untrained_ones_in()
 
 
 def test_evaluate_level_pairs_with_lookback_lens_and_states_the_balance():
-    train, test = answer_table(planted_answers(60, 0)), answer_table(planted_answers(30, 2))
+    train, test = answer_level(planted_answers(60, 0)), answer_level(planted_answers(30, 2))
     level = evaluate_level(train, test, c=1.0, seed=0)
     assert level["test"] == {"rows": 30, "positives": 15, "documents": 30}
     absence = level["detectors"]["absence"]
@@ -184,13 +195,13 @@ def test_evaluate_level_pairs_with_lookback_lens_and_states_the_balance():
     assert conjecture(level)["p"] < 0.01 and conjecture(level)["test"] == "label permutation"
     assert (conjecture(level)["positives"], conjecture(level)["negatives"]) == (15, 15)
     assert (diff["positive_units"], diff["negative_units"]) == (15, 15)  # what the per-class minimum reads
-    few = evaluate_level(train, answer_table(planted_answers(30, 2)[:14] + [a for a in planted_answers(30, 2)[14:] if not a.label]),
+    few = evaluate_level(train, answer_level(planted_answers(30, 2)[:14] + [a for a in planted_answers(30, 2)[14:] if not a.label]),
                          c=1.0, seed=0)
     few_decided = decided_differences({"niah": {"answer": few}})
     positives = few["conjecture"]["positive_units"]
     assert positives < 10 and few_decided[("niah", "answer", "hidden_state", "auroc")]["verdict"] == (
         f"insufficient n ({positives} positive units < 10)")
-    one_class = evaluate_level(train, answer_table([a for a in planted_answers(10, 3) if a.label]), 1.0, 0)
+    one_class = evaluate_level(train, answer_level([a for a in planted_answers(10, 3) if a.label]), 1.0, 0)
     assert one_class["detectors"] == {} and "one class" in one_class["note"]
     assert conjecture(one_class) is None
 
@@ -201,3 +212,92 @@ def test_split_by_cell_keeps_cells_whole():
     assert {a.cell for a in train}.isdisjoint({a.cell for a in test}) and len(train) + len(test) == 40
     with pytest.raises(ValueError, match="at least 2 cells"):
         split_by_cell([a for a in answers if a.cell == (0,)], 0.34, 0)
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def hotpotqa_planted(n: int, seed: int) -> list[TracedAnswer]:
+    """Planted answers shaped as HotpotQA's: one cell, no token labels, and the second label ``em0``."""
+    return [dataclasses.replace(a, cell=(0,), step_labels={}, extra_labels={"em0": a.label or i % 3 == 0})
+            for i, a in enumerate(planted_answers(n, seed))]
+
+
+def test_a_stage_run_builds_each_answers_features_and_lookback_ratios_once(tmp_path, monkeypatch):
+    """One stage run builds each answer's per-step features (the lookback ratios among them) exactly once, and
+    every table, level and label of its task reads them: NIAH's answer and token levels, HotpotQA's F1 and EM
+    labels. Counted per answer by wrapping the builder and ``lookback_ratios``."""
+    import dynheads.probes.hallucination as detectors
+    from dynheads.suite.hallucination import data, stage
+
+    niah = [dataclasses.replace(a, cell=(i % 3,)) for i, a in enumerate(planted_answers(24, 0))]  # mixed cells
+    hot_train, hot_test = hotpotqa_planted(20, 1), hotpotqa_planted(12, 2)
+    monkeypatch.setattr(data, "niah_answers", lambda suite: niah)
+    monkeypatch.setattr(data, "hotpotqa_answers", lambda suite, f1_threshold: (hot_train, hot_test))
+    built, ratios = Counter(), Counter()
+    step_features, lookback_ratios = TracedAnswer.step_features, detectors.lookback_ratios
+
+    def counted_features(answer, *args):
+        built[answer.group] += 1
+        return step_features(answer, *args)
+
+    def counted_ratios(mass, *args):
+        ratios[id(mass)] += 1
+        return lookback_ratios(mass, *args)
+
+    monkeypatch.setattr(TracedAnswer, "step_features", counted_features)
+    monkeypatch.setattr(detectors, "lookback_ratios", counted_ratios)
+    suite = SimpleNamespace(profile={"hallucination": {"c": 1.0, "f1_threshold": 0.5, "test_share": 0.34}}, seed=3,
+                            name="planted", dir=tmp_path)
+    summary = stage.run(suite)
+    answers = niah + hot_train + hot_test
+    assert built == Counter(a.group for a in answers)  # 56 builds; the tables used to rebuild them: 112
+    assert ratios == Counter(id(a.context_mass) for a in answers)
+    assert all(summary[task][level]["detectors"] for task, level in (("niah", "answer"), ("niah", "token"),
+                                                                     ("hotpotqa", "f1"), ("hotpotqa", "em0")))
+
+
+# ---------------------------------------------------------------------------------------------- trace signals
+def write_trace(folder: Path, steps: list[dict], context_mass: bool = True) -> Path:
+    """One unmasked NIAH trace line with its sidecar, laid out as the engine writes it (3 layers x 2 heads)."""
+    from dynheads.traces import append_lines, append_vectors, sidecar_path, trace_path
+
+    path, rng = trace_path(folder, "niah_uuid"), np.random.default_rng(0)
+    vectors = append_vectors(sidecar_path(path), rng.normal(size=(len(steps), 4)), np.zeros((len(steps), 6)), "float32",
+                             context_mass=rng.uniform(0.2, 0.9, (len(steps), 6)) if context_mass else None)
+    append_lines(path, [{"task": "niah_uuid", "doc_id": 7, "mask": "none", "response": "abc", "input_ids": list(range(20)),
+                         "steps": steps, "vectors": vectors}])
+    return path
+
+
+def complete_steps() -> list[dict]:
+    """Three traced steps storing every signal; a retrieval head (layer 1, head 0) fires at step 1 only."""
+    return [{"token_id": t, "heads": [[1, 0]] if t == 1 else [], "entropy": 0.5 + t, "token_prob": 0.9 - t / 10}
+            for t in range(3)]
+
+
+def read_answer(folder: Path) -> TracedAnswer:
+    """The folder's one unmasked line as the stage reads it."""
+    ((line, path),) = unmasked_lines(folder, "niah_uuid")
+    return traced_answer(line, path, 2, lambda ids: "abc"[: len(ids)], (0, 3), False, (0,))
+
+
+def test_a_complete_trace_line_gives_the_stored_signals(tmp_path):
+    write_trace(tmp_path, complete_steps())
+    answer = read_answer(tmp_path)
+    assert answer.active.sum() == 1 and answer.active[1, 1 * 2 + 0]  # step 1's head (layer 1, head 0), no other
+    assert list(answer.entropy) == [0.5, 1.5, 2.5] and list(answer.token_prob) == pytest.approx([0.9, 0.8, 0.7])
+    assert answer.context_mass.shape == (3, 6) and answer.steps == [0, 1, 2]
+
+
+@pytest.mark.parametrize("signal", ["heads", "entropy", "token_prob", "context_mass"])
+def test_a_trace_line_missing_a_signal_fails_naming_the_file_and_the_fix(tmp_path, signal):
+    """A signal the trace does not store is never filled in (a step without ``heads`` would read as "no head
+    fired", i.e. absence 1): one error line naming the document, the file, the signal and the fix."""
+    steps = complete_steps()
+    if signal != "context_mass":
+        del steps[1][signal]
+    path = write_trace(tmp_path, steps, context_mass=signal != "context_mass")
+    with pytest.raises(ValueError) as error:
+        read_answer(tmp_path)
+    message = str(error.value)
+    assert "document 7" in message and str(path) in message and signal in message, message
+    assert message.endswith("delete the cell folder and rerun") and "\n" not in message

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, TraceEngine
+from dynheads.models.engine import DynamicMask, FixedMask, TraceEngine, Unmasked
 from dynheads.models.scores import ReasoningScore
 from dynheads.models.lm import DynHeadsLM
 from dynheads.traces import generation_line
@@ -51,7 +51,7 @@ def _eager_hidden_states(model: torch.nn.Module, tokens: list[int], gate: list) 
 def test_recorded_hidden_states_equal_eager_output_hidden_states(arch):
     model = tiny_model(arch)
     engine = TraceEngine(model)
-    conditions = [Condition("none"), Condition("static", ((0, 1), (2, 0)))]
+    conditions = [Unmasked(), FixedMask("static", ((0, 1), (2, 0)))]
     for gen in engine.generate_many(PROMPT, 5, conditions, target=NEEDLE, record_hidden=True):
         gate = [(0, 1), (2, 0)] if gen.condition == "static" else []
         for step, want in zip(gen.steps, _eager_hidden_states(model, gen.token_ids, gate)):
@@ -60,7 +60,7 @@ def test_recorded_hidden_states_equal_eager_output_hidden_states(arch):
 
 def test_recording_changes_nothing_else_and_only_adds_the_vectors_key(tmp_path):
     engine = TraceEngine(tiny_model("llama"))
-    conditions = [Condition("none"), Condition("dynamic"), Condition("random", ((1, 1),))]
+    conditions = [Unmasked(), DynamicMask(), FixedMask("random", ((1, 1),))]
     plain = engine.generate_many(PROMPT, 6, conditions, target=NEEDLE)
     recorded = engine.generate_many(PROMPT, 6, conditions, target=NEEDLE, record_hidden=True)
     for a, b in zip(plain, recorded):

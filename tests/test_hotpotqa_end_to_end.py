@@ -18,6 +18,7 @@ from lm_eval.tasks import TaskManager
 from dynheads.metrics.qa import exact_match_score, f1_score
 from dynheads.metrics.reasoning import reasoning_heads
 from dynheads.models.lm import DynHeadsLM
+from dynheads.models.settings import StaticSettings
 from dynheads.tasks.hotpotqa_sf.utils import extract_answer
 
 pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model
@@ -118,7 +119,7 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     clone = DynHeadsLM.__new__(DynHeadsLM)
     clone.__dict__.update(lm.__dict__)
     clone._static = {}
-    clone.settings = dataclasses.replace(lm.settings, static_source="auto", calibration={**lm.settings.calibration, "examples": 1})
+    clone.settings = dataclasses.replace(lm.settings, static=StaticSettings("auto", {**lm.settings.static.calibration, "examples": 1}))
     clone.configure(mask="none+static", trace_dir=tmp_path)
     static = clone.static("reasoning")
     data = json.loads(static.path.read_text())
@@ -132,7 +133,7 @@ def test_reasoning_calibration_ranks_by_mean_eq2_score_and_feeds_jaccard(run, tm
     results = out["results"]["hotpotqa_sf"]
     assert 0.0 <= results["jaccard_static_20,none"] <= 1.0
     masked = [json.loads(line) for line in (tmp_path / "hotpotqa_sf.jsonl").read_text().splitlines()][1]
-    assert masked["mask"] == "static"
+    assert masked["condition"] == "static"
     top = [list(h) for h in static.heads[: static.matched_n]]
     assert all(step["gated"] == sorted(top) for step in masked["steps"])
 

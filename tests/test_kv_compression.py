@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from dynheads.models.batch import Streaming
-from dynheads.models.engine import Condition, DecodeRequest, DecodingError, TraceEngine
-from dynheads.models.kv import KVError, KVPolicy, select, static_scores
+from dynheads.models.engine import DecodeCondition, DecodeRequest, DecodingError, FixedMask, TraceEngine, Unmasked
+from dynheads.models.kv import choose, KVError, KVPolicy, kv_condition, select, static_scores
 from dynheads.models.eager_hooks import attention_modules, layer_masks, layer_windows
 
 from test_trace_engine import _copying_prompt
@@ -28,8 +28,8 @@ def _ranking(engine: TraceEngine) -> tuple:
     return tuple((layer, head) for layer in range(engine.num_layers) for head in range(engine.num_heads))[::-1]
 
 
-def _policy(engine: TraceEngine, strategy: str, budget=0, **kw) -> Condition:
-    return Condition(kv=KVPolicy(strategy, budget, SINK, WINDOW, ranking=_ranking(engine), **kw))
+def _policy(engine: TraceEngine, strategy: str, budget=0, **kw) -> DecodeCondition:
+    return kv_condition(KVPolicy(strategy, budget, SINK, WINDOW, ranking=_ranking(engine), **kw))
 
 
 class EagerStreaming:
@@ -71,7 +71,7 @@ def test_full_and_every_head_selected_equal_plain_decoding(arch):
     engine = TraceEngine(tiny_model(arch))
     prompt = _prompt()
     total = engine.num_layers * engine.num_kv_heads
-    plain, full, every = engine.generate_many(prompt, NEW, [Condition("none"), _policy(engine, "full"),
+    plain, full, every = engine.generate_many(prompt, NEW, [Unmasked(), _policy(engine, "full"),
                                                             _policy(engine, "static", total)], target=list(range(3, 12)))
     assert full.condition == "kv:full" and every.condition == f"kv:static@{total}"
     for gen in (full, every):
@@ -188,12 +188,10 @@ def test_policy_errors_are_one_clear_line():
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(KVError, match="has 6"):
         engine.generate(_prompt(), 2, mask="none") and engine.generate_many(_prompt(), 2, [_policy(engine, "static", 7)])
-    with pytest.raises(DecodingError, match="kv=oracle needs target"):
+    with pytest.raises(DecodingError, match="kv=oracle@2 needs target"):
         engine.generate_many(_prompt(), 2, [_policy(engine, "oracle", 2)])
     with pytest.raises(DecodingError, match="kv_probe"):
         engine.generate_many(_prompt(), 2, [_policy(engine, "dynamic", 2)])
-    with pytest.raises(DecodingError, match="runs unmasked"):
-        Condition("static", kv=KVPolicy("full"))
 
 
 class LinearPredictor:
@@ -223,7 +221,7 @@ def test_dynamic_chooses_each_step_from_the_previous_steps_hidden_state(arch):
     choices = {tuple(map(tuple, s.kv_full)) for s in dynamic.steps}
     assert len(choices) > 1, "the predictor never changed the choice"
     for t in range(1, len(dynamic.steps)):
-        expected = engine.kv_choice(condition.kv, predictor(dynamic.steps[t - 1].hidden[None])[0])
+        expected = choose(condition.policy, engine, predictor(dynamic.steps[t - 1].hidden[None])[0])
         assert torch.equal(~_streaming_of(engine, dynamic.steps[t]), expected)
     streaming = [_streaming_of(engine, s) for s in dynamic.steps]
     seq = list(prompt)
@@ -274,7 +272,10 @@ def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice
     gens = engine.generate_many(prompt, NEW, conditions, target=needle)
     view = {"sink": SINK, "window": WINDOW, "granularity": "kv"}
     lines = [traces.generation_line("toy", 0, g, "", needle, kv=view) for g in gens]  # the one writer of trace lines
-    assert all(line["kv"] == view and list(line)[-1] == "kv" for line in lines)
+    assert all({k: v for k, v in line["kv"].items() if k != "full"} == view and list(line)[-1] == "kv" for line in lines)
+    for fixed in (lines[0], lines[2]):  # static and streaming: one choice, written once for the line
+        assert "full" in fixed["kv"] and not any("kv_full" in step for step in fixed["steps"])
+        assert all(traces.kv_full(fixed, step) == fixed["kv"]["full"] for step in fixed["steps"])
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     check = verify_records(eager, lines)
@@ -282,8 +283,7 @@ def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice
     assert any(s.get("heads_after") for s in lines[1]["steps"]) or any(s["heads"] for s in lines[1]["steps"])
     every = [[layer, head] for layer in range(engine.num_layers) for head in range(engine.num_heads)]
     tampered = copy.deepcopy(lines[2])
-    for step in tampered["steps"]:
-        step["kv_full"] = every  # claims the whole cache was kept
+    tampered["kv"]["full"] = every  # claims the whole cache was kept
     assert verify_records(eager, [tampered])["agreement"] < 1.0
     old = {k: v for k, v in lines[0].items() if k != "kv"}
     assert verify_records(eager, [old])["unchecked"][0].startswith("the kv:static@2 line")

@@ -17,14 +17,14 @@ def test_kv_argument_lists_budgets_and_errors():
     assert parse_kv_strategies("full+static@0.05+dynamic@8") == (("full", None), ("static", 0.05), ("dynamic", 8))
     assert parse_kv_strategies("off") == ()
     settings = ModelSettings.parse(kv="full+streaming+static@0.25+random", kv_budget=3)
-    assert settings.kv_label() == "kv:full+kv:streaming+kv:static@0.25+kv:random@3"
+    assert settings.kv.label() == "kv:full+kv:streaming+kv:static@0.25+kv:random@3"
     # the old name still works, with one deprecation line; both names at once is an error
     with pytest.warns(FutureWarning, match="kv_heads is deprecated; use kv_budget"):
-        assert ModelSettings.parse(kv="random", kv_heads=3).kv_label() == "kv:random@3"
+        assert ModelSettings.parse(kv="random", kv_heads=3).kv.label() == "kv:random@3"
     with pytest.raises(ValueError, match="give kv_budget only"):
         ModelSettings.parse(kv="random", kv_heads=3, kv_budget=3)
-    assert ModelSettings.parse(kv="random").kv_label() == "kv:random@0.25"  # the default budget
-    for bad, match in (({"kv": "sometimes"}, "unknown strategy"), ({"kv": "static+static"}, "twice"),
+    assert ModelSettings.parse(kv="random").kv.label() == "kv:random@0.25"  # the default budget
+    for bad, match in (({"kv": "sometimes"}, "unknown kv condition"), ({"kv": "static+static"}, "twice"),
                        ({"kv": "static@2.5"}, "fraction"), ({"kv": "dynamic"}, "kv_probe"),
                        ({"kv": "full", "mask": "dynamic"}, "mask=none"), ({"kv": "static", "static_heads": "off"}, "static calibration"),
                        ({"kv_granularity": "layer"}, "kv_granularity"), ({"kv_window": 0}, "kv_window"),

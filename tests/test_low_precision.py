@@ -17,7 +17,7 @@ import copy
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, DecodeRequest, TraceEngine
+from dynheads.models.engine import DecodeRequest, DynamicMask, TraceEngine, Unmasked
 
 from tiny_models import tiny_model
 
@@ -43,7 +43,7 @@ def _requests(engine: TraceEngine) -> list[DecodeRequest]:
         g = torch.Generator().manual_seed(60 + i)
         start = torch.randint(3, 96, (n - 6,), generator=g).tolist()
         prompt = start + engine.generate(start, 6).token_ids
-        out.append(DecodeRequest(prompt, NEW, [Condition("none"), Condition("dynamic")], target=list(range(n - 6, n))))
+        out.append(DecodeRequest(prompt, NEW, [Unmasked(), DynamicMask()], target=list(range(n - 6, n))))
     return out
 
 

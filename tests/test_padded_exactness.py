@@ -13,8 +13,8 @@ import copy
 import pytest
 import torch
 
-from dynheads.models.engine import Condition, DecodeRequest, TraceEngine
-from dynheads.models.kv import KVPolicy
+from dynheads.models.engine import DecodeCondition, DecodeRequest, DynamicMask, FixedMask, TraceEngine, Unmasked
+from dynheads.models.kv import KVPolicy, kv_condition
 
 from tiny_models import COMMON, tiny_model
 
@@ -38,10 +38,10 @@ class LinearPredictor:
         return hidden.float() @ self.weight
 
 
-def _conditions(engine: TraceEngine) -> list[Condition]:
+def _conditions(engine: TraceEngine) -> list[DecodeCondition]:
     ranking = tuple((layer, head) for layer in range(engine.num_layers) for head in range(engine.num_heads))[::-1]
     predictor = LinearPredictor(engine.model.config.hidden_size, engine.num_layers * engine.num_heads)
-    policy = lambda strategy, budget=0, **kw: Condition(kv=KVPolicy(strategy, budget, SINK, WINDOW, ranking=ranking, **kw))  # noqa: E731
+    policy = lambda strategy, budget=0, **kw: kv_condition(KVPolicy(strategy, budget, SINK, WINDOW, ranking=ranking, **kw))  # noqa: E731
     return [policy("static", 2), policy("streaming"), policy("random", 3, seed="r"), policy("dynamic", 2, predictor=predictor)]
 
 
@@ -217,7 +217,7 @@ def test_a_rotary_embedding_that_is_not_shift_invariant_decodes_batched_exactly_
         shifted = model(input_ids=ids, position_ids=torch.arange(12)[None] + 10).logits
     assert not torch.allclose(plain, shifted, atol=1e-3)
     engine = TraceEngine(model)
-    conditions = [Condition("none"), Condition("dynamic"), Condition("static", ((0, 1), (2, 3)))]
+    conditions = [Unmasked(), DynamicMask(), FixedMask("static", ((0, 1), (2, 3)))]
     requests = []
     for i, n in enumerate((19, 26, 31)):
         start = _prompt(50 + i, n - 6)

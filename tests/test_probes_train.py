@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dynheads.models.engine import Condition, TraceEngine
+from dynheads.models.engine import DynamicMask, TraceEngine, Unmasked
 from dynheads.traces import generation_line, write_generations
 from dynheads.probes.dataset import load_step_vectors
 from dynheads.probes.mlp import load_probe
@@ -22,7 +22,7 @@ def _write_traces(folder, generations: int = 12, steps: int = 8) -> None:
     rng = np.random.default_rng(0)
     for doc in range(generations):
         prompt = rng.integers(3, 96, size=20).tolist()
-        gens = engine.generate_many(prompt, steps, [Condition("none"), Condition("dynamic")],
+        gens = engine.generate_many(prompt, steps, [Unmasked(), DynamicMask()],
                                     target=list(range(2, 14)), record_hidden=True)
         lines = [generation_line("niah_uuid", doc, gen, "", list(range(2, 14)), doc_key=f"d{doc}") for gen in gens]
         write_generations(folder / "niah_uuid.jsonl", lines, gens, "float32", "tiny", engine.num_layers, engine.num_heads)
@@ -56,7 +56,7 @@ def test_cli_trains_saves_and_reports_with_baselines(tmp_path, capsys):
 
 
 def test_cli_without_vectors_is_one_line(tmp_path, capsys):
-    (tmp_path / "t.jsonl").write_text(json.dumps({"mask": "none", "steps": []}) + "\n")
+    (tmp_path / "t.jsonl").write_text(json.dumps({"condition": "none", "steps": []}) + "\n")
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "hidden=true" in err and err.count("\n") == 1

@@ -25,7 +25,7 @@ def records(suite_run):
     a user runs, decoded once for the whole test session; the lines of the strategies above."""
     out = suite_run[0] / "smollm2"
     lines = (out / "rag" / "cells" / "dev_00000.traces" / "hotpotqa_sf.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["mask"][4:] in STRATEGIES]
+    return [r for r in map(json.loads, lines) if r["condition"][4:] in STRATEGIES]
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_rag_answers_are_scored_with_the_retrieval_measures(isolated_cache, tmp_
     assert res["rag_visible_tokens,none"] > 0 and 0 <= res["rag_precision,none"] <= 1 and 0 <= res["rag_recall,none"] <= 1
     lines = [json.loads(line) for line in (tmp_path / "hotpotqa_sf.jsonl").read_text().splitlines()]
     (sample,) = out["samples"]["hotpotqa_sf"]
-    first = next(r for r in lines if r["mask"] == "rag:static")
+    first = next(r for r in lines if r["condition"] == "rag:static")
     assert sample["f1"] == score(first["response"], sample["doc"])["f1"]  # lm-eval scored the first strategy
     assert res["rag_retrievals,none"] == first["rag"]["retrievals"]
 
@@ -50,7 +50,7 @@ def test_rag_answers_are_scored_with_the_retrieval_measures(isolated_cache, tmp_
 @pytest.mark.slow
 def test_trace_lines_log_every_retrieval(records, suite_run, smollm2_lm):
     lm = smollm2_lm
-    assert sorted({r["mask"] for r in records}) == sorted(f"rag:{s}" for s in STRATEGIES) and len(records) == 2 * len(STRATEGIES)
+    assert sorted({r["condition"] for r in records}) == sorted(f"rag:{s}" for s in STRATEGIES) and len(records) == 2 * len(STRATEGIES)
     docs = docs_from_metadata(n=2, tokenizer=lm.tokenizer)
     calibration = json.loads((suite_run[0] / "smollm2" / "hotpotqa_calibration.json").read_text())
     static_top = calibration["top20"][:2]  # the suite's --rag-ks 2,4: rag:static uses k = 2
@@ -60,7 +60,7 @@ def test_trace_lines_log_every_retrieval(records, suite_run, smollm2_lm):
         context = span_token_indices(enc["offset_mapping"], *doc["context_char_span"])
         rag = rec["rag"]
         assert rag["context_token_span"] == [max(context[0], 4), context[-1] + 1]
-        name = rec["mask"][4:]
+        name = rec["condition"][4:]
         assert rag["retrievals"] == len(rag["retrieval_log"])
         # threshold 0: every retrieving strategy retrieves; Algorithm 1 as the paper writes it regenerates to the end
         # of the answer after its retrieval, so it retrieves exactly once
@@ -77,7 +77,7 @@ def test_trace_lines_log_every_retrieval(records, suite_run, smollm2_lm):
     # full = plain greedy decoding of the whole prompt; none = the first draft (context hidden)
     for doc_id, doc in enumerate(docs):
         ids = lm.tok_encode(doc["input"])
-        full = next(r for r in records if r["doc_id"] == doc_id and r["mask"] == "rag:full")
+        full = next(r for r in records if r["doc_id"] == doc_id and r["condition"] == "rag:full")
         assert full["input_ids"] == ids
         plain = lm.engine.generate(ids, len(full["steps"]), eos_token_ids=lm.eos_ids()).token_ids
         assert [s["token_id"] for s in full["steps"]] == plain
@@ -106,7 +106,7 @@ def test_verify_replays_every_rag_line_of_the_trace(records, tmp_path, capsys):
     ({"rag": "dynamic"}, "hotpotqa_probes"),  # names the command that makes the probe
     ({"rag": "static", "static_heads": "off"}, "static_heads=auto"),
     ({"rag": "static", "mask": "dynamic"}, "mask=none"),
-    ({"rag": "bogus"}, "unknown RAG strategy"),
+    ({"rag": "bogus"}, "unknown rag condition"),
     ({"rag": "static+static"}, "twice"),
     ({"rag": "static", "rag_window": 0}, "rag_window"),
     ({"rag": "static", "rag_algorithm": "both"}, "rag_algorithm=.*choose paper"),

@@ -68,7 +68,7 @@ def test_replay_agrees_on_every_field_for_every_strategy(arch, algorithm):
     eager = _eager(model)
     for line in lines:
         checks = replay_answer(eager, line, token_text, lambda ids: "")
-        assert all(all(flags) for flags in checks.values()), (line["mask"], checks)
+        assert all(all(flags) for flags in checks.values()), (line["condition"], checks)
         assert len(checks["tokens"]) == len(line["steps"])
         if line["rag"]["retrieval_log"]:
             assert len(checks["windows"]) == len(line["rag"]["retrieval_log"]) and checks["triggers"]
@@ -89,7 +89,7 @@ def test_an_altered_window_token_or_trigger_is_caught():
     model = tiny_model("llama")
     lines = traced_lines(model, "paper")
     eager = _eager(model)
-    static = next(line for line in lines if line["mask"] == "rag:static")
+    static = next(line for line in lines if line["condition"] == "rag:static")
     assert static["rag"]["retrieval_log"]
     moved = copy.deepcopy(static)
     s, e = moved["rag"]["retrieval_log"][0]["windows"][0]
@@ -115,6 +115,6 @@ def test_a_line_it_cannot_check_is_one_line_not_a_traceback():
     del old["rag"]["settings"]
     with pytest.raises(ReplayError, match=r"lacks settings .*TRACE_FORMAT 3"):
         replay_answer(_eager(model), old, token_text, lambda ids: "")
-    result = verify_records(_eager(model), [old, {"mask": "none", "doc_id": 3}], token_text, lambda ids: "")
+    result = verify_records(_eager(model), [old, {"condition": "none", "doc_id": 3}], token_text, lambda ids: "")
     assert len(result["unchecked"]) == 2 and all("\n" not in u for u in result["unchecked"])
     assert "rag" not in result and not passed(result)

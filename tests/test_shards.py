@@ -68,7 +68,7 @@ class _Counting:
 
 def _evaluate(lm, task, metadata, limit):
     lm.trace_dir.mkdir(parents=True, exist_ok=True)
-    (lm.trace_dir / f"{task.name}.jsonl").write_text(json.dumps({"doc_id": 0, "mask": "none", "response": "x", "steps": []}) + "\n")
+    (lm.trace_dir / f"{task.name}.jsonl").write_text(json.dumps({"doc_id": 0, "condition": "none", "response": "x", "steps": []}) + "\n")
     lm.computed.append(metadata["lengths"][0])
     return [{"doc_id": 0, "doc": {}, task.check_metric: 1.0}]
 

@@ -9,7 +9,8 @@ import torch
 
 from dynheads.metrics.retrieval import copy_paste_heads
 from dynheads.models.attention import UnsupportedAttentionError, install
-from dynheads.models.engine import Condition, DecodeRequest, DecodingError, TraceEngine
+from dynheads.models.engine import (DecodeCondition, DecodeRequest, DecodingError, DynamicMask, FixedMask, TraceEngine,
+                                    Unmasked, mask_condition)
 
 from tiny_models import ARCHITECTURES, SLIDING_WINDOW, tiny_model
 
@@ -155,7 +156,7 @@ def test_dynamic_mask_reruns_step_with_found_heads_gated():
 def test_bad_inputs_give_clear_errors():
     model = tiny_model("llama")
     engine = TraceEngine(model)
-    with pytest.raises(DecodingError, match="unknown mask mode"):
+    with pytest.raises(DecodingError, match="unknown mask condition"):
         engine.generate([1, 2, 3], 2, mask="sometimes")
     with pytest.raises(DecodingError, match="exceeds this model's 256 positions"):
         engine.generate(list(range(3, 90)) * 3, 20)
@@ -178,7 +179,7 @@ def test_softcap_is_refused():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Masking conditions: shared prefill, static/random gating, dynamic:k, heads_after, Condition.parse
+# Masking conditions: shared prefill, static/random gating, dynamic:k, heads_after, mask_condition
 # ---------------------------------------------------------------------------------------------------
 
 STATIC = [(2, 3), (0, 1), (1, 2)]  # deliberately unsorted: Step.gated must be the sorted fixed set
@@ -248,7 +249,7 @@ class HandGated:
         return out.logits[0, -1], [a[0, :, -1, :].float() for a in out.attentions]
 
 
-def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition: Condition) -> dict[str, int]:
+def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition: DecodeCondition) -> dict[str, int]:
     """Check every step of ``gen`` against an independent eager replay; returns a few counters.
 
     What the engine keeps in its cache for a generated position is the pass that emitted the token
@@ -258,7 +259,8 @@ def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition
     heads zeroed for static/random): Eq. 1 heads and greedy token; and, for a re-run dynamic step,
     the pass with the step's gated heads zeroed: token and Eq. 1 heads (= heads_after).
     """
-    fixed = sorted(set(condition.gate_heads)) if condition.mask in ("static", "random") else []
+    fixed = sorted(set(condition.heads)) if isinstance(condition, FixedMask) else []
+    mask, top_k = condition.spec.strategy, getattr(condition, "top_k", None)
     n = len(prompt)
     seq = list(prompt)
     gates: dict[int, list[tuple[int, int]]] = {}
@@ -270,24 +272,24 @@ def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition
         heads = copy_paste_heads(rows, seq, needle, first_token)
         where = f"{condition.name} step {t}"
         assert step.heads == heads, where
-        if condition.mask in ("static", "random"):
+        if mask in ("static", "random"):
             assert step.gated == fixed, where
-        elif condition.mask == "none" or condition.top_k == 0:
+        elif mask == "none" or top_k == 0:
             assert step.gated == [], where
         else:  # dynamic
-            k = len(heads) if condition.top_k is None else condition.top_k
+            k = len(heads) if top_k is None else top_k
             assert len(step.gated) == min(k, len(heads)), where
             assert set(step.gated) <= set(heads), where
-            if condition.top_k is None:
+            if top_k is None:
                 assert step.gated == heads, where
-            elif len(heads) > condition.top_k:
+            elif len(heads) > top_k:
                 # the gated heads are the active ones with the highest attention probability (row max)
                 peak = {(l, h): float(rows[l][h].max()) for l, h in heads}
                 weakest_gated = min(peak[h] for h in step.gated)
                 strongest_left = max(peak[h] for h in heads if h not in step.gated)
                 assert weakest_gated >= strongest_left - 1e-5, (where, peak, step.gated)
                 counts["selected"] += 1
-        if step.gated and condition.mask == "dynamic":
+        if step.gated and mask == "dynamic":
             counts["rerun"] += 1
             assert step.ungated_token_id == first_token, where
             logits2, rows2 = ref.run(seq, {**gates, pos: step.gated})
@@ -303,13 +305,13 @@ def _replay(ref: HandGated, prompt: list[int], needle: list[int], gen, condition
     return counts
 
 
-def _conditions() -> list[Condition]:
+def _conditions() -> list[DecodeCondition]:
     return [
-        Condition("none"),
-        Condition("dynamic"),
-        Condition.parse("dynamic:1"),
-        Condition("static", tuple(STATIC)),
-        Condition("random", tuple(RANDOM)),
+        Unmasked(),
+        DynamicMask(),
+        DynamicMask(1),
+        FixedMask("static", tuple(STATIC)),
+        FixedMask("random", tuple(RANDOM)),
     ]
 
 
@@ -322,7 +324,7 @@ def test_generate_many_equals_separate_generations(arch):
     many = engine.generate_many(prompt, NEW_TOKENS, conditions, target=needle)
     assert [g.condition for g in many] == ["none", "dynamic", "dynamic:1", "static", "random"]
     singles = [
-        engine.generate(prompt, NEW_TOKENS, target=needle, mask=c.mask, gate_heads=c.gate_heads, top_k=c.top_k)
+        engine.generate(prompt, NEW_TOKENS, target=needle, mask=c)
         for c in conditions
     ]
     for got, want in zip(many, singles):
@@ -348,7 +350,7 @@ def test_conditions_match_hand_gated_eager_replay(arch):
     engine = TraceEngine(model)
     ref = HandGated(model)
     prompt, needle = _copying_prompt(engine)
-    conditions = _conditions() + [Condition.parse("dynamic:2")]
+    conditions = _conditions() + [DynamicMask(2)]
     gens = engine.generate_many(prompt, NEW_TOKENS, conditions, target=needle)
     counts = {c.name: _replay(ref, prompt, needle, g, c) for c, g in zip(conditions, gens)}
     assert counts["dynamic"]["rerun"] > 0
@@ -365,7 +367,7 @@ def test_static_gating_equals_generate_static_and_fixed_every_step(arch):
     engine = TraceEngine(tiny_model(arch))
     prompt, needle = _copying_prompt(engine)
     for traced in (needle, None):  # the fixed gate must not depend on tracing
-        many = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition("static", tuple(STATIC))],
+        many = engine.generate_many(prompt, NEW_TOKENS, [Unmasked(), FixedMask("static", tuple(STATIC))],
                                     target=traced)[1]
         single = engine.generate(prompt, NEW_TOKENS, target=traced, mask="static", gate_heads=STATIC)
         assert many.steps == single.steps
@@ -377,7 +379,7 @@ def test_static_gating_equals_generate_static_and_fixed_every_step(arch):
 def test_dynamic_zero_equals_none(arch):
     engine = TraceEngine(tiny_model(arch))
     prompt, needle = _copying_prompt(engine)
-    none, zero = engine.generate_many(prompt, NEW_TOKENS, [Condition("none"), Condition.parse("dynamic:0")],
+    none, zero = engine.generate_many(prompt, NEW_TOKENS, [Unmasked(), DynamicMask(0)],
                                       target=needle)
     assert zero.condition == "dynamic:0"
     assert zero.token_ids == none.token_ids
@@ -387,25 +389,27 @@ def test_dynamic_zero_equals_none(arch):
 
 
 def test_condition_parse_and_its_errors():
-    assert Condition.parse("dynamic:5") == Condition("dynamic", (), 5)
-    assert Condition.parse("dynamic:5").name == "dynamic:5"
-    assert Condition.parse(" static ", [(1, 2)]) == Condition("static", ((1, 2),), None)
-    assert Condition.parse("dynamic").name == "dynamic"
-    with pytest.raises(DecodingError, match=r"cannot read mask condition 'dynamic:x'; choose one of .*dynamic:K \(gate the K strongest, e\.g\. dynamic:5\)"):
-        Condition.parse("dynamic:x")
-    with pytest.raises(DecodingError, match=r"static:3\) needs mask dynamic and k >= 0"):
-        Condition.parse("static:3")
-    with pytest.raises(DecodingError, match=r"dynamic:-1\) needs mask dynamic and k >= 0"):
-        Condition.parse("dynamic:-1")
-    with pytest.raises(DecodingError, match=r"unknown mask mode 'bogus'; choose one of none, dynamic, dynamic:K .*static, random, or several joined by \+"):
-        Condition.parse("bogus")
+    assert mask_condition("dynamic:5") == DynamicMask(5)
+    assert DynamicMask(5).name == "dynamic:5"
+    assert mask_condition(" static ", [(1, 2)]) == FixedMask("static", ((1, 2),))
+    assert mask_condition("dynamic").name == "dynamic"
+    with pytest.raises(DecodingError, match=r"cannot read the head count of 'dynamic:x'; choose one of .*dynamic:K \(gate the K strongest, e\.g\. dynamic:5\)"):
+        mask_condition("dynamic:x")
+    with pytest.raises(DecodingError, match=r"static:3 takes no head count here"):
+        mask_condition("static:3")
+    with pytest.raises(DecodingError, match=r"dynamic:-1 takes no head count here or a count out of range"):
+        mask_condition("dynamic:-1")
+    with pytest.raises(DecodingError, match=r"unknown mask condition 'bogus'; choose one of none, dynamic, dynamic:K .*static, random, or several joined by \+"):
+        mask_condition("bogus")
+    with pytest.raises(DecodingError, match=r"'kv:static@0.3' is a kv condition where a mask one is expected"):
+        mask_condition("kv:static@0.3")
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(DecodingError, match="no mask condition given"):
         engine.generate_many([5, 6, 7], 2, [])
-    with pytest.raises(DecodingError, match=r"mask=dynamic needs target token indices \(a needle or supporting facts\)"):
+    with pytest.raises(DecodingError, match=r"mask=dynamic:2 needs target token indices \(a needle or supporting facts\)"):
         engine.generate_many([5, 6, 7], 2, ["none", "dynamic:2"])
     with pytest.raises(DecodingError, match=r"head \(0, 4\) does not exist"):
-        engine.generate_many([5, 6, 7], 2, [Condition("none"), Condition("random", ((0, 4),))])
+        engine.generate_many([5, 6, 7], 2, [Unmasked(), FixedMask("random", ((0, 4),))])
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "gemma3"])

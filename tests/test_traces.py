@@ -10,7 +10,7 @@ from dynheads.models.lm import DynHeadsLM
 
 
 def _line(doc_id: int, mask: str = "none") -> dict:
-    return {"task": "t", "doc_id": doc_id, "mask": mask, "response": "", "input_ids": [], "steps": []}
+    return {"task": "t", "doc_id": doc_id, "condition": mask, "response": "", "input_ids": [], "steps": []}
 
 
 def test_each_rank_writes_its_own_file_and_read_task_reads_them_all(tmp_path):
@@ -36,4 +36,15 @@ def test_lines_are_appended_whole(tmp_path):
     traces.append_lines(path, [_line(1)])
     text = path.read_text()
     assert text.endswith("\n") and text.count("\n") == 3
-    assert [(r["doc_id"], r["mask"]) for r in traces.read_lines(path)] == [(0, "none"), (0, "dynamic"), (1, "none")]
+    assert [(r["doc_id"], r["condition"]) for r in traces.read_lines(path)] == [(0, "none"), (0, "dynamic"), (1, "none")]
+
+
+def test_lines_written_before_format_4_read_their_mask_as_the_condition(tmp_path):
+    """TRACE_FORMAT 4 renamed the line's ``mask`` to ``condition``; an older file reads the same."""
+    path = tmp_path / "old.jsonl"
+    old = {**_line(0, "kv:static@0.3")}
+    old["mask"] = old.pop("condition")
+    traces.append_lines(path, [old, _line(1, "dynamic")])
+    assert [(r["doc_id"], r["condition"], "mask" in r) for r in traces.read_lines(path)] == [
+        (0, "kv:static@0.3", False), (1, "dynamic", False)]
+    assert traces.rag_line("t", 0, [1], "static:10", [2], "", {})["condition"] == "rag:static:10"

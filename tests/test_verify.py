@@ -8,15 +8,15 @@ import copy
 
 import pytest
 
-from dynheads.models.engine import Condition, TraceEngine
+from dynheads.models.engine import DynamicMask, FixedMask, TraceEngine, Unmasked
 from dynheads.models.scores import ReasoningScore
 from dynheads.traces import generation_line
 from dynheads.models.verify import main, verify_records
 
 from tiny_models import tiny_model
 
-CONDITIONS = [Condition("none"), Condition("dynamic"), Condition("dynamic", top_k=1),
-              Condition("static", ((0, 1), (2, 3))), Condition("random", ((1, 0),))]
+CONDITIONS = [Unmasked(), DynamicMask(), DynamicMask(1),
+              FixedMask("static", ((0, 1), (2, 3))), FixedMask("random", ((1, 0),))]
 
 
 def _self_copying_prompt(engine: TraceEngine) -> list[int]:

@@ -1,7 +1,7 @@
 """Section 5: in-context dynamic RAG, where the model sees its context only through retrieved windows.
 
 The paper adapts DRAGIN to retrieval *inside* the prompt. Everything outside the context span (chat
-preamble, question, instruction, generated text) and the first ``sink_tokens`` positions stay
+preamble, question, instruction, generated text) and the first ``rag_sink_tokens`` positions stay
 visible; context positions are hidden by the attention mask unless a retrieval revealed them.
 
 Algorithm 1 (per answer): draft with the context hidden; RIND (:mod:`dynheads.models.rag.rind`) scores the
@@ -40,13 +40,10 @@ from .rind import DEFAULT_RIND_THRESHOLD, STOPWORD_RULES, entropy, first_need, l
 from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs, top_indices)
 from ..batch import DecodeBatch
+from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES, ConditionSpec, SpecError
 from ..engine import DecodingError, TraceEngine
 
-STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
-HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")
 ALGORITHMS = ("paper", "dragin")
-ACCEPTED_STRATEGIES = ("choose from dynamic, static, dynamic_random, fixed_random (each with an optional :K head count, "
-                       "e.g. dynamic:10), none, full, oracle; join several with + (one context prefill)")
 
 
 @dataclass(frozen=True)
@@ -72,34 +69,44 @@ class RagSettings:
                              "trigger) or skip (DRAGIN's paper: stop words never trigger)")
         if min(self.heads, self.top_positions, self.window) < 1 or min(self.cluster_gap, self.max_retrievals, self.sink_tokens) < 0:
             raise ValueError("dynheads: rag_heads, rag_top_positions and rag_window must be >= 1; rag_cluster_gap, "
-                             "rag_max_retrievals and sink_tokens >= 0 (e.g. rag_heads=5,rag_window=48)")
+                             "rag_max_retrievals and rag_sink_tokens >= 0 (e.g. rag_heads=5,rag_window=48)")
         if not self.threshold >= 0:
             raise ValueError(f"dynheads: rag_threshold={self.threshold} must be >= 0 (DRAGIN uses 1.2-1.4 on HotpotQA)")
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A head-selection strategy and its head count k (``None``: the settings' ``heads``)."""
+    """A head-selection strategy and its head count k (``None``: the settings' ``heads``).
+
+    Why not a decode-loop condition (:mod:`dynheads.models.condition_types`): a RAG strategy is an algorithm over
+    the step API (trigger, retrieve, regenerate), not a view of one pass; its name is still a
+    :class:`~dynheads.spec.ConditionSpec` (``rag:dynamic:10``)."""
 
     name: str
     k: int | None = None
 
+    def __post_init__(self) -> None:
+        try:
+            self.spec  # noqa: B018 -- validates the name and the head count
+        except SpecError as exc:
+            raise DecodingError(str(exc)) from None
+
     @classmethod
     def parse(cls, text: str) -> "Strategy":
-        name, _, k = str(text).strip().partition(":")
-        if name not in STRATEGIES or (k and name not in HEAD_STRATEGIES):
-            raise DecodingError(f"dynheads: unknown RAG strategy {text!r}; {ACCEPTED_STRATEGIES}")
         try:
-            count = int(k) if k else None
-        except ValueError:
-            raise DecodingError(f"dynheads: cannot read the head count of RAG strategy {text!r}; {ACCEPTED_STRATEGIES}") from None
-        if count is not None and count < 1:
-            raise DecodingError(f"dynheads: RAG strategy {text!r} needs at least 1 head")
-        return cls(name, count)
+            spec = ConditionSpec.parse(text, family="rag")
+        except SpecError as exc:
+            raise DecodingError(str(exc)) from None
+        return cls(spec.strategy, spec.k)
+
+    @property
+    def spec(self) -> ConditionSpec:
+        return ConditionSpec("rag", self.name, self.k)
 
     @property
     def label(self) -> str:
-        return self.name if self.k is None else f"{self.name}:{self.k}"
+        """The name inside the family (``dynamic:10``); the trace's condition is ``spec.name`` (``rag:dynamic:10``)."""
+        return self.spec.label
 
 
 @dataclass

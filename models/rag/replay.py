@@ -31,6 +31,7 @@ import torch
 from .rind import entropy, first_need, later_attention, rind_words, sentence_start
 from .windows import attention_windows, runs, top_indices
 from ..eager_hooks import layer_masks, layer_windows
+from ...spec import ConditionSpec
 
 SCORE_TOLERANCE = 2e-3  # the trace rounds RIND scores to 4 decimals; float32 sdpa and eager differ in the 5th-6th
 REQUIRED = ("context_token_span", "support_token_indices", "retrieval_log", "settings", "decoding")
@@ -177,9 +178,9 @@ def replay_answer(model: torch.nn.Module, record: dict[str, Any], token_text: Ca
     """
     missing = missing_fields(record)
     if missing:
-        raise ReplayError(f"the {record.get('mask')} line of document {record.get('doc_id')!r} lacks {', '.join(missing)} "
+        raise ReplayError(f"the {record.get('condition')} line of document {record.get('doc_id')!r} lacks {', '.join(missing)} "
                           "(written before TRACE_FORMAT 3); trace it again to verify it")
-    rag, name = record["rag"], record["mask"][len("rag:"):].partition(":")[0]
+    rag, name = record["rag"], ConditionSpec.parse(record["condition"]).strategy
     settings, decoding = rag["settings"], rag["decoding"]
     answer = [step["token_id"] for step in record["steps"]]
     c0, c1 = rag["context_token_span"]

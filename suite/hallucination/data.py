@@ -20,13 +20,35 @@ from ...tasks.niah_uuid import utils as niah_task
 from ...traces import read_context_mass, read_lines, read_vectors, task_files
 from ..model import ModelSuite
 
+# what each traced step stores for the detectors (retrieval-head absence and rates, entropy, min_prob)
+STEP_SIGNALS = ("heads", "entropy", "token_prob")
+
 
 def unmasked_lines(folder: Path, task: str) -> Iterator[tuple[dict[str, Any], Path]]:
     """Every unmasked trace line of ``task`` in a cell's trace folder, with its file (the sidecar's anchor)."""
     for path in task_files(folder, task):
         for line in read_lines(path):
-            if line["mask"] == "none":
+            if line["condition"] == "none":
                 yield line, path
+
+
+def require_signals(line: dict[str, Any], path: Path) -> None:
+    """Raise one clear error when ``line`` lacks a signal the detectors read: each step's retrieval heads, entropy
+    and greedy-token probability, and the sidecar's attention mass on the prompt.
+
+    Why an error, not a default: a step without ``heads`` read as "no head fired" would make up the absence
+    detector's score (in the conjecture's favour), a filled-in entropy or probability the baselines'; every unmasked
+    traced step stores all of them since ``TRACE_FORMAT`` 3, so a missing one means the cell predates it (or was
+    not traced) and must be decoded again."""
+    where = f"the trace of document {line.get('doc_id')!r} in {path}"
+    for name in STEP_SIGNALS:
+        missing = [t for t, step in enumerate(line["steps"]) if step.get(name) is None]
+        if missing:
+            raise ValueError(f"dynheads: {where} has no per-step {name} (step {missing[0]} of {len(line['steps'])}; "
+                             "written before TRACE_FORMAT 3, or not traced); delete the cell folder and rerun")
+    if "context_mass" not in (line.get("vectors") or {}):
+        raise ValueError(f"dynheads: {where} has no context_mass in its sidecar (written before TRACE_FORMAT 3, or "
+                         "without hidden=true); delete the cell folder and rerun")
 
 
 def traced_answer(line: dict[str, Any], path: Path, heads: int, decode: Callable[[list[int]], str],
@@ -34,15 +56,13 @@ def traced_answer(line: dict[str, Any], path: Path, heads: int, decode: Callable
                   extra_labels: dict[str, bool] | None = None) -> TracedAnswer:
     """One trace line as a :class:`TracedAnswer`: its answer steps from ``span`` (the task's answer in the
     response), and with ``reference`` (the NIAH UUID) its token labels."""
+    require_signals(line, path)
     steps = line["steps"]
-    if any("entropy" not in s for s in steps):
-        raise ValueError(f"dynheads: the trace of document {line.get('doc_id')!r} in {path} has no per-step entropy "
-                         "(written before TRACE_FORMAT 3); delete the cell folder and rerun")
     hidden, _ = read_vectors(path, line)
     mass = read_context_mass(path, line)
     active = np.zeros((len(steps), mass.shape[1]), dtype=bool)
     for t, step in enumerate(steps):
-        for layer, head in step.get("heads", []):
+        for layer, head in step["heads"]:
             active[t, layer * heads + head] = True
     response = line["response"]
     ends = token_ends(decode, [s["token_id"] for s in steps])

@@ -22,7 +22,7 @@ import numpy as np
 from ...metrics.intervals import percentile_interval
 from ...util import write_atomic
 from ...probes.evaluation import class_stratified_weights, detector_draws
-from ...probes.hallucination import REFERENCE, answer_table, fit_and_score, step_table
+from ...probes.hallucination import REFERENCE, Table, feature_tables, fit_and_score
 from ...probes.split import split_train_validation
 from ..model import ModelSuite
 
@@ -48,12 +48,13 @@ def roc_points(y: np.ndarray, score: np.ndarray) -> dict[str, list[float]]:
     return {"fpr": [round(float(v), 4) for v in fpr[keep]], "tpr": [round(float(v), 4) for v in tpr[keep]]}
 
 
-def evaluate_level(train: tuple, test: tuple, c: float, seed: int, rows_independent: bool = True) -> dict[str, Any]:
-    """Every detector fitted on ``train`` and scored on ``test`` (tables of :func:`answer_table` / :func:`step_table`):
-    class balance, AUROC / AUPRC with intervals over test documents (drawn within class strata, so no draw is
-    dropped), each minus Lookback Lens (paired draws, p by inverting them), and the conjecture's AUROC − 0.5 of
-    the absence detector (``conjecture``; p by label permutation when ``rows_independent`` (one row per
-    answer), else by inverting the document bootstrap: tokens of one answer are not exchangeable with another's)."""
+def evaluate_level(train: Table, test: Table, c: float, seed: int, rows_independent: bool = True) -> dict[str, Any]:
+    """Every detector fitted on ``train`` and scored on ``test`` (tables of
+    :class:`~dynheads.probes.hallucination.FeatureTables`): class balance, AUROC / AUPRC with intervals over test
+    documents (drawn within class strata, so no draw is dropped), each minus Lookback Lens (paired draws, p by
+    inverting them), and the conjecture's AUROC − 0.5 of the absence detector (``conjecture``; p by label
+    permutation when ``rows_independent`` (one row per answer), else by inverting the document bootstrap: tokens of
+    one answer are not exchangeable with another's)."""
     from ...metrics.inference import auroc_permutation_pvalue, bootstrap_pvalue
 
     (x_train, y_train, g_train), (x_test, y_test, g_test) = train, test
@@ -105,21 +106,22 @@ def conjecture(level: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def run(suite: ModelSuite) -> dict[str, Any]:
-    """The stage: both tasks' levels, ``hallucination.{json,md}`` and one ROC figure per task."""
+    """The stage: both tasks' levels, ``hallucination.{json,md}`` and one ROC figure per task. Each side of each
+    task's split gets its :func:`feature_tables` once, which every level and label of that task reads."""
     from .data import hotpotqa_answers, niah_answers
     from .figures import roc_figure
     from .tables import report
 
     h = suite.profile["hallucination"]
     c, seed = float(h["c"]), suite.seed
-    niah_train, niah_test = split_by_cell(niah_answers(suite), float(h["test_share"]), seed)
-    hot_train, hot_test = hotpotqa_answers(suite, float(h["f1_threshold"]))
+    niah_train, niah_test = map(feature_tables, split_by_cell(niah_answers(suite), float(h["test_share"]), seed))
+    hot_train, hot_test = map(feature_tables, hotpotqa_answers(suite, float(h["f1_threshold"])))
     levels = {
-        "niah": {"answer": evaluate_level(answer_table(niah_train), answer_table(niah_test), c, seed),
-                 "token": evaluate_level(step_table(niah_train), step_table(niah_test), c, seed, rows_independent=False),
-                 "test_cells": sorted(map(list, {a.cell for a in niah_test}))},
-        "hotpotqa": {"f1": evaluate_level(answer_table(hot_train), answer_table(hot_test), c, seed),
-                     "em0": evaluate_level(answer_table(hot_train, "em0"), answer_table(hot_test, "em0"), c, seed)},
+        "niah": {"answer": evaluate_level(niah_train.answer_table(), niah_test.answer_table(), c, seed),
+                 "token": evaluate_level(niah_train.step_table(), niah_test.step_table(), c, seed, rows_independent=False),
+                 "test_cells": sorted(map(list, {a.cell for a in niah_test.answers}))},
+        "hotpotqa": {"f1": evaluate_level(hot_train.answer_table(), hot_test.answer_table(), c, seed),
+                     "em0": evaluate_level(hot_train.answer_table("em0"), hot_test.answer_table("em0"), c, seed)},
     }
     summary = {"settings": {"c": c, "f1_threshold": float(h["f1_threshold"]), "test_share": float(h["test_share"]), "seed": seed},
                **levels,

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="figure5.png")
     args = parser.parse_args(argv)
     records = read_lines(args.trace)
-    matches = [r for r in records if r.get("doc_id") == args.doc and r.get("mask", "none") == args.mask]
+    matches = [r for r in records if r.get("doc_id") == args.doc and r.get("condition", "none") == args.mask]
     if not matches:
         print(f"figures: no record with doc_id {args.doc} and mask {args.mask} in {args.trace}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from ...util import write_atomic
 from ...traces import REASONING
 from ...tasks.hotpotqa_sf import utils as task  # importing the task registers its static-head calibration
-from ..cells import CellTask
+from ..cells import LmEvalTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
                          matching_note, paired_table, point_estimates, progressive_rows, samples_of, table1_intervals,
@@ -45,13 +45,13 @@ def _eq2_settings(lm: DynHeadsLM) -> dict[str, Any]:
     return {"reasoning": {"sink_tokens": r.sink_tokens, "local_window": r.local_window, "threshold": r.threshold}}
 
 
-CELLS = CellTask("hotpotqa_sf", kind=REASONING, check_metric="f1", seeded=False, score=task.score, describe=_describe,
+CELLS = LmEvalTask("hotpotqa_sf", kind=REASONING, check_metric="f1", seeded=False, score=task.score, describe=_describe,
                  model_settings=_eq2_settings)
 
 
 def calibrate(suite: ModelSuite) -> dict[str, Any]:
     """Static reasoning heads on HotpotQA train (mean Eq. 2 score) and N, summarised in ``hotpotqa_calibration.json``."""
-    setting = {"examples": suite.lm.settings.calibration["examples"], "split": "train", "threshold": suite.lm.settings.reasoning.threshold}
+    setting = {"examples": suite.lm.settings.static.calibration["examples"], "split": "train", "threshold": suite.lm.settings.reasoning.threshold}
     return suite.write_calibration(REASONING, setting, "hotpotqa_calibration.json")
 
 

@@ -27,6 +27,7 @@ from ...traces import COPY_PASTE, REASONING
 from ..hotpotqa import stages as hotpotqa_stages
 from ..model import ModelSuite
 from ..niah import stages as niah_stages
+from ..probing import ProbeCache, probe_identity
 from ..summaries import samples_of
 
 PROBE_FORMAT = 1  # the offset probe's cache layout
@@ -52,11 +53,10 @@ def offset_probe(suite: ModelSuite, task: str, cells: list[dict[str, Any]], fold
     from ...probes.dataset import load_step_vectors
 
     fit = suite.profile["kv"]["probe"]
-    key = {"cells": [c["settings"] for c in cells], "folders": sorted(Path(f).name for f in folders), **fit,
-           "format": PROBE_FORMAT}
-    path, saved = suite.dir / f"kv_probe_{task}.json", suite.dir / f"kv_probe_{task}.pt"
-    if path.is_file() and saved.is_file() and json.loads(path.read_text()).get("settings") == key:
-        return saved
+    cache = ProbeCache(suite, f"kv_probe_{task}", probe_identity(
+        cells, {"folders": sorted(Path(f).name for f in folders), **fit, "format": PROBE_FORMAT}))
+    if cache.fitted() is not None:
+        return cache.probe
     data = load_step_vectors(folders)
     if data.kind != kind:
         raise ValueError(f"run_suite: the {task} traces give {data.kind} heads, not {kind}")
@@ -64,12 +64,10 @@ def offset_probe(suite: ModelSuite, task: str, cells: list[dict[str, Any]], fold
     probe, report = fit_ahead(data, 1, params, fit["seed"],
                               progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} kv: offset-1 {task} probe",
                                                                      unit="epoch"))
-    suite.computed += 1
-    probe.save(saved, model=suite.name, kind=data.kind, hidden_dim=int(data.hidden.shape[1]), heads=int(data.scores.shape[1]),
-               offset=1, split_seed=fit["seed"], hidden_sizes=list(fit["hidden_sizes"]),
-               documents=sorted({d for d in data.documents if d}))
-    write_atomic(path, json.dumps({"settings": key, "report": report}, indent=1))
-    return saved
+    cache.store(report, probe, kind=data.kind, hidden_dim=int(data.hidden.shape[1]), heads=int(data.scores.shape[1]),
+                offset=1, split_seed=fit["seed"], hidden_sizes=list(fit["hidden_sizes"]),
+                documents=sorted({d for d in data.documents if d}))
+    return cache.probe
 
 
 def niah_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:

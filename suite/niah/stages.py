@@ -21,14 +21,14 @@ from ...util import write_atomic
 from ...traces import COPY_PASTE
 from ...tasks.niah_uuid import utils as task  # importing the task registers its static-head calibration
 from .report import markdown_table, per_cell
-from ..cells import CellRunner, CellTask
+from ..cells import CellRunner, LmEvalTask
 from ..model import ModelSuite
 from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval_text, ks_and_names, masking_intervals,
                          matching_note, paired_table, point_estimates, progressive_rows, samples_of, table1_intervals,
                          claim1_tests)
 from ..tables import markdown
 
-CELLS = CellTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
+CELLS = LmEvalTask("niah_uuid", kind=COPY_PASTE, check_metric="acc", seeded=True, score=task.score,
                  describe=lambda doc: {"run": doc["run"], "uuid": doc["uuid"]})
 
 
