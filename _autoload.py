@@ -7,7 +7,7 @@ of lm_eval, torch or dynheads' own code is imported. The finder acts only when
 lm_eval itself imports one of two modules:
 
 * ``lm_eval.api.registry``: the model ``dynheads`` is registered as a lazy
-  placeholder (``dynheads.models.lm:DynHeadsLM``), so ``lm_eval --model dynheads``
+  placeholder (``dynheads.models.harness.lm:DynHeadsLM``), so ``lm_eval --model dynheads``
   works; lm_eval's own models are registered too (its ``get_model`` only fills
   them in while the registry is empty).
 * ``lm_eval.tasks.manager``: every ``TaskManager`` also scans the installed
@@ -22,7 +22,7 @@ import os
 import sys
 
 MODEL_NAME = "dynheads"
-MODEL_TARGET = "dynheads.models.lm:DynHeadsLM"
+MODEL_TARGET = "dynheads.models.harness.lm:DynHeadsLM"
 TASKS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tasks")
 
 

@@ -42,6 +42,12 @@ def answer_steps(ends: Sequence[int], span: tuple[int, int]) -> list[int]:
     return [t for t, (a, b) in enumerate(bounds) if b > a]
 
 
+def scored_steps(ends: Sequence[int], span: tuple[int, int]) -> list[int]:
+    """The steps an answer-level score reads: :func:`answer_steps`, or every step when none overlaps the answer (so
+    every answer gets a score, that of its whole response). One definition for the lm-eval metric and the suite."""
+    return answer_steps(ends, span) or list(range(len(ends)))
+
+
 def copy_labels(response: str, ends: Sequence[int], span: tuple[int, int], reference: str) -> dict[int, bool]:
     """Per answer step, True when its token is *not* the reference token it should copy (a hallucinated token).
 

@@ -18,7 +18,7 @@ from ..traces import read_task, remove_task
 from .shards import CellOwners, Missing, Shard
 
 if TYPE_CHECKING:  # the whole model: the suite drives it
-    from ..models.lm import DynHeadsLM
+    from ..models.harness.lm import DynHeadsLM
 
 TASKS_DIR = str(Path(__file__).resolve().parent.parent / "tasks")
 

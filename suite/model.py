@@ -19,7 +19,7 @@ class ModelSuite:
 
     def __init__(self, model_name: str, profile: dict[str, Any], out: Path, seed: int, limit: int | None,
                  progress: Callable, model_args: dict[str, Any], shard: Shard = Shard()) -> None:
-        from ..models.lm import DynHeadsLM
+        from ..models.harness.lm import DynHeadsLM
 
         self.name, self.profile, self.seed, self.limit, self.progress = model_name, profile, seed, limit, progress
         self.owners, self.missing = CellOwners(shard), []  # which shard computes each cell; cells of others not written yet

@@ -5,7 +5,7 @@ ranking fixed in advance from many generations. Ranking on the evaluation sample
 leak them into the baseline, so each task calibrates on documents that evaluation never sees (NIAH:
 a reserved seed; HotpotQA: train examples). This module is the part both share; each task folder's
 ``calibration.py`` says which documents to decode and how to rank heads, and registers itself with
-the model layer (:mod:`dynheads.models.static_heads`).
+the model layer (:mod:`dynheads.models.harness.static_heads`).
 
 Each calibration prompt is decoded twice after one shared prefill:
 
@@ -30,9 +30,9 @@ from typing import Any, Callable
 
 from ..metrics.dynamism import masked_means, matched_head_count
 from ..util import write_atomic
-from ..models.loading import cache_root
-from ..models.static_heads import FORMAT, Calibration, StaticHeads, load_static_heads
-from ..models.context import CalibrationModel
+from ..models.harness.loading import cache_root
+from ..models.harness.static_heads import FORMAT, Calibration, StaticHeads, load_static_heads
+from ..models.harness.context import CalibrationModel
 
 
 class Keyed:
@@ -80,7 +80,7 @@ def two_passes(lm: CalibrationModel, docs: list[dict], max_new_tokens: int, desc
     appended to ``partial`` once its batch is done, so an interrupted calibration resumes after the last
     finished batch.
     """
-    from ..models.engine import DecodeRequest, DynamicMask, Unmasked
+    from ..models.engine.trace_engine import DecodeRequest, DynamicMask, Unmasked
 
     records = _finished(partial)
     if len(records) > len(docs):

@@ -10,9 +10,9 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Mapping
 
-from ..metrics.hallucination import absence_share, answer_steps
+from ..metrics.hallucination import absence_share, scored_steps
 from ..metrics.kv_shares import mean_kept
-from ..models import step_registry
+from ..models.harness import step_registry
 from ..models.rag.measures import lm_eval_metrics
 from ..traces import COPY_PASTE, REASONING
 
@@ -25,7 +25,7 @@ KV_METRICS = ("kv_kept_heads", "kv_kept_kv")  # with kv=: measured share of (hea
 
 @lru_cache(maxsize=4)
 def _load_tokenizer(name: str | None):
-    from ..models.loading import load_tokenizer
+    from ..models.harness.loading import load_tokenizer
 
     return load_tokenizer(name)
 
@@ -100,6 +100,6 @@ def hallucination_metrics(record: Mapping[str, Any], answer: tuple[tuple[int, in
     if "hallucination" not in record or answer is None:
         return {}
     span, hallucinated = answer
-    steps = answer_steps(record["hallucination"]["ends"], span) or list(range(len(record["steps"])))
+    steps = scored_steps(record["hallucination"]["ends"], span)
     score = absence_share(record["steps"], steps)
     return dict(zip(HALLUCINATION_METRICS, (score, (score, bool(hallucinated)))))

@@ -30,7 +30,7 @@ def isolated_cache(tmp_path_factory):
     """A temporary ``DYNHEADS_CACHE`` for the whole session (static-head calibrations land there, not in the user's
     cache, and are computed once) holding a symlink to the real embedded model folder, so nothing is de-quantised
     again. Yields the symlinked model folder."""
-    from dynheads.models.loading import resolve_pretrained
+    from dynheads.models.harness.loading import resolve_pretrained
 
     real = Path(resolve_pretrained(None))  # the user's de-quantised folder (created once if missing)
     root = tmp_path_factory.mktemp("dynheads_cache")
@@ -64,7 +64,7 @@ def without_chat_template():
 @pytest.fixture(scope="session")
 def smollm2_lm(isolated_cache):
     """The embedded SmolLM2 as the ``dynheads`` lm-eval model (float32, the one-document calibration), loaded once."""
-    from dynheads.models.lm import DynHeadsLM
+    from dynheads.models.harness.lm import DynHeadsLM
 
     return DynHeadsLM(device="cpu", dtype="float32", calib_lengths="300", calib_depths="0.5")
 
@@ -72,7 +72,7 @@ def smollm2_lm(isolated_cache):
 @pytest.fixture(scope="session")
 def smollm2_eager(isolated_cache):
     """The same weights under transformers' eager attention: the independent reference of ``verify``."""
-    from dynheads.models.loading import load_model
+    from dynheads.models.harness.loading import load_model
 
     eager = load_model(str(isolated_cache))
     eager.set_attn_implementation("eager")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dynheads.models.engine import DecodeRequest, DynamicMask, FixedMask, TraceEngine, Unmasked
-from dynheads.models.scores import ReasoningScore
+from dynheads.models.engine.scores import ReasoningScore
 
 from tiny_models import ARCHITECTURES, tiny_model
 
@@ -118,7 +118,7 @@ def test_a_batch_step_equals_the_rows_stepped_alone():
 
 
 def test_a_batch_that_does_not_fit_is_split_with_one_line(monkeypatch, capsys):
-    import dynheads.models.engine as engine_module
+    import dynheads.models.engine.trace_engine as engine_module
 
     engine = TraceEngine(tiny_model("llama"))
     requests = _requests(engine)

@@ -19,14 +19,14 @@ import pytest
 import lm_eval
 from lm_eval.tasks import TaskManager
 
-from dynheads.models.conditions import fixed_heads
-from dynheads.models.static_heads import FORMAT, load_static_heads
+from dynheads.models.harness.request_conditions import fixed_heads
+from dynheads.models.harness.static_heads import FORMAT, load_static_heads
 import dynheads.tasks.hotpotqa_sf  # noqa: F401  (registers the reasoning calibration that a legacy file names)
 from dynheads.tasks.niah_uuid import calibration
 from dynheads.tasks.niah_uuid.calibration import CALIBRATION_SEED, CalibrationSetting, setting_from
 from dynheads.spec import ConditionSpec
 from dynheads.models.engine import DecodingError
-from dynheads.models.lm import DynHeadsLM
+from dynheads.models.harness.lm import DynHeadsLM
 from dynheads.tasks.niah_uuid.utils import docs_from_metadata
 
 pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from dynheads import traces
-from dynheads.models.scores import ReasoningScore
-from dynheads.models.lm import DynHeadsLM
-from dynheads.models.settings import ModelSettings
+from dynheads.models.engine.scores import ReasoningScore
+from dynheads.models.harness.lm import DynHeadsLM
+from dynheads.models.harness.settings import ModelSettings
 from dynheads.suite.hotpotqa import stages as hotpotqa
 from dynheads.suite.niah import stages as niah
 from dynheads.suite.cells import CellRunner

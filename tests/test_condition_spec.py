@@ -2,10 +2,10 @@
 
 import pytest
 
-from dynheads.models.kv import KVPolicy, kv_condition
+from dynheads.models.engine.kv import KVPolicy, kv_condition
 from dynheads.models.rag.algorithm import Strategy
 from dynheads.spec import ConditionSpec, SpecError
-from dynheads.models.condition_types import mask_condition
+from dynheads.models.engine.conditions import mask_condition
 
 NAMES = ["none", "dynamic", "dynamic:0", "dynamic:5", "static", "random", "rag:dynamic", "rag:static:10",
          "rag:fixed_random:3", "rag:full", "rag:oracle", "kv:full", "kv:streaming", "kv:static@0.3", "kv:dynamic@8",

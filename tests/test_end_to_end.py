@@ -19,10 +19,10 @@ from lm_eval.tasks import TaskManager
 from dynheads import traces
 from dynheads.metrics.dynamism import summarise
 from dynheads.metrics.text import contains_exact
-from dynheads.models import step_registry
+from dynheads.models.harness import step_registry
 from dynheads.models.engine import DecodingError
-from dynheads.models.loading import ModelLoadError, resolve_pretrained
-from dynheads.models.lm import DynHeadsLM
+from dynheads.models.harness.loading import ModelLoadError, resolve_pretrained
+from dynheads.models.harness.lm import DynHeadsLM
 from dynheads.models.verify import verify_records
 
 pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model

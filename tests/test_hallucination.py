@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from dynheads.metrics.hallucination import (absence_share, agg_auroc, answer_steps, copy_labels, lookback_ratios,
+from dynheads.metrics.hallucination import (absence_share, agg_auroc, answer_steps, scored_steps, copy_labels, lookback_ratios,
                                             token_ends)
 from dynheads.probes.evaluation import detector_draws, generation_weights, weighted_auroc
 from dynheads.probes.hallucination import (DETECTORS, SignalScore, TracedAnswer, feature_tables, fit_and_score,
@@ -59,6 +59,8 @@ def test_token_ends_and_answer_steps():
     span = niah_span(text)
     assert answer_steps(ends, span) == [4, 5, 6]  # " 3f" overlaps the answer; "." and the empty EOS do not
     assert answer_steps(ends, (len(text), len(text))) == [0, 1, 2, 3, 4, 5, 6, 7]  # blank answer: every step with text
+    assert scored_steps(ends, span) == [4, 5, 6]
+    assert answer_steps(ends, (30, 40)) == [] and scored_steps(ends, (30, 40)) == list(range(9))  # no overlap: the whole response
 
 
 def test_copy_labels_align_by_character_offset():

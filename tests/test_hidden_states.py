@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from dynheads.models.engine import DynamicMask, FixedMask, TraceEngine, Unmasked
-from dynheads.models.scores import ReasoningScore
-from dynheads.models.lm import DynHeadsLM
+from dynheads.models.engine.scores import ReasoningScore
+from dynheads.models.harness.lm import DynHeadsLM
 from dynheads.traces import generation_line
 from dynheads.traces import append_vectors, read_vectors, score_matrix
 from dynheads.models.verify import gated

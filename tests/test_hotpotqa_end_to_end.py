@@ -17,8 +17,8 @@ from lm_eval.tasks import TaskManager
 
 from dynheads.metrics.qa import exact_match_score, f1_score
 from dynheads.metrics.reasoning import reasoning_heads
-from dynheads.models.lm import DynHeadsLM
-from dynheads.models.settings import StaticSettings
+from dynheads.models.harness.lm import DynHeadsLM
+from dynheads.models.harness.settings import StaticSettings
 from dynheads.tasks.hotpotqa_sf.utils import extract_answer
 
 pytestmark = pytest.mark.slow  # loads the embedded SmolLM2 model

@@ -45,7 +45,7 @@ COMPARISON = {
 
 @pytest.fixture(scope="module")
 def tok():
-    from dynheads.models.loading import load_tokenizer
+    from dynheads.models.harness.loading import load_tokenizer
 
     return load_tokenizer(None)
 

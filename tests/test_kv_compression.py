@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from dynheads.models.batch import Streaming
-from dynheads.models.engine import DecodeCondition, DecodeRequest, DecodingError, FixedMask, TraceEngine, Unmasked
-from dynheads.models.kv import choose, KVError, KVPolicy, kv_condition, select, static_scores
-from dynheads.models.eager_hooks import attention_modules, layer_masks, layer_windows
+from dynheads.models.engine.batch import Streaming
+from dynheads.models.engine import DecodeCondition, DecodeRequest, DecodingError, TraceEngine, Unmasked
+from dynheads.models.engine.kv import choose, KVError, KVPolicy, kv_condition, select, static_scores
+from dynheads.models.engine.eager_hooks import attention_modules, layer_masks, layer_windows
 
 from test_trace_engine import _copying_prompt
 from tiny_models import ARCHITECTURES, tiny_model

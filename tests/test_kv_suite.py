@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from dynheads.models.settings import ModelSettings, parse_kv_strategies
+from dynheads.models.harness.settings import ModelSettings, parse_kv_strategies
 from dynheads.suite import kv as kv_task
 from dynheads.suite.claims import claims_rows
 from dynheads.suite.kv.stage import condition_names, summarise

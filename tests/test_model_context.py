@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from dynheads.models.context import CalibrationModel, ConditionModel, RagModel
+from dynheads.models.harness.context import CalibrationModel, ConditionModel, RagModel
 
 
 @pytest.mark.slow

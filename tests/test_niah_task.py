@@ -28,7 +28,7 @@ RUNS = 2
 
 @pytest.fixture(scope="module")
 def tok():
-    from dynheads.models.loading import load_tokenizer
+    from dynheads.models.harness.loading import load_tokenizer
 
     return load_tokenizer(None)
 

@@ -57,7 +57,7 @@ def test_stock_lm_eval_registry_resolves_dynheads(tmp_path):
         "import json, sys\n"
         "import lm_eval.api.registry as r\n"
         "before = {'dynheads': 'dynheads' in r.model_registry, 'hf': 'hf' in r.model_registry,\n"
-        "          'lm_imported': 'dynheads.models.lm' in sys.modules}\n"
+        "          'lm_imported': 'dynheads.models.harness.lm' in sys.modules}\n"
         "cls = r.get_model('dynheads')\n"
         "print(json.dumps(dict(before, name=cls.__name__, module=cls.__module__)))",
         tmp_path,
@@ -65,7 +65,7 @@ def test_stock_lm_eval_registry_resolves_dynheads(tmp_path):
     assert out["dynheads"] is True
     assert out["hf"] is True, "lm_eval's own models must stay registered"
     assert out["lm_imported"] is False, "registration must be lazy"
-    assert (out["module"], out["name"]) == ("dynheads.models.lm", "DynHeadsLM")
+    assert (out["module"], out["name"]) == ("dynheads.models.harness.lm", "DynHeadsLM")
 
 
 def test_task_manager_finds_dynheads_tasks(tmp_path):
@@ -100,6 +100,6 @@ def test_default_task_manager_lists_niah_uuid(tmp_path):
 
 def test_entry_points_declared():
     models = {ep.name: ep.value for ep in md.entry_points(group="lm_eval.models")}
-    assert models.get("dynheads") == "dynheads.models.lm:DynHeadsLM"
+    assert models.get("dynheads") == "dynheads.models.harness.lm:DynHeadsLM"
     scripts = {ep.name: ep.value for ep in md.entry_points(group="console_scripts")}
     assert scripts.get("dynheads-bench") == "dynheads.suite.benchmarks.engine:main"

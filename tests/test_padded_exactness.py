@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from dynheads.models.engine import DecodeCondition, DecodeRequest, DynamicMask, FixedMask, TraceEngine, Unmasked
-from dynheads.models.kv import KVPolicy, kv_condition
+from dynheads.models.engine.kv import KVPolicy, kv_condition
 
 from tiny_models import COMMON, tiny_model
 

@@ -147,7 +147,7 @@ def test_evaluate_with_cells_splits_by_cell_and_records_the_fitted_documents():
 
 def test_the_lm_refuses_a_probe_on_a_document_it_was_fitted_on():
     from dynheads.models.engine import DecodingError
-    from dynheads.models.held_out import check_unseen
+    from dynheads.models.harness.held_out import check_unseen
 
     meta = {"documents": ["abc", "def"]}
     check_unseen(meta, "xyz", "p.pt", "niah_uuid", 0)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from dynheads.models.engine import TraceEngine
-from dynheads.models.lm import DynHeadsLM
-from dynheads.models.probe_metrics import check_probe, probe_record
+from dynheads.models.harness.lm import DynHeadsLM
+from dynheads.models.harness.probe_metrics import check_probe, probe_record
 from dynheads.probes.evaluation import agg_probe_auprc, agg_probe_f1, agg_probe_mae, agg_probe_r2, classification_scores
 from dynheads.probes.mlp import HeadProbeClassifier
 from dynheads.tasks.common import head_metrics
-from dynheads.models import step_registry
+from dynheads.models.harness import step_registry
 
 from tiny_models import tiny_model
 

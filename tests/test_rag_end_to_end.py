@@ -12,7 +12,7 @@ import lm_eval
 from lm_eval.tasks import TaskManager
 
 from dynheads.metrics.retrieval import span_token_indices
-from dynheads.models.lm import DynHeadsLM
+from dynheads.models.harness.lm import DynHeadsLM
 from dynheads.tasks.hotpotqa_sf.utils import docs_from_metadata, score
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def test_strategy_requirements_are_one_line_before_the_model_loads(kwargs, messa
 def test_algorithm_and_stop_word_rules_reach_the_settings_from_model_args_and_run_suite_flags():
     import argparse
 
-    from dynheads.models.settings import ModelSettings
+    from dynheads.models.harness.settings import ModelSettings
     from dynheads.suite.rag import profiles  # Section 5 sizes itself
 
     settings = ModelSettings.parse(rag="static", rag_algorithm="dragin", rag_stopwords="skip").rag

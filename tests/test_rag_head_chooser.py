@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from dynheads.models.harness.loaded_probe import LoadedProbe
 from dynheads.models.rag.algorithm import RagSettings, Strategy
-from dynheads.models.rag.requests import head_chooser
+from dynheads.models.harness.rag_requests import head_chooser
 
 LAYERS, HEADS = 4, 6
 
@@ -26,7 +27,7 @@ class PlantedProbe:
 def _lm(static_heads=((3, 1), (0, 0), (2, 5), (1, 2), (0, 4), (3, 3))):
     return SimpleNamespace(engine=SimpleNamespace(num_layers=LAYERS, num_heads=HEADS),
                            settings=SimpleNamespace(rag=RagSettings(heads=3), seed=0),
-                           rag_probe=PlantedProbe(), static=lambda kind: SimpleNamespace(heads=list(static_heads)))
+                           rag_probe=LoadedProbe(PlantedProbe(), {}, "planted.pt"), static=lambda kind: SimpleNamespace(heads=list(static_heads)))
 
 
 def test_dynamic_takes_the_top_k_of_the_probes_prediction_for_this_hidden_state():

@@ -11,8 +11,8 @@ import torch
 
 from dynheads.models.engine import TraceEngine
 from dynheads.models.rag.algorithm import ContextExample, RagSettings, Strategy
-from dynheads.models.rag.replay import ReplayError, replay_answer
-from dynheads.models.rag.requests import trace_rag
+from dynheads.models.verify.rag import ReplayError, replay_answer
+from dynheads.models.harness.rag_requests import trace_rag
 from dynheads.models.verify import passed, verify_records
 from dynheads.traces import rag_line
 

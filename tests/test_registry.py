@@ -41,7 +41,7 @@ def test_the_suite_registers_both_tasks_calibrations():
     import sys
 
     code = ("import runpy; runpy.run_path(%r, run_name='loaded');"
-            "from dynheads.models.static_heads import calibration_for;"
+            "from dynheads.models.harness.static_heads import calibration_for;"
             "print(calibration_for('copy_paste') is not None, calibration_for('reasoning') is not None)") % str(ROOT / "run_suite.py")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True"]

@@ -182,7 +182,7 @@ def test_probes_stage(suite_run):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from dynheads.models.lm import DynHeadsLM
+    from dynheads.models.harness.lm import DynHeadsLM
 
     lm = DynHeadsLM(device="cpu", dtype="float32", probe=str(model / "probes.pt"), static_heads="off")
     (depth, length), = split["train"]["cells"]
@@ -285,7 +285,7 @@ def test_hotpotqa_progressive_stage(suite_run):
 @pytest.mark.slow
 def test_rag_stage(suite_run):
     """Section 5: every strategy on the same two dev examples, Tables 4 and 6, the retrieval log, leaderboard columns."""
-    from dynheads.models.rag.algorithm import STRATEGIES
+    from dynheads.spec import RAG_STRATEGIES as STRATEGIES
 
     out, _, row = suite_run
     model = out / "smollm2"

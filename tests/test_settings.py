@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from dynheads.models.settings import (EXCLUSIONS, RENAMED, HiddenSettings, KVSettings, MaskSettings, ModelSettings,
+from dynheads.models.harness.settings import (EXCLUSIONS, RENAMED, HiddenSettings, KVSettings, MaskSettings, ModelSettings,
                                       StaticSettings, parse_rag, parse_reasoning)
 
 

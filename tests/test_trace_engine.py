@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dynheads.metrics.retrieval import copy_paste_heads
-from dynheads.models.attention import UnsupportedAttentionError, install
+from dynheads.models.engine.attention import UnsupportedAttentionError, install
 from dynheads.models.engine import (DecodeCondition, DecodeRequest, DecodingError, DynamicMask, FixedMask, TraceEngine,
                                     Unmasked, mask_condition)
 
@@ -416,7 +416,7 @@ def test_condition_parse_and_its_errors():
 def test_reasoning_scores_match_eager_recomputation(arch):
     """Eq. 2 mode: every step's scores and heads equal those computed from a full eager forward."""
     from dynheads.metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
-    from dynheads.models.scores import ReasoningScore
+    from dynheads.models.engine.scores import ReasoningScore
 
     model = tiny_model(arch)
     ids = _prompt(seed=11)
@@ -435,7 +435,7 @@ def test_reasoning_scores_match_eager_recomputation(arch):
 
 
 def test_dynamic_mask_under_eq2_gates_the_reasoning_heads():
-    from dynheads.models.scores import ReasoningScore
+    from dynheads.models.engine.scores import ReasoningScore
 
     engine = TraceEngine(tiny_model("llama"))
     ids = _prompt(seed=11)

@@ -6,7 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from dynheads import traces
-from dynheads.models.lm import DynHeadsLM
+from dynheads.models.harness.lm import DynHeadsLM
 
 
 def _line(doc_id: int, mask: str = "none") -> dict:

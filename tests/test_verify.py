@@ -9,7 +9,7 @@ import copy
 import pytest
 
 from dynheads.models.engine import DynamicMask, FixedMask, TraceEngine, Unmasked
-from dynheads.models.scores import ReasoningScore
+from dynheads.models.engine.scores import ReasoningScore
 from dynheads.traces import generation_line
 from dynheads.models.verify import main, verify_records
 

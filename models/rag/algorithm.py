@@ -39,9 +39,9 @@ from ...metrics.heads import Head
 from .rind import DEFAULT_RIND_THRESHOLD, STOPWORD_RULES, entropy, first_need, later_attention, rind_words, sentence_of_tokens, sentence_start
 from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs, top_indices)
-from ..batch import DecodeBatch
-from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES, ConditionSpec, SpecError
-from ..engine import DecodingError, TraceEngine
+from ..engine.batch import DecodeBatch
+from ...spec import ConditionSpec, SpecError
+from ..engine.trace_engine import DecodingError, TraceEngine
 
 ALGORITHMS = ("paper", "dragin")
 
@@ -78,7 +78,7 @@ class RagSettings:
 class Strategy:
     """A head-selection strategy and its head count k (``None``: the settings' ``heads``).
 
-    Why not a decode-loop condition (:mod:`dynheads.models.condition_types`): a RAG strategy is an algorithm over
+    Why not a decode-loop condition (:mod:`dynheads.models.engine.conditions`): a RAG strategy is an algorithm over
     the step API (trigger, retrieve, regenerate), not a view of one pass; its name is still a
     :class:`~dynheads.spec.ConditionSpec` (``rag:dynamic:10``)."""
 

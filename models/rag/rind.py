@@ -49,8 +49,8 @@ def is_content_word(text: str) -> bool:
 
 def entropy(logits: "torch.Tensor") -> float:  # noqa: F821 - torch is imported lazily
     """Natural-log entropy of ``softmax(logits)`` (one step's predictive distribution), in float32: the engine's
-    :func:`~dynheads.models.scores.step_entropy` (imported here lazily: this module is torch-free at import)."""
-    from ..scores import step_entropy
+    :func:`~dynheads.models.engine.scores.step_entropy` (imported here lazily: this module is torch-free at import)."""
+    from ..engine.scores import step_entropy
 
     return float(step_entropy(logits.flatten())[0])
 

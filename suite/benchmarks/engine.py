@@ -44,10 +44,10 @@ from typing import Any
 
 import torch
 
-from ...models import engine as engine_module
-from ...models.engine import DecodeRequest, TraceEngine
-from ...models.loading import load_model, load_tokenizer
-from ...models.prompts import PromptEncoder
+from ...models.engine import trace_engine as engine_module
+from ...models.engine.trace_engine import DecodeRequest, TraceEngine
+from ...models.harness.loading import load_model, load_tokenizer
+from ...models.harness.prompts import PromptEncoder
 from ...tasks.niah_uuid.haystack import build_docs
 
 
@@ -58,7 +58,7 @@ def needle_prompt(tokenizer: Any, length: int) -> tuple[list[int], list[int]]:
 
 def needle_prompts(tokenizer: Any, length: int, count: int) -> list[tuple[list[int], list[int]]]:
     """``count`` distinct NIAH prompts of about ``length`` context tokens, needles at spread depths, encoded as
-    the lm-eval model encodes them (:mod:`dynheads.models.prompts`)."""
+    the lm-eval model encodes them (:mod:`dynheads.models.harness.prompts`)."""
     depths = [i / max(1, count - 1) for i in range(count)] if count > 1 else [0.5]
     encoder = PromptEncoder(tokenizer, lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     return [encoder.encode_with_needle(doc["input"], doc["needle"])

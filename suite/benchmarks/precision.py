@@ -57,7 +57,7 @@ def _decode(dtype: str, metadata: dict[str, Any], trace_dir: Path, repeats: int)
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from ...models.lm import DynHeadsLM
+    from ...models.harness.lm import DynHeadsLM
 
     lm = DynHeadsLM(device="cpu", dtype=dtype, static_heads="off", trace_dir=str(trace_dir))
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata=metadata)

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--new-tokens", type=int, default=32, help="answer budget (the task's max_gen_toks)")
     args = p.parse_args(argv)
 
-    from ...models.lm import DynHeadsLM
-    from ...models.rag.requests import PROBE_COMMAND, answer_all
+    from ...models.harness.lm import DynHeadsLM
+    from ...models.harness.rag_requests import PROBE_COMMAND, answer_all
     from ...tasks.hotpotqa_sf.utils import docs_from_metadata
     from ...traces import REASONING
     from ..model import slug

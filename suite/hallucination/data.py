@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...metrics.hallucination import answer_steps, copy_labels, token_ends
+from ...metrics.hallucination import copy_labels, scored_steps, token_ends
 from ...probes.hallucination import TracedAnswer
 from ...tasks.hotpotqa_sf import utils as hotpotqa_task
 from ...tasks.niah_uuid import utils as niah_task
@@ -66,7 +66,7 @@ def traced_answer(line: dict[str, Any], path: Path, heads: int, decode: Callable
             active[t, layer * heads + head] = True
     response = line["response"]
     ends = token_ends(decode, [s["token_id"] for s in steps])
-    chosen = answer_steps(ends, span) or list(range(len(steps)))
+    chosen = scored_steps(ends, span)
     return TracedAnswer(
         group=line.get("doc_key") or f"{path}:{line['doc_id']}", cell=cell, label=bool(label), steps=chosen, active=active,
         context_mass=np.asarray(mass, dtype=np.float32), prompt_tokens=len(line["input_ids"]),

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if not matches:
         print(f"figures: no record with doc_id {args.doc} and mask {args.mask} in {args.trace}", file=sys.stderr)
         return 2
-    from ...models.loading import load_tokenizer
+    from ...models.harness.loading import load_tokenizer
 
     tokenizer = load_tokenizer(args.pretrained)
     labels = [tokenizer.decode([step["token_id"]]) for step in matches[-1]["steps"]]

@@ -29,7 +29,7 @@ from ..summaries import (CONDITIONS, condition_titles, dynamic_masking, interval
 from ..tables import markdown
 
 if TYPE_CHECKING:  # the whole model: the suite drives it
-    from ...models.lm import DynHeadsLM
+    from ...models.harness.lm import DynHeadsLM
 
 
 

@@ -2,7 +2,7 @@
 
 The names below are this study's face to ``run_suite.py``, as every section's are: ``profiles.py`` sizes it,
 ``stage.py`` decodes every strategy at every budget, ``tables.py`` and ``figures.py`` report them. The engine
-side is :mod:`dynheads.models.kv`.
+side is :mod:`dynheads.models.engine.kv`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from ...models.kv import BUDGETED, DEFAULT_SINK, DEFAULT_WINDOW, KV_STRATEGIES
+from ...models.engine.kv import BUDGETED, DEFAULT_SINK, DEFAULT_WINDOW, KV_STRATEGIES
 from ..overrides import override
 from ..probing import PROBE_FIT, apply_arguments
 

@@ -22,7 +22,7 @@ from ...metrics.intervals import mean_interval
 from ...metrics.kv_shares import mean_kept
 from ..verdicts import decide_table
 from ...util import write_atomic
-from ...models.kv import BUDGETED, KVPolicy
+from ...models.engine.kv import BUDGETED, KVPolicy
 from ...traces import COPY_PASTE, REASONING
 from ..hotpotqa import stages as hotpotqa_stages
 from ..model import ModelSuite

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models.kv import KVPolicy
+from ...models.engine.kv import KVPolicy
 from ..summaries import interval_text
 from ..verdicts import p_text
 from ..tables import markdown, shown, with_interval

@@ -17,8 +17,8 @@ import statistics
 from typing import Any
 
 from ...util import write_atomic
-from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
-from ...models.rag.requests import settings_record
+from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES
+from ...models.harness.rag_requests import settings_record
 from ..hotpotqa.stages import chunks
 from ..model import ModelSuite
 from ..shards import CellsMissing

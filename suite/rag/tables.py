@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models.rag.algorithm import HEAD_STRATEGIES, STRATEGIES
+from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES
 from ..summaries import interval_text
 from ..verdicts import p_text
 from ..tables import fmt, markdown, shown, with_interval, with_intervals

@@ -14,9 +14,9 @@ from typing import Any, Callable, ClassVar
 from ...metrics.dynamism import rank_heads_by_mean_score
 from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD
 from ...traces import REASONING
-from ...models.static_heads import StaticHeads
+from ...models.harness.static_heads import StaticHeads
 from ..calibration import Keyed, masked_counts, registered, result, two_passes
-from ...models.context import CalibrationModel
+from ...models.harness.context import CalibrationModel
 
 DEFAULT_EXAMPLES = 20
 
@@ -45,7 +45,7 @@ def setting_from(options: dict[str, Any]) -> ReasoningCalibrationSetting:
 
 def calibrate(lm: CalibrationModel, setting: ReasoningCalibrationSetting, model: str, partial: Path, progress: Callable | None = None) -> StaticHeads:
     """Decode ``setting.n`` train examples on ``lm`` and rank heads by mean Eq. 2 score."""
-    from ...models.scores import ReasoningScore
+    from ...models.engine.scores import ReasoningScore
     from .utils import docs_from_metadata
 
     docs = docs_from_metadata(tokenizer=lm.tokenizer, split=setting.split, n=setting.n)

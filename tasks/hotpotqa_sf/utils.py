@@ -29,7 +29,7 @@ lm-eval passes the YAML ``metadata:`` block, overridden by ``--model_args`` (``p
 - ``start``: skip the first ``start`` examples (default 0), so ``{"start": 8, "n": 8}`` is examples
   8-15; ``run_suite.py`` runs a long evaluation as such chunks to resume where it stopped.
 - ``tokenizer`` (else ``pretrained``): renders the chat template and counts ``n_tokens``, resolved by
-  :func:`dynheads.models.loading.load_tokenizer` (``None`` = embedded SmolLM2). A tokenizer object is
+  :func:`dynheads.models.harness.loading.load_tokenizer` (``None`` = embedded SmolLM2). A tokenizer object is
   accepted when calling from Python.
 
 Bad values raise a one-line ``ValueError`` (``FileNotFoundError`` for a missing ``source`` file) that

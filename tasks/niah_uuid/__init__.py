@@ -8,7 +8,7 @@ documents, ``utils.py`` holds the lm-eval hooks, and
 
 # This task's documents get their static heads from this task's calibration ('niah' kind); the model
 # layer cannot import tasks, so the task registers it when lm-eval (or run_suite) imports the package.
-from ...models.static_heads import register_calibration
+from ...models.harness.static_heads import register_calibration
 from .calibration import CALIBRATION
 
 register_calibration(CALIBRATION)

@@ -14,9 +14,9 @@ from typing import Any, Callable, ClassVar
 
 from ...metrics.dynamism import rank_static_heads
 from ...traces import COPY_PASTE
-from ...models.static_heads import StaticHeads
+from ...models.harness.static_heads import StaticHeads
 from ..calibration import Keyed, masked_counts, registered, result, two_passes
-from ...models.context import CalibrationModel
+from ...models.harness.context import CalibrationModel
 
 CALIBRATION_SEED = 1_000_003
 

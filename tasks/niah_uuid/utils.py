@@ -21,7 +21,7 @@ dict):
 - ``seed``: integer seed of the UUIDs; default 0.
 - ``haystack_file``: UTF-8 text file to use instead of the bundled HotpotQA paragraphs.
 - ``tokenizer`` (else ``pretrained``): the tokenizer that sizes the context and renders the chat
-  template, resolved by ``dynheads.models.loading.load_tokenizer`` (``None`` = embedded SmolLM2).
+  template, resolved by ``dynheads.models.harness.loading.load_tokenizer`` (``None`` = embedded SmolLM2).
   A tokenizer object is accepted too when calling from Python.
 
 Document schema (one per length × depth × run, in that nesting order)

@@ -5,7 +5,7 @@ Why a registry: a calibration builds task prompts (NIAH haystacks, HotpotQA trai
 decodes them, so it belongs to the task layer, above models. The ``dynheads`` lm-eval model still
 needs static heads on its own (``static_heads=auto`` calibrates on first use), so each task
 registers a :class:`Calibration` for the kind of retrieval score its documents use (``copy_paste``:
-Eq. 1 needle documents; ``reasoning``: Eq. 2 supporting-fact documents; :mod:`dynheads.models.scores`)
+Eq. 1 needle documents; ``reasoning``: Eq. 2 supporting-fact documents; :mod:`dynheads.models.engine.scores`)
 when its package is imported, which lm-eval does when it loads the task. Models never import tasks.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..metrics.heads import Head  # stdlib-only modules: task packages import this one at lm-eval start-up
-from ..traces import COPY_PASTE, REASONING
+from ...metrics.heads import Head  # stdlib-only modules: task packages import this one at lm-eval start-up
+from ...traces import COPY_PASTE, REASONING
 
 FORMAT = 2  # 2: N averages over the steps that masked a head (part of the cache key)
 

@@ -20,7 +20,7 @@ kernel and adds two cheap extras:
 
 State lives in one private module-level :class:`PassInstructions` (what the next forward pass records, gates
 and hides; not a Claim 3 probe); :func:`traced_pass` sets it for the forward passes it wraps (the decoding
-engine's step API, :mod:`dynheads.models.batch`, is its one user) and resets it afterwards. When it is idle the function is plain sdpa plus one attribute check.
+engine's step API, :mod:`dynheads.models.engine.batch`, is its one user) and resets it afterwards. When it is idle the function is plain sdpa plus one attribute check.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-from ..util import text_config
+from ...util import text_config
 
 ATTN_IMPLEMENTATION = "dynheads_sdpa"
 

@@ -4,7 +4,7 @@ Why: the paper's first proposed direction. Static schemes (DuoAttention, RazorAt
 cache only to the heads that retrieve *on average*; every other head is a *streaming head* that keeps the first
 ``sink`` positions and the last ``window`` ones. If retrieval heads are dynamic, a per-step choice (a probe that
 reads the previous step's hidden state) should do better at the same budget. This module decides, per step and
-per row, which heads are streaming; :class:`~dynheads.models.attention.StreamView` enforces it in the attention
+per row, which heads are streaming; :class:`~dynheads.models.engine.attention.StreamView` enforces it in the attention
 mask and counts what every head and KV group kept. It simulates the restriction (the cache is still held whole),
 which is what comparing selection rules needs; a real implementation would drop the keys instead.
 
@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..metrics.heads import Head
-from ..metrics.retrieval import mask_to_heads
-from .condition_types import ConditionRun, DecodeCondition, DecodingError, Geometry, Pass, Reading
-from ..spec import KV_BUDGETED as BUDGETED, KV_STRATEGIES, ConditionSpec
+from ...metrics.heads import Head
+from ...metrics.retrieval import mask_to_heads
+from .conditions import ConditionRun, DecodeCondition, DecodingError, Geometry, Pass, Reading
+from ...spec import KV_BUDGETED as BUDGETED, KV_STRATEGIES, ConditionSpec
 GRANULARITIES = ("kv", "head")
 DEFAULT_SINK = 4
 DEFAULT_WINDOW = 64

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..traces import HIDDEN_DTYPES
-from .kv import DEFAULT_SINK, DEFAULT_WINDOW, KVError, KVPolicy
-from ..spec import ConditionSpec, SpecError, budget_value
-from .scores import ReasoningScore
-from .rag.algorithm import RagSettings, Strategy
+from ...traces import HIDDEN_DTYPES
+from ..engine.kv import DEFAULT_SINK, DEFAULT_WINDOW, KVError, KVPolicy
+from ...spec import ConditionSpec, SpecError, budget_value
+from ..engine.scores import ReasoningScore
+from ..rag.algorithm import RagSettings, Strategy
 
 CALIBRATION_ARGS = ("calib_lengths", "calib_depths", "calib_runs", "calib_examples")
 DEFAULT_KV_BUDGET = 0.25

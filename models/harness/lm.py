@@ -7,13 +7,13 @@ is decoded step by step by the trace engine, which reads the retrieval heads (Eq
 carries a needle, Eq. 2 when it marks supporting facts) and gates heads according to ``mask``.
 
 This module is the lm-eval wrapper only. The model arguments are parsed once into
-:class:`~dynheads.models.settings.ModelSettings` (their list is in the README, "Model arguments");
-prompts are encoded by :mod:`dynheads.models.prompts`; trace lines are written through
-:mod:`dynheads.traces`; the probe metrics come from :mod:`dynheads.models.probe_metrics`; ``rag=``
-requests go to :mod:`dynheads.models.rag.requests`.
+:class:`~dynheads.models.harness.settings.ModelSettings` (their list is in the README, "Model arguments");
+prompts are encoded by :mod:`dynheads.models.harness.prompts`; trace lines are written through
+:mod:`dynheads.traces`; the probe metrics come from :mod:`dynheads.models.harness.probe_metrics`; ``rag=``
+requests go to :mod:`dynheads.models.harness.rag_requests`.
 
 Head statistics in lm-eval's table: the first condition's per-step heads are handed to the task's
-``process_results`` through :mod:`dynheads.models.step_registry` (lm-eval passes only strings back from
+``process_results`` through :mod:`dynheads.models.harness.step_registry` (lm-eval passes only strings back from
 a model).
 """
 
@@ -29,19 +29,19 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
-from .. import traces
-from ..metrics.hallucination import token_ends
-from ..probes.mlp import load_probe
+from ... import traces
+from ...metrics.hallucination import token_ends
+from .loaded_probe import LoadedProbe
 from . import step_registry
-from .conditions import kv_identity, request_conditions
-from .engine import DecodeRequest, Generation, TraceEngine
-from ..util import text_config
+from .request_conditions import kv_identity, request_conditions
+from ..engine.trace_engine import DecodeRequest, Generation, TraceEngine
+from ...util import text_config
 from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
 from .probe_metrics import check_offset, check_probe, probe_record
-from .scores import COPY_PASTE, CopyPasteScore
+from ..engine.scores import COPY_PASTE, CopyPasteScore
 from .prompts import PreparedRequest, PromptEncoder
-from .rag.requests import answer_request, check_requirements, rag_identity
+from .rag_requests import answer_request, check_requirements, rag_identity
 from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
 
@@ -56,9 +56,9 @@ class DynHeadsLM(HFLM):
         own = {name: kwargs.pop(name) for name in SETTING_ARGS if name in kwargs}
         self.settings = ModelSettings.parse(**own)  # every argument checked before the (slow) model load
         self.pretrained_name = pretrained or "smollm2"
-        self.probe, self.probe_meta = (None, {}) if not self.settings.probe else load_probe(self.settings.probe)
-        self.rag_probe, self.rag_probe_meta, self.rag_probe_path = self.probe, self.probe_meta, self.settings.probe
-        self.kv_probe, self.kv_probe_meta = (None, {}) if not self.settings.kv.probe else load_probe(self.settings.kv.probe)
+        self.probe = LoadedProbe.load(self.settings.probe) if self.settings.probe else None
+        self.rag_probe = self.probe
+        self.kv_probe = LoadedProbe.load(self.settings.kv.probe) if self.settings.kv.probe else None
         self._check_rag(self.settings)
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             # lm_eval's CLI passes --device (default cuda:0) even on CPU-only machines.
@@ -70,9 +70,9 @@ class DynHeadsLM(HFLM):
         self.engine = TraceEngine(self.model)
         self.total_heads = self.engine.num_layers * self.engine.num_heads
         if self.probe is not None:
-            self._check_probe(self.probe_meta, self.settings.probe)
+            self._check_probe(self.probe)
         if self.kv_probe is not None:
-            self._check_probe(self.kv_probe_meta, self.settings.kv.probe, offset=1)
+            self._check_probe(self.kv_probe, offset=1)
         self.settings.check_model(self.total_heads, self.engine.gate_mask)
         self._static: dict[str, StaticHeads] = {}
 
@@ -89,28 +89,27 @@ class DynHeadsLM(HFLM):
 
     def _check_rag(self, settings: ModelSettings) -> None:
         if settings.rag_strategies:
-            check_requirements(settings.rag_strategies, self.rag_probe_meta if self.rag_probe is not None else None,
-                               self.rag_probe_path, settings.static.source)
+            check_requirements(settings.rag_strategies, self.rag_probe, settings.static.source)
 
-    def _check_probe(self, meta: dict[str, Any], path: str, offset: int | None = None) -> None:
+    def _check_probe(self, probe: LoadedProbe, offset: int | None = None) -> None:
         """A loaded probe's file fits this model (and, for ``kv=dynamic``, predicts ``offset`` steps ahead)."""
-        check_probe(meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, path)
+        check_probe(probe.meta, self.pretrained_name, text_config(self.model).hidden_size, self.total_heads, probe.path)
         if offset is not None:
-            check_offset(meta, path, offset)
+            check_offset(probe.meta, probe.path, offset)
 
     def use_kv_probe(self, path: str | os.PathLike) -> None:
         """Give ``kv=dynamic`` the temporal-offset-1 probe saved at ``path`` (checked against this model)."""
-        probe, meta = load_probe(str(path))
-        self._check_probe(meta, str(path), offset=1)
-        self.kv_probe, self.kv_probe_meta = probe, meta
+        probe = LoadedProbe.load(path)
+        self._check_probe(probe, offset=1)
+        self.kv_probe = probe
         self.settings = dataclasses.replace(self.settings, kv=dataclasses.replace(self.settings.kv, probe=str(path)))
 
     def use_rag_probe(self, path: str | os.PathLike) -> None:
         """Give the ``dynamic`` RAG strategy the probe saved at ``path`` (checked against this model). Unlike
         ``probe=PATH`` it adds no probe metrics to other tasks."""
-        probe, meta = load_probe(str(path))
-        self._check_probe(meta, str(path))
-        self.rag_probe, self.rag_probe_meta, self.rag_probe_path = probe, meta, str(path)
+        probe = LoadedProbe.load(path)
+        self._check_probe(probe)
+        self.rag_probe = probe
 
     def identity(self) -> dict[str, Any]:
         """What fixes this model's outputs beyond the prompt: name, revision (the hub commit when known, else
@@ -240,7 +239,7 @@ class DynHeadsLM(HFLM):
             if self.settings.hallucination:  # where each step's characters end: the task finds its answer's steps
                 record["hallucination"] = {"ends": token_ends(self.tok_decode, gens[0].token_ids)}
             if self.probe is not None:
-                record["probe"] = probe_record(self.probe, self.probe_meta, p.score.kind, gens[0], self.engine.num_layers,
+                record["probe"] = probe_record(self.probe.estimator, self.probe.meta, p.score.kind, gens[0], self.engine.num_layers,
                                                self.engine.num_heads, self.settings.probe)
             step_registry.remember(p.doc, record)
         trace_file = self.trace_file(p.task)

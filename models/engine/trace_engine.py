@@ -11,7 +11,7 @@ stays plain sdpa); then every step, including the first, feeds exactly one token
 be recorded and re-run in the same way.
 
 Batching (:meth:`TraceEngine.generate_batch`): the conditions of a prompt, and the prompts of a batch,
-are rows of one :class:`~dynheads.models.batch.DecodeBatch` that step together; each prompt is
+are rows of one :class:`~dynheads.models.engine.batch.DecodeBatch` that step together; each prompt is
 prefilled once, alone, and held once. Rows leave when they stop. A one-row batch is the one-at-a-time
 engine, so both run the same code.
 """
@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 import psutil
 import torch
 
-from ..metrics.heads import Head
-from ..metrics.retrieval import mask_to_heads
+from ...metrics.heads import Head
+from ...metrics.retrieval import mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
-from .condition_types import (ConditionRun, DecodeCondition, DecodingError, DynamicMask, FixedMask, Pass, Reading,
+from .conditions import (ConditionRun, DecodeCondition, DecodingError, DynamicMask, FixedMask, Pass, Reading,
                               Unmasked, mask_condition)
 from .scores import CopyPasteScore, RetrievalScore, step_entropy
-from ..util import text_config
+from ...util import text_config
 
 __all__ = ["DecodeCondition", "DecodeRequest", "DecodingError", "DynamicMask", "FixedMask", "Generation", "Step",
            "TraceEngine", "Unmasked", "mask_condition"]
@@ -44,7 +44,7 @@ StepCallback = Callable[[int, str, int, bool], None]  # (request index, conditio
 class Step:
     """One decode step.
 
-    ``heads``: the retrieval heads (Eq. 1 set, or Eq. 2 set under a :class:`~dynheads.models.scores.ReasoningScore`) of the
+    ``heads``: the retrieval heads (Eq. 1 set, or Eq. 2 set under a :class:`~dynheads.models.engine.scores.ReasoningScore`) of the
     step's first pass (ungated for none/dynamic; under static/random the only pass, run with the fixed
     heads gated). ``gated``: heads silenced for the emitted token.
     ``heads_after``: the same kind of set for the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
@@ -172,9 +172,9 @@ class TraceEngine:
     * ``static`` / ``random`` -- the fixed ``gate_heads`` are gated at every step, in a single pass
       (traced heads are those of that gated pass).
 
-    A KV-compression condition (:mod:`dynheads.models.kv`) gates nothing: its streaming heads see only attention
+    A KV-compression condition (:mod:`dynheads.models.engine.kv`) gates nothing: its streaming heads see only attention
     sinks plus a recent window, and every step records the heads kept whole and the measured share of the cache it
-    attended. The loop only asks each row's condition (:mod:`dynheads.models.condition_types`) for the view of
+    attended. The loop only asks each row's condition (:mod:`dynheads.models.engine.conditions`) for the view of
     each pass; it names no strategy.
 
     :meth:`generate_many` runs several conditions over one shared prefill; :meth:`generate_batch` runs
@@ -208,7 +208,7 @@ class TraceEngine:
         return gate
 
     def batch(self, prompts: Sequence[Sequence[int]], rows_of: Sequence[int]) -> DecodeBatch:
-        """The step API (:class:`~dynheads.models.batch.DecodeBatch`) over this engine's model."""
+        """The step API (:class:`~dynheads.models.engine.batch.DecodeBatch`) over this engine's model."""
         return DecodeBatch(self.model, prompts, rows_of)
 
     # -- decoding --------------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .rind import entropy, first_need, later_attention, rind_words, sentence_start
-from .windows import attention_windows, runs, top_indices
-from ..eager_hooks import layer_masks, layer_windows
+from ..rag.rind import entropy, first_need, later_attention, rind_words, sentence_start
+from ..rag.windows import attention_windows, runs, top_indices
+from ..engine.eager_hooks import layer_masks, layer_windows
 from ...spec import ConditionSpec
 
 SCORE_TOLERANCE = 2e-3  # the trace rounds RIND scores to 4 decimals; float32 sdpa and eager differ in the 5th-6th

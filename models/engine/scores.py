@@ -20,9 +20,9 @@ from typing import ClassVar
 
 import torch
 
-from ..metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
-from ..metrics.retrieval import argmax_key_positions, copy_paste_mask
-from ..traces import COPY_PASTE, REASONING
+from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFAULT_THRESHOLD, reasoning_scores
+from ...metrics.retrieval import argmax_key_positions, copy_paste_mask
+from ...traces import COPY_PASTE, REASONING
 
 KINDS = (COPY_PASTE, REASONING)
 

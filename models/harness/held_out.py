@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import DecodingError
+from ..engine.trace_engine import DecodingError
 from .static_heads import calibration_for
 from .context import ConditionModel
 
@@ -41,9 +41,8 @@ def check_request(lm: ConditionModel, doc: dict, doc_key: str, kind: str | None,
     if kind is not None:
         check_calibration_seed(doc, kind, lm.settings.static.source)
     strategies = lm.settings.rag_strategies
-    if lm.probe is not None and not strategies:
-        check_unseen(lm.probe_meta, doc_key, lm.settings.probe, task, doc_id)
-    if lm.rag_probe is not None and any(s.name == "dynamic" for s in strategies):
-        check_unseen(lm.rag_probe_meta, doc_key, lm.rag_probe_path, task, doc_id)
-    if lm.kv_probe is not None and any(name == "dynamic" for name, _ in lm.settings.kv.strategies):
-        check_unseen(lm.kv_probe_meta, doc_key, lm.settings.kv.probe, task, doc_id)
+    reads = [(lm.probe, not strategies), (lm.rag_probe, any(s.name == "dynamic" for s in strategies)),
+             (lm.kv_probe, any(name == "dynamic" for name, _ in lm.settings.kv.strategies))]
+    for probe, read in reads:
+        if probe is not None and read:
+            check_unseen(probe.meta, doc_key, probe.path, task, doc_id)

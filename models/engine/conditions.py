@@ -2,7 +2,7 @@
 
 Why objects: the paper's ablations (mask none / dynamic / static / random), the progressive ablation's
 ``dynamic:k`` and the head-level KV strategies differ only in what a row's attention may use at each pass
-and whether a step is re-run. :class:`~dynheads.models.engine.TraceEngine` asks every row's condition the
+and whether a step is re-run. :class:`~dynheads.models.engine.trace_engine.TraceEngine` asks every row's condition the
 same three questions -- the view of the first pass, whether to re-run (and with which view) after reading
 what it found, and what to record -- so the loop has no per-strategy branch, and a new control is a new class.
 
@@ -15,19 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 
-from ..metrics.heads import Head
-from ..metrics.retrieval import mask_to_heads
-from ..spec import ConditionSpec, SpecError
+from ...metrics.heads import Head
+from ...metrics.retrieval import mask_to_heads
+from ...spec import ACCEPTED, ConditionSpec, SpecError
 
-if TYPE_CHECKING:
-    from .engine import Step
-
-ACCEPTED_MASKS = ("choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, "
-                  "or several joined by + (one shared prefill, e.g. none+dynamic+static)")
 
 
 class DecodingError(ValueError):
@@ -171,7 +166,7 @@ def strongest(hit: torch.Tensor, strength: torch.Tensor | None, top_k: int | Non
 @dataclass(frozen=True)
 class FixedMask(DecodeCondition):
     """``static`` / ``random``: the same ``heads`` gated at every step, in a single pass (the traced heads are those
-    of that gated pass). Which heads is the experiment's choice (:mod:`dynheads.models.conditions`)."""
+    of that gated pass). Which heads is the experiment's choice (:mod:`dynheads.models.harness.request_conditions`)."""
 
     strategy: str = "static"
     heads: tuple[Head, ...] = ()
@@ -208,7 +203,7 @@ def mask_condition(text: str | ConditionSpec, heads: Iterable[Head] = ()) -> Dec
     except SpecError as exc:
         raise DecodingError(str(exc)) from None
     if spec.family != "mask":
-        raise DecodingError(f"dynheads: {spec.name} is not a mask condition; {ACCEPTED_MASKS}")
+        raise DecodingError(f"dynheads: {spec.name} is not a mask condition; {ACCEPTED['mask']}")
     if spec.strategy == "none":
         return Unmasked()
     if spec.strategy == "dynamic":

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from .engine import TraceEngine
+    from ..engine.trace_engine import TraceEngine
     from .prompts import PromptEncoder
     from .settings import ModelSettings
+    from .loaded_probe import LoadedProbe
     from .static_heads import StaticHeads
 
 
@@ -43,13 +44,9 @@ class ConditionModel(Protocol):
 
     settings: ModelSettings
     engine: TraceEngine
-    probe: Any  # a Claim 3 probe estimator (probes/mlp.py) or None; *_meta: what it was saved with
-    probe_meta: dict[str, Any]
-    kv_probe: Any
-    kv_probe_meta: dict[str, Any]
-    rag_probe: Any
-    rag_probe_meta: dict[str, Any]
-    rag_probe_path: str
+    probe: LoadedProbe | None  # Claim 3's probe= (probe metrics)
+    kv_probe: LoadedProbe | None  # kv=dynamic's offset-1 probe
+    rag_probe: LoadedProbe | None  # the dynamic RAG strategy's probe
 
     def static(self, kind: str = ...) -> StaticHeads | None: ...
 

@@ -1,6 +1,6 @@
 """The ``dynheads`` model's ``rag=`` requests: one context prefill, every strategy, trace lines and measures.
 
-Why apart from :mod:`dynheads.models.lm`: the RAG branch needs the document's context span, a head
+Why apart from :mod:`dynheads.models.harness.lm`: the RAG branch needs the document's context span, a head
 chooser per strategy (probe, static calibration, seeded random draws) and its own trace record; the
 lm-eval model only hands it the encoded request.
 """
@@ -18,28 +18,28 @@ from tqdm import tqdm
 from ... import traces
 from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
-from .. import step_registry
-from ..engine import DecodingError
-from ..prompts import PreparedRequest
+from . import step_registry
+from ..engine.trace_engine import DecodingError
+from .prompts import PreparedRequest
 from ...util import file_digest
-from .algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
-from .measures import measures
-from ..context import RagModel
+from ..rag.algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
+from ..rag.measures import measures
+from .context import RagModel
+from .loaded_probe import LoadedProbe
 
 PROBE_COMMAND = "python run_suite.py --stages hotpotqa_probes (writes results/<model>/hotpotqa_probes.pt)"
 
 
-def check_requirements(strategies: Sequence[Strategy], probe_meta: dict[str, Any] | None, probe_path: str,
-                       static_source: str) -> None:
+def check_requirements(strategies: Sequence[Strategy], probe: LoadedProbe | None, static_source: str) -> None:
     """One clear line for a strategy whose probe or calibration is missing, naming the command that makes it."""
     names = {s.name for s in strategies}
     if "dynamic" in names:
-        if probe_meta is None:
+        if probe is None:
             raise ValueError(f"dynheads: rag=dynamic predicts each step's heads with the HotpotQA probe of Claim 3; give "
                              f"probe=PATH, made by {PROBE_COMMAND}")
-        if probe_meta.get("kind") != REASONING:
-            raise ValueError(f"dynheads: rag=dynamic needs a HotpotQA (Eq. 2) probe, but probe={probe_path!r} was trained on "
-                             f"{probe_meta.get('kind')} documents; make one with {PROBE_COMMAND}")
+        if probe.meta.get("kind") != REASONING:
+            raise ValueError(f"dynheads: rag=dynamic needs a HotpotQA (Eq. 2) probe, but probe={probe.path!r} was trained on "
+                             f"{probe.meta.get('kind')} documents; make one with {PROBE_COMMAND}")
     if "static" in names and static_source == "off":
         raise ValueError("dynheads: rag=static uses the Eq. 2 static-head calibration; set static_heads=auto (computed "
                          "once and cached, or python run_suite.py --stages calibrate_hotpotqa) or static_heads=PATH")
@@ -53,7 +53,7 @@ def head_chooser(lm: RagModel, sample_key: str) -> HeadChooser:
     def choose(strategy: Strategy, index: int, hidden: np.ndarray) -> list[Head]:
         k = strategy.k or lm.settings.rag.heads
         if strategy.name == "dynamic":
-            scores = np.asarray(lm.rag_probe.predict(hidden[None].astype(np.float32))[0])
+            scores = np.asarray(lm.rag_probe.estimator.predict(hidden[None].astype(np.float32))[0])
             return [(int(i) // engine.num_heads, int(i) % engine.num_heads) for i in np.argsort(-scores, kind="stable")[:k]]
         if strategy.name == "static":
             return list(lm.static(REASONING).heads[:k])
@@ -116,7 +116,7 @@ def rag_identity(lm: RagModel, strategies: Sequence[str]) -> dict[str, Any]:
     parsed = [Strategy.parse(s) for s in strategies]
     out: dict[str, Any] = {"settings": settings_record(lm.settings.rag)}
     if any(s.name == "dynamic" for s in parsed):
-        out["probe"] = file_digest(lm.rag_probe_path)
+        out["probe"] = file_digest(lm.rag_probe.path)
     static = [s for s in parsed if s.name == "static"]
     if static:
         k = max(s.k or lm.settings.rag.heads for s in static)

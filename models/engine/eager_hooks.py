@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 
-from ..util import text_config
+from ...util import text_config
 
 
 def attention_modules(model: torch.nn.Module) -> dict[int, torch.nn.Module]:

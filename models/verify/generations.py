@@ -20,7 +20,7 @@ zeroes the gated heads' slices), then compares what the trace says:
 
 A step agrees when its head set (Eq. 1, or Eq. 2 above the recorded threshold), its ``heads_after``
 and its emitted token all equal the recomputed ones. Section 5 lines (``rag:<strategy>``) are replayed by
-:mod:`dynheads.models.rag.replay` (eager attention, masks built from the recorded windows) and agree per field:
+:mod:`dynheads.models.verify.rag` (eager attention, masks built from the recorded windows) and agree per field:
 tokens, RIND triggers, Algorithm 2's top positions, windows. Memory of the full forward is layers x heads x
 n^2 floats per line: use it on traces of moderate length.
 """
@@ -37,13 +37,13 @@ from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 
-from ..metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
-from ..spec import ConditionSpec
-from ..traces import kv_full, read_lines, upgraded
-from ..metrics.retrieval import Head, copy_paste_heads
-from ..util import text_config
-from .eager_hooks import attention_modules, layer_masks, layer_windows
-from .loading import load_model, load_tokenizer
+from ...metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
+from ...spec import ConditionSpec
+from ...traces import kv_full, read_lines, upgraded
+from ...metrics.retrieval import Head, copy_paste_heads
+from ...util import text_config
+from ..engine.eager_hooks import attention_modules, layer_masks, layer_windows
+from ..harness.loading import load_model, load_tokenizer
 
 
 def _heads_of(record: dict[str, Any]) -> Callable[[list[torch.Tensor], list[int], int], list[Head]]:
@@ -221,10 +221,10 @@ def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, 
 def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_text: Callable[[int], str] | None = None,
                    text_of: Callable[[list[int]], str] | None = None) -> dict[str, Any]:
     """Agreement of every step of ``records`` (any mask) with the eager recomputation; Section 5 lines (``rag:...``)
-    are replayed by :func:`~dynheads.models.rag.replay.replay_answer` (``token_text`` / ``text_of``: the tokenizer's
+    are replayed by :func:`~dynheads.models.verify.rag.replay_answer` (``token_text`` / ``text_of``: the tokenizer's
     one-token text and text of ids) and reported under ``rag``; a line that cannot be checked is named in
     ``unchecked``, one line each."""
-    from .rag.replay import ReplayError, replay_answer
+    from .rag import ReplayError, replay_answer
 
     counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0, "kv_lines": 0}
     rag: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}

@@ -23,7 +23,7 @@ prompt (all but its last token) is prefilled once, on its own, then held once fo
   ever replace their tensors, never write into them.
 
 Each call to :meth:`DecodeBatch.step` takes, per row, its gates, its visibility and what to record; the
-attention hook's state (:mod:`dynheads.models.attention`) is set and cleared inside the call.
+attention hook's state (:mod:`dynheads.models.engine.attention`) is set and cleared inside the call.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .attention import StreamView, traced_pass
-from ..util import text_config
+from ...util import text_config
 
 
 class SharedPrefixLayer(CacheLayerMixin):
@@ -233,7 +233,7 @@ class DecodeBatch:
         """Feed each row its own tokens, of any lengths (Section 5 recomputes suffixes that differ per row).
 
         Shorter chunks are left-padded inside the sequence; from here on the batch masks by true positions
-        (:func:`~dynheads.models.attention.position_mask`), so padding is seen by no real query and sliding
+        (:func:`~dynheads.models.engine.attention.position_mask`), so padding is seen by no real query and sliding
         windows count true distances. ``logits`` / ``rows`` are those of each chunk's last token (of the
         padding, for an empty chunk).
         """

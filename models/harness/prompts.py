@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics.retrieval import span_token_indices
-from .engine import DecodingError
+from ...metrics.retrieval import span_token_indices
+from ..engine.trace_engine import DecodingError
 
 
 @dataclass(frozen=True)
