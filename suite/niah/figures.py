@@ -22,8 +22,9 @@ def condition_heatmaps(
 ) -> None:
     """Side-by-side length × depth heatmaps, one panel per condition.
 
-    ``panels``: ``(condition title, cells)`` where each cell has ``length``, ``depth`` and ``metric``
-    (from :func:`dynheads.suite.niah.report.per_cell`). Missing cells stay blank.
+    ``panels``: ``(condition title, cells)`` where each cell has ``length``, ``depth``, ``metric`` and ``n``, its
+    document count (from :func:`dynheads.suite.niah.report.per_cell`; the title says how many). Missing cells stay
+    blank.
     """
     import numpy as np
 
@@ -48,6 +49,10 @@ def condition_heatmaps(
         ax.set_xlabel("context length (tokens)")
     axes[0][0].set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
     axes[0][0].set_ylabel("needle depth")
+    counts = sorted({int(c["n"]) for _, cells in panels for c in cells if "n" in c})
+    if counts:  # what one number in a cell averages, so a 0.50 over 2 documents is not read as a rate
+        title += f"\n(each cell: the mean over {counts[0]} documents)" if len(counts) == 1 else \
+            f"\n(each cell: the mean over {counts[0]}-{counts[-1]} documents)"
     fig.suptitle(title)
     fig.colorbar(image, ax=list(axes[0]), label=metric_label(metric), shrink=0.9, fraction=0.03, pad=0.02)
     save_figure(fig, path)
