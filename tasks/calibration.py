@@ -80,7 +80,7 @@ def two_passes(lm: CalibrationModel, docs: list[dict], max_new_tokens: int, desc
     appended to ``partial`` once its batch is done, so an interrupted calibration resumes after the last
     finished batch.
     """
-    from ..models.engine.trace_engine import DecodeRequest, DynamicMask, Unmasked
+    from ..models.engine import DecodeRequest, DynamicMask, Unmasked
 
     records = _finished(partial)
     if len(records) > len(docs):

@@ -287,3 +287,30 @@ def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice
     assert verify_records(eager, [tampered])["agreement"] < 1.0
     old = {k: v for k, v in lines[0].items() if k != "kv"}
     assert verify_records(eager, [old])["unchecked"][0].startswith("the kv:static@2 line")
+
+
+def test_a_new_kv_control_is_a_new_class_not_an_engine_edit():
+    """A control the engine has never heard of (here: the static ranking read backwards, fixed per generation) runs
+    through the decode loop, the trace writer and the independent verifier by subclassing alone."""
+    from dataclasses import dataclass
+
+    from dynheads import traces
+    from dynheads.models.engine.kv import KVCompression
+    from dynheads.models.verify import verify_records
+
+    @dataclass(frozen=True)
+    class BackwardsKV(KVCompression):
+        def fixed_choice(self, engine):
+            return choose(self.policy, engine, 1.0 - self.ranked(engine))
+
+    model = tiny_model("llama")
+    engine = TraceEngine(model)
+    prompt, needle = _copying_prompt(engine)
+    policy = KVPolicy("static", 2, SINK, WINDOW, ranking=_ranking(engine))
+    backwards, static = engine.generate_many(prompt, NEW, [BackwardsKV(policy=policy), kv_condition(policy)], target=needle)
+    assert backwards.steps[0].kv_full != static.steps[0].kv_full  # a different choice...
+    assert len({tuple(map(tuple, s.kv_full)) for s in backwards.steps}) == 1  # ...fixed for the generation
+    line = traces.generation_line("toy", 0, backwards, "", needle, kv={"sink": SINK, "window": WINDOW, "granularity": "kv"})
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    assert verify_records(eager, [line])["agreement"] == 1.0

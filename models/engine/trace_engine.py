@@ -29,13 +29,9 @@ from ...metrics.heads import Head
 from ...metrics.retrieval import mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
-from .conditions import (ConditionRun, DecodeCondition, DecodingError, DynamicMask, FixedMask, Pass, Reading,
-                              Unmasked, mask_condition)
+from .conditions import ConditionRun, DecodeCondition, DecodingError, Pass, Reading, mask_condition
 from .scores import CopyPasteScore, RetrievalScore, step_entropy
 from ...util import text_config
-
-__all__ = ["DecodeCondition", "DecodeRequest", "DecodingError", "DynamicMask", "FixedMask", "Generation", "Step",
-           "TraceEngine", "Unmasked", "mask_condition"]
 
 StepCallback = Callable[[int, str, int, bool], None]  # (request index, condition, steps, finished)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     import torch
 
-    from ..engine.trace_engine import TraceEngine
+    from ..engine import TraceEngine
     from .prompts import PromptEncoder
     from .settings import ModelSettings
     from .loaded_probe import LoadedProbe

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.trace_engine import DecodingError
+from ..engine import DecodingError
 from .static_heads import calibration_for
 from .context import ConditionModel
 

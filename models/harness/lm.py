@@ -34,7 +34,7 @@ from ...metrics.hallucination import token_ends
 from .loaded_probe import LoadedProbe
 from . import step_registry
 from .request_conditions import kv_identity, request_conditions
-from ..engine.trace_engine import DecodeRequest, Generation, TraceEngine
+from ..engine import DecodeRequest, Generation, TraceEngine
 from ...util import text_config
 from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...traces import COPY_PASTE, hidden_rows, score_matrix
-from ..engine.trace_engine import DecodingError, Generation
+from ..engine import DecodingError, Generation
 
 
 def check_probe(meta: dict[str, Any], model: str, hidden_dim: int, heads: int, path: str) -> None:

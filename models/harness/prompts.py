@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...metrics.retrieval import span_token_indices
-from ..engine.trace_engine import DecodingError
+from ..engine import DecodingError
 
 
 @dataclass(frozen=True)

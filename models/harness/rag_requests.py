@@ -19,7 +19,7 @@ from ... import traces
 from ...traces import REASONING
 from ...metrics.heads import Head, random_heads
 from . import step_registry
-from ..engine.trace_engine import DecodingError
+from ..engine import DecodingError
 from .prompts import PreparedRequest
 from ...util import file_digest
 from ..rag.algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy

@@ -41,7 +41,7 @@ from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW
                                coverage, runs, top_indices)
 from ..engine.batch import DecodeBatch
 from ...spec import ConditionSpec, SpecError
-from ..engine.trace_engine import DecodingError, TraceEngine
+from ..engine import DecodingError, TraceEngine
 
 ALGORITHMS = ("paper", "dragin")
 

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from ...models.engine import trace_engine as engine_module
-from ...models.engine.trace_engine import DecodeRequest, TraceEngine
+from ...models.engine import DecodeRequest, TraceEngine
 from ...models.harness.loading import load_model, load_tokenizer
 from ...models.harness.prompts import PromptEncoder
 from ...tasks.niah_uuid.haystack import build_docs
