@@ -1,4 +1,5 @@
-"""Ground-floor helpers that every layer may import: atomic file writes, content digests, a model's text config.
+"""Ground-floor helpers that every layer may import: atomic file writes, content digests, a model's text config and
+KV geometry.
 
 Why a module of its own at the bottom: result files, caches, probes and traces are written from every layer,
 and a reader (or a resumed run) must never see a half-written one; before, ``write_atomic`` lived in
@@ -49,3 +50,9 @@ def text_config(model: Any) -> Any:
     """The decoder config of a model (multimodal models nest it under ``get_text_config``)."""
     config = model.config
     return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def kv_geometry(config: Any) -> tuple[int, int]:
+    """(key/value heads, head dimension) of a decoder's text config: what one cached position holds per layer."""
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads

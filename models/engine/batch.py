@@ -38,7 +38,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from .attention import StreamView, traced_pass
-from ...util import text_config
+from ...util import kv_geometry, text_config
 
 
 class SharedPrefixLayer(CacheLayerMixin):
@@ -365,12 +365,6 @@ def _kept_shares(view: StreamView) -> torch.Tensor:
     by_head = sum(view.kept[layer].double().sum(dim=-1) for layer in layers) / (full * heads)
     by_group = sum(view.kept_groups[layer].double().sum(dim=-1) for layer in layers) / (full * groups)
     return torch.stack([by_head, by_group], dim=1).cpu()
-
-
-def kv_geometry(config: Any) -> tuple[int, int]:
-    """(key/value heads, head dimension) of a decoder config: what one cached position holds per layer."""
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    return heads, getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _left_pad(tensors: list[torch.Tensor], width: int) -> torch.Tensor:

@@ -28,10 +28,10 @@ import torch
 from ...metrics.heads import Head
 from ...metrics.retrieval import mask_to_heads
 from .attention import install
-from .batch import DecodeBatch, StepOutput, Streaming, kv_geometry
+from .batch import DecodeBatch, StepOutput, Streaming
 from .conditions import ConditionRun, DecodeCondition, DecodingError, Pass, Reading, mask_condition
 from .scores import CopyPasteScore, RetrievalScore, step_entropy
-from ...util import text_config
+from ...util import kv_geometry, text_config
 
 StepCallback = Callable[[int, str, int, bool], None]  # (request index, condition, steps, finished)
 
