@@ -17,8 +17,8 @@ Why not the percentile bootstrap of :mod:`dynheads.metrics.intervals` for verdic
 * **equivalence**: two one-sided t tests (TOST) against a margin ±m; "ruled out" may only be said when the
   TOST p is ≤ 0.05.
 * **nesting**: where units nest (generations in cells, tokens in documents), the differences are averaged
-  per top-level cluster first (:func:`cluster_means`) and the cluster means are the units: the cluster, not
-  the generation, is what was sampled independently.
+  per top-level cluster first and those are the units (e.g. :func:`dynheads.probes.train.cluster_tests` pools each
+  unseen cell's steps): the cluster, not the generation, is what was sampled independently.
 
 scipy gives Student's t quantiles; the sign-flip enumeration and Holm are a few lines that no maintained
 library offers in this paired, vectorised form.
@@ -121,14 +121,6 @@ def one_sample_test(values: Sequence[float], null: float = 0.0, seed: int = 0, l
                       reference)
 
 
-def cluster_means(values: Sequence[float], clusters: Sequence) -> np.ndarray:
-    """The mean of ``values`` within each cluster (clusters in sorted order): the independent units when
-    units nest."""
-    values, clusters = np.asarray(values, dtype=float), np.asarray(clusters)
-    _, index = np.unique(clusters, return_inverse=True)
-    return np.bincount(index.ravel(), weights=values) / np.bincount(index.ravel())
-
-
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (same order as given; NaN entries are left out of the family and
     stay NaN)."""
@@ -144,15 +136,10 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
-def tost_pvalue(differences: Sequence[float], margin: float) -> float:
-    """Two one-sided t tests of "the mean lies outside ±``margin``": the larger one-sided p. ≤ 0.05 means the
-    mean is within ±margin at the 5 % level (the 90 % t interval lies inside the margin)."""
-    d = np.asarray(differences, dtype=float)
-    return tost_from_summary(float(d.mean()), float(d.std(ddof=1)) if d.size > 1 else 0.0, int(d.size), margin)
-
-
 def tost_from_summary(mean: float, sd: float, n: int, margin: float) -> float:
-    """:func:`tost_pvalue` from the mean, standard deviation (ddof 1) and count that a stored record keeps."""
+    """Two one-sided t tests of "the mean lies outside ±``margin``", from the mean, standard deviation (ddof 1) and
+    count that a stored record keeps: the larger one-sided p. ≤ 0.05 means the mean is within ±margin at the 5 %
+    level (the 90 % t interval lies inside the margin)."""
     if margin <= 0:
         raise ValueError(f"dynheads: an equivalence margin must be positive, got {margin}")
     if n < 2:

@@ -24,8 +24,6 @@ from ...metrics.reasoning import DEFAULT_LOCAL_WINDOW, DEFAULT_SINK_TOKENS, DEFA
 from ...metrics.retrieval import argmax_key_positions, copy_paste_mask
 from ...traces import COPY_PASTE, REASONING
 
-KINDS = (COPY_PASTE, REASONING)
-
 
 @dataclass(frozen=True)
 class CopyPasteScore:
