@@ -10,7 +10,8 @@ Grammar (``family`` prefix optional where the argument already says which family
 * masks: ``none | dynamic[:K] | static | random``
 * RAG (Section 5): ``rag:`` + ``dynamic | static | dynamic_random | fixed_random`` (each ``[:K]`` heads),
   ``none | full | oracle``
-* KV compression: ``kv:`` + ``full | streaming`` or ``static | dynamic | oracle | random`` + ``[@BUDGET]``
+* KV compression: ``kv:`` + ``full | streaming`` or ``static | dynamic | oracle | random | frozen | redrawn`` +
+  ``[@BUDGET]``
   (a count of units kept whole, or a share such as ``0.3``; absent: the ``kv_budget`` argument)
 """
 
@@ -22,15 +23,17 @@ FAMILIES = ("mask", "rag", "kv")
 MASK_STRATEGIES = ("none", "dynamic", "static", "random")
 RAG_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
 RAG_HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")  # the ones that take a head count
-KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random")
-KV_BUDGETED = ("static", "dynamic", "oracle", "random")  # the ones that take a budget
+KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random", "frozen", "redrawn")
+KV_BUDGETED = ("static", "dynamic", "oracle", "random", "frozen", "redrawn")  # the ones that take a budget
+KV_PREDICTED = ("dynamic", "frozen")  # the ones that read kv=dynamic's offset-1 probe
 STRATEGIES = {"mask": MASK_STRATEGIES, "rag": RAG_STRATEGIES, "kv": KV_STRATEGIES}
 ACCEPTED = {
     "mask": "choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, or several "
             "joined by + (one shared prefill, e.g. none+dynamic+static)",
     "rag": "choose from dynamic, static, dynamic_random, fixed_random (each with an optional :K head count, e.g. "
            "dynamic:10), none, full, oracle; join several with + (one context prefill)",
-    "kv": "choose among full, streaming, static, dynamic, oracle, random joined by +, each budgeted one with an optional "
+    "kv": "choose among full, streaming, static, dynamic, oracle, random, frozen, redrawn joined by +, each budgeted one "
+          "with an optional "
           "budget after @ (a count, or a share such as 0.25), e.g. kv=full+static@0.25+dynamic@0.25",
 }
 

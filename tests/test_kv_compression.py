@@ -314,3 +314,32 @@ def test_a_new_kv_control_is_a_new_class_not_an_engine_edit():
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     assert verify_records(eager, [line])["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_the_controls_frozen_and_redrawn_are_what_they_say_and_verify_from_the_trace(arch):
+    """frozen: dynamic's step-0 static choice, then its first probe choice (step 1) kept to the end; redrawn: each
+    step's units are a fresh seeded draw. Both replay exactly from their trace lines alone."""
+    from dynheads import traces
+    from dynheads.models.engine.kv import random_scores
+    from dynheads.models.verify import verify_records
+
+    model = tiny_model(arch)
+    engine = TraceEngine(model)
+    predictor = LinearPredictor(model.config.hidden_size, engine.num_layers * engine.num_heads)
+    prompt = _prompt(seed=9)
+    conditions = [_policy(engine, name, 2, predictor=predictor, seed="doc") for name in ("dynamic", "frozen", "redrawn")]
+    dynamic, frozen, redrawn = engine.generate_batch([DecodeRequest(prompt, NEW, conditions)])[0]
+    choice = lambda step: tuple(map(tuple, step.kv_full))  # noqa: E731
+    assert [choice(s) for s in frozen.steps[:2]] == [choice(s) for s in dynamic.steps[:2]]
+    assert {choice(s) for s in frozen.steps[1:]} == {choice(frozen.steps[1])}  # kept from step 1 on
+    assert len({choice(s) for s in dynamic.steps[1:]}) > 1, "the stand-in probe never moved, so frozen tests nothing"
+    for t, step in enumerate(redrawn.steps):
+        drawn = choose(conditions[2].policy, engine, random_scores(engine.num_layers, engine.num_heads, f"doc-step{t}"))
+        assert torch.equal(~_streaming_of(engine, step), drawn), t
+    assert len({choice(s) for s in redrawn.steps}) > 1
+    view = {"sink": SINK, "window": WINDOW, "granularity": "kv"}
+    lines = [traces.generation_line("toy", 0, g, "", None, kv=view) for g in (frozen, redrawn)]
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    assert verify_records(eager, lines)["agreement"] == 1.0

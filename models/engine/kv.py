@@ -17,7 +17,10 @@ Strategies (``kv=``):
   probe: the choice is made before step t runs); the first step, which has no previous step, uses the static ranking;
 * ``oracle``    -- two passes per step: an unrestricted pass finds the step's own Eq. 1 / Eq. 2 heads (strongest
   first), the static ranking fills the rest of the budget, and the step is re-run restricted (an upper bound);
-* ``random``    -- seeded random units, fixed for the generation.
+* ``random``    -- seeded random units, fixed for the generation;
+* ``frozen``    -- the control of ``dynamic``: its choice made once (at step 1, from step 0's hidden state), then kept
+  for the generation, so dynamic - frozen isolates choosing *per step* from choosing a better fixed set;
+* ``redrawn``   -- the per-step control of ``random``: random units drawn again at every step (seeded per step).
 
 Each strategy is a condition class (:class:`KVCompression` and its subclasses, registered in :data:`KV_CONDITIONS`):
 the decode loop asks it for the streaming heads of each pass and never names a strategy, so a new control is a new
@@ -255,14 +258,17 @@ class PredictedKV(KVCompression):
 
 
 class _PredictedRun(ConditionRun):
-    def __init__(self, policy: KVPolicy, engine: Geometry, first: Pass) -> None:
-        self.policy, self.engine, self.view = policy, engine, first
+    """``choices``: how many times the probe chooses (None: at every step that has a previous one)."""
+
+    def __init__(self, policy: KVPolicy, engine: Geometry, first: Pass, choices: int | None = None) -> None:
+        self.policy, self.engine, self.view, self.choices = policy, engine, first, choices
         self.previous_hidden: torch.Tensor | None = None
 
     def first_pass(self) -> Pass:
-        if self.previous_hidden is not None:
+        if self.previous_hidden is not None and (self.choices is None or self.choices > 0):
             scores = self.policy.predictor(self.previous_hidden[None])[0]
             self.view = kept_whole(choose(self.policy, self.engine, scores))
+            self.choices = None if self.choices is None else self.choices - 1
         return self.view
 
     def second_pass(self, reading: Reading) -> Pass | None:
@@ -290,8 +296,38 @@ class _OracleRun(ConditionRun):
         return kept_whole(choose(self.policy, self.engine, oracle_scores(reading.hit, reading.strength, self.ranked)))
 
 
+@dataclass(frozen=True)
+class FrozenKV(PredictedKV):
+    """``frozen``: :class:`PredictedKV`'s first probe choice (step 1, from step 0's hidden state) kept for the rest of
+    the generation (step 0 keeps the static choice, as dynamic's does)."""
+
+    def start(self, engine: Geometry) -> ConditionRun:
+        return _PredictedRun(self.policy, engine, kept_whole(self.fixed_choice(engine)), choices=1)
+
+
+@dataclass(frozen=True)
+class RedrawnKV(KVCompression):
+    """``redrawn``: random units drawn again at every step, from the document's seed and the step's index."""
+
+    needs_ranking = False
+
+    def start(self, engine: Geometry) -> ConditionRun:
+        return _RedrawnRun(self.policy, engine)
+
+
+class _RedrawnRun(ConditionRun):
+    def __init__(self, policy: KVPolicy, engine: Geometry) -> None:
+        self.policy, self.engine, self.step = policy, engine, 0
+
+    def first_pass(self) -> Pass:
+        scores = random_scores(self.engine.num_layers, self.engine.num_heads, f"{self.policy.seed}-step{self.step}")
+        self.step += 1
+        return kept_whole(choose(self.policy, self.engine, scores))
+
+
 KV_CONDITIONS: dict[str, type[KVCompression]] = {"full": FullKV, "streaming": StreamingKV, "static": KVCompression,
-                                                 "dynamic": PredictedKV, "oracle": OracleKV, "random": RandomKV}
+                                                 "dynamic": PredictedKV, "oracle": OracleKV, "random": RandomKV,
+                                                 "frozen": FrozenKV, "redrawn": RedrawnKV}
 
 
 def kv_condition(policy: KVPolicy) -> KVCompression:

@@ -12,6 +12,7 @@ from typing import Any
 from ..engine import DecodingError
 from .static_heads import calibration_for
 from .context import ConditionModel
+from ...spec import KV_PREDICTED
 
 
 def check_calibration_seed(doc: dict | None, kind: str, static_source: str) -> None:
@@ -42,7 +43,7 @@ def check_request(lm: ConditionModel, doc: dict, doc_key: str, kind: str | None,
         check_calibration_seed(doc, kind, lm.settings.static.source)
     strategies = lm.settings.rag_strategies
     reads = [(lm.probe, not strategies), (lm.rag_probe, any(s.name == "dynamic" for s in strategies)),
-             (lm.kv_probe, any(name == "dynamic" for name, _ in lm.settings.kv.strategies))]
+             (lm.kv_probe, any(name in KV_PREDICTED for name, _ in lm.settings.kv.strategies))]
     for probe, read in reads:
         if probe is not None and read:
             check_unseen(probe.meta, doc_key, probe.path, task, doc_id)

@@ -13,7 +13,7 @@ from ...metrics.heads import Head, random_heads
 from ..engine.conditions import DecodeCondition, mask_condition
 from ...util import file_digest
 from ..engine.kv import KVPolicy, kv_condition
-from ...spec import ConditionSpec
+from ...spec import KV_PREDICTED, ConditionSpec
 from .probe_metrics import kv_predictor
 from ..engine.scores import COPY_PASTE
 from .settings import parse_head_list, parse_kv_strategies
@@ -42,7 +42,7 @@ def kv_policy(lm: ConditionModel, strategy: str, budget: int | float | None, tas
     """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
     random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
     static = lm.static(kind) if lm.settings.static.source != "off" else None
-    probe = lm.kv_probe if strategy == "dynamic" else None
+    probe = lm.kv_probe if strategy in KV_PREDICTED else None
     predictor = kv_predictor(probe.estimator, probe.meta, kind, probe.path) if probe is not None else None
     return lm.settings.kv.policy(strategy, budget, ranking=tuple(static.heads) if static is not None else (),
                                  seed=sample_seed(lm, task, sample_key), predictor=predictor)

@@ -21,7 +21,7 @@ from typing import Any, Callable, ClassVar
 
 from ...traces import HIDDEN_DTYPES
 from ..engine.kv import DEFAULT_SINK, DEFAULT_WINDOW, KVError, KVPolicy
-from ...spec import ConditionSpec, SpecError, budget_value
+from ...spec import KV_PREDICTED, ConditionSpec, SpecError, budget_value
 from ..engine.scores import ReasoningScore
 from ..rag.algorithm import RagSettings, Strategy
 
@@ -313,11 +313,11 @@ EXCLUSIONS: tuple[Exclusion, ...] = (  # what one feature forbids of another: (i
     (lambda s: bool(s.rag_strategies) and s.hidden.record, "hidden=true records unmasked traces; run it without rag="),
     (lambda s: bool(s.kv.strategies) and (not s.mask.unmasked or bool(s.rag_strategies) or s.hidden.record),
      "kv= compresses the unmasked model's KV cache on its own; use it with mask=none, without rag= and hidden=true"),
-    (lambda s: any(name == "dynamic" for name, _ in s.kv.strategies) and not s.kv.probe,
-     "kv=dynamic predicts each step's heads from the previous step's hidden state; give kv_probe=PATH (a "
+    (lambda s: any(name in KV_PREDICTED for name, _ in s.kv.strategies) and not s.kv.probe,
+     "kv=dynamic (and its control kv=frozen) predicts each step's heads from the previous step's hidden state; give kv_probe=PATH (a "
      "temporal-offset-1 probe, saved by run_suite.py --stages kv)"),
-    (lambda s: any(name in ("static", "dynamic", "oracle") for name, _ in s.kv.strategies) and s.static.source == "off",
-     "kv=static/dynamic/oracle rank heads by the static calibration; set static_heads=auto or a file"),
+    (lambda s: any(name in ("static", "oracle", *KV_PREDICTED) for name, _ in s.kv.strategies) and s.static.source == "off",
+     "kv=static/dynamic/oracle/frozen rank heads by the static calibration; set static_heads=auto or a file"),
 )
 
 

@@ -8,9 +8,10 @@ from typing import Any
 from ..plotting import metric_label, pyplot, save_figure
 
 STYLES = {"full": ("black", "s"), "streaming": ("tab:gray", "v"), "static": ("tab:blue", "o"),
-          "dynamic": ("tab:red", "D"), "oracle": ("tab:green", "^"), "random": ("tab:purple", "x")}
+          "dynamic": ("tab:red", "D"), "oracle": ("tab:green", "^"), "random": ("tab:purple", "x"),
+          "frozen": ("tab:orange", "s"), "redrawn": ("tab:gray", "+")}
 # matched budgets give (nearly) equal measured shares, so the strategies of one budget are drawn slightly apart
-DODGE = {"static": 0.955, "dynamic": 0.985, "oracle": 1.015, "random": 1.045}
+DODGE = {"static": 0.955, "dynamic": 0.985, "oracle": 1.015, "random": 1.045, "frozen": 0.97, "redrawn": 1.06}
 TICKS = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 PANELS = (("niah", "rouge_l", "NIAH"), ("hotpotqa", "f1", "HotpotQA dev"))
 

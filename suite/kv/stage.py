@@ -23,6 +23,7 @@ from ...metrics.kv_shares import mean_kept
 from ..verdicts import decide_table
 from ...util import write_atomic
 from ...models.engine.kv import BUDGETED, KVPolicy
+from ...spec import KV_PREDICTED
 from ...traces import COPY_PASTE, REASONING
 from ..hotpotqa import stages as hotpotqa_stages
 from ..model import ModelSuite
@@ -80,7 +81,7 @@ def niah_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]
     if clash:
         raise ValueError(f"run_suite: KV cells (length, depth) {clash} are also probe-training cells; choose other "
                          "--kv-lengths / --kv-depths so that the offset-1 probe is tested on unseen cells")
-    if "dynamic" in kv["strategies"]:
+    if set(kv["strategies"]) & set(KV_PREDICTED):
         suite.lm.use_kv_probe(offset_probe(suite, "niah", probe_cells, list(folder_cells), COPY_PASTE))
     runner = suite.runner("kv_niah")
     depths = [float(d) for d in kv["niah"]["depths"]]
@@ -95,7 +96,7 @@ def niah_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]
 def hotpotqa_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The HotpotQA KV chunks (dev examples), and the offset probe's report (trained on train answers)."""
     kv, h = suite.profile["kv"], suite.profile["hotpotqa"]
-    if "dynamic" in kv["strategies"]:
+    if set(kv["strategies"]) & set(KV_PREDICTED):
         answers, train_folders, _ = hotpotqa_stages.probe_answers(suite)
         suite.lm.use_kv_probe(offset_probe(suite, "hotpotqa", answers, train_folders, REASONING))
     setting = {"split": h["split"], "source": h.get("source"), "chunk": kv["hotpotqa"]["chunk"]}
