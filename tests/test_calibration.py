@@ -130,7 +130,8 @@ def test_second_load_reuses_the_file(lm, static, monkeypatch):
 def _with_source(lm: DynHeadsLM, source: str, heads=None) -> DynHeadsLM:
     """The same loaded model with another static_heads source (no second model load)."""
     clone = copy.copy(lm)
-    clone.settings = dataclasses.replace(lm.settings, static_source=source, heads=heads)
+    clone.settings = dataclasses.replace(lm.settings, static=dataclasses.replace(lm.settings.static, source=source),
+                                         mask=dataclasses.replace(lm.settings.mask, heads=heads))
     clone._static = {}
     return clone
 

@@ -193,7 +193,7 @@ def test_bad_model_arguments_fail_with_one_line(monkeypatch):
     # all of these are refused before the model loads
     with pytest.raises(ValueError, match="unknown mask condition 'sometimes'"):
         DynHeadsLM(mask="sometimes")
-    with pytest.raises(ValueError, match="cannot read mask condition 'dynamic:x'"):
+    with pytest.raises(ValueError, match="cannot read the head count of 'dynamic:x'"):
         DynHeadsLM(mask="none+dynamic:x")
     with pytest.raises(ValueError, match="empty mask"):
         DynHeadsLM(mask="+")
