@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..util import write_atomic
+from ..spec import ConditionSpec
 from ..traces import read_task, remove_task
 from .shards import CellOwners, Missing, Shard
 
@@ -79,7 +80,7 @@ class CellRunner:
         changes seeded documents and random heads; the static heads matter only where the static
         condition gates them, and the Eq. 2 settings only to tasks that score with them.
         """
-        masks = {c.partition(":")[0] for c in conditions}
+        masks = {spec.strategy for spec in map(ConditionSpec.parse, conditions) if spec.family == "mask"}
         settings = {"task": task.name, "metadata": metadata, "conditions": conditions, "heads": heads, "limit": self.limit,
                     **self.lm.identity(), **task.model_settings(self.lm)}
         strategies = rag_strategies(conditions)
@@ -151,20 +152,21 @@ class CellRunner:
         return result
 
 
-def prefixed(conditions: list[str], prefix: str, what: str) -> list[str]:
-    """The strategies of a cell's conditions that carry ``prefix`` (``rag:dynamic`` -> ``dynamic``); a cell is all of
-    them or none."""
-    strategies = [c[len(prefix):] for c in conditions if c.startswith(prefix)]
+def prefixed(conditions: list[str], family: str, what: str) -> list[str]:
+    """The labels of a cell's conditions of ``family`` (``rag:dynamic`` -> ``dynamic``, :class:`ConditionSpec`); a
+    cell is all of them or none."""
+    specs = [ConditionSpec.parse(c) for c in conditions]
+    strategies = [spec.label for spec in specs if spec.family == family]
     if strategies and len(strategies) != len(conditions):
-        raise ValueError(f"run_suite: a cell cannot mix {what} ({prefix}...) with other conditions")
+        raise ValueError(f"run_suite: a cell cannot mix {what} ({family}:...) with other conditions")
     return strategies
 
 
 def kv_strategies(conditions: list[str]) -> list[str]:
     """The KV-compression strategies of a cell's conditions (``kv:static@0.25`` -> ``static@0.25``)."""
-    return prefixed(conditions, "kv:", "KV strategies")
+    return prefixed(conditions, "kv", "KV strategies")
 
 
 def rag_strategies(conditions: list[str]) -> list[str]:
     """The RAG strategies of a cell's conditions (``rag:dynamic`` -> ``dynamic``)."""
-    return prefixed(conditions, "rag:", "RAG strategies")
+    return prefixed(conditions, "rag", "RAG strategies")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...spec import ConditionSpec
 from ..plotting import metric_label, pyplot, save_figure
 
 STYLES = {"full": ("black", "s"), "streaming": ("tab:gray", "v"), "static": ("tab:blue", "o"),
@@ -17,7 +18,7 @@ PANELS = (("niah", "rouge_l", "NIAH"), ("hotpotqa", "f1", "HotpotQA dev"))
 
 
 def strategy_of(name: str) -> str:
-    return name[len("kv:"):].partition("@")[0]
+    return ConditionSpec.parse(name).strategy
 
 
 def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:

@@ -23,7 +23,7 @@ from ...metrics.kv_shares import mean_kept
 from ..verdicts import decide_table
 from ...util import write_atomic
 from ...models.engine.kv import BUDGETED, KVPolicy
-from ...spec import KV_PREDICTED
+from ...spec import KV_PREDICTED, ConditionSpec
 from ...traces import COPY_PASTE, REASONING
 from ..hotpotqa import stages as hotpotqa_stages
 from ..model import ModelSuite
@@ -128,11 +128,11 @@ def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str,
             "kept_heads": mean_interval([kept_per_document(res, 0) for res in results], seed).record(),
             "kept_kv": mean_interval([kept_per_document(res, 1) for res in results], seed).record(),
             "steps": sum(len(res["kv_kept"]) for res in results)}
-    budgets = sorted({name.partition("@")[2] for name in names if "@" in name}, key=float)
+    budgets = sorted({spec.budget for spec in map(ConditionSpec.parse, names) if spec.budget is not None})
     tests: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for budget in budgets:
         for strategy, reference in PAIRS:
-            a, b = f"kv:{strategy}@{budget}", f"kv:{reference}@{budget}"
+            a, b = (ConditionSpec("kv", s, budget=budget).name for s in (strategy, reference))
             if a in out["conditions"] and b in out["conditions"]:
                 for m in metrics:
                     tests[(f"{a} - {b}", m)] = (paired_test([r["conditions"][a][m] for r in samples],

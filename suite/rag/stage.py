@@ -17,7 +17,7 @@ import statistics
 from typing import Any
 
 from ...util import write_atomic
-from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES
+from ...spec import RAG_HEAD_STRATEGIES as HEAD_STRATEGIES, RAG_STRATEGIES as STRATEGIES, ConditionSpec
 from ...models.harness.rag_requests import settings_record
 from ..hotpotqa.stages import chunks
 from ..model import ModelSuite
@@ -86,8 +86,9 @@ def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int, base
     intervals = {name: strategy_intervals(per, seed) for name, per in results.items()}
     tests: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for name in names:
-        strategy, _, k = name.partition(":")
-        for other in (f"static:{k}" if k else "static", "none"):
+        spec = ConditionSpec.parse(name, family="rag")
+        strategy = spec.strategy
+        for other in (ConditionSpec("rag", "static", spec.k).label, "none"):
             if other == name or other not in values or strategy in ("none", "full", "oracle") and other != "none":
                 continue
             # the paper's direction: random heads below static ones, every strategy above w/o RAG (its Table 4)
@@ -100,9 +101,10 @@ def comparisons(samples: list[dict[str, Any]], names: list[str], seed: int, base
         paired.setdefault(pair, {})[m] = record
     claim4 = {}
     for name in names:
-        strategy, _, k = name.partition(":")
-        if strategy == "dynamic" and f"{name} - static{':' + k if k else ''}" in paired:
-            claim4[str(int(k) if k else base_k)] = paired[f"{name} - static{':' + k if k else ''}"]
+        spec = ConditionSpec.parse(name, family="rag")
+        static = f"{name} - {ConditionSpec('rag', 'static', spec.k).label}"
+        if spec.strategy == "dynamic" and static in paired:
+            claim4[str(spec.k if spec.k is not None else base_k)] = paired[static]
     return {"intervals": intervals, "paired": paired, "claim4": claim4}
 
 
