@@ -184,11 +184,13 @@ class FixedMask(DecodeCondition):
 
     def start(self, engine: Geometry) -> ConditionRun:
         heads = tuple(sorted(set(self.heads)))
-        return _Fixed(Pass(gates=engine.gate_mask(heads), gated=heads) if heads else UNRESTRICTED)
+        return FixedView(Pass(gates=engine.gate_mask(heads), gated=heads) if heads else UNRESTRICTED)
 
 
 @dataclass(frozen=True)
-class _Fixed(ConditionRun):
+class FixedView(ConditionRun):
+    """A row whose every step runs one pass under the same view (fixed masks, fixed KV choices)."""
+
     view: Pass
 
     def first_pass(self) -> Pass:

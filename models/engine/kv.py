@@ -42,7 +42,7 @@ import torch
 
 from ...metrics.heads import Head
 from ...metrics.retrieval import mask_to_heads
-from .conditions import ConditionRun, DecodeCondition, DecodingError, Geometry, Pass, Reading
+from .conditions import ConditionRun, DecodeCondition, DecodingError, FixedView, Geometry, Pass, Reading
 from ...spec import KV_BUDGETED as BUDGETED, KV_STRATEGIES, ConditionSpec
 GRANULARITIES = ("kv", "head")
 DEFAULT_SINK = 4
@@ -200,15 +200,7 @@ class KVCompression(DecodeCondition):
         return choose(self.policy, engine, self.ranked(engine))
 
     def start(self, engine: Geometry) -> ConditionRun:
-        return _FixedView(kept_whole(self.fixed_choice(engine)))
-
-
-@dataclass(frozen=True)
-class _FixedView(ConditionRun):
-    view: Pass
-
-    def first_pass(self) -> Pass:
-        return self.view
+        return FixedView(kept_whole(self.fixed_choice(engine)))
 
 
 @dataclass(frozen=True)
