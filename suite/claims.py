@@ -87,7 +87,7 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
             decisions[i] = d
     out = []
     for i, (c, record, rule, text) in enumerate(found):
-        out.append({"model": row["model"], "id": c.id, "claim": c.claim, "task": c.task, "statistic": c.statistic,
+        out.append({"model": row["model"], "id": c.id, "claim": c.claim, "setting": c.setting, "statistic": c.statistic,
                     "unit": rule.unit + (f" (clustered by {c.cluster})" if c.cluster else ""), "family": c.family,
                     "effect": None if record is None else {k: record[k] for k in ("estimate", "low", "high", "n", "level")
                                                            if k in record},
@@ -99,10 +99,10 @@ def claims_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 def claims_table(claims: list[dict[str, Any]], paper: bool = True) -> str:
     """The claims as a Markdown table (``paper``: with the paper's values); the README quotes it."""
-    body = [[c["model"], c.get("id") or c["claim"], c["task"], c["statistic"], c.get("unit", "—"),
+    body = [[c["model"], c.get("id") or c["claim"], c["setting"], c["statistic"], c.get("unit", "—"),
              c.get("effect_text") or interval_text(c["effect"]),
              c["n"] or "—", p_text(c), *([c["paper"]] if paper else []), c["verdict"]] for c in claims]
-    return markdown(["model", "claim", "task", "statistic", "unit", "effect [95 % CI]", "n", "p / Holm p (family size)",
+    return markdown(["model", "claim", "setting", "statistic", "unit", "effect [95 % CI]", "n", "p / Holm p (family size)",
                      *(["paper"] if paper else []), "verdict"], body)
 
 

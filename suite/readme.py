@@ -102,7 +102,7 @@ def _keyed(claims: list[dict]) -> dict[tuple, dict]:
     seen: Counter[tuple] = Counter()
     out: dict[tuple, dict] = {}
     for c in claims:
-        group = (c["model"], c["claim"], c["task"])
+        group = (c["model"], c["claim"], c["setting"])
         out[(*group, seen[group])] = c
         seen[group] += 1
     return out
@@ -123,9 +123,9 @@ def width_table(reference: list[dict], claims: list[dict]) -> str:
         if not (r and r["effect"] and c["effect"]):
             continue
         half = (r["effect"]["high"] - r["effect"]["low"]) / 2
-        rows.append([c["model"], c["claim"], c["task"], r["n"], half, c["n"], half * math.sqrt(r["n"] / c["n"]),
+        rows.append([c["model"], c["claim"], c["setting"], r["n"], half, c["n"], half * math.sqrt(r["n"] / c["n"]),
                      (c["effect"]["high"] - c["effect"]["low"]) / 2])
-    return markdown(["model", "claim", "task", "n (quick)", "half-width (quick)", "n (this run)",
+    return markdown(["model", "claim", "setting", "n (quick)", "half-width (quick)", "n (this run)",
                      "half-width predicted", "half-width measured"], rows)
 
 

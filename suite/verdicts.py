@@ -76,7 +76,7 @@ class Claim:
 
     id: str
     claim: str
-    task: str
+    setting: str
     statistic: str
     family: str
     paper: str
@@ -107,7 +107,7 @@ def load(path: Path = CLAIMS_FILE) -> tuple[dict[str, Rule], tuple[Claim, ...]]:
     claims = []
     for c in spec["claims"]:
         parts = tuple((p["name"], tuple(p["source"]), float(p.get("against", 0.0))) for p in c.get("parts", ()))
-        claims.append(Claim(id=c["id"], claim=c["claim"], task=c["task"], family=c["family"], paper=c["paper"],
+        claims.append(Claim(id=c["id"], claim=c["claim"], setting=c["setting"], family=c["family"], paper=c["paper"],
                             statistic=c.get("statistic") or " and ".join(name for name, _, _ in parts),
                             rule=_rule(c, alpha), parts=parts, source=tuple(c.get("source", ())),
                             parts_from=tuple(c.get("parts_from", ())), metric=c.get("metric"), cluster=c.get("cluster")))

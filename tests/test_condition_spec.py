@@ -3,7 +3,7 @@
 import pytest
 
 from dynheads.models.engine.kv import KVPolicy, kv_condition
-from dynheads.models.rag.algorithm import Strategy
+from dynheads.models.rag.strategies import Strategy
 from dynheads.spec import ConditionSpec, SpecError
 from dynheads.models.engine.conditions import mask_condition
 

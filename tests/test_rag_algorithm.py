@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dynheads.models.engine import DecodingError, TraceEngine
-from dynheads.models.rag.algorithm import ContextExample, RagSettings, Strategy, context_slice, draft_row, first_sentence
+from dynheads.models.rag.algorithm import ContextExample, RagSettings, context_slice, draft_row, first_sentence
+from dynheads.models.rag.strategies import HeadSource, HeadWindows, ProbeHeads, Strategy, rag_strategy
 from dynheads.metrics.heads import random_heads
 
 from tiny_models import tiny_model
@@ -29,8 +30,11 @@ def _example(engine: TraceEngine, threshold: float, **kw) -> ContextExample:
                           token_text=lambda t: f" w{t}")  # every token a content word of one sentence
 
 
-def _choose(strategy: Strategy, index: int, hidden: np.ndarray):
-    return [(1, 0), (2, 3)] if strategy.name != "dynamic_random" else [(0, index % 4), (2, 1)]
+# planted heads for the tiny models (3 layers x 4 heads): the probe and the calibration both rank (1, 0), (2, 3)
+# first; the random strategies draw from the 12 heads, seeded
+PLANTED_SCORES = np.zeros(12)
+PLANTED_SCORES[[1 * 4 + 0, 2 * 4 + 3]] = [2.0, 1.0]
+SOURCE = HeadSource(3, 4, 2, "0-doc", predict=lambda hidden: PLANTED_SCORES, static_heads=lambda: [(1, 0), (2, 3)])
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +45,22 @@ def engine():
 def test_none_and_full_are_the_hidden_and_the_plain_answers(engine):
     example = _example(engine, threshold=0.0)
     plain = engine.generate(_prompt(), NEW).token_ids
-    assert example.answer(Strategy("full"), NEW, _choose).token_ids == plain
-    none = example.answer(Strategy("none"), NEW, _choose)
+    assert example.answer(Strategy.parse("full"), NEW, SOURCE).token_ids == plain
+    none = example.answer(Strategy.parse("none"), NEW, SOURCE)
     assert none.token_ids == example.decode([], NEW, [], record=False).tokens and not none.retrievals
 
 
 def test_a_threshold_nothing_exceeds_keeps_the_first_draft(engine):
     example = _example(engine, threshold=float("inf"))
-    none = example.answer(Strategy("none"), NEW, _choose).token_ids
+    none = example.answer(Strategy.parse("none"), NEW, SOURCE).token_ids
     for name in ("static", "oracle", "dynamic_random"):
-        answer = example.answer(Strategy(name), NEW, _choose)
+        answer = example.answer(Strategy.parse(name), NEW, SOURCE)
         assert answer.token_ids == none and answer.retrievals == [] and answer.drafts == 1
 
 
 def test_threshold_zero_retrieves_from_the_start_and_reveals_windows(engine):
     example = _example(engine, threshold=0.0, max_retrievals=2)
-    static = example.answer(Strategy("static"), NEW, _choose)
+    static = example.answer(Strategy.parse("static"), NEW, SOURCE)
     assert 1 <= len(static.retrievals) <= 2
     first = static.retrievals[0]
     assert first.step == 0 and first.heads == [(1, 0), (2, 3)]  # one sentence: retracted to its start
@@ -67,7 +71,7 @@ def test_threshold_zero_retrieves_from_the_start_and_reveals_windows(engine):
     # the regeneration saw exactly those windows: it is the masked decode from the retracted state
     regen = example.decode([], NEW, first.windows, record=False, one_sentence=True).tokens
     assert static.token_ids[: len(regen)] == regen
-    oracle = example.answer(Strategy("oracle"), NEW, _choose).retrievals[0]
+    oracle = example.answer(Strategy.parse("oracle"), NEW, SOURCE).retrievals[0]
     assert oracle.windows == [(12, 18), (30, 34)] and oracle.precision == oracle.recall == 1.0 and oracle.heads == []
 
 
@@ -88,13 +92,13 @@ def test_windows_follow_the_chosen_heads_attention(engine):
 def test_sharing_one_prefill_changes_no_answer(engine):
     shared = _example(engine, threshold=0.0)
     labels = ("static", "dynamic_random", "oracle", "none", "full")
-    together = [shared.answer(Strategy(n), NEW, _choose).token_ids for n in labels]
-    alone = [_example(engine, threshold=0.0).answer(Strategy(n), NEW, _choose).token_ids for n in labels]
+    together = [shared.answer(Strategy.parse(n), NEW, SOURCE).token_ids for n in labels]
+    alone = [_example(engine, threshold=0.0).answer(Strategy.parse(n), NEW, SOURCE).token_ids for n in labels]
     assert together == alone
 
 
 def test_helpers_and_bad_input():
-    assert Strategy.parse("dynamic:10") == Strategy("dynamic", 10) and Strategy.parse("full").label == "full"
+    assert Strategy.parse("dynamic:10") == rag_strategy("dynamic", 10) and isinstance(Strategy.parse("dynamic"), ProbeHeads) and Strategy.parse("full").label == "full"
     for bad in ("bogus", "full:3", "static:x", "static:0"):
         with pytest.raises(DecodingError):
             Strategy.parse(bad)
@@ -125,12 +129,12 @@ def test_paper_algorithm_appends_the_whole_regeneration_dragin_only_its_first_se
                                             RagSettings(algorithm=algorithm, **settings), eos=set(), stop=None,
                                             token_text=_sentences)
     paper, dragin = make("paper"), make("dragin")
-    a = paper.answer(Strategy("oracle"), NEW, _choose)
+    a = paper.answer(Strategy.parse("oracle"), NEW, SOURCE)
     (r,) = a.retrievals
     regen = paper.decode(a.token_ids[: r.step], NEW - r.step, r.windows, record=False).tokens
     assert a.token_ids == a.token_ids[: r.step] + regen and len(a.token_ids) == NEW
     assert a.drafts == 1  # nothing is drafted after a regeneration that ran to the end of the answer
-    b = dragin.answer(Strategy("oracle"), NEW, _choose)
+    b = dragin.answer(Strategy.parse("oracle"), NEW, SOURCE)
     (r,) = b.retrievals
     regen = dragin.decode(b.token_ids[: r.step], NEW - r.step, r.windows, record=False, one_sentence=True).tokens
     kept = first_sentence(regen, _sentences)
@@ -150,15 +154,30 @@ def test_strategies_batched_give_the_answers_each_gives_alone(arch):
     retrievals and RIND triggers as each strategy answered alone, one row at a time."""
     engine = TraceEngine(tiny_model(arch))
     labels = ("static", "dynamic_random", "oracle", "fixed_random", "none", "full")
-    strategies = [Strategy(n) for n in labels]
+    strategies = [Strategy.parse(n) for n in labels]
     example = _example(engine, threshold=0.0, max_retrievals=2)
     rounds = []
     decode_many = example.decode_many
     example.decode_many = lambda specs: (rounds.append(len(set(specs))), decode_many(specs))[1]
-    together = example.answer_many(strategies, NEW, _choose)
+    together = example.answer_many(strategies, NEW, SOURCE)
     assert max(rounds) >= 3  # several distinct continuations really shared a batch
     for strategy, answer in zip(strategies, together):
-        alone = _example(engine, threshold=0.0, max_retrievals=2).answer(strategy, NEW, _choose)
+        alone = _example(engine, threshold=0.0, max_retrievals=2).answer(strategy, NEW, SOURCE)
         assert answer.token_ids == alone.token_ids, strategy
         assert [(r.step, r.windows, r.heads, r.trigger) for r in answer.retrievals] == \
                [(r.step, r.windows, r.heads, r.trigger) for r in alone.retrievals], strategy
+
+
+class LastHeadOnly(HeadWindows):
+    """A strategy defined here, not in the package: Algorithm 1 runs it with no edit of its loop."""
+    name = "fixed_random"  # borrows a spec name for its label; its heads are its own
+
+    def heads(self, index, hidden, source, k):
+        return [(source.num_layers - 1, source.num_heads - 1)]
+
+
+def test_a_new_strategy_is_a_new_class(engine):
+    answer = _example(engine, threshold=0.0, max_retrievals=2).answer(LastHeadOnly(), NEW, SOURCE)
+    assert answer.retrievals and all(r.heads == [(2, 3)] for r in answer.retrievals)
+    assert answer.retrievals[0].windows != _example(engine, threshold=0.0).answer(
+        Strategy.parse("oracle"), NEW, SOURCE).retrievals[0].windows

@@ -40,7 +40,7 @@ def _run(folder: Path, verdict: str) -> Path:
     (folder / "m" / "model.json").write_text(json.dumps({"versions": {"torch": "9.9.1", "numpy": "8.1"}}))
     (folder / "m" / "timings.json").write_text(json.dumps({"load": 2.0, "niah": 58.0}))
     (folder / "m" / "niah_masking.md").write_text("# masking\n")
-    claims = [{"model": "m", "id": "C1-NIAH", "claim": "1 dynamism", "task": "NIAH", "statistic": "s", "n": 3, "paper": "p",
+    claims = [{"model": "m", "id": "C1-NIAH", "claim": "1 dynamism", "setting": "NIAH", "statistic": "s", "n": 3, "paper": "p",
                "unit": "document", "effect": {"estimate": 0.5, "low": 0.4, "high": 0.6, "n": 3, "level": 0.95},
                "p": 0.01, "p_adjusted": 0.02, "family_size": 2, "verdict": verdict}]
     (folder / "claims.json").write_text(json.dumps(claims))
@@ -83,7 +83,7 @@ def test_the_power_block_compares_planned_and_measured_half_widths(tmp_path):
     from dynheads.suite.readme import width_table
 
     def claim(n: int, low: float, high: float, statistic: str) -> dict:
-        return {"model": "m", "claim": "3 predictability", "task": "NIAH", "statistic": statistic, "n": n,
+        return {"model": "m", "claim": "3 predictability", "setting": "NIAH", "statistic": statistic, "n": n,
                 "effect": {"estimate": (low + high) / 2, "low": low, "high": high, "n": n}, "verdict": "v"}
 
     table = width_table([claim(16, 0.0, 0.4, "probe − prior")], [claim(64, 0.1, 0.2, "probe − previous step")])

@@ -1,7 +1,7 @@
 """The ``dynheads`` model's ``rag=`` requests: one context prefill, every strategy, trace lines and measures.
 
 Why apart from :mod:`dynheads.models.harness.lm`: the RAG branch needs the document's context span, a head
-chooser per strategy (probe, static calibration, seeded random draws) and its own trace record; the
+source for the strategies (probe, static calibration, seeded random draws) and its own trace record; the
 lm-eval model only hands it the encoded request.
 """
 
@@ -17,12 +17,12 @@ from tqdm import tqdm
 
 from ... import traces
 from ...traces import REASONING
-from ...metrics.heads import Head, random_heads
 from . import step_registry
 from ..engine import DecodingError
 from .prompts import PreparedRequest
 from ...util import file_digest
-from ..rag.algorithm import ContextExample, HeadChooser, RagAnswer, RagSettings, Strategy
+from ..rag.algorithm import ContextExample, RagAnswer, RagSettings
+from ..rag.strategies import HeadSource, Strategy
 from ..rag.measures import measures
 from .context import RagModel
 from .loaded_probe import LoadedProbe
@@ -32,35 +32,31 @@ PROBE_COMMAND = "python run_suite.py --stages hotpotqa_probes (writes results/<m
 
 def check_requirements(strategies: Sequence[Strategy], probe: LoadedProbe | None, static_source: str) -> None:
     """One clear line for a strategy whose probe or calibration is missing, naming the command that makes it."""
-    names = {s.name for s in strategies}
-    if "dynamic" in names:
-        if probe is None:
-            raise ValueError(f"dynheads: rag=dynamic predicts each step's heads with the HotpotQA probe of Claim 3; give "
-                             f"probe=PATH, made by {PROBE_COMMAND}")
-        if probe.meta.get("kind") != REASONING:
-            raise ValueError(f"dynheads: rag=dynamic needs a HotpotQA (Eq. 2) probe, but probe={probe.path!r} was trained on "
-                             f"{probe.meta.get('kind')} documents; make one with {PROBE_COMMAND}")
-    if "static" in names and static_source == "off":
-        raise ValueError("dynheads: rag=static uses the Eq. 2 static-head calibration; set static_heads=auto (computed "
-                         "once and cached, or python run_suite.py --stages calibrate_hotpotqa) or static_heads=PATH")
+    for strategy in strategies:
+        if strategy.needs_probe:
+            if probe is None:
+                raise ValueError(f"dynheads: rag={strategy.name} predicts each step's heads with the HotpotQA probe of "
+                                 f"Claim 3; give probe=PATH, made by {PROBE_COMMAND}")
+            if probe.meta.get("kind") != REASONING:
+                raise ValueError(f"dynheads: rag={strategy.name} needs a HotpotQA (Eq. 2) probe, but probe={probe.path!r} "
+                                 f"was trained on {probe.meta.get('kind')} documents; make one with {PROBE_COMMAND}")
+        if strategy.needs_static and static_source == "off":
+            raise ValueError(f"dynheads: rag={strategy.name} uses the Eq. 2 static-head calibration; set static_heads=auto "
+                             "(computed once and cached, or python run_suite.py --stages calibrate_hotpotqa) or "
+                             "static_heads=PATH")
 
 
-def head_chooser(lm: RagModel, sample_key: str) -> HeadChooser:
-    """Heads per strategy: the probe's top-k predicted Eq. 2 scores, the top-k static reasoning heads, or seeded
-    random draws (new at each retrieval, or one draw per answer)."""
-    engine = lm.engine
+def head_source(lm: RagModel, sample_key: str) -> HeadSource:
+    """What the head strategies read from the model for one document: the probe's predicted Eq. 2 scores, the
+    static reasoning heads (loaded on first use), and the seed of the random draws."""
+    probe = lm.rag_probe
 
-    def choose(strategy: Strategy, index: int, hidden: np.ndarray) -> list[Head]:
-        k = strategy.k or lm.settings.rag.heads
-        if strategy.name == "dynamic":
-            scores = np.asarray(lm.rag_probe.estimator.predict(hidden[None].astype(np.float32))[0])
-            return [(int(i) // engine.num_heads, int(i) % engine.num_heads) for i in np.argsort(-scores, kind="stable")[:k]]
-        if strategy.name == "static":
-            return list(lm.static(REASONING).heads[:k])
-        draw = f"-{index}" if strategy.name == "dynamic_random" else "-fixed"
-        return random_heads(k, engine.num_layers, engine.num_heads, f"{lm.settings.seed}-{sample_key}-{k}{draw}")
+    def predict(hidden: np.ndarray) -> np.ndarray:
+        return np.asarray(probe.estimator.predict(hidden[None].astype(np.float32))[0])
 
-    return choose
+    return HeadSource(lm.engine.num_layers, lm.engine.num_heads, lm.settings.rag.heads, f"{lm.settings.seed}-{sample_key}",
+                      predict=predict if probe is not None else None,
+                      static_heads=lambda: lm.static(REASONING).heads)
 
 
 def answer_all(lm: RagModel, ids: list[int], context: Sequence[int], support: Sequence[int], max_gen: int, eos: set[int],
@@ -75,8 +71,8 @@ def answer_all(lm: RagModel, ids: list[int], context: Sequence[int], support: Se
         return tokenizer.decode([token], skip_special_tokens=True)
 
     example = ContextExample(lm.engine, ids, context, support, lm.settings.rag, eos, stop, token_text=token_text)
-    choose = head_chooser(lm, sample_key)
-    return example, example.answer_many(lm.settings.rag_strategies, max_gen, choose, on_answer=on_answer)
+    return example, example.answer_many(lm.settings.rag_strategies, max_gen, head_source(lm, sample_key),
+                                        on_answer=on_answer)
 
 
 def answer_request(lm: RagModel, p: PreparedRequest, quiet: bool = False) -> str:
@@ -115,9 +111,9 @@ def rag_identity(lm: RagModel, strategies: Sequence[str]) -> dict[str, Any]:
     digest) where dynamic chooses heads, the static heads where static does."""
     parsed = [Strategy.parse(s) for s in strategies]
     out: dict[str, Any] = {"settings": settings_record(lm.settings.rag)}
-    if any(s.name == "dynamic" for s in parsed):
+    if any(s.needs_probe for s in parsed):
         out["probe"] = file_digest(lm.rag_probe.path)
-    static = [s for s in parsed if s.name == "static"]
+    static = [s for s in parsed if s.needs_static]
     if static:
         k = max(s.k or lm.settings.rag.heads for s in static)
         out["static_heads"] = [list(h) for h in lm.static(REASONING).heads[:k]]

@@ -23,7 +23,8 @@ from ...traces import HIDDEN_DTYPES
 from ..engine.kv import DEFAULT_SINK, DEFAULT_WINDOW, KVError, KVPolicy
 from ...spec import KV_PREDICTED, ConditionSpec, SpecError, budget_value
 from ..engine.scores import ReasoningScore
-from ..rag.algorithm import RagSettings, Strategy
+from ..rag.algorithm import RagSettings
+from ..rag.strategies import Strategy
 
 CALIBRATION_ARGS = ("calib_lengths", "calib_depths", "calib_runs", "calib_examples")
 DEFAULT_KV_BUDGET = 0.25
@@ -93,7 +94,7 @@ def parse_strategies(text: str | None) -> tuple[Strategy, ...]:
     """``"dynamic+static:10"`` to strategies; ``None`` / ``""`` / ``off`` = RAG off."""
     if text is None or str(text).strip() in ("", "off", "false"):
         return ()
-    return tuple(Strategy(spec.strategy, spec.k) for spec in parse_specs(text, "rag"))
+    return tuple(Strategy.from_spec(spec) for spec in parse_specs(text, "rag"))
 
 
 def parse_kv_strategies(text: Any) -> tuple[tuple[str, int | float | None], ...]:

@@ -16,7 +16,7 @@ retrieved windows visible. What happens next is ``RagSettings.algorithm``:
   the next draft starts with the context hidden again.
 
 Algorithm 2 (retrieve): run the current position once with the whole context visible, choose k heads by
-strategy, average their last-row attention over the context, and turn the top positions into windows
+strategy (:mod:`dynheads.models.rag.strategies`), average their last-row attention over the context, and turn the top positions into windows
 (:mod:`dynheads.models.rag.windows`).
 
 Why it is cheap: the context's KV cache is prefilled once per example (its keys and values never
@@ -40,8 +40,8 @@ from .rind import DEFAULT_RIND_THRESHOLD, STOPWORD_RULES, entropy, first_need, l
 from .windows import (DEFAULT_CLUSTER_GAP, DEFAULT_TOP_POSITIONS, DEFAULT_WINDOW, Window, attention_windows,
                                coverage, runs, top_indices)
 from ..engine.batch import DecodeBatch
-from ...spec import ConditionSpec, SpecError
 from ..engine import DecodingError, TraceEngine
+from .strategies import HeadSource, Strategy
 
 ALGORITHMS = ("paper", "dragin")
 
@@ -72,41 +72,6 @@ class RagSettings:
                              "rag_max_retrievals and rag_sink_tokens >= 0 (e.g. rag_heads=5,rag_window=48)")
         if not self.threshold >= 0:
             raise ValueError(f"dynheads: rag_threshold={self.threshold} must be >= 0 (DRAGIN uses 1.2-1.4 on HotpotQA)")
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A head-selection strategy and its head count k (``None``: the settings' ``heads``).
-
-    Why not a decode-loop condition (:mod:`dynheads.models.engine.conditions`): a RAG strategy is an algorithm over
-    the step API (trigger, retrieve, regenerate), not a view of one pass; its name is still a
-    :class:`~dynheads.spec.ConditionSpec` (``rag:dynamic:10``)."""
-
-    name: str
-    k: int | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            self.spec  # noqa: B018 -- validates the name and the head count
-        except SpecError as exc:
-            raise DecodingError(str(exc)) from None
-
-    @classmethod
-    def parse(cls, text: str) -> "Strategy":
-        try:
-            spec = ConditionSpec.parse(text, family="rag")
-        except SpecError as exc:
-            raise DecodingError(str(exc)) from None
-        return cls(spec.strategy, spec.k)
-
-    @property
-    def spec(self) -> ConditionSpec:
-        return ConditionSpec("rag", self.name, self.k)
-
-    @property
-    def label(self) -> str:
-        """The name inside the family (``dynamic:10``); the trace's condition is ``spec.name`` (``rag:dynamic:10``)."""
-        return self.spec.label
 
 
 @dataclass
@@ -148,9 +113,6 @@ class Decoded:
     finished: bool
     entropies: list[float] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)
-
-
-HeadChooser = Callable[[Strategy, int, np.ndarray], list[Head]]  # (strategy, retrieval index, hidden) -> heads
 
 
 class ContextExample:
@@ -296,22 +258,13 @@ class ContextExample:
         start, end = self.context
         return [(max(s, start), min(e, end)) for s, e in runs(self.support) if min(e, end) > max(s, start)]
 
-    def retrieve(self, strategy: Strategy, generated: Sequence[int], index: int,
-                 choose: HeadChooser) -> tuple[list[Head], list[Window], list[int]]:
-        """Heads, windows and top positions of one retrieval (the oracle has no heads and no top positions)."""
-        if strategy.name == "oracle":
-            return [], self.oracle_windows(), []
-        rows, hidden = self.inspect(generated)
-        heads = choose(strategy, index, hidden)
-        return heads, *self.head_windows(rows, heads, query=len(self.ids) + len(generated) - 1)
-
     # -- Algorithm 1 -----------------------------------------------------------------------------
-    def answer(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> RagAnswer:
+    def answer(self, strategy: Strategy, max_new: int, source: HeadSource) -> RagAnswer:
         """One answer under ``strategy``: ``full`` reads the whole context, ``none`` never sees it, the
         others follow Algorithm 1 with their own retrieval."""
-        return self.answer_many([strategy], max_new, choose)[0]
+        return self.answer_many([strategy], max_new, source)[0]
 
-    def answer_many(self, strategies: Sequence[Strategy], max_new: int, choose: HeadChooser,
+    def answer_many(self, strategies: Sequence[Strategy], max_new: int, source: HeadSource,
                     on_answer: Callable[[str], None] | None = None) -> list[RagAnswer]:
         """Every strategy's answer, Algorithm 1 advancing all of them together: in each round every strategy
         asks for its next continuation (a draft or a regeneration), and the distinct ones not decoded before
@@ -320,7 +273,7 @@ class ContextExample:
         if limit is not None and len(self.ids) + max_new > limit:
             raise DecodingError(f"dynheads: prompt of {len(self.ids)} tokens + {max_new} new tokens exceeds this model's "
                                 f"{limit} positions; use shorter examples or fewer new tokens")
-        runs = [self._algorithm1(strategy, max_new, choose) for strategy in strategies]
+        runs = [self._algorithm1(strategy, max_new, source) for strategy in strategies]
         answers: list[RagAnswer | None] = [None] * len(runs)
         pending: dict[int, DecodeSpec] = {}
 
@@ -341,11 +294,11 @@ class ContextExample:
                 advance(i, results[spec])
         return answers  # type: ignore[return-value]
 
-    def _algorithm1(self, strategy: Strategy, max_new: int, choose: HeadChooser) -> Generator["DecodeSpec", Decoded, RagAnswer]:
+    def _algorithm1(self, strategy: Strategy, max_new: int, source: HeadSource) -> Generator["DecodeSpec", Decoded, RagAnswer]:
         """Algorithm 1 for one strategy; yields each continuation it needs and is sent the decoded result."""
-        if strategy.name in ("full", "none"):
-            decoded = yield DecodeSpec((), max_new, None if strategy.name == "full" else (), False, False)
-            return RagAnswer(strategy.label, decoded.tokens, drafts=int(strategy.name == "none"))
+        if not strategy.retrieves:
+            decoded = yield DecodeSpec((), max_new, strategy.whole_answer_view, False, False)
+            return RagAnswer(strategy.label, decoded.tokens, drafts=strategy.drafts)
         out = RagAnswer(strategy.label, [])
         generated: list[int] = []
         paper = self.settings.algorithm == "paper"
@@ -365,7 +318,7 @@ class ContextExample:
                        "score": round(need.score, 4), "entropy": round(need.entropy, 4), "attention": round(need.attention, 4),
                        "draft": [[w.text, round(w.score, 4)] for w in words]}
             generated += draft.tokens[:retract]
-            heads, windows, top = self.retrieve(strategy, generated, len(out.retrievals), choose)
+            heads, windows, top = strategy.retrieve(self, generated, len(out.retrievals), source)
             out.retrievals.append(Retrieval(len(generated), trigger, heads, windows, **coverage(windows, self.support),
                                             top_positions=top))
             regenerated = yield DecodeSpec(tuple(generated), max_new - len(generated), tuple(windows), False, not paper)

@@ -1,6 +1,6 @@
 """The ``hallucination`` stage: six detectors scored on the same traced answers, with intervals and paired differences.
 
-Beyond the paper (its Conclusion's conjecture, issue 21). Per task and label:
+Beyond the paper (its Conclusion's conjecture, issue 21). Per section and label:
 
 * NIAH, answer level: hallucinated = the response lacks the UUID; token level: each answer token that is not the
   UUID character run it should copy (:func:`~dynheads.metrics.hallucination.copy_labels`). Split by (depth,
@@ -106,8 +106,8 @@ def conjecture(level: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def run(suite: ModelSuite) -> dict[str, Any]:
-    """The stage: both tasks' levels, ``hallucination.{json,md}`` and one ROC figure per task. Each side of each
-    task's split gets its :func:`feature_tables` once, which every level and label of that task reads."""
+    """The stage: both sections' levels, ``hallucination.{json,md}`` and one ROC figure per section. Each side of each
+    section's split gets its :func:`feature_tables` once, which every level and label of that section reads."""
     from .data import hotpotqa_answers, niah_answers
     from .figures import roc_figure
     from .tables import report
@@ -125,8 +125,8 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     }
     summary = {"settings": {"c": c, "f1_threshold": float(h["f1_threshold"]), "test_share": float(h["test_share"]), "seed": seed},
                **levels,
-               "conjecture": {f"{task}_{level}": conjecture(levels[task][level])
-                              for task, level in (("niah", "answer"), ("niah", "token"), ("hotpotqa", "f1"))}}
+               "conjecture": {f"{section}_{level}": conjecture(levels[section][level])
+                              for section, level in (("niah", "answer"), ("niah", "token"), ("hotpotqa", "f1"))}}
     roc_figure(levels["niah"], (("answer", "answers (UUID missing)"), ("token", "answer tokens (not the UUID's)")),
                f"{suite.name}: NIAH hallucination detectors, held-out cells", suite.dir / "hallucination_roc_niah.png")
     roc_figure(levels["hotpotqa"], (("f1", f"answers with F1 < {h['f1_threshold']:g}"), ("em0", "answers with EM = 0")),

@@ -10,7 +10,7 @@ from ..verdicts import decide_table, p_text
 from ..tables import markdown, shown, with_interval
 
 RESULT_FILES = {"hallucination": ("hallucination.json", "summary")}
-# (task, level, title) of every table; the leaderboard shows the first three
+# (section, level, title) of every table; the leaderboard shows the first three
 LEVELS = (("niah", "answer", "NIAH answers (hallucinated: the UUID is missing)"),
           ("niah", "token", "NIAH answer tokens (hallucinated: not the UUID character it should copy)"),
           ("hotpotqa", "f1", "HotpotQA dev answers (hallucinated: F1 below the threshold)"),
@@ -27,7 +27,7 @@ def balance_text(level: dict[str, Any]) -> str:
 
 def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key: tuple[str, str]) -> str:
     """One level's detectors: AUROC, AUPRC, and each minus Lookback Lens on the same draws (paired), with raw /
-    Holm p and the verdict from ``decided`` (the report's family, keyed by (task, level, detector, metric))."""
+    Holm p and the verdict from ``decided`` (the report's family, keyed by (section, level, detector, metric))."""
     if level.get("note"):
         return f"{balance_text(level)}; {level['note']}.\n"
     rows = []
@@ -52,10 +52,10 @@ def decided_differences(summary: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
     """Every detector − Lookback Lens difference of the report, decided as one family (the ``hallucination``
     rule of ``claims.yaml``: level x detector x score; higher than the reference is the conjecture's side)."""
     tests = {}
-    for task, level, _ in LEVELS:
-        for name, d in ((summary.get(task) or {}).get(level) or {}).get("detectors", {}).items():
+    for section, level, _ in LEVELS:
+        for name, d in ((summary.get(section) or {}).get(level) or {}).get("detectors", {}).items():
             for m, record in (d.get("minus_reference") or {}).items():
-                tests[(task, level, name, m)] = (record, 1)
+                tests[(section, level, name, m)] = (record, 1)
     return decide_table("hallucination", tests)
 
 
@@ -70,14 +70,14 @@ def report(model: str, summary: dict[str, Any]) -> str:
             f"NIAH split by (depth, length) cell, test cells {summary['niah'].get('test_cells')}; HotpotQA fitted on train "
             "answers, tested on dev answers.\n"]
     decided = decided_differences(summary)
-    for task, level, title in LEVELS:
-        text.append(f"## {title}\n\n" + level_table(summary[task][level], decided, (task, level)))
+    for section, level, title in LEVELS:
+        text.append(f"## {title}\n\n" + level_table(summary[section][level], decided, (section, level)))
     from ..claims import claims_rows
 
     conjectures = [c for c in claims_rows({"model": model, "hallucination": summary}) if c["family"] == "hallucination"]
     text.append("## The conjecture: retrieval-head absence AUROC − 0.5 (claims H-*, decided as in claims.md)\n\n" + markdown(
         ["claim", "level", "AUROC − 0.5 [95 % CI]", "test", "p / Holm p (family size)", "verdict"],
-        [[c["id"], c["task"], c["effect_text"], f"{c.get('test', '—')}; test documents holding a hallucinated / a "
+        [[c["id"], c["setting"], c["effect_text"], f"{c.get('test', '—')}; test documents holding a hallucinated / a "
           f"faithful row: {c.get('positive_units', '—')} / {c.get('negative_units', '—')}", p_text(c), c["verdict"]]
          for c in conjectures]))
     return "\n".join(text) + "\n"
@@ -86,8 +86,8 @@ def report(model: str, summary: dict[str, Any]) -> str:
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
     h = r.get("hallucination") or {}
     out: dict[str, Any] = {}
-    for task, level, prefix in BOARD:
-        detectors = ((h.get(task) or {}).get(level) or {}).get("detectors") or {}
+    for section, level, prefix in BOARD:
+        detectors = ((h.get(section) or {}).get(level) or {}).get("detectors") or {}
         for name in ("absence", REFERENCE):
             record = (detectors.get(name) or {}).get("auroc")
             out.update(with_interval(f"halluc_{prefix}_{name}_auroc", record["estimate"] if record else None, record))

@@ -1,4 +1,4 @@
-"""Score against the KV cache kept: one panel per task, one line per strategy across budgets, interval bars both ways."""
+"""Score against the KV cache kept: one panel per section, one line per strategy across budgets, interval bars both ways."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ def strategy_of(name: str) -> str:
 
 
 def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
-    """x: the measured share of the KV cache kept (per KV head, mean over documents); y: the task's score. Each point
+    """x: the measured share of the KV cache kept (per KV head, mean over documents); y: the section's score. Each point
     carries its 95 % intervals on both axes; a strategy's budgets are joined in order of the share kept."""
     plt = pyplot()
-    panels = [p for p in PANELS if summary.get(p[0])]  # a task the profile did not run gets no empty panel
-    skipped = [caption for task, _, caption in PANELS if not summary.get(task)]
+    panels = [p for p in PANELS if summary.get(p[0])]  # a section the profile did not run gets no empty panel
+    skipped = [caption for section, _, caption in PANELS if not summary.get(section)]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.4 * max(len(panels), 1), 5.0), squeeze=False)
-    for ax, (task, metric, caption) in zip(axes[0], panels):
-        data = (summary.get(task) or {}).get("conditions") or {}
+    for ax, (section, metric, caption) in zip(axes[0], panels):
+        data = (summary.get(section) or {}).get("conditions") or {}
         by_strategy: dict[str, list[tuple[dict, dict]]] = {}
         for name, c in data.items():
             by_strategy.setdefault(strategy_of(name), []).append((c["kept_kv"], c[metric]))
@@ -44,7 +44,7 @@ def budget_figure(summary: dict[str, Any], title: str, path: Path) -> None:
                         yerr=[[y["estimate"] - y["low"] for _, y in points], [y["high"] - y["estimate"] for _, y in points]],
                         color=colour, marker=marker, linestyle="-" if len(points) > 1 else "none", capsize=3, linewidth=1.4,
                         label=strategy + (" (two passes: upper bound)" if strategy == "oracle" else ""))
-        ax.set_title(f"{caption}: {summary[task]['documents']} documents", fontsize=10)
+        ax.set_title(f"{caption}: {summary[section]['documents']} documents", fontsize=10)
         ax.set_xlabel("KV cache kept: measured share of (KV head, key) pairs over the decode steps\n"
                       "(log scale; the strategies of one budget are drawn slightly apart)", fontsize=9)
         ax.set_ylabel(f"{metric_label(metric)} (mean, 95 % CI)")

@@ -47,23 +47,23 @@ def condition_names(kv: dict[str, Any]) -> list[str]:
     return names
 
 
-def offset_probe(suite: ModelSuite, task: str, cells: list[dict[str, Any]], folders: list[Path], kind: str) -> Path:
-    """The temporal-offset-1 probe of ``task`` (fitted once, reused while its data and settings are unchanged):
-    ``OUT/<model>/kv_probe_<task>.pt`` with its validation report beside it."""
+def offset_probe(suite: ModelSuite, section: str, cells: list[dict[str, Any]], folders: list[Path], kind: str) -> Path:
+    """The temporal-offset-1 probe of ``section`` (fitted once, reused while its data and settings are unchanged):
+    ``OUT/<model>/kv_probe_<section>.pt`` with its validation report beside it."""
     from ...probes.ahead import fit_ahead
     from ...probes.dataset import load_step_vectors
 
     fit = suite.profile["kv"]["probe"]
-    cache = ProbeCache(suite, f"kv_probe_{task}", probe_identity(
+    cache = ProbeCache(suite, f"kv_probe_{section}", probe_identity(
         cells, {"folders": sorted(Path(f).name for f in folders), **fit, "format": PROBE_FORMAT}))
     if cache.fitted() is not None:
         return cache.probe
     data = load_step_vectors(folders)
     if data.kind != kind:
-        raise ValueError(f"run_suite: the {task} traces give {data.kind} heads, not {kind}")
+        raise ValueError(f"run_suite: the {section} traces give {data.kind} heads, not {kind}")
     params = {"hidden_sizes": tuple(fit["hidden_sizes"]), "max_epochs": fit["max_epochs"], "device": str(suite.lm.engine.device)}
     probe, report = fit_ahead(data, 1, params, fit["seed"],
-                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} kv: offset-1 {task} probe",
+                              progress=lambda epochs: suite.progress(epochs, desc=f"{suite.name} kv: offset-1 {section} probe",
                                                                      unit="epoch"))
     cache.store(report, probe, kind=data.kind, hidden_dim=int(data.hidden.shape[1]), heads=int(data.scores.shape[1]),
                 offset=1, split_seed=fit["seed"], hidden_sizes=list(fit["hidden_sizes"]),
@@ -105,8 +105,8 @@ def hotpotqa_cells(suite: ModelSuite, names: list[str]) -> tuple[list[dict[str, 
     return cells, probe_report(suite, "hotpotqa")
 
 
-def probe_report(suite: ModelSuite, task: str) -> dict[str, Any]:
-    path = suite.dir / f"kv_probe_{task}.json"
+def probe_report(suite: ModelSuite, section: str) -> dict[str, Any]:
+    path = suite.dir / f"kv_probe_{section}.json"
     return json.loads(path.read_text())["report"] if path.is_file() else {}
 
 
@@ -117,7 +117,7 @@ def kept_per_document(result: dict[str, Any], which: int) -> float:
 
 def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
     """Per condition: each metric and the measured shares kept, means over documents with intervals; per budget,
-    dynamic / oracle / random minus static on the same documents: t interval, sign-flip p, one family per task
+    dynamic / oracle / random minus static on the same documents: t interval, sign-flip p, one family per section
     (the ``kv`` rule of ``claims.yaml``; higher is the per-step choice's claim)."""
     samples = samples_of(cells)
     out: dict[str, Any] = {"documents": len(samples), "conditions": {}, "paired": {}}
@@ -143,7 +143,7 @@ def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str,
 
 
 def run(suite: ModelSuite) -> dict[str, Any]:
-    """Both tasks' KV cells, ``kv.json``, ``kv.md`` and the score-against-budget figure."""
+    """Both sections' KV cells, ``kv.json``, ``kv.md`` and the score-against-budget figure."""
     from .figures import budget_figure
     from .tables import report
 
@@ -151,12 +151,12 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     names = condition_names(kv)
     summary: dict[str, Any] = {"settings": {k: kv[k] for k in ("sink", "window", "granularity", "budgets", "strategies")},
                                "conditions": names, "units": unit_counts(suite, kv["granularity"])}
-    for task, collect in (("niah", niah_cells), ("hotpotqa", hotpotqa_cells)):
-        if task == "hotpotqa" and not kv["hotpotqa"]["n"]:
-            summary[task] = None  # the quick profile leaves HotpotQA to the power profile (its prefills dominate)
+    for section, collect in (("niah", niah_cells), ("hotpotqa", hotpotqa_cells)):
+        if section == "hotpotqa" and not kv["hotpotqa"]["n"]:
+            summary[section] = None  # the quick profile leaves HotpotQA to the power profile (its prefills dominate)
             continue
         cells, probe = collect(suite, names)
-        summary[task] = {**summarise(cells, names, METRICS[task], suite.seed), "offset_probe": probe}
+        summary[section] = {**summarise(cells, names, METRICS[section], suite.seed), "offset_probe": probe}
     summary["niah"]["cells"] = [[int(L), float(d)] for L in kv["niah"]["lengths"] for d in kv["niah"]["depths"]]
     budget_figure(summary, f"{suite.name}: score against the KV cache kept (sink {kv['sink']} + window {kv['window']})",
                   suite.dir / "kv_budget.png")

@@ -15,19 +15,19 @@ TASKS = (("niah", (("acc", "accuracy"), ("rouge_l", "ROUGE-L")), "NIAH (lengths 
 BOARD_METRIC = {"niah": "rouge_l", "hotpotqa": "f1"}
 
 
-def task_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
+def section_table(section: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
     """Per condition: the scores and the measured shares kept, each a mean over documents with its interval."""
     rows = [[name, *(interval_text(c[m]) for m, _ in metrics), interval_text(c["kept_kv"]), interval_text(c["kept_heads"]),
-             c["steps"]] for name, c in task["conditions"].items()]
+             c["steps"]] for name, c in section["conditions"].items()]
     return markdown(["condition", *(label for _, label in metrics), "KV kept (per KV head)", "KV kept (per query head)",
                      "decode steps"], rows)
 
 
-def paired_table(task: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
+def paired_table(section: dict[str, Any], metrics: tuple[tuple[str, str], ...]) -> str:
     """The paired differences, one family (the ``kv`` rule of ``claims.yaml``: `supported` = the per-step choice
     scores higher than static heads, `not supported` = lower, each at Holm-adjusted p ≤ 0.05)."""
     rows = [[pair, label, interval_text(d[m]), d[m]["n"], p_text(d[m]), d[m]["verdict"]]
-            for pair, d in task["paired"].items() for m, label in metrics if m in d]
+            for pair, d in section["paired"].items() for m, label in metrics if m in d]
     return markdown(["paired difference (same documents)", "metric", "mean [95 % t CI]", "n",
                      "sign-flip p / Holm p (family size)", "verdict (kv rule)"], rows)
 
@@ -61,44 +61,44 @@ def report(model: str, summary: dict[str, Any]) -> str:
             "attended, out of the unrestricted count). Means over documents with 95 % bootstrap intervals (seeded); "
             "paired differences on the same documents, `higher` when the interval lies above 0.\n"]
     for key, metrics, title in TASKS:
-        task = summary.get(key)
-        if not task:
+        section = summary.get(key)
+        if not section:
             text.append(f"## {title}\n\nNot run in this profile (`--kv-hotpot-n N` runs N dev examples; the power profile "
                         "runs 24).\n")
             continue
-        text.append(f"## {title}: {task['documents']} documents\n")
+        text.append(f"## {title}: {section['documents']} documents\n")
         if key == "niah":
-            text.append(f"Cells (length, depth): {task.get('cells')}.\n")
-        text.append(task_table(task, metrics))
-        text.append("\n" + paired_table(task, metrics))
-        text.append("\n" + probe_note(task.get("offset_probe") or {}))
+            text.append(f"Cells (length, depth): {section.get('cells')}.\n")
+        text.append(section_table(section, metrics))
+        text.append("\n" + paired_table(section, metrics))
+        text.append("\n" + probe_note(section.get("offset_probe") or {}))
     return "\n".join(text)
 
 
 def leaderboard_columns(r: dict[str, Any]) -> dict[str, Any]:
-    """Per task: the score of full, static and dynamic at the largest budget (the one closest to keeping the model
+    """Per section: the score of full, static and dynamic at the largest budget (the one closest to keeping the model
     intact), and dynamic − static there; ``kv.md`` has every budget."""
     kv = r.get("kv") or {}
     out: dict[str, Any] = {}
     budgets = (kv.get("settings") or {}).get("budgets") or []
     low = f"{max(budgets):g}" if budgets else None
-    for task, metric in BOARD_METRIC.items():
-        conditions = (kv.get(task) or {}).get("conditions") or {}
+    for section, metric in BOARD_METRIC.items():
+        conditions = (kv.get(section) or {}).get("conditions") or {}
         for label, name in (("full", "kv:full"), ("static", f"kv:static@{low}"), ("dynamic", f"kv:dynamic@{low}")):
             record = (conditions.get(name) or {}).get(metric)
-            out.update(with_interval(f"kv_{task}_{label}_{metric}", record["estimate"] if record else None, record))
-        pair = ((kv.get(task) or {}).get("paired") or {}).get(f"kv:dynamic@{low} - kv:static@{low}") or {}
+            out.update(with_interval(f"kv_{section}_{label}_{metric}", record["estimate"] if record else None, record))
+        pair = ((kv.get(section) or {}).get("paired") or {}).get(f"kv:dynamic@{low} - kv:static@{low}") or {}
         record = pair.get(metric)
-        out.update(with_interval(f"kv_{task}_dynamic_minus_static_{metric}", record["estimate"] if record else None, record))
+        out.update(with_interval(f"kv_{section}_dynamic_minus_static_{metric}", record["estimate"] if record else None, record))
         kept = (conditions.get(f"kv:static@{low}") or {}).get("kept_kv")
-        out[f"kv_{task}_kept_at_budget"] = kept["estimate"] if kept else None
+        out[f"kv_{section}_kept_at_budget"] = kept["estimate"] if kept else None
     out["kv_budget"] = float(low) if low else None
     return out
 
 
 def leaderboard_section(board: list[dict[str, Any]]) -> str:
     rows = [[b["model"], b.get("kv_budget"),
-             *(shown(b, f"kv_{task}_{label}_{metric}") for task, metric in BOARD_METRIC.items()
+             *(shown(b, f"kv_{section}_{label}_{metric}") for section, metric in BOARD_METRIC.items()
                for label in ("full", "static", "dynamic", "dynamic_minus_static"))] for b in board]
     return ("## Head-level KV compression (beyond the paper; largest budget: share of KV heads kept whole)\n\n"
             + markdown(["model", "budget", "NIAH ROUGE-L: full", "static", "dynamic", "dynamic − static",
