@@ -54,7 +54,7 @@ STAGES: dict[str, Stage] = {
     # beyond the paper: retrieval-head absence vs Lookback Lens and others as hallucination detectors (reads the
     # unmasked cells of niah / probes / hotpotqa / hotpotqa_probes; decodes nothing of its own)
     "hallucination": Stage(hallucination_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
-    # beyond the paper: head-level KV compression, static vs probe-predicted vs oracle heads at matched budgets (fits its
+    # beyond the paper: head-level KV compression, static vs probe-predicted heads and their controls at a matched attention budget (fits its
     # offset-1 probes on the unmasked NIAH and HotpotQA train cells, then decodes fresh documents under every strategy)
     "kv": Stage(kv_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
 }

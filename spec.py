@@ -10,32 +10,44 @@ Grammar (``family`` prefix optional where the argument already says which family
 * masks: ``none | dynamic[:K] | static | random``
 * RAG (Section 5): ``rag:`` + ``dynamic | static | dynamic_random | fixed_random`` (each ``[:K]`` heads),
   ``none | full | oracle``
-* KV compression: ``kv:`` + ``full | streaming`` or ``static | dynamic | oracle | random | frozen | redrawn`` +
-  ``[@BUDGET]``
-  (a count of units kept whole, or a share such as ``0.3``; absent: the ``kv_budget`` argument)
+* KV compression: ``kv:`` + ``full | streaming`` or ``static | dynamic | probe_mean | frozen | observed | random |
+  redrawn`` + ``[@BUDGET]``
+  (a count of units kept whole, or a share such as ``0.3``; absent: the ``kv_budget`` argument). ``kv:oracle`` is the
+  old name of ``kv:observed`` (read with a one-line FutureWarning; it was never an upper bound).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 FAMILIES = ("mask", "rag", "kv")
 MASK_STRATEGIES = ("none", "dynamic", "static", "random")
 RAG_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random", "none", "full", "oracle")
 RAG_HEAD_STRATEGIES = ("dynamic", "static", "dynamic_random", "fixed_random")  # the ones that take a head count
-KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "oracle", "random", "frozen", "redrawn")
-KV_BUDGETED = ("static", "dynamic", "oracle", "random", "frozen", "redrawn")  # the ones that take a budget
-KV_PREDICTED = ("dynamic", "frozen")  # the ones that read kv=dynamic's offset-1 probe
+KV_STRATEGIES = ("full", "streaming", "static", "dynamic", "probe_mean", "frozen", "observed", "random", "redrawn")
+KV_BUDGETED = ("static", "dynamic", "probe_mean", "frozen", "observed", "random", "redrawn")  # the ones that take a budget
+KV_PREDICTED = ("dynamic", "probe_mean", "frozen")  # the ones that read kv=dynamic's offset-1 probe
+KV_RENAMED = {"oracle": "observed"}  # old KV strategy name -> new (read with a FutureWarning)
 STRATEGIES = {"mask": MASK_STRATEGIES, "rag": RAG_STRATEGIES, "kv": KV_STRATEGIES}
 ACCEPTED = {
     "mask": "choose one of none, dynamic, dynamic:K (gate the K strongest, e.g. dynamic:5), static, random, or several "
             "joined by + (one shared prefill, e.g. none+dynamic+static)",
     "rag": "choose from dynamic, static, dynamic_random, fixed_random (each with an optional :K head count, e.g. "
            "dynamic:10), none, full, oracle; join several with + (one context prefill)",
-    "kv": "choose among full, streaming, static, dynamic, oracle, random, frozen, redrawn joined by +, each budgeted one "
-          "with an optional "
-          "budget after @ (a count, or a share such as 0.25), e.g. kv=full+static@0.25+dynamic@0.25",
+    "kv": "choose among full, streaming, static, dynamic, probe_mean, frozen, observed, random, redrawn joined by +, each "
+          "budgeted one with an optional budget after @ (a count, or a share such as 0.25), e.g. "
+          "kv=full+static@0.25+dynamic@0.25",
 }
+
+
+def current_kv_name(strategy: str) -> str:
+    """A KV strategy's current name: an old one (``oracle``) is read with a one-line FutureWarning."""
+    if strategy in KV_RENAMED:
+        warnings.warn(f"dynheads: kv={strategy} is now kv={KV_RENAMED[strategy]} (the step's observed heads, not an "
+                      "upper bound); the old name will be removed", FutureWarning, stacklevel=3)
+        return KV_RENAMED[strategy]
+    return strategy
 
 
 class SpecError(ValueError):
@@ -104,6 +116,8 @@ class ConditionSpec:
         strategy, colon, k = name.partition(":")
         if colon and family == "kv":
             raise SpecError(f"dynheads: cannot read KV condition {text!r}; {ACCEPTED['kv']}")
+        if family == "kv":
+            strategy = current_kv_name(strategy)
         try:
             count = int(k) if colon else None
         except ValueError:

@@ -118,6 +118,9 @@ class _HeadProbe(BaseEstimator):
                     break
         self.network_.load_state_dict(best_state)
         self.best_val_loss_ = best
+        # the mean prediction per output over the training rows: the fixed ranking of kv=probe_mean (the same probe
+        # without its per-step input), stored with the probe so that the control needs nothing else
+        self.mean_output_ = self._predict_raw(X).mean(axis=0).astype(np.float32)
         self._after_fit(X_val, Y_val)
         return self
 

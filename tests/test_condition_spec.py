@@ -9,7 +9,7 @@ from dynheads.models.engine.conditions import mask_condition
 
 NAMES = ["none", "dynamic", "dynamic:0", "dynamic:5", "static", "random", "rag:dynamic", "rag:static:10",
          "rag:fixed_random:3", "rag:full", "rag:oracle", "kv:full", "kv:streaming", "kv:static@0.3", "kv:dynamic@8",
-         "kv:oracle@0.05", "kv:random@1", "kv:frozen@0.3", "kv:redrawn@0.15"]
+         "kv:observed@0.05", "kv:random@1", "kv:probe_mean@0.3", "kv:frozen@0.3", "kv:redrawn@0.15"]
 
 
 @pytest.mark.parametrize("name", NAMES)

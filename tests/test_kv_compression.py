@@ -188,8 +188,8 @@ def test_policy_errors_are_one_clear_line():
     engine = TraceEngine(tiny_model("llama"))
     with pytest.raises(KVError, match="has 6"):
         engine.generate(_prompt(), 2, mask="none") and engine.generate_many(_prompt(), 2, [_policy(engine, "static", 7)])
-    with pytest.raises(DecodingError, match="kv=oracle@2 needs target"):
-        engine.generate_many(_prompt(), 2, [_policy(engine, "oracle", 2)])
+    with pytest.raises(DecodingError, match="kv=observed@2 needs target"):
+        engine.generate_many(_prompt(), 2, [_policy(engine, "observed", 2)])
     with pytest.raises(DecodingError, match="kv_probe"):
         engine.generate_many(_prompt(), 2, [_policy(engine, "dynamic", 2)])
 
@@ -238,7 +238,7 @@ def test_oracle_keeps_the_steps_own_heads_whole_then_reruns_restricted(arch):
     engine, eager = TraceEngine(model), EagerStreaming(model)
     prompt, needle = _copying_prompt(engine)  # a prompt on which Eq. 1 fires at many steps
     budget = 8
-    oracle, full = engine.generate_many(prompt, NEW, [_policy(engine, "oracle", budget, granularity="head"),
+    oracle, full = engine.generate_many(prompt, NEW, [_policy(engine, "observed", budget, granularity="head"),
                                                       _policy(engine, "full")], target=needle)
     assert oracle.steps[0].heads == full.steps[0].heads  # the oracle's first pass is unrestricted
     assert any(s.heads for s in oracle.steps)
@@ -268,7 +268,7 @@ def test_verify_replays_kv_lines_from_the_trace_alone_and_catches_a_wrong_choice
     model = tiny_model(arch)
     engine = TraceEngine(model)
     prompt, needle = _copying_prompt(engine)
-    conditions = [_policy(engine, "static", 2), _policy(engine, "oracle", 3), _policy(engine, "streaming")]
+    conditions = [_policy(engine, "static", 2), _policy(engine, "observed", 3), _policy(engine, "streaming")]
     gens = engine.generate_many(prompt, NEW, conditions, target=needle)
     view = {"sink": SINK, "window": WINDOW, "granularity": "kv"}
     lines = [traces.generation_line("toy", 0, g, "", needle, kv=view) for g in gens]  # the one writer of trace lines
@@ -343,3 +343,44 @@ def test_the_controls_frozen_and_redrawn_are_what_they_say_and_verify_from_the_t
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     assert verify_records(eager, lines)["agreement"] == 1.0
+
+
+def test_probe_mean_is_a_fixed_ranking_and_the_controls_equal_dynamic_under_a_constant_probe():
+    """With a probe whose output never changes, dynamic's per-step choice is one fixed choice: frozen gives dynamic's
+    answer and choices step for step, and probe_mean (that constant as its mean) gives dynamic's choice at every step
+    after the first. With a moving probe, probe_mean keeps one choice while dynamic changes its."""
+    model = tiny_model("llama")
+    engine = TraceEngine(model)
+    units = engine.num_layers * engine.num_heads
+    constant = torch.linspace(1.0, 0.0, units)  # index order: unlike the static ranking (reversed index order)
+
+    def constant_probe(hidden: torch.Tensor) -> torch.Tensor:
+        return constant.expand(hidden.shape[0], -1)
+
+    prompt = _prompt(seed=9)
+    names = ("dynamic", "frozen", "probe_mean")
+    conditions = [_policy(engine, name, 2, predictor=constant_probe, probe_mean=tuple(constant.tolist())) for name in names]
+    dynamic, frozen, probe_mean = engine.generate_batch([DecodeRequest(prompt, NEW, conditions)])[0]
+    choice = lambda step: tuple(map(tuple, step.kv_full))  # noqa: E731
+    assert frozen.token_ids == dynamic.token_ids and [choice(s) for s in frozen.steps] == [choice(s) for s in dynamic.steps]
+    assert [choice(s) for s in probe_mean.steps[1:]] == [choice(s) for s in dynamic.steps[1:]]
+    assert choice(probe_mean.steps[0]) != choice(dynamic.steps[0])  # dynamic's first step takes the static choice
+
+    moving = LinearPredictor(model.config.hidden_size, units)
+    conditions = [_policy(engine, name, 2, predictor=moving, probe_mean=tuple(constant.tolist())) for name in names]
+    dynamic, _, probe_mean = engine.generate_batch([DecodeRequest(prompt, NEW, conditions)])[0]
+    assert {choice(s) for s in probe_mean.steps} == {choice(probe_mean.steps[0])}
+    assert len({choice(s) for s in dynamic.steps[1:]}) > 1
+
+
+def test_probe_mean_without_the_probes_mean_is_one_clear_line():
+    engine = TraceEngine(tiny_model("llama"))
+    with pytest.raises(DecodingError, match="kv=probe_mean needs the offset-1 probe's mean training prediction"):
+        engine.generate_many(_prompt(), 2, [_policy(engine, "probe_mean", 2)])
+
+
+def test_the_old_name_oracle_reads_as_observed_with_one_warning():
+    from dynheads.spec import ConditionSpec
+
+    with pytest.warns(FutureWarning, match="kv=oracle is now kv=observed"):
+        assert ConditionSpec.parse("kv:oracle@0.3").name == "kv:observed@0.3"

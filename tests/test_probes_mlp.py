@@ -55,6 +55,9 @@ def test_classifier_learns_a_planted_rule_and_beats_the_prior(tmp_path):
     again, meta = load_probe(tmp_path / "probe.pt")
     assert meta == {"model": "tiny", "kind": "copy_paste"} and again.threshold_ == probe.threshold_
     assert np.array_equal(again.predict_proba(xt), probe.predict_proba(xt))
+    # kv=probe_mean's fixed ranking: the mean predicted probability per head over the training rows, saved with it
+    assert np.allclose(again.mean_output_, probe.predict_proba(x).mean(axis=0), atol=1e-6)
+    assert again.mean_output_.shape == (y.shape[1],)
 
 
 def test_regressor_learns_a_planted_map_and_beats_the_prior():

@@ -39,7 +39,7 @@ def test_each_feature_parses_and_checks_itself():
     ({"kv": "full", "mask": "none+dynamic"}, "kv= compresses the unmasked model's KV cache on its own"),
     ({"kv": "full", "rag": "static"}, "kv= compresses the unmasked model's KV cache on its own"),
     ({"kv": "dynamic"}, "give kv_probe=PATH"),
-    ({"kv": "oracle", "static_heads": "off"}, "kv=static/dynamic/oracle/frozen rank heads by the static calibration"),
+    ({"kv": "observed", "static_heads": "off"}, "kv=static/dynamic/frozen/observed rank or fill heads by the static calibration"),
     ({"kv": "frozen"}, "give kv_probe=PATH"),
 ])
 def test_each_cross_feature_rule_is_one_row_of_the_table_and_one_line(args, message):

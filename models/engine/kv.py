@@ -15,12 +15,23 @@ Strategies (``kv=``):
 * ``static``    -- the top of the calibrated static ranking keeps the context (DuoAttention / RazorAttention style);
 * ``dynamic``   -- the units a probe predicts for step t from step t - 1's final hidden state (a temporal-offset-1
   probe: the choice is made before step t runs); the first step, which has no previous step, uses the static ranking;
-* ``oracle``    -- two passes per step: an unrestricted pass finds the step's own Eq. 1 / Eq. 2 heads (strongest
-  first), the static ranking fills the rest of the budget, and the step is re-run restricted (an upper bound);
+* ``probe_mean`` -- the control of ``dynamic`` that keeps its ranking but drops the per-step input: one fixed ranking
+  by the same probe's mean predicted score over its training steps, so dynamic - probe_mean isolates choosing per step
+  from ranking units better than the static calibration does;
+* ``frozen``    -- the other control of ``dynamic``: its choice made once (at step 1, from step 0's hidden state), then
+  kept for the generation, so dynamic - frozen isolates choosing *per step* from choosing a better set for the document;
+* ``observed``  -- two passes per step: an unrestricted pass finds the step's own Eq. 1 / Eq. 2 heads (strongest
+  first), the static ranking fills the rest of the budget, and the step is re-run restricted. Not an upper bound: it
+  knows which heads retrieve at this step, not which units the answer needs (it can and does score below dynamic);
+  named ``oracle`` before (still read, with a FutureWarning);
 * ``random``    -- seeded random units, fixed for the generation;
-* ``frozen``    -- the control of ``dynamic``: its choice made once (at step 1, from step 0's hidden state), then kept
-  for the generation, so dynamic - frozen isolates choosing *per step* from choosing a better fixed set;
 * ``redrawn``   -- the per-step control of ``random``: random units drawn again at every step (seeded per step).
+
+What fills the budget: ``static`` keeps the top of the calibrated ranking; ``dynamic`` the top of the probe's scores
+for this step (all units are ranked, so the probe fills the whole budget, not only its predicted retrieval heads);
+``observed`` the step's retrieval heads, then the static ranking. Memory (:attr:`KVCompression.resident_whole`): a
+fixed choice may drop the streaming heads' middle keys after the prefill; a per-step choice must keep every unit's
+whole cache resident (any unit may be chosen at the next step) and saves only what each step reads.
 
 Each strategy is a condition class (:class:`KVCompression` and its subclasses, registered in :data:`KV_CONDITIONS`):
 the decode loop asks it for the streaming heads of each pass and never names a strategy, so a new control is a new
@@ -37,6 +48,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -47,7 +59,8 @@ from ...spec import KV_BUDGETED as BUDGETED, KV_STRATEGIES, ConditionSpec
 GRANULARITIES = ("kv", "head")
 DEFAULT_SINK = 4
 DEFAULT_WINDOW = 64
-ACCEPTED_KV = ("choose kv= among full, streaming, static, dynamic, oracle, random (join several with +), with "
+ACCEPTED_KV = ("choose kv= among full, streaming, static, dynamic, probe_mean, frozen, observed, random, redrawn (join "
+               "several with +), with "
                "kv_budget=N (units kept whole) or a fraction such as 0.25, kv_sink, kv_window and kv_granularity=kv|head")
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # [rows, hidden] float32 -> [rows, layers * heads] scores
@@ -63,7 +76,8 @@ class KVPolicy:
 
     ``budget``: units kept whole, a count (``int``) or a share of all units (``float`` in (0, 1]); resolved against
     the model by :meth:`units`. ``ranking``: the static ranking (best first) that ``static`` takes its heads from and
-    ``dynamic`` / ``oracle`` fill with. ``seed``: the text ``random`` draws from. ``predictor``: ``dynamic``'s probe.
+    ``dynamic`` / ``observed`` fill with. ``seed``: the text ``random`` draws from. ``predictor``: ``dynamic``'s probe;
+    ``probe_mean``: that probe's mean predicted score per head over its training steps (``probe_mean``'s ranking).
     """
 
     strategy: str = "full"
@@ -74,6 +88,7 @@ class KVPolicy:
     ranking: tuple[Head, ...] = field(default=(), compare=False)
     seed: str = field(default="0", compare=False)
     predictor: Predictor | None = field(default=None, compare=False, repr=False)
+    probe_mean: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.strategy not in KV_STRATEGIES:
@@ -146,8 +161,8 @@ def select(scores: torch.Tensor, units: int, kv_heads: int, granularity: str) ->
     return chosen.reshape(layers, heads)
 
 
-def oracle_scores(hit: torch.Tensor, strength: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
-    """The oracle's ranking of one step: its retrieval heads first (strongest first), then the ``fallback`` (static)
+def observed_scores(hit: torch.Tensor, strength: torch.Tensor | None, fallback: torch.Tensor) -> torch.Tensor:
+    """``observed``'s ranking of one step: its retrieval heads first (strongest first), then the ``fallback`` (static)
     order. ``hit`` ``[layers, heads]`` boolean, ``strength`` in [0, 1] (peak attention or Eq. 2 score)."""
     strength = torch.zeros_like(fallback) if strength is None else strength.float().cpu()
     return torch.where(hit.cpu(), 2.0 + strength, fallback)
@@ -175,6 +190,8 @@ class KVCompression(DecodeCondition):
 
     policy: KVPolicy = KVPolicy()
     needs_ranking = True
+    resident_whole: ClassVar[bool] = False  # a real implementation must keep every unit's whole cache resident
+    unrestricted_pass: ClassVar[bool] = False  # each step also runs once with nothing restricted (reads the whole cache)
 
     @property
     def spec(self) -> ConditionSpec:
@@ -239,6 +256,7 @@ class PredictedKV(KVCompression):
     step, which has no previous step, keeps the static choice."""
 
     needs_hidden = True
+    resident_whole = True
 
     def check(self, engine: Geometry, traced: bool) -> None:
         super().check(engine, traced)
@@ -269,29 +287,49 @@ class _PredictedRun(ConditionRun):
 
 
 @dataclass(frozen=True)
-class OracleKV(KVCompression):
-    """``oracle``: an unrestricted first pass finds the step's own retrieval heads (strongest first), the static
-    ranking fills the rest of the budget, and the step is re-run restricted to that choice."""
+class ObservedKV(KVCompression):
+    """``observed``: an unrestricted first pass finds the step's own retrieval heads (strongest first), the static
+    ranking fills the rest of the budget, and the step is re-run restricted to that choice (not an upper bound)."""
 
     needs_target = True
     needs_strength = True
+    resident_whole = True
+    unrestricted_pass = True
 
     def start(self, engine: Geometry) -> ConditionRun:
-        return _OracleRun(self.policy, engine, self.ranked(engine))
+        return _ObservedRun(self.policy, engine, self.ranked(engine))
 
 
-class _OracleRun(ConditionRun):
+class _ObservedRun(ConditionRun):
     def __init__(self, policy: KVPolicy, engine: Geometry, ranked: torch.Tensor) -> None:
         self.policy, self.engine, self.ranked = policy, engine, ranked
 
     def second_pass(self, reading: Reading) -> Pass | None:
-        return kept_whole(choose(self.policy, self.engine, oracle_scores(reading.hit, reading.strength, self.ranked)))
+        return kept_whole(choose(self.policy, self.engine, observed_scores(reading.hit, reading.strength, self.ranked)))
+
+
+@dataclass(frozen=True)
+class ProbeMeanKV(KVCompression):
+    """``probe_mean``: the offset-1 probe's mean predicted score per unit over its training steps, as one ranking fixed
+    for every document and step (``dynamic``'s probe without its per-step input)."""
+
+    needs_ranking = False
+
+    def check(self, engine: Geometry, traced: bool) -> None:
+        super().check(engine, traced)
+        if len(self.policy.probe_mean) != engine.num_layers * engine.num_heads:
+            raise DecodingError("dynheads: kv=probe_mean needs the offset-1 probe's mean training prediction (one score "
+                                "per head); give kv_probe=PATH written by this version (run_suite.py --stages kv)")
+
+    def fixed_choice(self, engine: Geometry) -> torch.Tensor:
+        return choose(self.policy, engine, torch.tensor(self.policy.probe_mean, dtype=torch.float32))
 
 
 @dataclass(frozen=True)
 class FrozenKV(PredictedKV):
     """``frozen``: :class:`PredictedKV`'s first probe choice (step 1, from step 0's hidden state) kept for the rest of
-    the generation (step 0 keeps the static choice, as dynamic's does)."""
+    the generation (step 0 keeps the static choice, as dynamic's does). Resident: the whole cache until step 1 chooses,
+    so its peak is dynamic's."""
 
     def start(self, engine: Geometry) -> ConditionRun:
         return _PredictedRun(self.policy, engine, kept_whole(self.fixed_choice(engine)), choices=1)
@@ -302,6 +340,7 @@ class RedrawnKV(KVCompression):
     """``redrawn``: random units drawn again at every step, from the document's seed and the step's index."""
 
     needs_ranking = False
+    resident_whole = True
 
     def start(self, engine: Geometry) -> ConditionRun:
         return _RedrawnRun(self.policy, engine)
@@ -318,8 +357,9 @@ class _RedrawnRun(ConditionRun):
 
 
 KV_CONDITIONS: dict[str, type[KVCompression]] = {"full": FullKV, "streaming": StreamingKV, "static": KVCompression,
-                                                 "dynamic": PredictedKV, "oracle": OracleKV, "random": RandomKV,
-                                                 "frozen": FrozenKV, "redrawn": RedrawnKV}
+                                                 "dynamic": PredictedKV, "probe_mean": ProbeMeanKV, "frozen": FrozenKV,
+                                                 "observed": ObservedKV, "random": RandomKV, "redrawn": RedrawnKV}
+assert tuple(KV_CONDITIONS) == KV_STRATEGIES, "one class per strategy the spec names, in its order"
 
 
 def kv_condition(policy: KVPolicy) -> KVCompression:

@@ -40,12 +40,15 @@ def fixed_heads(lm: ConditionModel, condition: ConditionSpec, task: str, sample_
 
 def kv_policy(lm: ConditionModel, strategy: str, budget: int | float | None, task: str, sample_key: Any, kind: str) -> KVPolicy:
     """The KV-compression condition ``strategy`` for one document: the static ranking of this document's kind,
-    random units seeded per document, and for ``dynamic`` the offset-1 probe as predictor."""
+    random units seeded per document, and for ``dynamic`` and its controls the offset-1 probe (its predictor, and its
+    mean training prediction for ``probe_mean``)."""
     static = lm.static(kind) if lm.settings.static.source != "off" else None
     probe = lm.kv_probe if strategy in KV_PREDICTED else None
     predictor = kv_predictor(probe.estimator, probe.meta, kind, probe.path) if probe is not None else None
+    mean = getattr(probe.estimator, "mean_output_", None) if probe is not None else None
     return lm.settings.kv.policy(strategy, budget, ranking=tuple(static.heads) if static is not None else (),
-                                 seed=sample_seed(lm, task, sample_key), predictor=predictor)
+                                 seed=sample_seed(lm, task, sample_key), predictor=predictor,
+                                 probe_mean=tuple(float(v) for v in mean) if mean is not None else ())
 
 
 def request_conditions(lm: ConditionModel, task: str, sample_key: Any, kind: str) -> list[DecodeCondition]:

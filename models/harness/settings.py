@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ...traces import HIDDEN_DTYPES
-from ..engine.kv import DEFAULT_SINK, DEFAULT_WINDOW, KVError, KVPolicy
+from ..engine.kv import DEFAULT_SINK, DEFAULT_WINDOW, KV_CONDITIONS, KVError, KVPolicy
 from ...spec import KV_PREDICTED, ConditionSpec, SpecError, budget_value
 from ..engine.scores import ReasoningScore
 from ..rag.algorithm import RagSettings
@@ -315,10 +315,10 @@ EXCLUSIONS: tuple[Exclusion, ...] = (  # what one feature forbids of another: (i
     (lambda s: bool(s.kv.strategies) and (not s.mask.unmasked or bool(s.rag_strategies) or s.hidden.record),
      "kv= compresses the unmasked model's KV cache on its own; use it with mask=none, without rag= and hidden=true"),
     (lambda s: any(name in KV_PREDICTED for name, _ in s.kv.strategies) and not s.kv.probe,
-     "kv=dynamic (and its control kv=frozen) predicts each step's heads from the previous step's hidden state; give kv_probe=PATH (a "
+     "kv=dynamic (and its controls kv=probe_mean and kv=frozen) reads the offset-1 probe that predicts each step's heads from the previous step's hidden state; give kv_probe=PATH (a "
      "temporal-offset-1 probe, saved by run_suite.py --stages kv)"),
-    (lambda s: any(name in ("static", "oracle", *KV_PREDICTED) for name, _ in s.kv.strategies) and s.static.source == "off",
-     "kv=static/dynamic/oracle/frozen rank heads by the static calibration; set static_heads=auto or a file"),
+    (lambda s: any(KV_CONDITIONS[name].needs_ranking for name, _ in s.kv.strategies) and s.static.source == "off",
+     "kv=static/dynamic/frozen/observed rank or fill heads by the static calibration; set static_heads=auto or a file"),
 )
 
 

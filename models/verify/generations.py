@@ -15,7 +15,7 @@ zeroes the gated heads' slices), then compares what the trace says:
   cache is restored and the step re-run with the recorded ``gated`` heads zeroed, which gives
   ``heads_after`` and the emitted token;
 * KV-compression lines (``kv:<strategy>``): the same replay, every decode step's query row restricted, in the
-  heads the step did not keep whole, to the recorded sink and window by masks built from the trace (the oracle's
+  heads the step did not keep whole, to the recorded sink and window by masks built from the trace (``observed``'s
   first pass unrestricted, then its re-run restricted).
 
 A step agrees when its head set (Eq. 1, or Eq. 2 above the recorded threshold), its ``heads_after``
@@ -43,6 +43,7 @@ from ...traces import kv_full, read_lines, upgraded
 from ...metrics.retrieval import Head, copy_paste_heads
 from ...util import text_config
 from ..engine.eager_hooks import attention_modules, layer_masks, layer_windows
+from ..engine.kv import KV_CONDITIONS
 from ..harness.loading import load_model, load_tokenizer
 
 
@@ -177,16 +178,17 @@ def replay_masked(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[s
 
 def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, Any]]:
     """Per step of a KV-compression line (``kv:<strategy>``): head set of the first pass, ``heads_after`` of the
-    oracle's re-run, emitted token, from eager attention whose masks are built here from the trace alone.
+    re-run of a two-pass strategy (``observed``), emitted token, from eager attention whose masks are built here from the trace alone.
 
     Each decode step's query row is restricted, in the heads the step did not keep whole (``kv_full``), to the first
     ``sink`` and the last ``window`` positions (the line's ``kv`` settings), on top of causality and each layer's
-    sliding window; the prompt's prefill is plain. The oracle's first pass is unrestricted, then re-run restricted.
+    sliding window; the prompt's prefill is plain. ``observed``'s first pass is unrestricted, then re-run restricted.
     Teacher-forced on the trace's tokens, like :func:`replay_masked`.
     """
     from transformers import DynamicCache
 
-    kv, oracle = record["kv"], ConditionSpec.parse(record["condition"]).strategy == "oracle"
+    kv = record["kv"]
+    two_passes = KV_CONDITIONS[ConditionSpec.parse(record["condition"]).strategy].unrestricted_pass
     windows = layer_windows(model)
     heads = text_config(model).num_attention_heads
     dtype = next(model.parameters()).dtype
@@ -210,7 +212,7 @@ def replay_kv(model: torch.nn.Module, record: dict[str, Any]) -> list[dict[str, 
         full = torch.zeros(len(windows), heads, dtype=torch.bool, device=model.device)
         for layer, head in kv_full(record, step):
             full[layer, head] = True
-        if oracle:
+        if two_passes:
             return _StepPasses(lambda: restricted(position, None), lambda: restricted(position, full))
         return _StepPasses(lambda: restricted(position, full))
 

@@ -7,8 +7,8 @@ Data, so that nothing is scored on what fitted it:
 * **HotpotQA**: dev examples; the offset-1 probe trains on the ``hotpotqa_probes`` stage's train answers.
 
 Every document is decoded once per condition, all conditions of a document after one shared prefill (one lm-eval
-run per cell, resumable like every cell). Scores are means over documents with 95 % bootstrap intervals; dynamic,
-oracle and random are paired with static on the same documents at each budget.
+run per cell, resumable like every cell). Scores are means over documents with 95 % bootstrap intervals; at each
+budget the pairs of :data:`PAIRS` are compared on the same documents.
 """
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ from ..niah import stages as niah_stages
 from ..probing import ProbeCache, probe_identity
 from ..summaries import samples_of
 
-PROBE_FORMAT = 1  # the offset probe's cache layout
+PROBE_FORMAT = 2  # the offset probe's cache layout (2: the probe stores its mean training prediction, probe_mean's ranking)
 METRICS = {"niah": ("acc", "rouge_l"), "hotpotqa": ("f1", "em")}
-# (strategy, reference) pairs compared on the same documents at each budget: the question (dynamic vs static), the upper
-# bound and the control against static, and the per-step choice against a choice that knows nothing
-PAIRS = (("dynamic", "static"), ("oracle", "static"), ("random", "static"), ("dynamic", "random"))
+# (strategy, reference) pairs compared on the same documents at each budget: the two that isolate a per-step choice
+# (dynamic against the same probe's fixed mean ranking, and against its own choice frozen after step 1: they decide the
+# conjecture, suite/claims.yaml), dynamic against static (a better ranking or a per-step choice: not separable alone),
+# the observed heads against static, and random against static and per step
+PAIRS = (("dynamic", "probe_mean"), ("dynamic", "frozen"), ("dynamic", "static"), ("observed", "static"),
+         ("random", "static"), ("redrawn", "random"))
 
 
 def condition_names(kv: dict[str, Any]) -> list[str]:
@@ -116,9 +119,9 @@ def kept_per_document(result: dict[str, Any], which: int) -> float:
 
 
 def summarise(cells: list[dict[str, Any]], names: list[str], metrics: tuple[str, ...], seed: int) -> dict[str, Any]:
-    """Per condition: each metric and the measured shares kept, means over documents with intervals; per budget,
-    dynamic / oracle / random minus static on the same documents: t interval, sign-flip p, one family per section
-    (the ``kv`` rule of ``claims.yaml``; higher is the per-step choice's claim)."""
+    """Per condition: each metric and the measured shares kept, means over documents with intervals; per budget, the
+    pairs of :data:`PAIRS` on the same documents: t interval, sign-flip p, one family per section (the ``kv`` rule of
+    ``claims.yaml``; higher is the first strategy's claim)."""
     samples = samples_of(cells)
     out: dict[str, Any] = {"documents": len(samples), "conditions": {}, "paired": {}}
     for name in names:
