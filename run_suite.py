@@ -51,8 +51,8 @@ STAGES: dict[str, Stage] = {
     "probes": Stage(niah_stages.probes, ("calibrate_niah",)),  # Claim 3 on NIAH (reuses the grid): Figure 4, Table 2
     "hotpotqa_probes": Stage(hotpotqa_stages.probes, ("calibrate_hotpotqa",)),  # Claim 3 on HotpotQA: Figure 8, Table 3
     "rag": Stage(rag_stage.run, ("calibrate_hotpotqa", "hotpotqa_probes")),  # Section 5: Tables 4 and 6 (dynamic reads the probe)
-    # beyond the paper: retrieval-head absence vs Lookback Lens and others as hallucination detectors (reads the
-    # unmasked cells of niah / probes / hotpotqa / hotpotqa_probes; decodes nothing of its own)
+    # beyond the paper: retrieval signals vs Lookback Lens and others as hallucination detectors, before the judged token
+    # (decodes its own transition-zone NIAH documents; reads the HotpotQA answers of hotpotqa / hotpotqa_probes)
     "hallucination": Stage(hallucination_stage.run, ("calibrate_niah", "calibrate_hotpotqa")),
     # beyond the paper: head-level KV compression, static vs probe-predicted heads and their controls at a matched attention budget (fits its
     # offset-1 probes on the unmasked NIAH and HotpotQA train cells, then decodes fresh documents under every strategy)

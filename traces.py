@@ -15,8 +15,11 @@ Python lists. So each line says where its block lies:
 
 At ``offset`` bytes into ``file``: ``T x hidden.dim`` little-endian values of ``hidden.dtype`` (row-major:
 step, then feature), then ``T x scores.dim`` little-endian float32 (step, then ``layer * heads + head``),
-then (``TRACE_FORMAT`` 3, key ``"context_mass"``) ``T x context_mass.dim`` float32 in the same layout: each head's
-attention mass on the prompt's positions, the numerator of Lookback Lens's lookback ratio.
+then the per-head attention masses of :data:`MASSES`, each present ``T x dim`` float32 block in that order and the
+same layout: ``"context_mass"`` (``TRACE_FORMAT`` 3), each head's attention on the prompt less its last
+``response_header`` tokens (``TRACE_FORMAT`` 5; 0 before), the numerator of Lookback Lens's lookback ratio, and
+``"target_mass"`` (``TRACE_FORMAT`` 5), each head's attention on the document's target (the needle, or the supporting
+facts), a retrieval signal that needs no token match.
 Both come from the step's *first* pass (ungated under none / dynamic, the gated pass under static /
 random): the hidden state after the final norm (what the LM head reads), and the Eq. 1 indicators
 (1 for the heads in ``steps[t].heads``) or, on Eq. 2 traces, the Eq. 2 scores.
@@ -39,10 +42,13 @@ from .spec import ConditionSpec
 
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 4  # 2: lines name their document (doc_key); NIAH haystack windows per document
+TRACE_FORMAT = 5  # 2: lines name their document (doc_key); NIAH haystack windows per document
 # 3: traced steps record entropy and token_prob; the sidecar adds each step's attention mass on the prompt
 # 4: a line names its condition in "condition" (was "mask"; read_lines reads the old key as the new one); a kv:
 #    line whose heads kept whole never change writes them once, as kv.full
+# 5: the sidecar adds each step's attention mass on the target (target_mass); context_mass leaves out the prompt's
+#    response header (its length in the block's "response_header")
+MASSES = ("context_mass", "target_mass")  # the sidecar's per-step [layers * heads] attention masses, in file order
 HIDDEN_DTYPES = ("float16", "float32")
 # How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
 # reasoning (supporting-fact documents; every head has a score). Probes and calibrations are per kind.
@@ -195,17 +201,23 @@ def score_matrix(steps: list[Any], num_layers: int, num_heads: int) -> np.ndarra
 
 
 def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dtype: str = "float16",
-                   model: str | None = None, context_mass: np.ndarray | None = None) -> dict[str, Any]:
+                   model: str | None = None, masses: dict[str, np.ndarray] | None = None,
+                   response_header: int = 0) -> dict[str, Any]:
     """Append one line's block to the sidecar ``path``; returns the reference to store in the trace line
-    (``model`` names the model that wrote it, so a probe trained on it knows what it was trained on;
-    ``context_mass``, ``[steps, layers * heads]``, is stored after the scores when given)."""
+    (``model`` names the model that wrote it, so a probe trained on it knows what it was trained on; ``masses``,
+    each ``[steps, layers * heads]`` and named in :data:`MASSES`, are stored after the scores in that order;
+    ``response_header``: the prompt tokens ``context_mass`` leaves out)."""
     if hidden_dtype not in HIDDEN_DTYPES:
         raise ValueError(f"dynheads: hidden_dtype={hidden_dtype!r}; choose float16 or float32")
+    masses = masses or {}
+    unknown = set(masses) - set(MASSES)
+    if unknown:
+        raise ValueError(f"dynheads: unknown sidecar mass {sorted(unknown)}; choose from {', '.join(MASSES)}")
     hidden = np.ascontiguousarray(hidden, dtype=np.dtype(hidden_dtype).newbyteorder("<"))
     scores = np.ascontiguousarray(scores, dtype=np.dtype("float32").newbyteorder("<"))
-    blocks = [hidden, scores]
-    if context_mass is not None:
-        blocks.append(np.ascontiguousarray(context_mass, dtype=np.dtype("float32").newbyteorder("<")))
+    named = [(name, np.ascontiguousarray(masses[name], dtype=np.dtype("float32").newbyteorder("<")))
+             for name in MASSES if name in masses]
+    blocks = [hidden, scores, *(block for _, block in named)]
     if any(b.ndim != 2 or len(b) != len(hidden) for b in blocks):
         raise ValueError(f"dynheads: sidecar blocks must be [steps, dim] with equal steps, got {[b.shape for b in blocks]}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,8 +226,9 @@ def append_vectors(path: Path, hidden: np.ndarray, scores: np.ndarray, hidden_dt
         fh.write(b"".join(b.tobytes() for b in blocks))
     ref = {"file": path.name, "offset": offset, "steps": len(hidden), "model": model,
            "hidden": {"dim": hidden.shape[1], "dtype": hidden_dtype}, "scores": {"dim": scores.shape[1], "dtype": "float32"}}
-    if context_mass is not None:
-        ref["context_mass"] = {"dim": blocks[2].shape[1], "dtype": "float32"}
+    for name, block in named:
+        ref[name] = {"dim": block.shape[1], "dtype": "float32",
+                     **({"response_header": int(response_header)} if name == "context_mass" else {})}
     return ref
 
 
@@ -233,24 +246,33 @@ def read_vectors(trace_file: str | Path, record: dict[str, Any]) -> tuple[np.nda
     return hidden, scores
 
 
-def read_context_mass(trace_file: str | Path, record: dict[str, Any]) -> np.ndarray:
-    """``[T, L*H]`` float32: each step's attention mass on the prompt, per head (memory-mapped)."""
+def read_mass(trace_file: str | Path, record: dict[str, Any], name: str = "context_mass") -> np.ndarray:
+    """``[T, L*H]`` float32: each step's attention mass ``name`` (one of :data:`MASSES`), per head (memory-mapped)."""
     ref = record.get("vectors") or {}
-    if "context_mass" not in ref:
-        raise ValueError(f"dynheads: the trace line of document {record.get('doc_id')!r} has no context_mass (written before "
-                         f"TRACE_FORMAT 3, or without hidden=true); trace it again with hidden=true")
+    if name not in ref:
+        since = "TRACE_FORMAT 3" if name == "context_mass" else "TRACE_FORMAT 5"
+        raise ValueError(f"dynheads: the trace line of document {record.get('doc_id')!r} has no {name} (written before "
+                         f"{since}, or without hidden=true); trace it again with hidden=true")
     steps, h, s = ref["steps"], ref["hidden"], ref["scores"]
     at = ref["offset"] + steps * (h["dim"] * np.dtype(h["dtype"]).itemsize + s["dim"] * 4)
+    at += sum(steps * ref[before]["dim"] * 4 for before in MASSES[: MASSES.index(name)] if before in ref)
     return np.memmap(Path(trace_file).parent / ref["file"], dtype=np.dtype("float32").newbyteorder("<"), mode="r",
-                     offset=at, shape=(steps, ref["context_mass"]["dim"]))
+                     offset=at, shape=(steps, ref[name]["dim"]))
 
 
-def context_mass_rows(generation: Any) -> np.ndarray | None:
-    """``[steps, layers * heads]`` float32 of a traced generation's attention mass on its prompt; None when its steps
-    did not record it (an untraced generation)."""
-    if not generation.steps or any(s.context_mass is None for s in generation.steps):
-        return None
-    return np.stack([np.asarray(s.context_mass, dtype=np.float32).reshape(-1) for s in generation.steps])
+def read_context_mass(trace_file: str | Path, record: dict[str, Any]) -> np.ndarray:
+    """``[T, L*H]`` float32: each step's attention mass on the prompt less its response header, per head."""
+    return read_mass(trace_file, record, "context_mass")
+
+
+def mass_rows(generation: Any) -> dict[str, np.ndarray]:
+    """Each :data:`MASSES` a traced generation recorded, ``[steps, layers * heads]`` float32 (none for an untraced
+    generation)."""
+    out = {}
+    for name in MASSES:
+        if generation.steps and all(getattr(s, name) is not None for s in generation.steps):
+            out[name] = np.stack([np.asarray(getattr(s, name), dtype=np.float32).reshape(-1) for s in generation.steps])
+    return out
 
 
 def hidden_rows(generation: Any, width: int = 0) -> np.ndarray:
@@ -263,12 +285,14 @@ def hidden_rows(generation: Any, width: int = 0) -> np.ndarray:
 
 
 def write_generations(trace_file: Path, lines: Sequence[dict[str, Any]], generations: Sequence[Any],
-                      hidden_dtype: str | None, model: str | None, num_layers: int, num_heads: int) -> None:
+                      hidden_dtype: str | None, model: str | None, num_layers: int, num_heads: int,
+                      response_header: int = 0) -> None:
     """Append one request's lines; with ``hidden_dtype`` each generation's hidden states and head scores go to
     the sidecar first, so a line never points at bytes not yet written."""
     if hidden_dtype is not None:
         for line, generation in zip(lines, generations):
             scores = score_matrix(generation.steps, num_layers, num_heads)
             line["vectors"] = append_vectors(sidecar_path(trace_file), hidden_rows(generation), scores, hidden_dtype,
-                                             model=model, context_mass=context_mass_rows(generation))
+                                             model=model, masses=mass_rows(generation),
+                                             response_header=response_header)
     append_lines(trace_file, lines)

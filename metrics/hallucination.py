@@ -74,18 +74,19 @@ def absence_share(heads: Sequence[Sequence], steps: Sequence[int]) -> float:
     return float(np.mean([len(heads[t]) == 0 for t in steps]))
 
 
-def lookback_ratios(context_mass: np.ndarray, prompt_tokens: int) -> np.ndarray:
-    """Lookback Lens's ratio per step and head: mean attention on a context token over that plus the mean on a
-    generated token (Chuang et al., 2024, Eq. 1).
+def lookback_ratios(context_mass: np.ndarray, prompt_tokens: int, response_header: int = 0) -> np.ndarray:
+    """Lookback Lens's ratio per step and head: mean attention on a context token over that plus the mean on a new
+    token (Chuang et al., 2024, Eq. 1), the new tokens counted as its authors count them.
 
-    ``context_mass``: ``[steps, heads]`` attention mass on the ``prompt_tokens`` prompt positions. At step ``t``
-    (0-based) the keys are the prompt and ``t`` generated tokens, whose mass is the rest of the row (rows sum to
-    1). At step 0 no generated token is visible: the ratio is 1 (all attention looks back).
+    ``context_mass``: ``[steps, heads]`` attention mass on the context, the ``prompt_tokens - response_header`` prompt
+    positions before the response header. The new tokens at step ``t`` (0-based) are the ``response_header`` header
+    tokens (the authors' ``\\n#Answer#:``; here the chat template's assistant header) and the ``t`` generated ones;
+    they hold the rest of the row (rows sum to 1). Without a header, step 0 sees no new token and its ratio is 1.
     """
     mass = np.clip(np.asarray(context_mass, dtype=float), 0.0, 1.0)
-    generated = np.arange(len(mass), dtype=float)[:, None]
-    on_context = mass / float(prompt_tokens)
-    on_new = np.divide(1.0 - mass, generated, out=np.zeros_like(mass), where=generated > 0)
+    new = response_header + np.arange(len(mass), dtype=float)[:, None]
+    on_context = mass / float(max(prompt_tokens - response_header, 1))
+    on_new = np.divide(1.0 - mass, new, out=np.zeros_like(mass), where=new > 0)
     total = on_context + on_new
     return np.divide(on_context, total, out=np.ones_like(mass), where=total > 0)
 

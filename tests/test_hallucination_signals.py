@@ -1,4 +1,4 @@
-"""The detectors' raw signals recorded by the engine (TRACE_FORMAT 3) equal an eager recomputation, padded batches too."""
+"""The detectors' raw signals recorded by the engine (TRACE_FORMAT 3 and 5) equal an eager recomputation, padded batches too."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dynheads.models.engine import DecodeRequest, TraceEngine
-from dynheads.traces import (TRACE_FORMAT, append_vectors, context_mass_rows, generation_line, read_context_mass,
+from dynheads.traces import (TRACE_FORMAT, append_vectors, generation_line, mass_rows, read_context_mass, read_mass,
                              read_vectors, score_matrix)
 
 from tiny_models import tiny_model
@@ -31,29 +31,33 @@ def _eager(model: torch.nn.Module, ids: list[int]) -> tuple[torch.Tensor, list[t
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3"])
 def test_recorded_signals_equal_eager_recomputation_in_a_padded_batch(arch):
-    """Entropy, greedy-token probability and every head's attention on the prompt, step by step, for two prompts of
-    different lengths decoded as one left-padded batch (a slice off by the padding would fail the shorter one)."""
+    """Entropy, greedy-token probability, every head's attention on the prompt less its response header, and on the
+    target, step by step, for two prompts of different lengths (and headers) decoded as one left-padded batch (a slice
+    off by the padding or by the header would fail one of them)."""
     model = tiny_model(arch)
     prompts = [_prompt(1, 21), _prompt(2, 13)]
-    requests = [DecodeRequest(p, 6, ["none"], target=list(range(2, 8))) for p in prompts]
+    targets, headers = [list(range(2, 8)), [3, 9, 10]], [0, 3]
+    # the longer prompt stops first: the batch then trims its left padding, and the shorter row's keys shift
+    requests = [DecodeRequest(p, n, ["none"], target=t, response_header=h)
+                for p, n, t, h in zip(prompts, (3, 6), targets, headers)]
     gens = TraceEngine(model).generate_batch(requests, batch_size=2)
-    for prompt, (gen,) in zip(prompts, gens):
+    for prompt, target, header, (gen,) in zip(prompts, targets, headers, gens):
         seq = list(prompt)
         for step in gen.steps:
             logits, rows = _eager(model, seq)
             p = torch.softmax(logits, dim=-1)
             assert step.entropy == pytest.approx(float(-(p * p.log()).sum()), abs=1e-4)
             assert step.token_prob == pytest.approx(float(p.max()), abs=1e-5)
-            expected = torch.stack([r[:, : len(prompt)].sum(dim=-1) for r in rows])
+            expected = torch.stack([r[:, : len(prompt) - header].sum(dim=-1) for r in rows])
             assert torch.allclose(step.context_mass, expected, atol=1e-5)
+            assert torch.allclose(step.target_mass, torch.stack([r[:, target].sum(dim=-1) for r in rows]), atol=1e-5)
             seq.append(step.token_id)
-        assert 0 < float(gen.steps[-1].context_mass.min()) and float(gen.steps[-1].context_mass.max()) < 1
 
 
 def test_untraced_steps_record_no_signals():
     gen = TraceEngine(tiny_model("llama")).generate(_prompt(1, 12), 3)
-    assert all(s.entropy is None and s.context_mass is None for s in gen.steps)
-    assert context_mass_rows(gen) is None
+    assert all(s.entropy is None and s.context_mass is None and s.target_mass is None for s in gen.steps)
+    assert mass_rows(gen) == {}
 
 
 def test_trace_format_3_signals_and_sidecar_round_trip(tmp_path):
@@ -65,13 +69,22 @@ def test_trace_format_3_signals_and_sidecar_round_trip(tmp_path):
     assert all(set(s) >= {"entropy", "token_prob"} for s in line["steps"])
     assert line["steps"][0]["token_prob"] == round(gen.steps[0].token_prob, 6)
     hidden = np.stack([s.hidden.numpy() for s in gen.steps])
-    mass = context_mass_rows(gen)
-    assert mass.shape == (5, engine.num_layers * engine.num_heads)
+    masses = mass_rows(gen)
+    mass = masses["context_mass"]
+    assert mass.shape == masses["target_mass"].shape == (5, engine.num_layers * engine.num_heads)
     line["vectors"] = append_vectors(tmp_path / "t.vectors.bin", hidden, score_matrix(gen.steps, 3, 4), "float32",
-                                     context_mass=mass)
+                                     masses=masses, response_header=2)
     json.dumps(line)
     got_hidden, got_scores = read_vectors(tmp_path / "t.jsonl", line)
     assert np.array_equal(got_hidden, hidden) and np.array_equal(read_context_mass(tmp_path / "t.jsonl", line), mass)
+    assert np.array_equal(read_mass(tmp_path / "t.jsonl", line, "target_mass"), masses["target_mass"])
+    assert line["vectors"]["context_mass"]["response_header"] == 2
+    # a line written with context_mass alone (TRACE_FORMAT 3-4) still reads it; its target_mass is one clear error
+    only = {"context_mass": mass}
+    old = {"doc_id": 8, "vectors": append_vectors(tmp_path / "o.vectors.bin", hidden, np.zeros((5, 12)), "float32", masses=only)}
+    assert np.array_equal(read_context_mass(tmp_path / "o.jsonl", old), mass)
+    with pytest.raises(ValueError, match="document 8 has no target_mass .*TRACE_FORMAT 5"):
+        read_mass(tmp_path / "o.jsonl", old, "target_mass")
     older = {"doc_id": 7, "vectors": {k: v for k, v in line["vectors"].items() if k != "context_mass"}}
     with pytest.raises(ValueError, match="document 7 has no context_mass .*TRACE_FORMAT 3"):
         read_context_mass(tmp_path / "t.jsonl", older)

@@ -322,28 +322,32 @@ def test_rag_stage(suite_run):
 
 @pytest.mark.slow
 def test_hallucination_stage(suite_run):
-    """The detectors read the unmasked cells (no decoding of their own): every answer once, labels from the cells'
-    scores, NIAH split by cell, a table and a ROC figure per task, leaderboard columns and the conjecture's claims."""
+    """The detectors read the study's own transition-zone NIAH cells and the HotpotQA probe answers: every answer
+    once, labels from the cells' scores, NIAH split by cell, a table and a ROC figure per section, the transfer test,
+    leaderboard columns and the conjecture's claims."""
     out, _, row = suite_run
     model = out / "smollm2"
     summary = json.loads((model / "hallucination.json").read_text())["summary"]
     niah = summary["niah"]["answer"]
-    # the grid's one document and the probes' 2 depths x 2 runs, each cell on one side of the split
-    assert niah["train"]["documents"] + niah["test"]["documents"] == 5 and len(summary["niah"]["test_cells"]) == 1
+    # the study's 1 length x 2 depths x 2 runs, each cell on one side of the split, decoded into its own folder
+    assert niah["train"]["documents"] + niah["test"]["documents"] == 4 and len(summary["niah"]["test_cells"]) == 1
+    assert len(list((model / "hallucination_niah" / "cells").glob("*.json"))) == 2
     hot = summary["hotpotqa"]["f1"]
     assert hot["train"]["documents"] == 5 and hot["test"]["documents"] == 2
     samples = [s for c in (0, 1) for s in json.loads((model / "hotpotqa" / "cells" / f"dev_{c:05d}.json").read_text())["samples"]]
     assert hot["test"]["positives"] == sum(s["conditions"]["none"]["f1"] < 0.5 for s in samples)
     assert summary["hotpotqa"]["em0"]["test"]["positives"] == sum(s["conditions"]["none"]["em"] == 0 for s in samples)
-    assert summary["settings"] == {"c": 1.0, "f1_threshold": 0.5, "test_share": 0.34, "seed": 5}
+    assert summary["settings"] == {"c": None, "f1_threshold": 0.5, "test_share": 0.34, "seed": 5,
+                                   "niah": {"lengths": [300], "depths": [0.2, 0.8], "runs": 2}}
+    assert set(summary["transfer"]) == {"niah_to_hotpotqa", "hotpotqa_to_niah"}
     for level in (niah, hot):  # tiny test sets: a level either has both classes and detectors, or says why not
         assert level["detectors"] or "one class" in level["note"]
     text = (out / "hallucination.md").read_text()
-    assert "NIAH answer tokens" in text and "Lookback Lens" in text and "AUROC − 0.5" in text
+    assert "NIAH answer tokens" in text and "Lookback Lens" in text and "AUROC − 0.5" in text and "across sections" in text
     assert _png(model / "hallucination_roc_niah.png") and _png(model / "hallucination_roc_hotpotqa.png")
-    assert {"halluc_niah_absence_auroc", "halluc_hotpotqa_lookback_lens_auroc"} <= set(row)
+    assert {"halluc_niah_target_absence_auroc", "halluc_hotpotqa_lookback_lens_auroc"} <= set(row)
     claims = json.loads((out / "claims.json").read_text())
-    assert [c["setting"] for c in claims if c["claim"].startswith("conjecture: absence")] == ["NIAH answers", "NIAH answer tokens",
+    assert [c["setting"] for c in claims if c["claim"].startswith("conjecture: absence")] == ["NIAH transition-zone answers", "NIAH transition-zone answer tokens",
                                                                                   "HotpotQA answers"]
 
 

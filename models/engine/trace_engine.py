@@ -45,9 +45,10 @@ class Step:
     heads gated). ``gated``: heads silenced for the emitted token.
     ``heads_after``: the same kind of set for the dynamic re-run with ``gated`` silenced (H' of Appendix A.2; empty
     when the step was not re-run). ``ungated_token_id``: the discarded token of a re-run step.
-    ``entropy``, ``token_prob``, ``context_mass``: what the hallucination detectors read (uncertainty baselines and
-    Lookback Lens's lookback ratio, whose numerator is the attention on the prompt); recorded on traced steps only,
-    from tensors the traced step computes anyway (the logits and the recorded attention rows).
+    ``entropy``, ``token_prob``, ``context_mass``, ``target_mass``: what the hallucination detectors read
+    (uncertainty baselines; Lookback Lens's lookback ratio, whose numerator is the attention on the prompt before its
+    response header; each head's attention on the target, a retrieval signal that needs no token match); recorded on
+    traced steps only, from tensors the traced step computes anyway (the logits and the recorded attention rows).
     """
 
     token_id: int
@@ -61,7 +62,8 @@ class Step:
     # equality, which is about what was decoded (tokens, head sets), not float readings of it:
     entropy: float | None = field(default=None, compare=False)  # entropy (nats) of the next-token distribution
     token_prob: float | None = field(default=None, compare=False)  # probability of its greedy (argmax) token
-    context_mass: torch.Tensor | None = field(default=None, compare=False)  # [layers, heads] attention on the prompt
+    context_mass: torch.Tensor | None = field(default=None, compare=False)  # [layers, heads] on the prompt less its header
+    target_mass: torch.Tensor | None = field(default=None, compare=False)  # [layers, heads] on the target (needle, facts)
     # KV compression only: the heads that kept the whole context for the emitted token, and the measured share of
     # (head, key) pairs attended, per query head and per KV head, out of the unrestricted count
     kv_full: list[Head] | None = None
@@ -100,7 +102,9 @@ class DecodeRequest:
     facts for Eq. 2), found at every step by ``score`` (default :class:`CopyPasteScore`); without a target
     the decoding is untraced. Decoding stops after an EOS token (kept in the steps), when
     ``stop(generated_ids)`` is true, or after ``max_new_tokens``. ``record_hidden``: keep each step's
-    first-pass final hidden state (``Step.hidden``).
+    first-pass final hidden state (``Step.hidden``). ``response_header``: how many of the prompt's last tokens open
+    the response (the chat template's assistant header); Lookback Lens counts them among the new tokens, so a step's
+    ``context_mass`` leaves them out.
     """
 
     prompt_ids: Sequence[int]
@@ -111,6 +115,7 @@ class DecodeRequest:
     eos_token_ids: Iterable[int] = ()
     stop: Callable[[list[int]], bool] | None = None
     record_hidden: bool = False
+    response_header: int = 0
 
     def __post_init__(self) -> None:
         self.prompt_ids = [int(t) for t in self.prompt_ids]
@@ -129,6 +134,9 @@ class DecodeRequest:
             raise DecodingError("dynheads: empty prompt; give at least one token")
         if self.max_new_tokens < 1:
             raise DecodingError(f"dynheads: max_new_tokens={self.max_new_tokens}; ask for at least one new token")
+        if not 0 <= self.response_header < n:
+            raise DecodingError(f"dynheads: response_header={self.response_header} must be >= 0 and shorter than the "
+                                f"{n}-token prompt")
         if engine.max_positions is not None and n + self.max_new_tokens > engine.max_positions:
             raise DecodingError(
                 f"dynheads: prompt of {n} tokens + {self.max_new_tokens} new tokens exceeds this model's "
@@ -336,12 +344,14 @@ class TraceEngine:
         count = len(rows)
         seq = torch.full((count, width + 1 + steps_max), -1, dtype=torch.long, device=device)
         target = torch.zeros_like(seq, dtype=torch.bool)
+        context_keys = torch.zeros(count, width + 1, dtype=torch.bool, device=device)  # the prompt less its header
         first = torch.zeros(count, dtype=torch.long, device=device)
         for r, row in enumerate(rows):
             request = requests[row.request]
             n = len(request.prompt_ids)
             first[r] = width + 1 - n
             seq[r, first[r] : first[r] + n] = torch.tensor(request.prompt_ids, device=device)
+            context_keys[r, first[r] : width + 1 - request.response_header] = True
             if request.target is not None:
                 target[r, first[r] + torch.tensor(request.target, dtype=torch.long, device=device)] = True
         scores = {requests[row.request].score for row in rows if row.traced}
@@ -366,7 +376,8 @@ class TraceEngine:
             hit = peak = None
             if record:
                 hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, strength)
-                entropy, token_prob, context_mass = self._signals(out, width)
+                entropy, token_prob, context_mass, target_mass = self._signals(out, qpos, target[idx, : width + 1],
+                                                                               context_keys[idx])
             rerun, again_passes = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
@@ -376,7 +387,7 @@ class TraceEngine:
                 if row.traced:
                     step.heads = mask_to_heads(hit[a])
                     step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
-                    step.context_mass = context_mass[a]
+                    step.context_mass, step.target_mass = context_mass[a], target_mass[a]
                     if score.records_scores:
                         step.scores = [[round(float(v), 5) for v in line] for line in peak[a].tolist()]
                 reading = Reading(int(token[a]), hit[a] if row.traced else None,
@@ -445,10 +456,21 @@ class TraceEngine:
             step.kv_full = list(emitted.kept_whole)
             step.kv_kept = tuple(float(v) for v in kv_kept[index])
 
-    def _signals(self, out: StepOutput, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every
-        head's attention mass on the prompt (padded keys ``0..width``; padding gets no attention), ``[layers,
-        heads]`` float32 on the CPU."""
+    def _signals(self, out: StepOutput, qpos: int, target: torch.Tensor,
+                 context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per row of a traced step: the next-token entropy (nats), the greedy token's probability, and every head's
+        attention mass on the row's ``context`` keys (the prompt less its response header) and on its ``target``
+        keys (both ``[rows, width + 1]`` booleans over the decode's padded prompt; padding gets no attention), each
+        ``[layers, heads]`` float32 on the CPU.
+
+        Why the offset: the batch trims left padding when rows leave (:meth:`DecodeBatch.select`), so a step's rows
+        may start ``offset`` keys later than the decode's coordinates; rows stay aligned on their last key, the
+        query at ``qpos``."""
         entropy, token_prob = step_entropy(out.logits)
-        mass = torch.stack([out.rows[layer][:, :, : width + 1].sum(dim=-1) for layer in range(self.num_layers)], dim=1)
-        return entropy.cpu(), token_prob.cpu(), mass.float().cpu()
+        offset = qpos + 1 - out.rows[0].shape[-1]
+        keys = context.shape[1] - offset  # prompt keys still held
+        prompt = [out.rows[layer][:, :, :keys] for layer in range(self.num_layers)]
+        context, target = context[:, offset:], target[:, offset:]
+        context_mass = torch.stack([(rows * context[:, None, :]).sum(dim=-1) for rows in prompt], dim=1)
+        target_mass = torch.stack([(rows * target[:, None, :]).sum(dim=-1) for rows in prompt], dim=1)
+        return entropy.cpu(), token_prob.cpu(), context_mass.float().cpu(), target_mass.float().cpu()

@@ -40,7 +40,7 @@ from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
 from .probe_metrics import check_offset, check_probe, probe_record
 from ..engine.scores import COPY_PASTE, CopyPasteScore
-from .prompts import PreparedRequest, PromptEncoder
+from .prompts import PreparedRequest, PromptEncoder, header_length, response_header_ids
 from .rag_requests import answer_request, check_requirements, rag_identity
 from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
@@ -68,6 +68,7 @@ class DynHeadsLM(HFLM):
         super().__init__(pretrained=resolved, device=device, **kwargs)
         self.revision = embedded_revision(self.pretrained_name) or kwargs.get("revision") or "main"
         self.engine = TraceEngine(self.model)
+        self.response_header = response_header_ids(self.tokenizer)  # Lookback Lens's new tokens start here
         self.total_heads = self.engine.num_layers * self.engine.num_heads
         if self.probe is not None:
             self._check_probe(self.probe)
@@ -220,7 +221,8 @@ class DynHeadsLM(HFLM):
         prompt = p.prompt
         return DecodeRequest(prompt.ids, p.max_gen, conditions, target=prompt.target, score=p.score,
                              eos_token_ids=p.eos_ids, stop=p.stop,
-                             record_hidden=self.settings.hidden.record or self.probe is not None)
+                             record_hidden=self.settings.hidden.record or self.probe is not None,
+                             response_header=header_length(prompt.ids, self.response_header))
 
     def text(self, token_ids: list[int], until: list[str]) -> str:
         """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it."""
@@ -250,7 +252,7 @@ class DynHeadsLM(HFLM):
                      for g, t in zip(gens, texts)]
             hidden = self.settings.hidden.dtype if self.settings.hidden.record else None
             traces.write_generations(trace_file, lines, gens, hidden, self.pretrained_name, self.engine.num_layers,
-                                     self.engine.num_heads)
+                                     self.engine.num_heads, header_length(prompt.ids, self.response_header))
         self.cache_hook.add_partial("generate_until", (p.context, p.gen_kwargs), texts[0])
         return texts[0]
 

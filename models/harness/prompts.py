@@ -139,3 +139,26 @@ class PromptEncoder:
                 f"dynheads: {what} lost in truncation (context cut to max_length={self.max_length}); raise max_length or {fix}"
             )
         return indices
+
+
+def response_header_ids(tokenizer: Any) -> list[int]:
+    """The tokens a chat template's generation prompt adds after the last user turn (SmolLM2:
+    ``<|im_start|>assistant\\n``): the response header that Lookback Lens counts among the new tokens (its authors
+    count ``\\n#Answer#:``). Empty without a chat template, or when the template's two renderings do not share the
+    user turn as a prefix (then nothing is counted as header)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return []
+    turn = [{"role": "user", "content": "Q"}]
+    try:
+        opened = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        closed = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=False)
+    except Exception:  # jinja2 TemplateError: a template that cannot render a lone user turn
+        return []
+    if not opened.startswith(closed) or opened == closed:
+        return []
+    return list(tokenizer.encode(opened[len(closed):], add_special_tokens=False))
+
+
+def header_length(prompt_ids: list[int], header: list[int]) -> int:
+    """How many of the prompt's last tokens are the response ``header`` (0 when the prompt does not end with it)."""
+    return len(header) if header and list(prompt_ids[-len(header):]) == header else 0

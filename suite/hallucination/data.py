@@ -1,8 +1,7 @@
-"""The traced answers the hallucination detectors read: the suite's unmasked cells with hidden states, labelled.
-
-No new decoding: the NIAH generations are those of the grid and of Claim 3's probes (:func:`unmasked_cells`), the
-HotpotQA answers those of Claim 3's train examples and of the evaluation examples (:func:`probe_answers`); since
-``TRACE_FORMAT`` 3 their traces also hold each step's entropy, greedy-token probability and attention on the prompt.
+"""The traced answers the hallucination detectors read, labelled: NIAH documents in the model's transition zone,
+decoded by this study (:func:`niah_answers`), and the HotpotQA answers of Claim 3's train examples and of the
+evaluation examples (:func:`hotpotqa_answers`, no new decoding). Since ``TRACE_FORMAT`` 5 the traces hold each
+step's entropy, greedy-token probability, attention on the context and on the target.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from ...metrics.hallucination import copy_labels, scored_steps, token_ends
 from ...probes.hallucination import TracedAnswer
 from ...tasks.hotpotqa_sf import utils as hotpotqa_task
 from ...tasks.niah_uuid import utils as niah_task
-from ...traces import read_context_mass, read_lines, read_vectors, task_files
+from ...traces import read_mass, read_lines, read_vectors, task_files
 from ..model import ModelSuite
 
 # what each traced step stores for the detectors (retrieval-head absence and rates, entropy, min_prob)
@@ -34,7 +33,7 @@ def unmasked_lines(folder: Path, task: str) -> Iterator[tuple[dict[str, Any], Pa
 
 def require_signals(line: dict[str, Any], path: Path) -> None:
     """Raise one clear error when ``line`` lacks a signal the detectors read: each step's retrieval heads, entropy
-    and greedy-token probability, and the sidecar's attention mass on the prompt.
+    and greedy-token probability, and the sidecar's attention masses on the context and on the target.
 
     Why an error, not a default: a step without ``heads`` read as "no head fired" would make up the absence
     detector's score (in the conjecture's favour), a filled-in entropy or probability the baselines'; every unmasked
@@ -46,20 +45,22 @@ def require_signals(line: dict[str, Any], path: Path) -> None:
         if missing:
             raise ValueError(f"dynheads: {where} has no per-step {name} (step {missing[0]} of {len(line['steps'])}; "
                              "written before TRACE_FORMAT 3, or not traced); delete the cell folder and rerun")
-    if "context_mass" not in (line.get("vectors") or {}):
-        raise ValueError(f"dynheads: {where} has no context_mass in its sidecar (written before TRACE_FORMAT 3, or "
-                         "without hidden=true); delete the cell folder and rerun")
+    for name, since in (("context_mass", 3), ("target_mass", 5)):
+        if name not in (line.get("vectors") or {}):
+            raise ValueError(f"dynheads: {where} has no {name} in its sidecar (written before TRACE_FORMAT {since}, or "
+                             "without hidden=true); delete the cell folder and rerun")
 
 
 def traced_answer(line: dict[str, Any], path: Path, heads: int, decode: Callable[[list[int]], str],
                   span: tuple[int, int], label: bool, cell: tuple, reference: str | None = None,
-                  extra_labels: dict[str, bool] | None = None) -> TracedAnswer:
+                  extra_labels: dict[str, bool] | None = None, depth: float | None = None,
+                  stratum: int | None = None) -> TracedAnswer:
     """One trace line as a :class:`TracedAnswer`: its answer steps from ``span`` (the task's answer in the
     response), and with ``reference`` (the NIAH UUID) its token labels."""
     require_signals(line, path)
     steps = line["steps"]
     hidden, _ = read_vectors(path, line)
-    mass = read_context_mass(path, line)
+    mass, target = read_mass(path, line, "context_mass"), read_mass(path, line, "target_mass")
     active = np.zeros((len(steps), mass.shape[1]), dtype=bool)
     for t, step in enumerate(steps):
         for layer, head in step["heads"]:
@@ -70,6 +71,8 @@ def traced_answer(line: dict[str, Any], path: Path, heads: int, decode: Callable
     return TracedAnswer(
         group=line.get("doc_key") or f"{path}:{line['doc_id']}", cell=cell, label=bool(label), steps=chosen, active=active,
         context_mass=np.asarray(mass, dtype=np.float32), prompt_tokens=len(line["input_ids"]),
+        target_mass=np.asarray(target, dtype=np.float32),
+        response_header=int(line["vectors"]["context_mass"].get("response_header", 0)), depth=depth, stratum=stratum,
         hidden=np.asarray(hidden, dtype=np.float32), entropy=np.array([s["entropy"] for s in steps]),
         token_prob=np.array([s["token_prob"] for s in steps]),
         step_labels=copy_labels(response, ends, span, reference) if reference is not None else {},
@@ -81,12 +84,27 @@ def decoder(suite: ModelSuite) -> Callable[[list[int]], str]:
     return lambda ids: suite.lm.tok_decode(ids)
 
 
-def niah_answers(suite: ModelSuite) -> list[TracedAnswer]:
-    """The unmasked NIAH generations: hallucinated when the response lacks the UUID (``acc`` 0); token labels from
-    :func:`~dynheads.metrics.hallucination.copy_labels` against the UUID; cell = (depth, length)."""
-    from ..niah.stages import unmasked_cells
+def transition_cells(suite: ModelSuite) -> tuple[list[dict[str, Any]], dict[Path, tuple[float, int]]]:
+    """The study's own NIAH documents, unmasked with hidden states, in the (length, depth) cells of the profile's
+    ``niah`` block: lengths where the model's answers fail often (its transition zone, chosen from a measured pilot,
+    docs/hallucination.md), documents seeded apart from every other stage's (seed + 3)."""
+    from ..niah.stages import cell_key, niah_cell
 
-    cells, folders = unmasked_cells(suite)
+    n = suite.profile["hallucination"]["niah"]
+    runner = suite.runner("hallucination_niah")
+    cells, folders = [], {}
+    wanted = [(int(L), float(d)) for L in n["lengths"] for d in n["depths"]]
+    for L, d in suite.progress(wanted, desc=f"{suite.name} hallucination: transition-zone NIAH cells", unit="cell"):
+        cells.append(niah_cell(runner, L, d, int(n["runs"]), ["none"], None, hidden=True, seed=suite.seed + 3))
+        folders[runner.folder / f"{cell_key(L, d)}.traces"] = (d, L)
+    return cells, folders
+
+
+def niah_answers(suite: ModelSuite) -> list[TracedAnswer]:
+    """The transition-zone NIAH generations: hallucinated when the response lacks the UUID (``acc`` 0); token labels
+    from :func:`~dynheads.metrics.hallucination.copy_labels` against the UUID; cell = (depth, length); stratum =
+    length."""
+    cells, folders = transition_cells(suite)
     heads, decode = suite.lm.engine.num_heads, decoder(suite)
     answers = []
     for cell, (folder, where) in zip(cells, folders.items()):
@@ -94,7 +112,8 @@ def niah_answers(suite: ModelSuite) -> list[TracedAnswer]:
         for line, path in unmasked_lines(folder, "niah_uuid"):
             sample = samples[line["doc_id"]]
             answers.append(traced_answer(line, path, heads, decode, niah_task.answer_span(line["response"]),
-                                         not sample["conditions"]["none"]["acc"], tuple(where), reference=sample["uuid"]))
+                                         not sample["conditions"]["none"]["acc"], tuple(where), reference=sample["uuid"],
+                                         depth=float(where[0]), stratum=int(where[1])))
     return answers
 
 

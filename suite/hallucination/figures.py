@@ -6,11 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...probes.hallucination import DETECTORS, LABELS
+from ...probes.hallucination import LABELS
 from ..plotting import pyplot, save_figure
 
-STYLES = {"absence": ("tab:red", "-"), "retrieval_heads": ("tab:orange", "--"), "lookback_lens": ("tab:blue", "-"),
-          "hidden_state": ("tab:green", "--"), "entropy": ("tab:purple", ":"), "min_prob": ("tab:brown", ":")}
+# the detectors drawn: those that read only steps before the judged token, the strongest confound, and the
+# by-construction reference (grey, dashed), so a curve's advantage over length alone is visible
+DRAWN = ("target_absence", "target_mass", "lookback_lens", "lookback_mean", "hidden_state", "entropy", "context_length",
+         "absence")
+STYLES = {"target_absence": ("tab:red", "-"), "target_mass": ("tab:orange", "--"), "lookback_lens": ("tab:blue", "-"),
+          "lookback_mean": ("tab:cyan", ":"), "hidden_state": ("tab:green", "--"), "entropy": ("tab:purple", ":"),
+          "context_length": ("black", "-."), "absence": ("0.5", "--")}
 
 
 def roc_figure(levels: dict[str, Any], panels: Sequence[tuple[str, str]], title: str, path: Path) -> None:
@@ -21,7 +26,7 @@ def roc_figure(levels: dict[str, Any], panels: Sequence[tuple[str, str]], title:
         data = levels.get(level) or {}
         test = data.get("test") or {}
         ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, label="chance (AUROC 0.5)")
-        for name in DETECTORS:
+        for name in DRAWN:
             d = (data.get("detectors") or {}).get(name)
             if d:
                 colour, style = STYLES[name]
