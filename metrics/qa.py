@@ -96,3 +96,20 @@ def supporting_fact_scores(
     f1 = 2 * prec * recall / (prec + recall) if prec + recall > 0 else 0.0
     em = 1.0 if fp + fn == 0 else 0.0
     return {"sp_em": em, "sp_f1": f1, "sp_prec": prec, "sp_recall": recall}
+
+
+YES_NO = frozenset({"yes", "no"})
+
+
+def supported_by(prediction: str, context: str) -> bool | None:
+    """Whether an answer's words occur contiguously, in order, in the context it was given, both normalised as the
+    official scorer normalises (lower case, no punctuation, articles or extra spaces): the hallucination study's
+    faithfulness label on HotpotQA's gold paragraphs (an answer made of words the context does not hold is not
+    supported by it, right or wrong). None for an empty answer or a bare yes / no, whose support cannot be read off
+    the text. Why not F1 against the gold answer: that labels correctness, and a model may answer faithfully from its
+    context and still be wrong."""
+    answer = normalize_answer(prediction).split()
+    if not answer or " ".join(answer) in YES_NO:
+        return None
+    words, n = normalize_answer(context).split(), len(answer)
+    return any(words[i : i + n] == answer for i in range(len(words) - n + 1))

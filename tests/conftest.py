@@ -23,7 +23,8 @@ TINY = ["--models", "smollm2", "--lengths", "300", "--depths", "0.5", "--runs", 
         "--probe-lengths", "300", "--probe-depths", "0,1", "--probe-runs", "2", "--probe-epochs", "3", "--probe-hidden-sizes", "16",
         "--hotpot-probe-train", "5", "--rag-n", "2", "--rag-ks", "2,4", "--rag-threshold", "0",
         "--kv-lengths", "300", "--kv-depths", "0.3", "--kv-runs", "1", "--kv-hotpot-n", "2", "--kv-budgets", "0.05",
-        "--halluc-lengths", "300", "--halluc-depths", "0.2,0.8", "--halluc-runs", "2"]
+        "--halluc-lengths", "300", "--halluc-depths", "0.2,0.8", "--halluc-runs", "2", "--halluc-gold-n", "2",
+        "--halluc-gold-train-n", "4"]
 
 
 @pytest.fixture(scope="session")

@@ -321,6 +321,8 @@ def test_a_stage_run_builds_each_answers_features_and_lookback_ratios_once(tmp_p
     hot_train, hot_test = hotpotqa_planted(20, 1), hotpotqa_planted(12, 2)
     monkeypatch.setattr(data, "niah_answers", lambda suite: niah)
     monkeypatch.setattr(data, "hotpotqa_answers", lambda suite, f1_threshold: (hot_train, hot_test))
+    gold_train, gold_test = hotpotqa_planted(16, 4), hotpotqa_planted(12, 5)
+    monkeypatch.setattr(data, "gold_answers", lambda suite: (gold_train, gold_test, {"train": 3, "dev": 1}))
     built, ratios = Counter(), Counter()
     step_features, lookback_ratios = TracedAnswer.step_features, detectors.lookback_ratios
 
@@ -338,15 +340,18 @@ def test_a_stage_run_builds_each_answers_features_and_lookback_ratios_once(tmp_p
                                                        "niah": {"lengths": [50], "depths": [0.5], "runs": 24}}},
                             seed=3, name="planted", dir=tmp_path)
     summary = stage.run(suite)
-    answers = niah + hot_train + hot_test
+    answers = niah + hot_train + hot_test + gold_train + gold_test
     assert built == Counter(a.group for a in answers)
     assert ratios == Counter(id(a.context_mass) for a in answers)
     assert all(summary[section][level]["detectors"] for section, level in (("niah", "answer"), ("niah", "token"),
-                                                                           ("hotpotqa", "f1"), ("hotpotqa", "em0")))
+                                                                           ("hotpotqa", "f1"), ("hotpotqa", "em0"),
+                                                                           ("hotpotqa_gold", "faithful")))
+    assert summary["transfer"]["niah_to_hotpotqa"]["test"]["documents"] == 12  # tested on the gold-paragraph answers
     assert summary["transfer"]["niah_to_hotpotqa"]["auroc"]["estimate"] > 0.8
     text = (tmp_path / "hallucination.md").read_text()
     assert "before the judged token" in text and "reads the judged token" in text and "within length strata" in text
     assert "C = {" not in text and "L2 strength C chosen by cross-validation" in text
+    assert "Yes / no and empty answers left out (no label): 3 train, 1 dev." in text
 
 
 # ---------------------------------------------------------------------------------------------- trace signals

@@ -291,3 +291,20 @@ def test_plain_text_fallback_without_chat_template(tok, user_file, without_chat_
     assert [bridge["input"][s:e] for s, e in bridge["support_char_spans"]] == [
         "It was directed by Scott Derrickson.", "He lives in Los Angeles, California."
     ]
+
+
+def test_gold_paragraphs_keep_only_the_paragraphs_holding_a_supporting_fact():
+    from dynheads.tasks.hotpotqa_sf.utils import context_texts, docs_from_metadata
+
+    full = docs_from_metadata(split="dev", n=4)
+    gold = docs_from_metadata(split="dev", n=4, paragraphs="gold")
+    texts = context_texts(split="dev", n=4, paragraphs="gold")
+    for f, g in zip(full, gold):
+        titles = {fact["title"] for fact in g["supporting_facts"]}
+        context = g["input"][slice(*g["context_char_span"])]
+        assert {line[len("Title: "):] for line in context.split("\n") if line.startswith("Title: ")} == titles
+        assert texts[g["id"]] == context and g["n_tokens"] < f["n_tokens"]
+        for start, end in g["support_char_spans"]:  # every supporting sentence is still where the spans say
+            assert g["input"][start:end] in f["input"]
+    with pytest.raises(ValueError, match="paragraphs"):
+        docs_from_metadata(split="dev", n=1, paragraphs="some")

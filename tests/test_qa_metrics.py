@@ -130,3 +130,16 @@ def test_supporting_fact_scores_empty_prediction_and_official_quirk():
 def test_supporting_fact_sent_id_type_matters():
     # ("Paris", "0") is not ("Paris", 0): tp = 0, fp = 1, fn = 1 -> all zero, as the official script
     assert supporting_fact_scores([("Paris", "0")], [("Paris", 0)])["sp_f1"] == 0.0
+
+
+def test_supported_by_asks_whether_the_answer_is_in_the_context_given():
+    from dynheads.metrics.qa import supported_by
+
+    context = "Title: Paris\nParis is the capital of France. The Eiffel Tower opened in 1889."
+    assert supported_by("The Eiffel Tower", context) is True  # articles, case and punctuation normalised away
+    assert supported_by("1889.", context) is True
+    assert supported_by("Tower Eiffel", context) is False  # the words, but not in order
+    assert supported_by("London", context) is False  # a faithful model could not have said it from this context
+    assert supported_by("capital of", context) is True and supported_by("capitals", context) is False  # whole words
+    assert supported_by("Yes", context) is None and supported_by("no.", context) is None  # not read off the text
+    assert supported_by("", context) is None and supported_by("the", context) is None

@@ -338,7 +338,12 @@ def test_hallucination_stage(suite_run):
     assert hot["test"]["positives"] == sum(s["conditions"]["none"]["f1"] < 0.5 for s in samples)
     assert summary["hotpotqa"]["em0"]["test"]["positives"] == sum(s["conditions"]["none"]["em"] == 0 for s in samples)
     assert summary["settings"] == {"c": None, "f1_threshold": 0.5, "test_share": 0.34, "seed": 5,
-                                   "niah": {"lengths": [300], "depths": [0.2, 0.8], "runs": 2}}
+                                   "niah": {"lengths": [300], "depths": [0.2, 0.8], "runs": 2},
+                                   "gold": {"train_n": 4, "dev_n": 2, "chunk": 12}}
+    gold = summary["hotpotqa_gold"]["faithful"]  # 4 train / 2 dev answers from gold paragraphs, yes / no left out
+    assert gold["train"]["documents"] + gold["left_out"]["train"] == 4
+    assert gold["test"]["documents"] + gold["left_out"]["dev"] == 2
+    assert len(list((model / "hallucination_hotpotqa" / "cells").glob("*.json"))) == 2
     assert set(summary["transfer"]) == {"niah_to_hotpotqa", "hotpotqa_to_niah"}
     for level in (niah, hot):  # tiny test sets: a level either has both classes and detectors, or says why not
         assert level["detectors"] or "one class" in level["note"]
@@ -348,7 +353,7 @@ def test_hallucination_stage(suite_run):
     assert {"halluc_niah_target_absence_auroc", "halluc_hotpotqa_lookback_lens_auroc"} <= set(row)
     claims = json.loads((out / "claims.json").read_text())
     assert [c["setting"] for c in claims if c["claim"].startswith("conjecture: absence")] == ["NIAH transition-zone answers", "NIAH transition-zone answer tokens",
-                                                                                  "HotpotQA answers"]
+                                                                                  "HotpotQA answers from gold paragraphs (not in the context)"]
 
 
 @pytest.mark.slow

@@ -133,3 +133,36 @@ def hotpotqa_answers(suite: ModelSuite, f1_threshold: float) -> tuple[list[Trace
             answers.append(traced_answer(line, path, heads, decode, hotpotqa_task.answer_span(line["response"]),
                                          scores["f1"] < f1_threshold, (part,), extra_labels={"em0": scores["em"] == 0}))
     return parts[0], parts[1]
+
+
+def gold_answers(suite: ModelSuite) -> tuple[list[TracedAnswer], list[TracedAnswer], dict[str, int]]:
+    """HotpotQA answered from the gold paragraphs only, decoded by this study (train examples to fit, dev examples to
+    test), labelled by faithfulness: hallucinated when the extracted answer's words are not in the context the model
+    was given (:func:`~dynheads.metrics.qa.supported_by`). Yes / no and empty answers get no label and are left out;
+    their counts come back per side."""
+    from ...metrics.qa import supported_by
+    from ..hotpotqa.stages import chunks
+
+    g = suite.profile["hallucination"]["gold"]
+    runner = suite.runner("hallucination_hotpotqa")
+    heads, decode = suite.lm.engine.num_heads, decoder(suite)
+    sides: list[list[TracedAnswer]] = [[], []]
+    left_out = {"train": 0, "dev": 0}
+    for side, split, n in ((0, "train", int(g["train_n"])), (1, "dev", int(g["dev_n"]))):
+        setting = {"split": split, "source": None, "chunk": g["chunk"], "paragraphs": "gold"}
+        cells = chunks(runner, setting, n, ["none"], None, suite.progress,
+                       f"{suite.name} hallucination: HotpotQA {split} answers from gold paragraphs", hidden=True)
+        for cell in cells:
+            contexts = hotpotqa_task.context_texts(split=split, start=cell["start"], n=len(cell["samples"]),
+                                                   paragraphs="gold")
+            samples = {s["doc_id"]: s for s in cell["samples"]}
+            folder = runner.folder / f"{split}_{cell['start']:05d}.traces"
+            for line, path in unmasked_lines(folder, "hotpotqa_sf"):
+                sample = samples[line["doc_id"]]
+                supported = supported_by(hotpotqa_task.extract_answer(line["response"]), contexts[sample["id"]])
+                if supported is None:
+                    left_out[split] += 1
+                    continue
+                sides[side].append(traced_answer(line, path, heads, decode, hotpotqa_task.answer_span(line["response"]),
+                                                 not supported, (side,)))
+    return sides[0], sides[1], left_out

@@ -22,6 +22,11 @@ TRANSITION = {"lengths": [900, 1100, 1300, 1500], "depths": [0.15, 0.35, 0.65, 0
 NIAH = {"quick": {**TRANSITION, "runs": 2},  # 32 documents, ~11 held out: below the declared minimum per class
         "power": {**TRANSITION, "runs": 14},  # 224 documents, ~75 held out: ~36 failing at the pilot's ~0.48
         "paper": {"lengths": [8000, 16000, 24000, 32000], "depths": [0.15, 0.35, 0.65, 0.85], "runs": 12}}
+# HotpotQA with its gold paragraphs only (the faithfulness label: is the answer in the context it was given?), decoded
+# by this study: train examples to fit, dev examples to test; yes / no answers are left out (their support cannot be
+# read off the text), so the rows are fewer than the examples
+GOLD = {"quick": {"train_n": 48, "dev_n": 24, "chunk": 12}, "power": {"train_n": 120, "dev_n": 200, "chunk": 20},
+        "paper": {"train_n": 601, "dev_n": 1000, "chunk": 50}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,12 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--halluc-lengths", default=None, help="NIAH lengths of the study's transition-zone cells, e.g. 1500,2000")
     p.add_argument("--halluc-depths", default=None, help="NIAH depths of those cells, e.g. 0.15,0.85")
     p.add_argument("--halluc-runs", type=int, default=None, help="NIAH documents per transition-zone cell")
+    p.add_argument("--halluc-gold-n", type=int, default=None,
+                   help="HotpotQA dev examples answered from their gold paragraphs only (the faithfulness label)")
+    p.add_argument("--halluc-gold-train-n", type=int, default=None,
+                   help="HotpotQA train examples answered from their gold paragraphs only (to fit the detectors)")
     p.add_argument("--halluc-test-share", type=float, default=None,
                    help=f"share of NIAH cells held out to test the detectors (default {SETTINGS['test_share']})")
 
 
 def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    settings = {**SETTINGS, "niah": dict(NIAH.get(name, NIAH["quick"]))}
+    settings = {**SETTINGS, "niah": dict(NIAH.get(name, NIAH["quick"])), "gold": dict(GOLD.get(name, GOLD["quick"]))}
+    override(settings["gold"], "dev_n", getattr(args, "halluc_gold_n", None))
+    override(settings["gold"], "train_n", getattr(args, "halluc_gold_train_n", None))
     override(settings["niah"], "lengths", getattr(args, "halluc_lengths", None), int)
     override(settings["niah"], "depths", getattr(args, "halluc_depths", None), float)
     override(settings["niah"], "runs", getattr(args, "halluc_runs", None))
@@ -46,9 +57,9 @@ def profile(model_name: str, name: str, args: argparse.Namespace) -> dict[str, A
     override(settings, "c", getattr(args, "halluc_c", None))
     override(settings, "test_share", getattr(args, "halluc_test_share", None))
     if (not 0 < settings["f1_threshold"] <= 1 or (settings["c"] is not None and settings["c"] <= 0)
-            or not 0 < settings["test_share"] < 1 or settings["niah"]["runs"] < 1):
+            or not 0 < settings["test_share"] < 1 or settings["niah"]["runs"] < 1 or min(settings["gold"]["dev_n"], settings["gold"]["train_n"]) < 0):
         raise ValueError("run_suite: --halluc-f1-threshold must lie in (0, 1], --halluc-c above 0, --halluc-test-share "
-                         "in (0, 1) and --halluc-runs >= 1")
+                         "in (0, 1), --halluc-runs >= 1 and the --halluc-gold-*n >= 0")
     return {"hallucination": settings}
 
 

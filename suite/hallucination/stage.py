@@ -6,8 +6,10 @@ Beyond the paper (its Conclusion's conjecture). Per section and label:
   level: each answer token that is not the UUID character run it should copy
   (:func:`~dynheads.metrics.hallucination.copy_labels`). Split by (depth, length) cell: no test document shares a
   cell with a training one.
-* HotpotQA: hallucinated = answer F1 below ``f1_threshold``, and as a second label exact match 0; fitted on the
-  train examples' answers, tested on the evaluation (dev) answers.
+* HotpotQA (Claim 3's answers, distractor setting): hallucinated = answer F1 below ``f1_threshold``, and as a second
+  label exact match 0 (correctness); fitted on the train examples' answers, tested on the evaluation (dev) answers.
+* HotpotQA from its gold paragraphs only (decoded here): hallucinated = the answer's words are not in the context the
+  model was given (faithfulness); yes / no answers left out. Lookback Lens's transfer test uses this label.
 
 Detectors (:mod:`dynheads.probes.hallucination`) read only steps before the judged token, beside confound baselines
 (context length, needle depth, position in the answer) and the by-construction references. AUROC and AUPRC come with
@@ -167,7 +169,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     """The stage: both sections' levels, the transfer test, ``hallucination.{json,md}`` and one ROC figure per
     section. Each side of each section's split gets its :func:`feature_tables` once, which every level and label of
     that section reads."""
-    from .data import hotpotqa_answers, niah_answers
+    from .data import gold_answers, hotpotqa_answers, niah_answers
     from .figures import roc_figure
     from .tables import report
 
@@ -178,6 +180,8 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     niah_strata = np.array([a.stratum for a in niah_test.answers])
     token_strata = np.concatenate([[a.stratum] * sum(t >= 1 for t in a.step_labels) for a in niah_test.answers] or [[]])
     hot_strata = length_quartiles([a.prompt_tokens for a in hot_test.answers])
+    gold_train_answers, gold_test_answers, left_out = gold_answers(suite)
+    gold_train, gold_test = feature_tables(gold_train_answers), feature_tables(gold_test_answers)
     levels = {
         "niah": {"answer": evaluate_level(niah_train.answer_table(), niah_test.answer_table(), c, seed, strata=niah_strata),
                  "token": evaluate_level(niah_train.step_table(), niah_test.step_table(), c, seed, rows_independent=False,
@@ -186,18 +190,25 @@ def run(suite: ModelSuite) -> dict[str, Any]:
         "hotpotqa": {"f1": evaluate_level(hot_train.answer_table(), hot_test.answer_table(), c, seed, strata=hot_strata),
                      "em0": evaluate_level(hot_train.answer_table("em0"), hot_test.answer_table("em0"), c, seed,
                                            strata=hot_strata)},
-        "transfer": {"niah_to_hotpotqa": transfer(niah_train.answer_table(), hot_test.answer_table(), seed),
-                     "hotpotqa_to_niah": transfer(hot_train.answer_table(), niah_test.answer_table(), seed)},
+        "hotpotqa_gold": {"faithful": {**evaluate_level(gold_train.answer_table(), gold_test.answer_table(), c, seed,
+                                                        strata=length_quartiles([a.prompt_tokens for a in gold_test.answers])),
+                                       "left_out": left_out}},
+        "transfer": {"niah_to_hotpotqa": transfer(niah_train.answer_table(), gold_test.answer_table(), seed),
+                     "hotpotqa_to_niah": transfer(gold_train.answer_table(), niah_test.answer_table(), seed)},
     }
     summary = {"settings": {"c": c, "f1_threshold": float(h["f1_threshold"]), "test_share": float(h["test_share"]),
-                            "seed": seed, "niah": h.get("niah")},
+                            "seed": seed, "niah": h.get("niah"), "gold": h.get("gold")},
                **levels,
                "conjecture": {f"{section}_{level}": conjecture(levels[section][level])
-                              for section, level in (("niah", "answer"), ("niah", "token"), ("hotpotqa", "f1"))}}
+                              for section, level in (("niah", "answer"), ("niah", "token"), ("hotpotqa", "f1"),
+                                                     ("hotpotqa_gold", "faithful"))}}
     roc_figure(levels["niah"], (("answer", "answers (UUID missing)"), ("token", "answer tokens (not the UUID's)")),
                f"{suite.name}: NIAH hallucination detectors, held-out transition-zone cells",
                suite.dir / "hallucination_roc_niah.png")
-    roc_figure(levels["hotpotqa"], (("f1", f"answers with F1 < {h['f1_threshold']:g}"), ("em0", "answers with EM = 0")),
+    roc_figure({**levels["hotpotqa"], **levels["hotpotqa_gold"]},
+               (("faithful", "gold paragraphs only: answer not in the context"),
+                ("f1", f"distractor setting: answers with F1 < {h['f1_threshold']:g}"),
+                ("em0", "distractor setting: answers with EM = 0")),
                f"{suite.name}: HotpotQA hallucination detectors, dev answers", suite.dir / "hallucination_roc_hotpotqa.png")
     write_atomic(suite.dir / "hallucination.json", json.dumps({"summary": summary}, indent=1))
     write_atomic(suite.dir / "hallucination.md", report(suite.name, summary))

@@ -14,8 +14,10 @@ RESULT_FILES = {"hallucination": ("hallucination.json", "summary")}
 LEVELS = (("niah", "answer", "NIAH transition-zone answers (hallucinated: the UUID is missing)"),
           ("niah", "token", "NIAH answer tokens (hallucinated: not the UUID character it should copy)"),
           ("hotpotqa", "f1", "HotpotQA dev answers (hallucinated: F1 below the threshold)"),
-          ("hotpotqa", "em0", "HotpotQA dev answers (hallucinated: exact match 0)"))
-BOARD = (("niah", "answer", "niah"), ("niah", "token", "niah_token"), ("hotpotqa", "f1", "hotpotqa"))
+          ("hotpotqa", "em0", "HotpotQA dev answers (hallucinated: exact match 0)"),
+          ("hotpotqa_gold", "faithful", "HotpotQA dev answers from the gold paragraphs only (hallucinated: the answer is "
+           "not in the context given; yes / no left out)"))
+BOARD = (("niah", "answer", "niah"), ("niah", "token", "niah_token"), ("hotpotqa_gold", "faithful", "hotpotqa"))
 
 
 def balance_text(level: dict[str, Any]) -> str:
@@ -32,8 +34,11 @@ def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key
     """One level's detectors, grouped by kind: AUROC, AUPRC, the AUROC within length strata, and each minus Lookback
     Lens on the same draws (paired), with raw / Holm p and the verdict from ``decided`` (the report's family, keyed
     by (section, level, detector, metric))."""
+    left = level.get("left_out")
+    left_text = (f" Yes / no and empty answers left out (no label): {left['train']} train, {left['dev']} dev."
+                 if left else "")
     if level.get("note"):
-        return f"{balance_text(level)}; {level['note']}.\n"
+        return f"{balance_text(level)}; {level['note']}.{left_text}\n"
     rows = []
     for names, kind in KINDS:
         for name in names:
@@ -49,7 +54,7 @@ def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key
                          *(_decided_text(decided[(*key, name, m)]) if m in diff else "reference" for m in ("auroc", "auprc"))])
     strengths = ", ".join(f"{n} {c:g}" for n, c in (level.get("strengths") or {}).items())
     return (balance_text(level) + (f". L2 strength C chosen by cross-validation on the training rows: {strengths}" if strengths else "")
-            + ".\n\n" + markdown(["detector", "kind", "AUROC", "AUPRC", "AUROC within length strata",
+            + "." + left_text + "\n\n" + markdown(["detector", "kind", "AUROC", "AUPRC", "AUROC within length strata",
                                   "AUROC − Lookback Lens (p / Holm p): verdict", "AUPRC − Lookback Lens (p / Holm p): verdict"],
                                  rows) + "\n")
 
@@ -57,7 +62,8 @@ def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key
 def transfer_table(transfer: dict[str, Any]) -> str:
     """Lookback Lens trained on one section and tested on the other (its authors' test of generality)."""
     rows = []
-    for key, label in (("niah_to_hotpotqa", "NIAH → HotpotQA (F1 label)"), ("hotpotqa_to_niah", "HotpotQA → NIAH (UUID label)")):
+    for key, label in (("niah_to_hotpotqa", "NIAH → HotpotQA gold paragraphs (faithfulness label)"),
+                       ("hotpotqa_to_niah", "HotpotQA gold paragraphs → NIAH (UUID label)")):
         t = transfer.get(key) or {}
         a = t.get("auroc")
         rows.append([label, balance_text(t) if "train" in t else "—",
@@ -132,7 +138,8 @@ def leaderboard_section(board: list[dict[str, Any]]) -> str:
             for b in board]
     return ("## Hallucination detection (beyond the paper; AUROC on held-out documents, before the judged token)\n\n"
             + markdown(["model", "NIAH: target absence", "NIAH: Lookback Lens", "NIAH tokens: target absence",
-                        "NIAH tokens: Lookback Lens", "HotpotQA: target absence", "HotpotQA: Lookback Lens"], rows) + "\n")
+                        "NIAH tokens: Lookback Lens", "HotpotQA (faithfulness): target absence",
+                        "HotpotQA (faithfulness): Lookback Lens"], rows) + "\n")
 
 
 def tables(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -60,7 +60,8 @@ def chunks(runner: Any, setting: dict[str, Any], n: int, conditions: list[str], 
     """The first ``n`` examples of ``setting``'s split / source as resumable chunks of ``setting["chunk"]``."""
     size = int(setting["chunk"])
     starts = list(range(0, n, size))
-    base = {"split": setting["split"], "source": setting.get("source")}
+    base = {"split": setting["split"], "source": setting.get("source"),
+            **({"paragraphs": setting["paragraphs"]} if setting.get("paragraphs") else {})}
     label = "custom" if base["source"] else setting["split"]  # the cell's settings record the source itself
     return [runner.run(f"{label}_{start:05d}", CELLS, {**base, "start": start, "n": min(size, n - start)},
                        conditions, heads, {"start": start}, hidden=hidden)

@@ -28,6 +28,9 @@ lm-eval passes the YAML ``metadata:`` block, overridden by ``--model_args`` (``p
   Asking for more examples than the source holds is an error (no silent shortfall).
 - ``start``: skip the first ``start`` examples (default 0), so ``{"start": 8, "n": 8}`` is examples
   8-15; ``run_suite.py`` runs a long evaluation as such chunks to resume where it stopped.
+- ``paragraphs``: ``"all"`` (default: the distractor setting, gold and distractor paragraphs) or ``"gold"``
+  (only the paragraphs that hold a supporting fact, in the example's order): the hallucination study's
+  faithfulness label asks whether an answer is in the context it was given, which needs a context that holds it.
 - ``tokenizer`` (else ``pretrained``): renders the chat template and counts ``n_tokens``, resolved by
   :func:`dynheads.models.harness.loading.load_tokenizer` (``None`` = embedded SmolLM2). A tokenizer object is
   accepted when calling from Python.
@@ -97,6 +100,7 @@ USER_TEMPLATE = (
 PARAGRAPH_TEMPLATE = "Title: {title}\n"  # followed directly by the sentences
 PARAGRAPH_SEPARATOR = "\n\n"
 DEFAULT_N = 100
+PARAGRAPHS = ("all", "gold")
 DEFAULT_SPLIT = "dev"
 # an answer is hallucinated (hallucination=absence, the suite's hallucination stage) below this F1: sharing less than
 # half of its normalised tokens with the gold answer (harmonic mean), it is mostly not that answer
@@ -123,6 +127,8 @@ __all__ = [
     "score",
     "support_token_indices",
     "supporting_fact_pairs",
+    "context_texts",
+    "gold_only",
 ]
 
 
@@ -132,6 +138,7 @@ class HotpotConfig(NamedTuple):
     n: int | None = DEFAULT_N  # None = all examples
     tokenizer: Any = None  # name/path/None, or a tokenizer object
     start: int = 0  # skip this many examples first (run_suite splits a run into resumable chunks)
+    paragraphs: str = "all"  # "gold": only the paragraphs holding a supporting fact
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -200,7 +207,10 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> HotpotConfig:
     n = _n(meta.get("n", DEFAULT_N))
     source = _source(meta.get("source"))
     tokenizer = meta.get("tokenizer") or meta.get("pretrained")
-    return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)))
+    paragraphs = meta.get("paragraphs") or "all"
+    if paragraphs not in PARAGRAPHS:
+        raise _bad("paragraphs", paragraphs, f"is not one of {', '.join(PARAGRAPHS)}", '"gold"')
+    return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)), paragraphs)
 
 
 _tokenizer = partial(tokenizer_from_spec, task=TASK)
@@ -292,8 +302,17 @@ def build_context(record: Mapping) -> tuple[str, list[list[int]]]:
     return context, support
 
 
-def build_doc(record: Mapping, tokenizer: Any) -> dict[str, Any]:
-    """One task document from a canonical record (schema: module docstring)."""
+def gold_only(record: Mapping) -> dict[str, Any]:
+    """The record with only the paragraphs that hold a supporting fact (the gold paragraphs), in its order."""
+    titles = {title for title, _ in record["supporting_facts"]}
+    return {**record, "context": [paragraph for paragraph in record["context"] if paragraph[0] in titles]}
+
+
+def build_doc(record: Mapping, tokenizer: Any, paragraphs: str = "all") -> dict[str, Any]:
+    """One task document from a canonical record (schema: module docstring); ``paragraphs="gold"`` keeps only the
+    paragraphs holding a supporting fact."""
+    if paragraphs == "gold":
+        record = gold_only(record)
     context, spans = build_context(record)
     prompt = render_prompt(tokenizer, context, record["question"])
     start = prompt.find(context)
@@ -322,7 +341,14 @@ def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
     cfg = parse_metadata(metadata)
     records = _examples(cfg)
     tokenizer = _tokenizer(cfg.tokenizer)
-    return [build_doc(record, tokenizer) for record in records]
+    return [build_doc(record, tokenizer, cfg.paragraphs) for record in records]
+
+
+def context_texts(**metadata: Any) -> dict[str, str]:
+    """Each example's context block (the paragraphs the model is given) by example id, for the same metadata as
+    :func:`docs_from_metadata` but without rendering or tokenising a prompt."""
+    cfg = parse_metadata(metadata)
+    return {r["id"]: build_context(gold_only(r) if cfg.paragraphs == "gold" else r)[0] for r in _examples(cfg)}
 
 
 def hotpotqa_sf_dataset(**metadata: Any):
