@@ -99,17 +99,32 @@ def supporting_fact_scores(
 
 
 YES_NO = frozenset({"yes", "no"})
+LEAD_WORDS = frozenset({"answer"})  # "The answer is ...": no claim of its own
+UNSUPPORTED_SHARE = 0.25  # more than this share of an answer's new content words absent from the context: not supported
 
 
-def supported_by(prediction: str, context: str) -> bool | None:
-    """Whether an answer's words occur contiguously, in order, in the context it was given, both normalised as the
-    official scorer normalises (lower case, no punctuation, articles or extra spaces): the hallucination study's
-    faithfulness label on HotpotQA's gold paragraphs (an answer made of words the context does not hold is not
-    supported by it, right or wrong). None for an empty answer or a bare yes / no, whose support cannot be read off
-    the text. Why not F1 against the gold answer: that labels correctness, and a model may answer faithfully from its
-    context and still be wrong."""
-    answer = normalize_answer(prediction).split()
-    if not answer or " ".join(answer) in YES_NO:
+def new_content_words(prediction: str, question: str = "") -> list[str]:
+    """The words an answer adds to its question: normalised as the official scorer normalises, without the
+    question's words, scikit-learn's English stop words, yes / no and "answer" (a restated question claims nothing)."""
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    asked = set(normalize_answer(question).split())
+    return [w for w in normalize_answer(prediction).split()
+            if w not in asked and w not in ENGLISH_STOP_WORDS and w not in YES_NO and w not in LEAD_WORDS]
+
+
+def supported_by(prediction: str, context: str, question: str = "", tolerance: float = UNSUPPORTED_SHARE) -> bool | None:
+    """Whether an answer is supported by the context it was given: False when more than ``tolerance`` of the words it
+    adds to its question (:func:`new_content_words`) do not occur in the context, the hallucination study's
+    faithfulness label on HotpotQA's gold paragraphs. None when it adds no word (a bare yes / no, an empty answer, a
+    restated question): its support cannot be read off the text.
+
+    Why words, not the answer as one span: SmolLM2 answers in sentences that restate the question ("The motorway
+    ends in Colne."), whose exact span no context holds; why a tolerance: a sentence answer carries function words
+    ("compared", "called") that the context need not hold, and a cut-off last word ("sc"). Why not F1 against the
+    gold answer: that labels correctness, and a model may answer faithfully from its context and still be wrong."""
+    new = new_content_words(prediction, question)
+    if not new:
         return None
-    words, n = normalize_answer(context).split(), len(answer)
-    return any(words[i : i + n] == answer for i in range(len(words) - n + 1))
+    known = set(normalize_answer(context).split())
+    return sum(w not in known for w in new) / len(new) <= tolerance

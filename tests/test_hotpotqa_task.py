@@ -303,7 +303,7 @@ def test_gold_paragraphs_keep_only_the_paragraphs_holding_a_supporting_fact():
         titles = {fact["title"] for fact in g["supporting_facts"]}
         context = g["input"][slice(*g["context_char_span"])]
         assert {line[len("Title: "):] for line in context.split("\n") if line.startswith("Title: ")} == titles
-        assert texts[g["id"]] == context and g["n_tokens"] < f["n_tokens"]
+        assert texts[g["id"]] == (g["question"], context) and g["n_tokens"] < f["n_tokens"]
         for start, end in g["support_char_spans"]:  # every supporting sentence is still where the spans say
             assert g["input"][start:end] in f["input"]
     with pytest.raises(ValueError, match="paragraphs"):

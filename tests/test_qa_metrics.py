@@ -132,14 +132,17 @@ def test_supporting_fact_sent_id_type_matters():
     assert supporting_fact_scores([("Paris", "0")], [("Paris", 0)])["sp_f1"] == 0.0
 
 
-def test_supported_by_asks_whether_the_answer_is_in_the_context_given():
-    from dynheads.metrics.qa import supported_by
+def test_supported_by_asks_whether_the_answers_new_words_are_in_the_context_given():
+    from dynheads.metrics.qa import new_content_words, supported_by
 
-    context = "Title: Paris\nParis is the capital of France. The Eiffel Tower opened in 1889."
-    assert supported_by("The Eiffel Tower", context) is True  # articles, case and punctuation normalised away
-    assert supported_by("1889.", context) is True
-    assert supported_by("Tower Eiffel", context) is False  # the words, but not in order
-    assert supported_by("London", context) is False  # a faithful model could not have said it from this context
-    assert supported_by("capital of", context) is True and supported_by("capitals", context) is False  # whole words
-    assert supported_by("Yes", context) is None and supported_by("no.", context) is None  # not read off the text
-    assert supported_by("", context) is None and supported_by("the", context) is None
+    context = "Title: Paris\nParis is the capital of France. The Eiffel Tower opened in 1889 on the Champ de Mars."
+    question = "When did the tower in Paris open?"
+    assert new_content_words("The tower in Paris opened in 1889.", question) == ["opened", "1889"]
+    assert supported_by("The tower in Paris opened in 1889.", context, question) is True  # a sentence answer
+    assert supported_by("1889", context, question) is True
+    assert supported_by("It opened in 1925 in London.", context, question) is False  # 2 of 3 new words not there
+    assert supported_by("Champ de Mars, 1889, engineers", context, question) is True  # 1 of 4 absent: within 0.25
+    assert supported_by("Champ de Mars, 1889, engineers, architects", context, question) is False  # 2 of 5 absent
+    assert supported_by("Yes.", context, question) is None and supported_by("The answer is no.", context, question) is None
+    assert supported_by("The tower in Paris", context, question) is None  # restates the question: claims nothing
+    assert supported_by("", context, question) is None

@@ -137,9 +137,10 @@ def hotpotqa_answers(suite: ModelSuite, f1_threshold: float) -> tuple[list[Trace
 
 def gold_answers(suite: ModelSuite) -> tuple[list[TracedAnswer], list[TracedAnswer], dict[str, int]]:
     """HotpotQA answered from the gold paragraphs only, decoded by this study (train examples to fit, dev examples to
-    test), labelled by faithfulness: hallucinated when the extracted answer's words are not in the context the model
-    was given (:func:`~dynheads.metrics.qa.supported_by`). Yes / no and empty answers get no label and are left out;
-    their counts come back per side."""
+    test), labelled by faithfulness: hallucinated when more than a quarter of the words the extracted answer adds to
+    its question are not in the context the model was given (:func:`~dynheads.metrics.qa.supported_by`). Answers that
+    add no word (yes / no, empty, a restated question) get no label and are left out; their counts come back per
+    side."""
     from ...metrics.qa import supported_by
     from ..hotpotqa.stages import chunks
 
@@ -159,7 +160,8 @@ def gold_answers(suite: ModelSuite) -> tuple[list[TracedAnswer], list[TracedAnsw
             folder = runner.folder / f"{split}_{cell['start']:05d}.traces"
             for line, path in unmasked_lines(folder, "hotpotqa_sf"):
                 sample = samples[line["doc_id"]]
-                supported = supported_by(hotpotqa_task.extract_answer(line["response"]), contexts[sample["id"]])
+                question, context = contexts[sample["id"]]
+                supported = supported_by(hotpotqa_task.extract_answer(line["response"]), context, question)
                 if supported is None:
                     left_out[split] += 1
                     continue

@@ -344,11 +344,12 @@ def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
     return [build_doc(record, tokenizer, cfg.paragraphs) for record in records]
 
 
-def context_texts(**metadata: Any) -> dict[str, str]:
-    """Each example's context block (the paragraphs the model is given) by example id, for the same metadata as
-    :func:`docs_from_metadata` but without rendering or tokenising a prompt."""
+def context_texts(**metadata: Any) -> dict[str, tuple[str, str]]:
+    """Each example's question and context block (the paragraphs the model is given) by example id, for the same
+    metadata as :func:`docs_from_metadata` but without rendering or tokenising a prompt."""
     cfg = parse_metadata(metadata)
-    return {r["id"]: build_context(gold_only(r) if cfg.paragraphs == "gold" else r)[0] for r in _examples(cfg)}
+    return {r["id"]: (r["question"], build_context(gold_only(r) if cfg.paragraphs == "gold" else r)[0])
+            for r in _examples(cfg)}
 
 
 def hotpotqa_sf_dataset(**metadata: Any):
