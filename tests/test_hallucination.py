@@ -351,7 +351,7 @@ def test_a_stage_run_builds_each_answers_features_and_lookback_ratios_once(tmp_p
     text = (tmp_path / "hallucination.md").read_text()
     assert "before the judged token" in text and "reads the judged token" in text and "within length strata" in text
     assert "C = {" not in text and "L2 strength C chosen by cross-validation" in text
-    assert "Yes / no and empty answers left out (no label): 3 train, 1 dev." in text
+    assert "(yes / no, empty, restated) left out (no label): 3 train, 1 dev." in text
 
 
 # ---------------------------------------------------------------------------------------------- trace signals

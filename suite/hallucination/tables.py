@@ -15,8 +15,8 @@ LEVELS = (("niah", "answer", "NIAH transition-zone answers (hallucinated: the UU
           ("niah", "token", "NIAH answer tokens (hallucinated: not the UUID character it should copy)"),
           ("hotpotqa", "f1", "HotpotQA dev answers (hallucinated: F1 below the threshold)"),
           ("hotpotqa", "em0", "HotpotQA dev answers (hallucinated: exact match 0)"),
-          ("hotpotqa_gold", "faithful", "HotpotQA dev answers from the gold paragraphs only (hallucinated: the answer is "
-           "not in the context given; yes / no left out)"))
+          ("hotpotqa_gold", "faithful", "HotpotQA dev answers from the gold paragraphs only (hallucinated: more than a "
+           "quarter of the words the answer adds to its question are not in the context given)"))
 BOARD = (("niah", "answer", "niah"), ("niah", "token", "niah_token"), ("hotpotqa_gold", "faithful", "hotpotqa"))
 
 
@@ -35,7 +35,8 @@ def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key
     Lens on the same draws (paired), with raw / Holm p and the verdict from ``decided`` (the report's family, keyed
     by (section, level, detector, metric))."""
     left = level.get("left_out")
-    left_text = (f" Yes / no and empty answers left out (no label): {left['train']} train, {left['dev']} dev."
+    left_text = (f" Answers that add no word to the question (yes / no, empty, restated) left out (no label): "
+                 f"{left['train']} train, {left['dev']} dev."
                  if left else "")
     if level.get("note"):
         return f"{balance_text(level)}; {level['note']}.{left_text}\n"
