@@ -17,8 +17,9 @@ the answer is hallucinated. Three kinds, kept apart because only the first can s
   * ``entropy`` and ``min_prob`` -- uncertainty, no training: next-token entropy, and one minus the greedy token's
     probability (a property of the distribution, not of the token chosen).
 
-* **confounds** (:data:`CONFOUNDS`), no training: ``context_length`` (prompt tokens), ``needle_depth`` (NIAH) and, at
-  token level, ``answer_position`` (the token's index in the answer). A detector that does no better than these
+* **confounds** (:data:`CONFOUNDS`), oriented by a one-feature logistic regression on the training rows:
+  ``context_length`` (prompt tokens), ``needle_depth`` (NIAH) and, at token level, ``answer_position`` (the token's
+  index in the answer). A detector that does no better than these
   reads the document's shape, not the model's retrieval.
 
 * **references that read the label** (:data:`REFERENCES`): ``absence`` (the share of answer steps with no Eq. 1 / Eq. 2
@@ -49,7 +50,9 @@ PRE_TOKEN = ("target_absence", "target_mass", "lookback_lens", "lookback_mean", 
 CONFOUNDS = ("context_length", "needle_depth", "answer_position")
 REFERENCES = ("absence", "retrieval_heads")
 DETECTORS = PRE_TOKEN + CONFOUNDS + REFERENCES
-TRAINED = ("target_mass", "lookback_lens", "hidden_state", "retrieval_heads")
+# the confounds go through a one-feature logistic regression too: its sign, learnt on the training rows, orients them
+# (errors may come early or late in an answer, in short or long documents), as a trained detector is oriented
+TRAINED = ("target_mass", "lookback_lens", "hidden_state", "retrieval_heads", *CONFOUNDS)
 REFERENCE = "lookback_lens"  # the published detector every other one is paired against
 CONJECTURE = "target_absence"  # the conjecture's statistic: no retrieval attention, no token match, no training
 LABELS = {"target_absence": "target absence (1 − max head mass on the target; no training)",

@@ -27,7 +27,7 @@ def balance_text(level: dict[str, Any]) -> str:
             f"level) from {te['documents']} documents")
 
 
-KINDS = ((PRE_TOKEN, "before the judged token"), (CONFOUNDS, "confound only"), (REFERENCES, "reads the judged token"))
+KINDS = ((PRE_TOKEN, "before the judged token"), (CONFOUNDS, "confound only (+ LR)"), (REFERENCES, "reads the judged token"))
 
 
 def level_table(level: dict[str, Any], decided: dict[tuple, dict[str, Any]], key: tuple[str, str]) -> str:
