@@ -16,17 +16,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
+import torch
 
 from ...metrics.heads import Head, random_heads
 from ...spec import RAG_STRATEGIES, ConditionSpec, SpecError
 from ..engine import DecodingError
 from .windows import Window
 
-if TYPE_CHECKING:  # only for annotations: the algorithm imports this module
-    from .algorithm import ContextExample
+
+
+class ContextExample(Protocol):
+    """What a retrieval reads of the example it runs on (:class:`~dynheads.models.rag.algorithm.ContextExample`);
+    a protocol, so that this module does not import the algorithm that imports it."""
+
+    ids: Sequence[int]
+
+    def inspect(self, generated: Sequence[int]) -> tuple[list[torch.Tensor], np.ndarray]: ...
+
+    def head_windows(self, rows: list[torch.Tensor], heads: Sequence[Head], query: int) -> tuple[list[Window], list[int]]: ...
+
+    def oracle_windows(self) -> list[Window]: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,7 @@ class Strategy:
         """The name inside the family (``dynamic:10``); the trace's condition is ``spec.name`` (``rag:dynamic:10``)."""
         return self.spec.label
 
-    def retrieve(self, example: "ContextExample", generated: Sequence[int], index: int,
+    def retrieve(self, example: ContextExample, generated: Sequence[int], index: int,
                  source: HeadSource) -> tuple[list[Head], list[Window], list[int]]:
         """Heads, windows and top positions of retrieval number ``index`` after ``generated`` (Algorithm 2)."""
         raise NotImplementedError(f"{type(self).__name__} does not retrieve")
