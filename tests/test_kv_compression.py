@@ -328,8 +328,10 @@ def test_the_controls_frozen_and_redrawn_are_what_they_say_and_verify_from_the_t
     engine = TraceEngine(model)
     predictor = LinearPredictor(model.config.hidden_size, engine.num_layers * engine.num_heads)
     prompt = _prompt(seed=9)
-    conditions = [_policy(engine, name, 2, predictor=predictor, seed="doc") for name in ("dynamic", "frozen", "redrawn")]
-    dynamic, frozen, redrawn = engine.generate_batch([DecodeRequest(prompt, NEW, conditions)])[0]
+    mean = tuple(torch.linspace(1.0, 0.0, engine.num_layers * engine.num_heads).tolist())
+    conditions = [_policy(engine, name, 2, predictor=predictor, seed="doc", probe_mean=mean)
+                  for name in ("dynamic", "frozen", "redrawn", "probe_mean")]
+    dynamic, frozen, redrawn, probe_mean = engine.generate_batch([DecodeRequest(prompt, NEW, conditions)])[0]
     choice = lambda step: tuple(map(tuple, step.kv_full))  # noqa: E731
     assert [choice(s) for s in frozen.steps[:2]] == [choice(s) for s in dynamic.steps[:2]]
     assert {choice(s) for s in frozen.steps[1:]} == {choice(frozen.steps[1])}  # kept from step 1 on
@@ -339,7 +341,8 @@ def test_the_controls_frozen_and_redrawn_are_what_they_say_and_verify_from_the_t
         assert torch.equal(~_streaming_of(engine, step), drawn), t
     assert len({choice(s) for s in redrawn.steps}) > 1
     view = {"sink": SINK, "window": WINDOW, "granularity": "kv"}
-    lines = [traces.generation_line("toy", 0, g, "", None, kv=view) for g in (frozen, redrawn)]
+    lines = [traces.generation_line("toy", 0, g, "", None, kv=view) for g in (frozen, redrawn, probe_mean)]
+    assert "full" in lines[2]["kv"]  # a fixed choice is written once per line
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     assert verify_records(eager, lines)["agreement"] == 1.0
