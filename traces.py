@@ -42,12 +42,13 @@ from .spec import ConditionSpec
 
 # Version of what the engine decodes and records (tokens, head sets, Eq. 2 scores, trace lines). Bump it
 # when a change alters any of them: run_suite keys its cached cells on it, so old cells are recomputed.
-TRACE_FORMAT = 5  # 2: lines name their document (doc_key); NIAH haystack windows per document
+TRACE_FORMAT = 6  # 2: lines name their document (doc_key); NIAH haystack windows per document
 # 3: traced steps record entropy and token_prob; the sidecar adds each step's attention mass on the prompt
 # 4: a line names its condition in "condition" (was "mask"; read_lines reads the old key as the new one); a kv:
 #    line whose heads kept whole never change writes them once, as kv.full
 # 5: the sidecar adds each step's attention mass on the target (target_mass); context_mass leaves out the prompt's
 #    response header (its length in the block's "response_header")
+# 6: traced steps record where each retrieval head looked (steps[t].attended, prompt-relative key positions)
 MASSES = ("context_mass", "target_mass")  # the sidecar's per-step [layers * heads] attention masses, in file order
 HIDDEN_DTYPES = ("float16", "float32")
 # How a line's heads were found: Eq. 1 copy-paste (needle documents; heads are indicators) or Eq. 2
@@ -71,6 +72,8 @@ def generation_line(task: str, doc_id: Any, generation: Any, text: str, target: 
     steps = []
     for s in generation.steps:
         step: dict[str, Any] = {"token_id": s.token_id, "heads": [list(h) for h in s.heads]}
+        if s.attended is not None:
+            step["attended"] = list(s.attended)
         if generation.condition != "none":
             step["gated"] = [list(h) for h in s.gated]
         if s.heads_after or s.ungated_token_id is not None:

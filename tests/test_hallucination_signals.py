@@ -32,7 +32,7 @@ def _eager(model: torch.nn.Module, ids: list[int]) -> tuple[torch.Tensor, list[t
 @pytest.mark.parametrize("arch", ["llama", "mistral", "gemma3"])
 def test_recorded_signals_equal_eager_recomputation_in_a_padded_batch(arch):
     """Entropy, greedy-token probability, every head's attention on the prompt less its response header, and on the
-    target, step by step, for two prompts of different lengths (and headers) decoded as one left-padded batch (a slice
+    target, and where each retrieval head looked, step by step, for two prompts of different lengths (and headers) decoded as one left-padded batch (a slice
     off by the padding or by the header would fail one of them)."""
     model = tiny_model(arch)
     prompts = [_prompt(1, 21), _prompt(2, 13)]
@@ -51,6 +51,10 @@ def test_recorded_signals_equal_eager_recomputation_in_a_padded_batch(arch):
             expected = torch.stack([r[:, : len(prompt) - header].sum(dim=-1) for r in rows])
             assert torch.allclose(step.context_mass, expected, atol=1e-5)
             assert torch.allclose(step.target_mass, torch.stack([r[:, target].sum(dim=-1) for r in rows]), atol=1e-5)
+            # where each retrieval head looked (TRACE_FORMAT 6): eager's argmax, in the prompt's own positions; an Eq. 1
+            # head looked at a needle token holding the token the step emits
+            assert step.attended == [int(rows[layer][head].argmax()) for layer, head in step.heads]
+            assert all(pos in target and seq[pos] == step.token_id for pos in step.attended)
             seq.append(step.token_id)
 
 
@@ -88,3 +92,29 @@ def test_trace_format_3_signals_and_sidecar_round_trip(tmp_path):
     older = {"doc_id": 7, "vectors": {k: v for k, v in line["vectors"].items() if k != "context_mass"}}
     with pytest.raises(ValueError, match="document 7 has no context_mass .*TRACE_FORMAT 3"):
         read_context_mass(tmp_path / "t.jsonl", older)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_attended_positions_are_where_each_retrieval_head_looked(arch):
+    """On prompts where Eq. 1 fires (the model's own loops), in a left-padded batch whose rows stop at different
+    steps: each step's ``attended`` is eager attention's argmax of every head in ``heads``, in the prompt's own
+    positions, and that position is a needle token holding the token the step emits."""
+    from test_trace_engine import _copying_prompt
+
+    model = tiny_model(arch)
+    engine = TraceEngine(model)
+    prompt, needle = _copying_prompt(engine)
+    short = prompt[3:]
+    requests = [DecodeRequest(prompt, 4, ["none"], target=needle),
+                DecodeRequest(short, 8, ["none"], target=[i - 3 for i in needle if i >= 3])]
+    gens = engine.generate_batch(requests, batch_size=2)
+    looked = 0
+    for request, (gen,) in zip(requests, gens):
+        seq = list(request.prompt_ids)
+        for step in gen.steps:
+            _, rows = _eager(model, seq)
+            assert step.attended == [int(rows[layer][head].argmax()) for layer, head in step.heads]
+            assert all(pos in request.target and seq[pos] == step.token_id for pos in step.attended)
+            looked += len(step.attended)
+            seq.append(step.token_id)
+    assert looked > 0, "no retrieval head fired: the test would check nothing"

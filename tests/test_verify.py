@@ -68,8 +68,12 @@ def test_altered_traces_are_caught():
     rerun["heads_after"] = rerun["heads_after"] + [[2, 3]] if [2, 3] not in rerun["heads_after"] else []
     static = copy.deepcopy(records[3])
     static["steps"][0]["token_id"] = (static["steps"][0]["token_id"] + 1) % 96
-    result = verify_records(eager, [dynamic, static])
+    unmasked = copy.deepcopy(records[0])
+    looked = next(step for step in unmasked["steps"] if step["attended"])
+    looked["attended"] = [(looked["attended"][0] + 1) % len(unmasked["input_ids"])] + looked["attended"][1:]
+    result = verify_records(eager, [dynamic, static, unmasked])
     assert result["heads_after_agreement"] < 1.0 and result["tokens_agreement"] < 1.0 and result["agreement"] < 1.0
+    assert result["attended_agreement"] < 1.0 and verify_records(eager, records)["attended_agreement"] == 1.0
 
 
 def test_a_file_with_nothing_to_check_is_one_line(tmp_path, capsys):

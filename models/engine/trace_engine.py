@@ -26,7 +26,7 @@ import psutil
 import torch
 
 from ...metrics.heads import Head
-from ...metrics.retrieval import mask_to_heads
+from ...metrics.retrieval import argmax_key_positions, mask_to_heads
 from .attention import install
 from .batch import DecodeBatch, StepOutput, Streaming
 from .conditions import ConditionRun, DecodeCondition, DecodingError, Pass, Reading, mask_condition
@@ -53,6 +53,9 @@ class Step:
 
     token_id: int
     heads: list[Head] = field(default_factory=list)
+    # traced steps: where each of ``heads`` looked, its most-attended key as a prompt-relative position, in ``heads``'
+    # order (the trace explorer shows it; for an Eq. 1 head it is the needle token it copied)
+    attended: list[int] | None = field(default=None, compare=False)
     ungated_token_id: int | None = None
     gated: list[Head] = field(default_factory=list)
     heads_after: list[Head] = field(default_factory=list)
@@ -378,6 +381,8 @@ class TraceEngine:
                 hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, strength)
                 entropy, token_prob, context_mass, target_mass = self._signals(out, qpos, target[idx, : width + 1],
                                                                                context_keys[idx])
+                looked = (argmax_key_positions([out.rows[layer] for layer in range(self.num_layers)], qpos + 1)
+                          - first[idx][:, None, None]).cpu()
             rerun, again_passes = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]
@@ -386,6 +391,7 @@ class TraceEngine:
                     step.hidden = out.hidden[a]
                 if row.traced:
                     step.heads = mask_to_heads(hit[a])
+                    step.attended = [int(looked[a, layer, head]) for layer, head in step.heads]
                     step.entropy, step.token_prob = float(entropy[a]), float(token_prob[a])
                     step.context_mass, step.target_mass = context_mass[a], target_mass[a]
                     if score.records_scores:

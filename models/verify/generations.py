@@ -40,7 +40,7 @@ import torch
 from ...metrics.reasoning import reasoning_heads, reasoning_scores_for_sequence
 from ...spec import ConditionSpec
 from ...traces import kv_full, read_lines, upgraded
-from ...metrics.retrieval import Head, copy_paste_heads
+from ...metrics.retrieval import Head, argmax_key_positions, copy_paste_heads
 from ...util import text_config
 from ..engine.eager_hooks import attention_modules, layer_masks, layer_windows
 from ..engine.kv import KV_CONDITIONS
@@ -78,8 +78,15 @@ def recompute_unmasked(model: torch.nn.Module, record: dict[str, Any]) -> list[d
         pos = len(prompt) - 1 + t
         rows = [a[0, :, pos, : pos + 1].float() for a in out.attentions]
         steps.append({"heads": heads_of(rows, sequence[: pos + 1], token), "heads_after": [],
-                      "token_id": int(out.logits[0, pos].argmax())})
+                      "token_id": int(out.logits[0, pos].argmax()), "looked": looked(rows, pos + 1)})
     return steps
+
+
+def looked(rows: list[torch.Tensor], total: int) -> list[list[int]]:
+    """``[layer][head]``: each head's most-attended key as a sequence position (what a trace's ``attended`` records
+    for its heads); ``rows[layer]`` ``[heads, keys]`` right-aligned to position ``total - 1`` (a sliding-window cache
+    may hold fewer keys)."""
+    return argmax_key_positions([row[None] for row in rows], total)[0].tolist()
 
 
 @contextmanager
@@ -147,7 +154,8 @@ def _replay_steps(model: torch.nn.Module, record: dict[str, Any], cache: Any,
         plan = passes(step, len(sequence) - 1)
         saved = copy.deepcopy(cache) if plan.rerun is not None else None
         rows, token = _decode(model, cache, sequence[-1], plan.first)
-        got = {"heads": heads_of(rows, sequence, token), "heads_after": [], "token_id": token}
+        got = {"heads": heads_of(rows, sequence, token), "heads_after": [], "token_id": token,
+               "looked": looked(rows, len(sequence))}
         if plan.rerun is not None:
             cache = saved
             rows, token = _decode(model, cache, sequence[-1], plan.rerun)
@@ -228,7 +236,8 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
     ``unchecked``, one line each."""
     from .rag import ReplayError, replay_answer
 
-    counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "masked_lines": 0, "kv_lines": 0}
+    counts = {"steps": 0, "agreeing_steps": 0, "heads": 0, "heads_after": 0, "tokens": 0, "attended": 0,
+              "masked_lines": 0, "kv_lines": 0}
     rag: dict[str, list[bool]] = {"tokens": [], "triggers": [], "top_positions": [], "windows": []}
     rag_lines, unchecked, replays = 0, [], {}
     for record in map(upgraded, records):
@@ -261,7 +270,10 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
         for step, want in zip(record["steps"], expected):
             same = {"heads": sorted(map(tuple, step["heads"])) == want["heads"],
                     "heads_after": sorted(map(tuple, step.get("heads_after", []))) == want["heads_after"],
-                    "tokens": step["token_id"] == want["token_id"]}
+                    "tokens": step["token_id"] == want["token_id"],
+                    # where each recorded head looked (TRACE_FORMAT 6; older lines have nothing to check)
+                    "attended": "attended" not in step or step["attended"] == [want["looked"][layer][head]
+                                                                               for layer, head in step["heads"]]}
             counts["steps"] += 1
             counts["agreeing_steps"] += all(same.values())
             for key, ok in same.items():
@@ -269,7 +281,8 @@ def verify_records(model: torch.nn.Module, records: list[dict[str, Any]], token_
     steps = counts["steps"]
     out = {"lines": len(records), "masked_lines": counts["masked_lines"], "kv_lines": counts["kv_lines"], "steps": steps,
            "agreeing_steps": counts["agreeing_steps"], "agreement": counts["agreeing_steps"] / steps if steps else None,
-           **{f"{key}_agreement": counts[key] / steps if steps else None for key in ("heads", "heads_after", "tokens")}}
+           **{f"{key}_agreement": counts[key] / steps if steps else None
+              for key in ("heads", "heads_after", "tokens", "attended")}}
     if rag_lines:
         out["rag"] = {"lines": rag_lines, **{f"{key}_agreement": sum(flags) / len(flags) if flags else None
                                               for key, flags in rag.items()},
