@@ -19,7 +19,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py as _build_py
 
 ROOT = Path(__file__).resolve().parent
-SUBPACKAGES = ("models", "metrics", "probes", "tasks", "suite")
+SUBPACKAGES = ("models", "metrics", "probes", "tasks", "suite", "report")
 NOT_IN_PACKAGE = {"setup", "run_suite", "conftest", "noxfile"}  # root .py files that are no modules
 
 PTH_NAME = "dynheads-autoload.pth"  # sorts after setuptools' "__editable__.*.pth"
@@ -108,6 +108,8 @@ setup(
         "dynheads.tasks": ["**/*.yaml", "**/*.yml", "data/**/*"],
         # the declared claims every verdict is decided by (suite/verdicts.py reads it)
         "dynheads.suite": ["claims.yaml"],
+        # the trace explorer's page (data and script inlined into it per document)
+        "dynheads.report": ["explorer.html"],
     },
     exclude_package_data={"": ["__pycache__/*", "*.pyc"]},
     cmdclass=cmdclass,

@@ -47,8 +47,8 @@ def file_digest(path: str | os.PathLike) -> str:
 
 
 def text_config(model: Any) -> Any:
-    """The decoder config of a model (multimodal models nest it under ``get_text_config``)."""
-    config = model.config
+    """The decoder config of a model or of a config (multimodal models nest it under ``get_text_config``)."""
+    config = getattr(model, "config", model)
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
 

@@ -1,0 +1,82 @@
+"""The trace explorer (``python -m dynheads.report DIR``): its data is the trace's, its pages are self-contained, and a
+real browser selects a token and marks where its retrieval heads looked."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dynheads.models.engine import DynamicMask, TraceEngine, Unmasked
+from dynheads.report.__main__ import main
+from dynheads.report.explorer import build
+from dynheads.report.explorer_data import document_data
+from dynheads.traces import append_lines, generation_line, trace_path
+
+from test_trace_engine import _copying_prompt
+from tiny_models import tiny_model
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def token_text(token: int) -> str:
+    return "</script>" if token == 5 else f" t{token}"  # one token that would close the page's script if not escaped
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A trace_dir with one document decoded unmasked and with dynamic masking, on a prompt where Eq. 1 fires."""
+    engine = TraceEngine(tiny_model("llama"))
+    prompt, needle = _copying_prompt(engine)
+    prompt = [5] + prompt
+    needle = [i + 1 for i in needle]
+    gens = engine.generate_many(prompt, 8, [Unmasked(), DynamicMask()], target=needle)
+    lines = [generation_line("niah_uuid", 0, g, "", needle) for g in gens]
+    folder = tmp_path_factory.mktemp("traces")
+    append_lines(trace_path(folder, "niah_uuid"), lines)
+    return folder, lines
+
+
+def test_a_pages_data_is_the_traces(traced):
+    _, lines = traced
+    data = document_data(lines, token_text, num_layers=3, num_heads=4)
+    assert data["prompt"] == [token_text(t) for t in lines[0]["input_ids"]] and data["needle"] == lines[0]["needle_token_indices"]
+    assert [line["condition"] for line in data["lines"]] == ["none", "dynamic"]
+    for shown, line in zip(data["lines"], lines):
+        assert [s["heads"] for s in shown["steps"]] == [s["heads"] for s in line["steps"]]
+        assert [s["attended"] for s in shown["steps"]] == [s["attended"] for s in line["steps"]]
+        assert [s["text"] for s in shown["steps"]] == [token_text(s["token_id"]) for s in line["steps"]]
+    assert any(s["heads"] for s in data["lines"][0]["steps"]), "no retrieval head fired: the page would show nothing"
+    with pytest.raises(ValueError, match="do not share one prompt"):
+        document_data([lines[0], {**lines[1], "input_ids": lines[1]["input_ids"][1:]}], token_text, 3, 4)
+
+
+def test_pages_are_self_contained_and_carry_their_data(traced, tmp_path):
+    folder, lines = traced
+    pages = build(folder, tmp_path, token_text, 3, 4)
+    assert len(pages) == 1 and (tmp_path / "index.html").is_file()
+    text = pages[0].read_text()
+    assert not re.search(r"https?://|\bsrc=|@import|fetch\(", text)  # nothing is fetched: opens offline from disk
+    payload = re.search(r'<script id="data" type="application/json">(.*?)</script>', text, re.S).group(1)
+    assert json.loads(payload) == document_data(lines, token_text, 3, 4)  # "</script>" in the data stayed escaped
+    assert main([str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium) to load the page")
+def test_a_real_browser_selects_a_token_and_marks_where_its_heads_looked(traced, tmp_path):
+    """Headless Chromium opens the page at a token with retrieval heads (#line=0&step=T): the step box lists the heads
+    with their positions, exactly the attended prompt tokens are marked, and the console shows no error."""
+    folder, lines = traced
+    (page,) = build(folder, tmp_path, token_text, 3, 4)
+    t = next(t for t, s in enumerate(lines[0]["steps"]) if s["heads"])
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--dump-dom", f"{page.as_uri()}#line=0&step={t}"], capture_output=True, text=True, timeout=120)
+    dom = done.stdout
+    assert "retrieval heads (" in dom and f"step {t}" in dom, dom[-2000:]
+    marked = re.findall(r'<span class="tok[^"]*looked[^"]*" title="position (\d+)"', dom)
+    assert sorted(set(map(int, marked))) == sorted(set(lines[0]["steps"][t]["attended"]))
+    assert not re.search(r"Uncaught|SyntaxError|TypeError", done.stderr)
