@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dynheads.report.index_page import write_index
 from dynheads.suite import hallucination, hotpotqa, kv, niah, probing, rag
 from dynheads.suite.hallucination import stage as hallucination_stage
 from dynheads.suite.hotpotqa import stages as hotpotqa_stages
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
                              args.limit, model_args(profiles[model_name], args), tqdm, shard)
     if shard.builds_tables:
         write_tables(Path(args.out), TASKS)
+        write_index(Path(args.out))  # results/index.html: claims, leaderboard, tables, figures, provenance
     what = "" if not shard.sharded else f"shard {shard}: its cells are done; " + (
         "tables built from the cells present" if shard.builds_tables else "the last shard builds the tables")
     if waiting:

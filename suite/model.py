@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ..traces import TRACE_FORMAT
 from ..util import write_atomic
 from ..models.versions import installed_versions
 from .cells import CellRunner
@@ -28,8 +29,11 @@ class ModelSuite:
         self.total_heads = self.lm.engine.num_layers * self.lm.engine.num_heads
         self._shared: dict[str, Any] = {}
         self.computed = 0  # cells and calibrations computed (not read from a cache) by this invocation
-        write_atomic(self.dir / "model.json", json.dumps({"model": model_name, "total_heads": self.total_heads,
-                                                          "versions": installed_versions()}))
+        engine = self.lm.engine
+        write_atomic(self.dir / "model.json", json.dumps({
+            "model": model_name, "total_heads": self.total_heads, "versions": installed_versions(),
+            "revision": self.lm.revision, "dtype": str(next(engine.model.parameters()).dtype).replace("torch.", ""),
+            "device": str(engine.device), "seed": seed, "trace_format": TRACE_FORMAT}))
 
     def runner(self, stage: str) -> CellRunner:
         return CellRunner(self.lm, self.name, self.dir / stage / "cells", self.seed, self.limit, on_compute=self._count,

@@ -80,3 +80,54 @@ def test_a_real_browser_selects_a_token_and_marks_where_its_heads_looked(traced,
     marked = re.findall(r'<span class="tok[^"]*looked[^"]*" title="position (\d+)"', dom)
     assert sorted(set(map(int, marked))) == sorted(set(lines[0]["steps"][t]["attended"]))
     assert not re.search(r"Uncaught|SyntaxError|TypeError", done.stderr)
+
+
+def planted_results(folder: Path) -> Path:
+    """A results folder shaped as run_suite writes it: claims with each kind of verdict, a leaderboard, a model's
+    tables, figure, provenance and timings."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    claims = [{"model": "m", "id": f"X{i}", "claim": "c", "setting": "s", "statistic": "st", "effect_text": "0.1 [0, 0.2]",
+               "n": 12 if verdict != "not run" else None, "p": 0.01, "p_adjusted": 0.02, "verdict": verdict}
+              for i, verdict in enumerate(("reproduced", "not supported", "equivalent to 0 within ±0.05",
+                                           "inconclusive at n = 12", "not run"))]
+    (folder / "claims.json").write_text(json.dumps(claims))
+    (folder / "leaderboard.md").write_text("# board\n\n| model | acc |\n|---|---:|\n| m | 0.5 |\n")
+    (folder / "table1.md").write_text("| a | b |\n|---|---|\n| 1 | <script>x</script> |\n")
+    model = folder / "m"
+    model.mkdir()
+    (model / "model.json").write_text(json.dumps({"model": "m", "revision": "main", "dtype": "float32", "seed": 0,
+                                                  "trace_format": 6}))
+    (model / "timings.json").write_text(json.dumps({"niah": 12.5}))
+    (model / "kv.md").write_text("| x |\n|---|\n| 1 |\n")
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    fig.savefig(model / "kv_budget.png")
+    plt.close(fig)
+    return folder
+
+
+def test_the_run_page_shows_claims_coloured_tables_figures_and_provenance(tmp_path):
+    from dynheads.report.index_page import write_index
+
+    text = write_index(planted_results(tmp_path)).read_text()
+    classes = re.findall(r'<td class="(\w+)">([^<]+)</td>', text)
+    assert classes == [("good", "reproduced"), ("bad", "not supported"), ("flat", "equivalent to 0 within ±0.05"),
+                       ("grey", "inconclusive at n = 12"), ("grey", "not run")]
+    assert text.count("<table>") >= 4 and "<script>x</script>" not in text  # tables rendered, their HTML escaped
+    assert '<img src="m/kv_budget.png"' in text and "trace_format" in text and "niah 12.5" in text
+    assert not re.search(r"https?://", text) and "python -m dynheads.report" in text
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium) to load the page")
+def test_a_real_browser_loads_the_run_page_without_error(tmp_path):
+    from dynheads.report.index_page import write_index
+
+    page = write_index(planted_results(tmp_path))
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert "Claims and their verdicts" in done.stdout and 'class="good"' in done.stdout
+    assert not re.search(r"Uncaught|SyntaxError|TypeError|Failed to load", done.stderr)

@@ -399,6 +399,19 @@ def test_kv_stage(suite_run):
     assert {c["verdict"] for i, c in kv_claims.items() if "0.05" not in i} == {"not run"}
 
 
+@pytest.mark.slow
+def test_the_run_writes_its_page(suite_run):
+    """results/index.html: the claims, every figure the run drew (each link resolves), the model's provenance."""
+    import re
+
+    out, _, _ = suite_run
+    page = (out / "index.html").read_text()
+    assert "Claims and their verdicts" in page and page.count('<td class="') == len(json.loads((out / "claims.json").read_text()))
+    figures = re.findall(r'<img src="([^"]+)"', page)
+    assert len(figures) == len(list(out.glob("*/*.png"))) and all((out / f).is_file() for f in figures)
+    assert '"trace_format"' not in page and "trace_format" in page and "seconds per stage" in page
+
+
 def test_unknown_stage_is_refused(run_suite, capsys):
     assert run_suite.main(["--stages", "nope"]) == 2
     assert "unknown stage(s) nope" in capsys.readouterr().err
