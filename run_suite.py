@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dynheads.report.explorer import explorer_for
 from dynheads.report.index_page import write_index
 from dynheads.suite import hallucination, hotpotqa, kv, niah, probing, rag
 from dynheads.suite.hallucination import stage as hallucination_stage
@@ -32,6 +33,7 @@ from dynheads.suite.hotpotqa import stages as hotpotqa_stages
 from dynheads.suite.kv import stage as kv_stage
 from dynheads.suite.niah import stages as niah_stages
 from dynheads.suite.rag import stage as rag_stage
+from dynheads.suite.model import slug
 from dynheads.suite.registry import Stage, run_order
 from dynheads.suite.runner import run_model, write_tables
 from dynheads.suite.shards import parse_shard
@@ -99,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="at most this many samples per cell (debugging)")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (UUIDs, random heads; default: %(default)s); calibration uses its own")
     p.add_argument("--out", default="results", help="results folder (default: %(default)s)")
+    p.add_argument("--explorer", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the trace explorer, one page per traced document, into each model's folder (default: on; "
+                        "--no-explorer for runs whose traces are too many to page through)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", default="auto",
                    help="prompts decoded together, each with all its conditions as rows (results do not depend on it); "
@@ -172,7 +177,11 @@ def run(args: argparse.Namespace) -> int:
                              args.limit, model_args(profiles[model_name], args), tqdm, shard)
     if shard.builds_tables:
         write_tables(Path(args.out), TASKS)
-        write_index(Path(args.out))  # results/index.html: claims, leaderboard, tables, figures, provenance
+        if args.explorer:
+            for model_name in models:
+                folder = Path(args.out) / slug(model_name)
+                explorer_for(folder, folder / "explorer", model_name)
+        write_index(Path(args.out))  # results/index.html: claims, leaderboard, tables, figures, provenance, explorer
     what = "" if not shard.sharded else f"shard {shard}: its cells are done; " + (
         "tables built from the cells present" if shard.builds_tables else "the last shard builds the tables")
     if waiting:

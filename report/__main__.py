@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -18,20 +17,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="where to write the pages (default: TRACE_DIR/explorer)")
     p.add_argument("--pretrained", default=None, help="the model that wrote the traces (default: the embedded SmolLM2)")
     args = p.parse_args(argv)
-    from ..models.harness.loading import load_tokenizer, resolve_pretrained
-    from ..util import text_config
-    from .explorer import build
+    from .explorer import explorer_for
 
+    out = args.out or args.trace_dir / "explorer"
     try:
         if not args.trace_dir.is_dir():
             raise ValueError(f"dynheads: {args.trace_dir} is not a folder; give the trace_dir the traces were written to")
-        from transformers import AutoConfig
-
-        tokenizer = load_tokenizer(args.pretrained)
-        config = text_config(AutoConfig.from_pretrained(resolve_pretrained(args.pretrained)))
-        token_text = functools.lru_cache(maxsize=None)(lambda t: tokenizer.decode([t]))
-        out = args.out or args.trace_dir / "explorer"
-        pages = build(args.trace_dir, out, token_text, config.num_hidden_layers, config.num_attention_heads)
+        pages = explorer_for(args.trace_dir, out, args.pretrained)
     except (OSError, ValueError) as exc:
         print(str(exc).splitlines()[0], file=sys.stderr)
         return 2

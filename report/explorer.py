@@ -52,3 +52,19 @@ def build(trace_dir: Path, out: Path, token_text: Callable[[int], str], num_laye
              f"<body><h1>dynheads trace explorer: {len(pages)} documents</h1><ul>{''.join(rows)}</ul></body></html>")
     write_atomic(out / "index.html", index)
     return pages
+
+
+def explorer_for(trace_dir: Path, out: Path, pretrained: str | None = None) -> list[Path]:
+    """:func:`build` with the token texts and head geometry of ``pretrained`` (the model that wrote the traces;
+    ``None``: the embedded SmolLM2)."""
+    import functools
+
+    from transformers import AutoConfig
+
+    from ..models.harness.loading import load_tokenizer, resolve_pretrained
+    from ..util import text_config
+
+    tokenizer = load_tokenizer(pretrained)
+    config = text_config(AutoConfig.from_pretrained(resolve_pretrained(pretrained)))
+    token_text = functools.lru_cache(maxsize=None)(lambda t: tokenizer.decode([t]))
+    return build(Path(trace_dir), Path(out), token_text, config.num_hidden_layers, config.num_attention_heads)

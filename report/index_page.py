@@ -66,9 +66,11 @@ def index_html(results: Path) -> str:
         parts.append("<h2>Claims and their verdicts</h2>" + claims_table(json.loads(claims.read_text())))
     if (results / "leaderboard.md").is_file():
         parts.append("<h2>Leaderboard</h2>" + md.render((results / "leaderboard.md").read_text()))
-    explorer = results / "explorer" / "index.html"
-    if explorer.is_file():
-        parts.append('<h2>Trace explorer</h2><p><a href="explorer/index.html">every traced document, token by token</a></p>')
+    explorers = sorted(results.glob("explorer/index.html")) + sorted(results.glob("*/explorer/index.html"))
+    if explorers:
+        parts.append("<h2>Trace explorer</h2><ul>" + "".join(
+            f'<li><a href="{html.escape(p.relative_to(results).as_posix())}">{html.escape(p.parent.parent.name)}: every '
+            "traced document, token by token</a></li>" for p in explorers) + "</ul>")
     else:
         parts.append("<h2>Trace explorer</h2><p>Not built for this run: <code>python -m dynheads.report "
                      f"{html.escape(str(results))}</code> writes it (one page per traced document).</p>")

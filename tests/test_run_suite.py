@@ -410,6 +410,11 @@ def test_the_run_writes_its_page(suite_run):
     figures = re.findall(r'<img src="([^"]+)"', page)
     assert len(figures) == len(list(out.glob("*/*.png"))) and all((out / f).is_file() for f in figures)
     assert '"trace_format"' not in page and "trace_format" in page and "seconds per stage" in page
+    # the explorer: a page per traced document of the run, linked from the run's page
+    explorer = out / "smollm2" / "explorer" / "index.html"
+    assert 'href="smollm2/explorer/index.html"' in page and explorer.is_file()
+    linked = re.findall(r'<a href="([^"]+)"', explorer.read_text())
+    assert len(linked) >= 10 and all((explorer.parent / href).is_file() for href in linked)
 
 
 def test_unknown_stage_is_refused(run_suite, capsys):
