@@ -100,6 +100,11 @@ class TracedAnswer:
     def answer_start(self) -> int:
         return self.steps[0] if self.steps else 0
 
+    def labelled_steps(self) -> list[int]:
+        """The token-level rows of this answer: its labelled steps after the first (step 0 has no previous step to
+        predict it from)."""
+        return sorted(t for t in self.step_labels if t >= 1)
+
     def step_features(self) -> dict[str, np.ndarray]:
         """Per detector, ``[steps, features]`` at every step of the trace: where the stored signals become features
         (the lookback ratios are computed here). :func:`feature_tables` calls it once per answer per run."""
@@ -174,7 +179,7 @@ def feature_tables(answers: list[TracedAnswer]) -> FeatureTables:
     for a in answers:
         per_step = a.step_features()
         rows.append(answer_row(per_step, a))
-        labelled = sorted(t for t in a.step_labels if t >= 1)  # step 0 has no previous step
+        labelled = a.labelled_steps()
         if labelled:
             parts.append(token_rows(per_step, labelled))
             y += [a.step_labels[t] for t in labelled]

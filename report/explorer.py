@@ -6,6 +6,7 @@ data, which a browser draws at once; a page per trace file would hold every docu
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from collections.abc import Callable
@@ -19,11 +20,17 @@ from .explorer_data import by_document, document_data
 TEMPLATE = Path(__file__).with_name("explorer.html")
 
 
+@functools.lru_cache(maxsize=1)
+def template() -> str:
+    """The page template, read once per process (a run writes hundreds of pages)."""
+    return TEMPLATE.read_text(encoding="utf-8")
+
+
 def page(data: dict[str, Any], title: str) -> str:
     """The page of one document: the template with its data inlined (``</`` escaped, so no string in the data can close
     the script element)."""
     payload = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
-    return TEMPLATE.read_text(encoding="utf-8").replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+    return template().replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
 
 
 def trace_files(trace_dir: Path) -> list[Path]:
@@ -57,8 +64,6 @@ def build(trace_dir: Path, out: Path, token_text: Callable[[int], str], num_laye
 def explorer_for(trace_dir: Path, out: Path, pretrained: str | None = None) -> list[Path]:
     """:func:`build` with the token texts and head geometry of ``pretrained`` (the model that wrote the traces;
     ``None``: the embedded SmolLM2)."""
-    import functools
-
     from transformers import AutoConfig
 
     from ..models.harness.loading import load_tokenizer, resolve_pretrained

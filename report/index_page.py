@@ -16,6 +16,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from ..suite.verdicts import p_text
 from ..util import write_atomic
 
 VERDICT_CLASSES = (("reproduced", "good"), ("supported", "good"), ("contradicted", "bad"), ("not supported", "bad"),
@@ -33,11 +34,10 @@ def verdict_class(verdict: str) -> str:
 
 
 def claims_table(claims: list[dict[str, Any]]) -> str:
-    head = ["model", "claim", "setting", "statistic", "effect [95 % CI]", "n", "p / Holm p", "verdict"]
+    head = ["model", "claim", "setting", "statistic", "effect [95 % CI]", "n", "p / Holm p (family size)", "verdict"]
     rows = []
     for c in claims:
-        p = "—" if c.get("p") is None else (f"{c['p']:.3g} / " + ("not tested" if c.get("p_adjusted") is None
-                                                                  else f"{c['p_adjusted']:.3g}"))
+        p = p_text(c)
         cells = [c["model"], c.get("id") or c["claim"], c["setting"], c["statistic"], c.get("effect_text", "—"),
                  "—" if c.get("n") is None else c["n"], p]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in cells)

@@ -91,7 +91,8 @@ def planted_results(folder: Path) -> Path:
     import matplotlib.pyplot as plt
 
     claims = [{"model": "m", "id": f"X{i}", "claim": "c", "setting": "s", "statistic": "st", "effect_text": "0.1 [0, 0.2]",
-               "n": 12 if verdict != "not run" else None, "p": 0.01, "p_adjusted": 0.02, "verdict": verdict}
+               "n": 12 if verdict != "not run" else None, "p": 0.01, "p_adjusted": 0.02, "family_size": 5,
+               "verdict": verdict}
               for i, verdict in enumerate(("reproduced", "not supported", "equivalent to 0 within ±0.05",
                                            "inconclusive at n = 12", "not run"))]
     (folder / "claims.json").write_text(json.dumps(claims))

@@ -33,11 +33,15 @@ class CopyPasteScore:
     records_scores: ClassVar[bool] = False  # steps keep the head set only
 
     def detect(self, rows: list[torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
-               token: torch.Tensor, need_strength: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+               token: torch.Tensor, need_strength: bool = False,
+               positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Heads ``[rows, layers, heads]`` whose argmax key is a target position holding ``token``; with
-        ``need_strength`` (a top-k selection) each head's peak attention, else None (it runs every step)."""
+        ``need_strength`` (a top-k selection) each head's peak attention, else None (it runs every step).
+        ``positions``: those argmax keys when the caller has them already."""
         total = seq.shape[1]
-        hit = copy_paste_mask(argmax_key_positions(rows, total), seq, target, token)
+        if positions is None:
+            positions = argmax_key_positions(rows, total)
+        hit = copy_paste_mask(positions, seq, target, token)
         peak = torch.stack([row.amax(dim=-1) for row in rows], dim=1) if need_strength else None
         return hit, peak
 
@@ -53,7 +57,8 @@ class ReasoningScore:
     records_scores: ClassVar[bool] = True  # steps keep every head's score
 
     def detect(self, rows: list[torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
-               token: torch.Tensor, need_strength: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               token: torch.Tensor, need_strength: bool = False,
+               positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Heads scoring above ``threshold``, and every head's score (``first``: each row's position 0 in the
         batch's left-padded coordinates)."""
         scores = reasoning_scores(rows, seq.shape[1], target, self.sink_tokens, self.local_window, first_position=first)

@@ -323,14 +323,15 @@ class TraceEngine:
         return int(prefills + step)
 
     def _detect(self, rows: dict[int, torch.Tensor], seq: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
-                token: torch.Tensor, score: RetrievalScore, need_strength: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                token: torch.Tensor, score: RetrievalScore, need_strength: bool = False,
+                positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Retrieval heads ``[rows, layers, heads]`` of the pass just run, and each head's strength (``score``).
 
         ``seq`` / ``target``: ``[rows, keys]`` token ids and target membership in the batch's padded
         coordinates, whose last key is the query; ``first``: ``[rows]`` padded index of each row's position 0.
         """
-        return score.detect([rows[layer] for layer in range(self.num_layers)], seq, target, first, token, need_strength)
+        return score.detect([rows[layer] for layer in range(self.num_layers)], seq, target, first, token, need_strength,
+                            positions)
 
     def _decode(self, requests: Sequence[DecodeRequest], chunk: Sequence[int], rows: list[_Row],
                 on_step: StepCallback | None) -> None:
@@ -378,11 +379,13 @@ class TraceEngine:
             token = out.logits.argmax(dim=-1)
             hit = peak = None
             if record:
-                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score, strength)
+                # each head's most-attended key, found once: Eq. 1 reads it, and the trace records it for the step's heads
+                positions = argmax_key_positions([out.rows[layer] for layer in range(self.num_layers)], qpos + 1)
+                hit, peak = self._detect(out.rows, seq[idx, : qpos + 1], target[idx, : qpos + 1], first[idx], token, score,
+                                         strength, positions)
                 entropy, token_prob, context_mass, target_mass = self._signals(out, qpos, target[idx, : width + 1],
                                                                                context_keys[idx])
-                looked = (argmax_key_positions([out.rows[layer] for layer in range(self.num_layers)], qpos + 1)
-                          - first[idx][:, None, None]).cpu()
+                looked = (positions - first[idx][:, None, None]).cpu()
             rerun, again_passes = [], []
             for a, r in enumerate(active):
                 row, request = rows[r], requests[rows[r].request]

@@ -131,6 +131,12 @@ class HeadWindows(Strategy):
     """A strategy that chooses k heads at each retrieval and reveals the windows of their attention."""
 
     def retrieve(self, example, generated, index, source):
+        missing = [what for need, have, what in ((self.needs_probe, source.predict, "the HotpotQA probe (probe=PATH)"),
+                                                 (self.needs_static, source.static_heads,
+                                                  "the Eq. 2 calibration (static_heads=auto or PATH)"))
+                   if need and have is None]
+        if missing:
+            raise DecodingError(f"dynheads: rag={self.name} needs {missing[0]}")
         rows, hidden = example.inspect(generated)
         heads = self.heads(index, hidden, source, self.k or source.default_k)
         return heads, *example.head_windows(rows, heads, query=len(example.ids) + len(generated) - 1)
@@ -145,8 +151,6 @@ class ProbeHeads(HeadWindows):
     needs_probe = True
 
     def heads(self, index, hidden, source, k):
-        if source.predict is None:
-            raise DecodingError("dynheads: rag=dynamic needs the HotpotQA probe; give probe=PATH")
         scores = np.asarray(source.predict(hidden))
         return [(int(i) // source.num_heads, int(i) % source.num_heads) for i in np.argsort(-scores, kind="stable")[:k]]
 
@@ -157,8 +161,6 @@ class StaticHeads(HeadWindows):
     needs_static = True
 
     def heads(self, index, hidden, source, k):
-        if source.static_heads is None:
-            raise DecodingError("dynheads: rag=static needs the Eq. 2 calibration; set static_heads=auto or PATH")
         return list(source.static_heads()[:k])
 
 
@@ -166,16 +168,20 @@ class RedrawnRandomHeads(HeadWindows):
     """``dynamic_random``: k random heads drawn anew at every retrieval (seeded per document and retrieval)."""
     name = "dynamic_random"
 
+    def draw(self, index: int) -> str:
+        """What seeds retrieval ``index``'s draw besides the document and k."""
+        return str(index)
+
     def heads(self, index, hidden, source, k):
-        return random_heads(k, source.num_layers, source.num_heads, f"{source.seed_key}-{k}-{index}")
+        return random_heads(k, source.num_layers, source.num_heads, f"{source.seed_key}-{k}-{self.draw(index)}")
 
 
-class FixedRandomHeads(HeadWindows):
+class FixedRandomHeads(RedrawnRandomHeads):
     """``fixed_random``: one draw of k random heads per answer (seeded per document)."""
     name = "fixed_random"
 
-    def heads(self, index, hidden, source, k):
-        return random_heads(k, source.num_layers, source.num_heads, f"{source.seed_key}-{k}-fixed")
+    def draw(self, index: int) -> str:
+        return "fixed"
 
 
 RAG_STRATEGY_CLASSES: dict[str, type[Strategy]] = {

@@ -74,8 +74,8 @@ class _RerunEveryStep(TraceEngine):
     """The engine with head (0, 0) added to every step's detected heads, so ``mask=dynamic`` re-runs every
     step: ungated pass, ``crop(-1)``, gated re-run. That is gating's worst case, whatever the prompt."""
 
-    def _detect(self, rows, seq, target, first, token, scoring, need_strength=False):
-        hit, peak = super()._detect(rows, seq, target, first, token, scoring, need_strength)
+    def _detect(self, rows, seq, target, first, token, scoring, need_strength=False, positions=None):
+        hit, peak = super()._detect(rows, seq, target, first, token, scoring, need_strength, positions)
         hit = hit.clone()
         hit[:, 0, 0] = True
         return hit, peak

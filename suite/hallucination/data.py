@@ -153,9 +153,8 @@ def gold_answers(suite: ModelSuite) -> tuple[list[TracedAnswer], list[TracedAnsw
         setting = {"split": split, "source": None, "chunk": g["chunk"], "paragraphs": "gold"}
         cells = chunks(runner, setting, n, ["none"], None, suite.progress,
                        f"{suite.name} hallucination: HotpotQA {split} answers from gold paragraphs", hidden=True)
+        contexts = hotpotqa_task.context_texts(split=split, n=n, paragraphs="gold") if n else {}  # one read per split
         for cell in cells:
-            contexts = hotpotqa_task.context_texts(split=split, start=cell["start"], n=len(cell["samples"]),
-                                                   paragraphs="gold")
             samples = {s["doc_id"]: s for s in cell["samples"]}
             folder = runner.folder / f"{split}_{cell['start']:05d}.traces"
             for line, path in unmasked_lines(folder, "hotpotqa_sf"):

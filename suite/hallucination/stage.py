@@ -178,7 +178,7 @@ def run(suite: ModelSuite) -> dict[str, Any]:
     niah_train, niah_test = map(feature_tables, split_by_cell(niah_answers(suite), float(h["test_share"]), seed))
     hot_train, hot_test = map(feature_tables, hotpotqa_answers(suite, float(h["f1_threshold"])))
     niah_strata = np.array([a.stratum for a in niah_test.answers])
-    token_strata = np.concatenate([[a.stratum] * sum(t >= 1 for t in a.step_labels) for a in niah_test.answers] or [[]])
+    token_strata = np.concatenate([[a.stratum] * len(a.labelled_steps()) for a in niah_test.answers] or [[]])
     hot_strata = length_quartiles([a.prompt_tokens for a in hot_test.answers])
     gold_train_answers, gold_test_answers, left_out = gold_answers(suite)
     gold_train, gold_test = feature_tables(gold_train_answers), feature_tables(gold_test_answers)
