@@ -132,3 +132,20 @@ def test_a_real_browser_loads_the_run_page_without_error(tmp_path):
                            "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert "Claims and their verdicts" in done.stdout and 'class="good"' in done.stdout
     assert not re.search(r"Uncaught|SyntaxError|TypeError|Failed to load", done.stderr)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium) to load the page")
+def test_the_explorer_benchmark_clicks_every_generated_token():
+    """``python -m dynheads.report.bench`` measures what it says: its page is built by the real page code, and every
+    generated token of every condition is clicked (a page whose script fails gives no measurement)."""
+    from dynheads.report.bench import measure, worst_case_lines
+    from dynheads.report.explorer import page
+
+    lines = worst_case_lines(tokens=200, steps=10, conditions=3)
+    data = document_data(lines, lambda t: f" w{t}", 30, 9)
+    assert len(data["lines"]) == 3 and all(len(line["steps"]) == 10 for line in data["lines"])
+    assert len(data["lines"][0]["steps"][0]["scores"]) == 30 and len(data["support"]) == 100
+    clicks, _, per_click = measure(CHROMIUM, page(data, "bench"))
+    assert clicks == 30 and per_click > 0
+    with pytest.raises(RuntimeError, match="drew no generated token"):
+        measure(CHROMIUM, page(data, "bench").replace("<script>", "<script>throw 1;", 1))
