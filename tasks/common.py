@@ -1,8 +1,9 @@
-"""Helpers shared by the suite's lm-eval tasks: the model's tokenizer from metadata, chat rendering.
+"""Helpers shared by the suite's lm-eval tasks: the model's tokenizer from metadata, prompt styles (chat / completion).
 
 Why shared: every task renders its prompt through the evaluated model's own chat template (so a
-score difference between tasks or models is never a template accident) and resolves that tokenizer
-from the same metadata keys (``tokenizer``, else ``pretrained``).
+score difference between tasks or models is never a template accident), gives a model without one (a base model) a
+completion prompt that ends in the answer's lead-in, and resolves that tokenizer from the same metadata keys
+(``tokenizer``, else ``pretrained``).
 """
 
 from __future__ import annotations
@@ -49,20 +50,46 @@ def count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
+PROMPT_STYLES = ("auto", "chat", "completion")
+COMPLETION_STOP = ("\n",)  # a completion prompt's answer is one line; a base model goes on with a new "Question:"
+
+
+def prompt_style(tokenizer: Any, requested: str | None = "auto", task: str = "task") -> str:
+    """``"chat"`` or ``"completion"``: ``auto`` (the default) picks chat for a tokenizer with a chat template (an
+    instruct model) and completion for one without (a base model, which given the dialogue as plain text answers by
+    repeating its question and instruction: issue 36's Gemma-3-270M pilot, 0 retrieval heads in 64 steps)."""
+    style = requested or "auto"
+    if style not in PROMPT_STYLES:
+        raise metadata_error(task, "prompt_style", requested, f"must be one of {', '.join(PROMPT_STYLES)}", '"auto"')
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if style == "chat" and not has_template:
+        raise metadata_error(task, "prompt_style", requested, "needs a tokenizer with a chat template (this one has none)",
+                             '"completion"')
+    if style == "auto":
+        return "chat" if has_template else "completion"
+    return style
+
+
 def render_dialogue(tokenizer: Any, system: str, user: str) -> str:
     """System + user turns through the tokenizer's chat template (generation prompt added).
 
-    Templates that refuse a system turn get it merged into the user turn; tokenizers without a chat
-    template get a plain ``System: / User: / Assistant:`` transcript.
+    Templates that refuse a system turn get it merged into the user turn.
     """
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # jinja2 TemplateError from templates that allow no system turn
-            merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
-            return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
-    return f"System: {system}\n\nUser: {user}\n\nAssistant:"
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # jinja2 TemplateError from templates that allow no system turn
+        merged = [{"role": "user", "content": f"{system}\n\n{user}"}]
+        return tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+
+
+def completion_fields(style: str, answer_prefix: str = "", stops: tuple[str, ...] = COMPLETION_STOP) -> dict[str, Any]:
+    """The document keys a completion prompt adds (none for chat, so chat documents are unchanged): its style, the
+    stop sequences the ``dynheads`` model adds to the task's ``until``, and the answer's lead-in that the prompt
+    already says (read back in front of the response where a metric compares whole sentences)."""
+    if style != "completion":
+        return {}
+    return {"prompt_style": style, "stop": list(stops), "answer_prefix": answer_prefix}
 
 
 def head_metrics(doc: Mapping[str, Any], answer: tuple[tuple[int, int], bool] | None = None) -> dict[str, Any]:

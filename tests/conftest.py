@@ -59,7 +59,7 @@ class _NoChatTemplate:
 
 @pytest.fixture
 def without_chat_template():
-    """Wraps a tokenizer so that tasks must fall back to their plain-text prompt."""
+    """Wraps a tokenizer so that tasks must fall back to their completion prompt (a base model's)."""
     return _NoChatTemplate
 
 

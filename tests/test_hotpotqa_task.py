@@ -284,13 +284,27 @@ def test_train_split_and_all(tok, user_file):
     assert len(U.docs_from_metadata(source=str(user_file), n="all", tokenizer=tok)) == 2
 
 
-def test_plain_text_fallback_without_chat_template(tok, user_file, without_chat_template):
-    bridge, _ = U.docs_from_metadata(source=str(user_file), n=2, tokenizer=without_chat_template(tok))
-    assert bridge["input"].startswith("System: " + U.SYSTEM_PROMPT + "\n\nUser: Context:\nTitle: Scott Derrickson\n")
-    assert bridge["input"].endswith("Do not explain.\n\nAssistant:")
+def test_a_tokenizer_without_chat_template_gets_a_completion_prompt(tok, user_file, without_chat_template):
+    """A base model's prompt: context and question ending in "Short answer:", no system turn or instruction to repeat; its
+    documents name the stop at the end of the line; asking for chat without a template is one clear error."""
+    plain = without_chat_template(tok)
+    bridge, _ = U.docs_from_metadata(source=str(user_file), n=2, tokenizer=plain)
+    assert bridge["input"].startswith("Context:\nTitle: Scott Derrickson\n")
+    assert bridge["input"].endswith("\n\nQuestion: " + bridge["question"] + "\nShort answer:")
+    assert U.SYSTEM_PROMPT not in bridge["input"] and "Do not explain" not in bridge["input"]
+    assert (bridge["prompt_style"], bridge["stop"], bridge["answer_prefix"]) == ("completion", ["\n"], "")
     assert [bridge["input"][s:e] for s, e in bridge["support_char_spans"]] == [
         "It was directed by Scott Derrickson.", "He lives in Los Angeles, California."
     ]
+    chat, _ = U.docs_from_metadata(source=str(user_file), n=2, tokenizer=tok)
+    assert set(chat) == set(U.DOC_KEYS) and chat == U.docs_from_metadata(source=str(user_file), n=2, tokenizer=tok,
+                                                                          prompt_style="chat")[0]
+    forced, _ = U.docs_from_metadata(source=str(user_file), n=2, tokenizer=tok, prompt_style="completion")
+    assert forced["input"].endswith("\nShort answer:") and forced["stop"] == ["\n"]
+    with pytest.raises(ValueError, match="prompt_style.*has none.*completion"):
+        U.docs_from_metadata(source=str(user_file), n=1, tokenizer=plain, prompt_style="chat")
+    with pytest.raises(ValueError, match="prompt_style.*is not one of auto, chat, completion"):
+        U.docs_from_metadata(source=str(user_file), n=1, tokenizer=tok, prompt_style="base")
 
 
 def test_gold_paragraphs_keep_only_the_paragraphs_holding_a_supporting_fact():

@@ -190,12 +190,21 @@ def test_haystack_file_is_repeated_to_length(tmp_path, tok):
     assert _context(doc).count("Grass is green.") > 10
 
 
-def test_plain_text_fallback_without_chat_template(tok, without_chat_template):
+def test_a_tokenizer_without_chat_template_gets_a_completion_prompt(tok, without_chat_template):
+    """A base model's prompt ends in the answer's lead-in, so its next tokens are the UUID; ROUGE-L reads that lead-in
+    in front of the response, so a base model's " X." scores as a chat model's "The magic word is X." does."""
     (doc,) = H.build_docs(without_chat_template(tok), [200], [0.5], 1, seed=0)
-    assert doc["input"].startswith("System: " + H.SYSTEM_PROMPT + "\n\nUser: Context:\n")
-    assert doc["input"].endswith("repeat your findings.\n\nAssistant:")
+    assert doc["input"].startswith("Context:\n") and doc["input"].endswith("\nAnswer: The magic word is")
+    assert H.SYSTEM_PROMPT not in doc["input"] and "Instruction" not in doc["input"]
+    assert (doc["prompt_style"], doc["stop"], doc["answer_prefix"]) == ("completion", ["\n", ". "], "The magic word is")
     s, e = doc["needle_char_span"]
     assert doc["input"][s:e] == doc["needle"]
+    assert U.score(f" {doc['uuid']}.", doc) == {"acc": 1.0, "rouge_l": 1.0}
+    (chat,) = H.build_docs(tok, [200], [0.5], 1, seed=0)
+    assert "prompt_style" not in chat and U.score(f"The magic word is {chat['uuid']}.", chat)["rouge_l"] == 1.0
+    assert U.score(f" {chat['uuid']}.", chat)["rouge_l"] < 0.8  # no lead-in said by the prompt: none read back
+    with pytest.raises(ValueError, match="prompt_style.*must be one of auto, chat, completion"):
+        U.docs_from_metadata(lengths=[200], depths=[0.5], runs=1, tokenizer=tok, prompt_style="base")
 
 
 def test_process_results_and_per_cell(docs, tmp_path, capsys):

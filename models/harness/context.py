@@ -10,7 +10,7 @@ all three; ``suite/`` drives the whole model and takes ``DynHeadsLM`` itself.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +60,6 @@ class RagModel(ConditionModel, Protocol):
 
     tokenizer: Any
 
-    def text(self, token_ids: list[int], until: list[str]) -> str: ...
+    def text(self, token_ids: list[int], until: list[str], line_stops: Sequence[str] = ()) -> str: ...
 
     def trace_file(self, task: str) -> Path | None: ...

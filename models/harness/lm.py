@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from lm_eval.models.huggingface import HFLM
@@ -40,7 +40,7 @@ from .loading import embedded_revision, resolve_pretrained
 from .held_out import check_request
 from .probe_metrics import check_offset, check_probe, probe_record
 from ..engine.scores import COPY_PASTE, CopyPasteScore
-from .prompts import PreparedRequest, PromptEncoder, header_length, response_header_ids
+from .prompts import PreparedRequest, PromptEncoder, cut_at_line_stop, header_length, response_header_ids
 from .rag_requests import answer_request, check_requirements, rag_identity
 from .settings import ModelSettings
 from .static_heads import StaticHeads, calibration_for, load_static_heads
@@ -199,9 +199,11 @@ class DynHeadsLM(HFLM):
         kwargs = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
         if kwargs.get("do_sample"):
             raise ValueError("dynheads: decoding is greedy (as in the paper); set do_sample: false in the task's generation_kwargs")
-        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
-        max_gen = int(kwargs.pop("max_gen_toks"))
         doc = getattr(req, "doc", None)
+        until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
+        # a completion prompt's document names its own stops (a base model's answer ends with its line; tasks/common.py)
+        line_stops = tuple(doc.get("stop") or ()) if isinstance(doc, dict) else ()
+        max_gen = int(kwargs.pop("max_gen_toks"))
         prompt = self.encoder.encode(context, doc if isinstance(doc, dict) else None, max_gen,
                                      with_context=bool(self.settings.rag_strategies))
         score = self.settings.reasoning if prompt.support is not None else CopyPasteScore()
@@ -212,9 +214,12 @@ class DynHeadsLM(HFLM):
 
         def stop(generated: list[int]) -> bool:
             text = self.tokenizer.decode(generated[-16:], skip_special_tokens=False)
-            return any(u and u in text for u in until)
+            if any(u and u in text for u in until):
+                return True
+            return bool(line_stops) and cut_at_line_stop(self.tok_decode(generated), line_stops) is not None
 
-        return PreparedRequest(context, gen_kwargs, doc, prompt, score, until, max_gen, stop, eos_ids, task, doc_id, doc_key)
+        return PreparedRequest(context, gen_kwargs, doc, prompt, score, until, max_gen, stop, eos_ids, task, doc_id, doc_key,
+                               line_stops)
 
     def _decode_request(self, p: PreparedRequest) -> DecodeRequest:
         conditions = request_conditions(self, p.task, p.sample_key, p.score.kind)
@@ -224,13 +229,16 @@ class DynHeadsLM(HFLM):
                              record_hidden=self.settings.hidden.record or self.probe is not None,
                              response_header=header_length(prompt.ids, self.response_header))
 
-    def text(self, token_ids: list[int], until: list[str]) -> str:
-        """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it."""
-        return postprocess_generated_text(generation=self.tok_decode(token_ids), stop=until, think_end_token=None)
+    def text(self, token_ids: list[int], until: list[str], line_stops: Sequence[str] = ()) -> str:
+        """The answer text of generated tokens, cut at the stop sequences as ``HFLM`` cuts it, then at a completion
+        document's own stops after the answer's first character (:func:`cut_at_line_stop`)."""
+        text = postprocess_generated_text(generation=self.tok_decode(token_ids), stop=until, think_end_token=None)
+        cut = cut_at_line_stop(text, line_stops) if line_stops else None
+        return text if cut is None else cut
 
     def _finish(self, p: PreparedRequest, gens: list[Generation]) -> str:
         """Texts, the heads handed to process_results, and the trace lines of one decoded request."""
-        texts = [self.text(g.token_ids, p.until) for g in gens]
+        texts = [self.text(g.token_ids, p.until, p.line_stops) for g in gens]
         prompt = p.prompt
         if prompt.target is not None and isinstance(p.doc, dict):
             static = self.static(p.score.kind)

@@ -86,7 +86,7 @@ def answer_request(lm: RagModel, p: PreparedRequest, quiet: bool = False) -> str
               disable=quiet) as bar:
         example, answers = answer_all(lm, prompt.ids, prompt.context, prompt.support or [], p.max_gen, p.eos_ids, p.stop,
                                       str(p.sample_key), on_answer=lambda label: (bar.set_postfix_str(label), bar.update(1)))
-    texts = [lm.text(a.token_ids, p.until) for a in answers]
+    texts = [lm.text(a.token_ids, p.until, p.line_stops) for a in answers]
     if isinstance(p.doc, dict):
         step_registry.remember(p.doc, {"rag": measures(answers[0])})
     trace_file = lm.trace_file(p.task)

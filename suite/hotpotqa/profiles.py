@@ -32,11 +32,11 @@ PROFILES: dict[str, dict[str, Any]] = {
                            "probes": {"train_n": 601, "chunk": 50, **PROBE_FIT,
                                       "hidden_sizes": [8192, 4096, 4096]}}},
 }
-# Gemma-3-270M is ~3x slower per sample on 2 cores: 4 examples, 2 for Figure 7.
+# Gemma-3-270M is ~2-3x slower per sample on 2 cores (262K-token vocabulary): half the quick profile's examples.
 QUICK_OVERRIDES: dict[str, dict[str, Any]] = {
-    "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 4, "chunk": 4, "calib_examples": 4, "threshold": 0.2,
-                                 "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 2, "ks": [0, 1, 2, 5]},
-                                 "probes": {"train_n": 24, "chunk": 12, **PROBE_FIT, "hidden_sizes": [256]}}},
+    "gemma3-270m": {"hotpotqa": {"split": "dev", "source": None, "n": 12, "chunk": 6, "calib_examples": 6, "threshold": 0.2,
+                                 "thresholds": [0.2, 0.5], **BINS, "progressive": {"n": 4, "ks": [0, 1, 2, 5, 10]},
+                                 "probes": {"train_n": 36, "chunk": 12, **PROBE_FIT, "hidden_sizes": [512, 256]}}},
 }
 
 

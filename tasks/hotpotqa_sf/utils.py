@@ -31,6 +31,7 @@ lm-eval passes the YAML ``metadata:`` block, overridden by ``--model_args`` (``p
 - ``paragraphs``: ``"all"`` (default: the distractor setting, gold and distractor paragraphs) or ``"gold"``
   (only the paragraphs that hold a supporting fact, in the example's order): the hallucination study's
   faithfulness label asks whether an answer is in the context it was given, which needs a context that holds it.
+- ``prompt_style``: ``auto`` (default), ``chat`` or ``completion`` (see "Prompt").
 - ``tokenizer`` (else ``pretrained``): renders the chat template and counts ``n_tokens``, resolved by
   :func:`dynheads.models.harness.loading.load_tokenizer` (``None`` = embedded SmolLM2). A tokenizer object is
   accepted when calling from Python.
@@ -46,8 +47,10 @@ sentences carry their own leading spaces); paragraphs in the example's order, se
 before the question and a short-answer instruction, with :data:`SYSTEM_PROMPT` as the system turn,
 rendered by the tokenizer's chat template (``add_generation_prompt=True``). As in ``niah_uuid``: a
 template that rejects a system turn gets the system text prepended to the user turn, and a tokenizer
-without a chat template gets ``"System: ...\\n\\nUser: ...\\n\\nAssistant:"``. The prompt already carries
-the template, so no ``--apply_chat_template`` is needed.
+without a chat template (a base model) gets :data:`COMPLETION_TEMPLATE` (context, question, ``"Short answer:"``; metadata
+``prompt_style``: ``auto`` by default, ``chat``, ``completion``), and its documents carry ``prompt_style``, ``stop``
+(``["\\n"]``, added by the ``dynheads`` model to the task's stop sequences) and ``answer_prefix`` (empty). The prompt
+already carries the template, so no ``--apply_chat_template`` is needed.
 
 Document schema (one per example, in source order; JSON-serialisable and ``datasets``-friendly)
 ----------------------------------------------------------------------------------------------
@@ -85,7 +88,8 @@ import re
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from ...metrics.qa import exact_match_score, f1_score
-from ..common import count_tokens, head_metrics, metadata_error, render_dialogue, tokenizer_from_spec
+from ..common import (PROMPT_STYLES, completion_fields, count_tokens, head_metrics, metadata_error, prompt_style,
+                      render_dialogue, tokenizer_from_spec)
 from .data import HF_EXAMPLE, HF_PREFIX, VENDORED, load_examples, parse_hf_spec
 
 TASK = "hotpotqa_sf"
@@ -97,6 +101,11 @@ USER_TEMPLATE = (
     "Context:\n{context}\n\nQuestion:\n{question}\nInstruction:\n"
     "Answer the question with a short phrase taken from the paragraphs, or with yes or no. Do not explain."
 )
+# A base model's prompt (prompt_style "completion"): context and question, no system turn or instruction, ending in
+# "Short answer:" so that the next tokens are the answer; the dynheads model stops it at the end of the line. Chosen
+# on Gemma-3-270M over the first 12 dev examples (EM 0.17, F1 0.25) against "Answer (a short phrase ...):" (0, 0)
+# and "Q: / A:" (0, 0.04), which it answered with whole sentences or by repeating the prompt.
+COMPLETION_TEMPLATE = "Context:\n{context}\n\nQuestion: {question}\nShort answer:"
 PARAGRAPH_TEMPLATE = "Title: {title}\n"  # followed directly by the sentences
 PARAGRAPH_SEPARATOR = "\n\n"
 DEFAULT_N = 100
@@ -139,6 +148,7 @@ class HotpotConfig(NamedTuple):
     tokenizer: Any = None  # name/path/None, or a tokenizer object
     start: int = 0  # skip this many examples first (run_suite splits a run into resumable chunks)
     paragraphs: str = "all"  # "gold": only the paragraphs holding a supporting fact
+    prompt_style: str = "auto"  # chat with a chat template, else completion (tasks.common.prompt_style)
 
 
 # -------------------------------------------------------------------------------------------- metadata
@@ -210,7 +220,10 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> HotpotConfig:
     paragraphs = meta.get("paragraphs") or "all"
     if paragraphs not in PARAGRAPHS:
         raise _bad("paragraphs", paragraphs, f"is not one of {', '.join(PARAGRAPHS)}", '"gold"')
-    return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)), paragraphs)
+    style = meta.get("prompt_style") or "auto"
+    if style not in PROMPT_STYLES:
+        raise _bad("prompt_style", style, f"is not one of {', '.join(PROMPT_STYLES)}", '"auto"')
+    return HotpotConfig(source, split, n, tokenizer, _start(meta.get("start", 0)), paragraphs, style)
 
 
 _tokenizer = partial(tokenizer_from_spec, task=TASK)
@@ -242,8 +255,11 @@ def _examples(cfg: HotpotConfig) -> list[dict]:
 # ----------------------------------------------------------------------------------------------- docs
 
 
-def render_prompt(tokenizer: Any, context: str, question: str) -> str:
-    """The task's dialogue rendered for ``tokenizer`` (chat template, else plain text; module docstring)."""
+def render_prompt(tokenizer: Any, context: str, question: str, style: str = "chat") -> str:
+    """The task's dialogue rendered for ``tokenizer`` (``style`` "chat"), or a base model's completion prompt
+    (``style`` "completion"; module docstring)."""
+    if style == "completion":
+        return COMPLETION_TEMPLATE.format(context=context, question=question)
     return render_dialogue(tokenizer, SYSTEM_PROMPT, USER_TEMPLATE.format(context=context, question=question))
 
 
@@ -308,13 +324,15 @@ def gold_only(record: Mapping) -> dict[str, Any]:
     return {**record, "context": [paragraph for paragraph in record["context"] if paragraph[0] in titles]}
 
 
-def build_doc(record: Mapping, tokenizer: Any, paragraphs: str = "all") -> dict[str, Any]:
+def build_doc(record: Mapping, tokenizer: Any, paragraphs: str = "all", style: str = "auto") -> dict[str, Any]:
     """One task document from a canonical record (schema: module docstring); ``paragraphs="gold"`` keeps only the
-    paragraphs holding a supporting fact."""
+    paragraphs holding a supporting fact; ``style``: the prompt style (``auto``: chat with a chat template, else
+    completion)."""
     if paragraphs == "gold":
         record = gold_only(record)
+    style = prompt_style(tokenizer, style, TASK)
     context, spans = build_context(record)
-    prompt = render_prompt(tokenizer, context, record["question"])
+    prompt = render_prompt(tokenizer, context, record["question"], style)
     start = prompt.find(context)
     if start < 0:
         raise ValueError(
@@ -333,6 +351,7 @@ def build_doc(record: Mapping, tokenizer: Any, paragraphs: str = "all") -> dict[
         "support_char_spans": support,
         "context_char_span": [start, start + len(context)],
         "n_tokens": count_tokens(tokenizer, prompt),
+        **completion_fields(style),
     }
 
 
@@ -341,7 +360,7 @@ def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
     cfg = parse_metadata(metadata)
     records = _examples(cfg)
     tokenizer = _tokenizer(cfg.tokenizer)
-    return [build_doc(record, tokenizer, cfg.paragraphs) for record in records]
+    return [build_doc(record, tokenizer, cfg.paragraphs, cfg.prompt_style) for record in records]
 
 
 def context_texts(**metadata: Any) -> dict[str, tuple[str, str]]:

@@ -37,8 +37,11 @@ Definitions
   mid-word, e.g. ``"... actor Bela L The magic word is ..."``).
 - **Prompt**: the paper's dialogue template rendered with the tokenizer's chat template
   (``apply_chat_template(..., tokenize=False, add_generation_prompt=True)``); if the template rejects a
-  system turn the system text is prepended to the user turn; a tokenizer without a chat template gets
-  the plain-text form ``"System: ...\\n\\nUser: ...\\n\\nAssistant:"``.
+  system turn the system text is prepended to the user turn. A tokenizer without a chat template (a base model)
+  gets :data:`COMPLETION_TEMPLATE` instead (metadata ``prompt_style``: ``auto`` by default, ``chat``,
+  ``completion``): context and question, ending in ``"Answer: The magic word is"``; such a document also carries
+  ``prompt_style``, ``stop`` (``["\\n", ". "]``: the end of the line or of the sentence, which the ``dynheads``
+  model reads after the answer's first character) and ``answer_prefix``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..common import count_tokens, render_dialogue
+from ..common import completion_fields, count_tokens, prompt_style, render_dialogue
 from ..hotpotqa_sf.data import load_examples
 
 NEEDLE_TEMPLATE = "The magic word is {uuid}."
@@ -61,6 +64,13 @@ USER_TEMPLATE = (
     "Context:\n{context}\n\nQuestion:\n{question}\nInstruction:\n"
     "Don't give information outside the document or repeat your findings."
 )
+# A base model's prompt (prompt_style "completion"): the same context and question, no system turn or instruction,
+# ending in the answer's lead-in, so that the next tokens are the answer (the paper's chat template has the
+# instruct model say this lead-in itself).
+ANSWER_PREFIX = "The magic word is"
+# the answer is one sentence: a base model goes on after it on the same line (Gemma-3-270M did, to the token limit)
+COMPLETION_STOPS = ("\n", ". ")
+COMPLETION_TEMPLATE = "Context:\n{context}\n\nQuestion:\n{question}\nAnswer: " + ANSWER_PREFIX
 
 DEFAULT_HAYSTACK = "hotpotqa"
 
@@ -131,8 +141,11 @@ def make_uuid(seed: int, length: int, depth: float, run: int) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def render_prompt(tokenizer: Any, context: str, question: str = QUESTION) -> str:
-    """The paper's NIAH dialogue with ``context``, rendered for ``tokenizer`` (see module docstring)."""
+def render_prompt(tokenizer: Any, context: str, question: str = QUESTION, style: str = "chat") -> str:
+    """The paper's NIAH dialogue with ``context``, rendered for ``tokenizer`` (``style`` "chat"), or the completion
+    prompt of a base model (``style`` "completion"; see module docstring)."""
+    if style == "completion":
+        return COMPLETION_TEMPLATE.format(context=context, question=question)
     return render_dialogue(tokenizer, SYSTEM_PROMPT, USER_TEMPLATE.format(context=context, question=question))
 
 
@@ -254,8 +267,11 @@ def build_docs(
     seed: int = 0,
     haystack_text: str | None = None,
     haystack_name: str = DEFAULT_HAYSTACK,
+    style: str = "auto",
 ) -> list[dict[str, Any]]:
-    """One document per (length, depth, run), in that nesting order. Schema: see ``utils.py``."""
+    """One document per (length, depth, run), in that nesting order. Schema: see ``utils.py``. ``style``: the prompt
+    style (``auto``: chat with a chat template, else completion)."""
+    style = prompt_style(tokenizer, style, "niah_uuid")
     source = (haystack_text if haystack_text is not None else hotpotqa_text()).strip()
     docs: list[dict[str, Any]] = []
     for length in lengths:
@@ -267,7 +283,7 @@ def build_docs(
                 uid = make_uuid(seed, length, depth, run)
                 needle = NEEDLE_TEMPLATE.format(uuid=uid)
                 context, _, n_context = build_context(tokenizer, hay, int(length), depth, needle)
-                prompt = render_prompt(tokenizer, context)
+                prompt = render_prompt(tokenizer, context, style=style)
                 start = prompt.find(needle)
                 assert start >= 0 and prompt.count(uid) == 1, "needle must appear exactly once"
                 end = start + len(needle)
@@ -288,6 +304,7 @@ def build_docs(
                         "n_tokens": count_tokens(tokenizer, prompt),
                         "haystack": haystack_name,
                         "haystack_start": start_char,
+                        **completion_fields(style, ANSWER_PREFIX, COMPLETION_STOPS),
                     }
                 )
     return docs

@@ -20,6 +20,8 @@ dict):
 - ``runs``: documents per (length, depth) cell, each with its own UUID; default 2 (the paper used 5).
 - ``seed``: integer seed of the UUIDs; default 0.
 - ``haystack_file``: UTF-8 text file to use instead of the bundled HotpotQA paragraphs.
+- ``prompt_style``: ``auto`` (default: the chat template when the tokenizer has one, else ``completion``), ``chat``
+  or ``completion`` (a base model's prompt ending in the answer's lead-in; ``haystack.py``, "Prompt").
 - ``tokenizer`` (else ``pretrained``): the tokenizer that sizes the context and renders the chat
   template, resolved by ``dynheads.models.harness.loading.load_tokenizer`` (``None`` = embedded SmolLM2).
   A tokenizer object is accepted too when calling from Python.
@@ -32,7 +34,8 @@ Document schema (one per length × depth × run, in that nesting order)
 the haystack-with-needle in ``input``), ``context_tokens`` (its actual token count, within
 ``haystack.MAX_LENGTH_ERROR`` of ``length``), ``n_tokens`` (tokens of the whole ``input``, no special
 tokens added), ``haystack`` (``"hotpotqa"`` or the file path), ``haystack_start`` (the character of the
-source where this document's haystack window starts: a seeded, per-document paragraph).
+source where this document's haystack window starts: a seeded, per-document paragraph); with a completion prompt
+also ``prompt_style``, ``stop`` and ``answer_prefix``.
 
 Head statistics (``dynheads`` model only; absent under other models): ``heads_per_step`` (mean
 and ``heads_per_step_std``), ``unique_heads``, ``adjacent_jaccard``, ``head_entropy`` and
@@ -55,7 +58,7 @@ import re
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from ...metrics.text import contains_exact, rouge_l
-from ..common import head_metrics, metadata_error, tokenizer_from_spec
+from ..common import PROMPT_STYLES, head_metrics, metadata_error, tokenizer_from_spec
 from .haystack import DEFAULT_HAYSTACK, build_docs, load_haystack_text
 
 DEFAULT_LENGTHS = (500, 1000, 1500, 2000)
@@ -81,6 +84,7 @@ class NiahConfig(NamedTuple):
     seed: int = DEFAULT_SEED
     haystack_file: str | None = None
     tokenizer: Any = None  # name/path/None, or a tokenizer object
+    prompt_style: str = "auto"  # chat with a chat template, else completion (tasks.common.prompt_style)
 
 
 _bad = partial(metadata_error, "niah_uuid")
@@ -151,7 +155,10 @@ def parse_metadata(meta: Mapping[str, Any] | None = None) -> NiahConfig:
     if haystack_file is not None and not isinstance(haystack_file, str):
         raise _bad("haystack_file", haystack_file, "must be a path string", '"/path/to/text.txt"')
     tokenizer = meta.get("tokenizer") or meta.get("pretrained")
-    return NiahConfig(_dedupe(lengths), _dedupe(depths), runs, seed, haystack_file or None, tokenizer)
+    style = meta.get("prompt_style") or "auto"
+    if style not in PROMPT_STYLES:
+        raise _bad("prompt_style", style, f"must be one of {', '.join(PROMPT_STYLES)}", '"auto"')
+    return NiahConfig(_dedupe(lengths), _dedupe(depths), runs, seed, haystack_file or None, tokenizer, style)
 
 
 _tokenizer = partial(tokenizer_from_spec, task="niah_uuid")
@@ -170,6 +177,7 @@ def docs_from_metadata(**metadata: Any) -> list[dict[str, Any]]:
         cfg.seed,
         haystack_text=text,
         haystack_name=cfg.haystack_file or DEFAULT_HAYSTACK,
+        style=cfg.prompt_style,
     )
 
 
@@ -208,8 +216,11 @@ def answer_span(response: str | None) -> tuple[int, int]:
 
 
 def score(response: str | None, doc: Mapping[str, Any]) -> dict[str, float]:
-    """Both metrics for one response."""
-    return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(response, doc["needle"])}
+    """Both metrics for one response. A completion prompt's lead-in (``answer_prefix``, said by the prompt rather than
+    the model) is read in front of the response for ROUGE-L, so that a chat model's "The magic word is X." and a base
+    model's " X." after the same lead-in score alike."""
+    sentence = doc.get("answer_prefix", "") + (response or "")
+    return {"acc": contains_exact(response, doc["uuid"]), "rouge_l": rouge_l(sentence, doc["needle"])}
 
 
 def process_results(doc: Mapping[str, Any], results: list[str]) -> dict[str, Any]:
