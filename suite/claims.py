@@ -18,6 +18,7 @@ from typing import Any
 from ..util import write_atomic
 from .summaries import interval_text
 from .tables import markdown
+from .replication import replication_table, summary
 from .verdicts import Claim, Rule, decide_family, load, p_text
 
 
@@ -119,4 +120,16 @@ def write(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                  "conjectures) when the adjusted p ≤ 0.05; `equivalent to 0 within ±m` when the adjusted TOST p ≤ 0.05; "
                  "`insufficient n` below the declared minimum; else `inconclusive at n`. Claims with several parts hold "
                  "only if every part does (their p is the largest part's).\n\n" + claims_table(claims))
+    if len({c["model"] for c in claims}) > 1:
+        write_atomic(out / "replication.md", replication_page(claims))
     return claims
+
+
+def replication_page(claims: list[dict[str, Any]]) -> str:
+    """``replication.md``: each claim's verdict per model and whether they agree (:mod:`dynheads.suite.replication`)."""
+    groups = summary(claims)
+    said = "; ".join(f"{name}: {', '.join(ids) if ids else 'none'}" for name, ids in groups.items())
+    return ("# Across the models: which claims replicate\n\n"
+            "A claim replicates when every model's verdict is decided in the same direction, does not when decided "
+            "verdicts differ, and stays undecided when any model's is open (insufficient n, inconclusive, not run).\n\n"
+            f"{said}.\n\n" + replication_table(claims))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..util import write_atomic
 from .claims import claims_table
+from .replication import replication_table
 
 # per model folder: the tables the README links to beside the top-level ones, and the stage timings
 MODEL_FILES = ("niah_masking.md", "hotpotqa_masking.md", "timings.json", "model.json")
@@ -138,7 +139,12 @@ def quoted(readme: str, block: str) -> str | None:
 def claims_block(folder: Path, page: str) -> str:
     """The README's front-door block: the claims table of snapshot ``folder`` and where the rest is."""
     claims = json.loads((folder / "claims.json").read_text())
-    return "\n".join([claims_table(claims, paper=False), "",
+    across = []
+    if len({c["model"] for c in claims}) > 1:  # several models: which claims replicate (suite/replication.py)
+        across = ["Across the models: a claim replicates when every model's verdict is decided in the same direction, "
+                  "does not when decided verdicts differ, and stays undecided when any model's is open.", "",
+                  replication_table(claims), ""]
+    return "\n".join([claims_table(claims, paper=False), "", *across,
                       f"Timings, package versions, the leaderboard and every table of this run: [{page}]({page}).", ""])
 
 
