@@ -16,6 +16,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
+from ..suite.replication import replication_rows
 from ..suite.verdicts import p_text
 from ..util import write_atomic
 
@@ -45,6 +46,24 @@ def claims_table(claims: list[dict[str, Any]]) -> str:
     return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
 
 
+def replication_html(claims: list[dict[str, Any]]) -> str:
+    """Each claim once, its verdict per model side by side (coloured as above) and what they say together
+    (:mod:`dynheads.suite.replication`); empty for a run of one model."""
+    models = list(dict.fromkeys(c["model"] for c in claims))
+    if len(models) < 2:
+        return ""
+    rows = []
+    for r in replication_rows(claims):
+        cells = "".join(f'<td class="{verdict_class(r["verdicts"].get(m, "not run"))}">'
+                        f'{html.escape(r["verdicts"].get(m, "—"))}</td>' for m in models)
+        rows.append(f"<tr><td>{html.escape(r['id'])}</td><td>{html.escape(r['setting'])}</td>{cells}"
+                    f"<td>{html.escape(r['across'])}</td></tr>")
+    head = ["claim", "setting", *models, "across the models"]
+    return ("<h2>Across the models: which claims replicate</h2><p>A claim replicates when every model's verdict is "
+            "decided in the same direction; any open verdict leaves it undecided.</p><table><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+
 def provenance(model_dir: Path) -> str:
     """What made one model's results: ``model.json`` (model, versions and, from this version on, revision, dtype,
     device, seed, trace format) and ``timings.json`` (seconds per stage)."""
@@ -63,7 +82,8 @@ def index_html(results: Path) -> str:
     parts = [f"<h1>dynheads run: {html.escape(results.resolve().name)}</h1>"]
     claims = results / "claims.json"
     if claims.is_file():
-        parts.append("<h2>Claims and their verdicts</h2>" + claims_table(json.loads(claims.read_text())))
+        decided = json.loads(claims.read_text())
+        parts.append(replication_html(decided) + "<h2>Claims and their verdicts</h2>" + claims_table(decided))
     if (results / "leaderboard.md").is_file():
         parts.append("<h2>Leaderboard</h2>" + md.render((results / "leaderboard.md").read_text()))
     explorers = sorted(results.glob("explorer/index.html")) + sorted(results.glob("*/explorer/index.html"))
@@ -74,7 +94,7 @@ def index_html(results: Path) -> str:
     else:
         parts.append("<h2>Trace explorer</h2><p>Not built for this run: <code>python -m dynheads.report "
                      f"{html.escape(str(results))}</code> writes it (one page per traced document).</p>")
-    tables = sorted(p for p in results.glob("*.md") if p.name not in ("leaderboard.md", "claims.md"))
+    tables = sorted(p for p in results.glob("*.md") if p.name not in ("leaderboard.md", "claims.md", "replication.md"))
     for model_dir in sorted(p.parent for p in results.glob("*/model.json")):
         tables += sorted(model_dir.glob("*.md"))
     parts.append("<h2>Tables</h2>" + "".join(

@@ -123,6 +123,25 @@ def test_the_run_page_shows_claims_coloured_tables_figures_and_provenance(tmp_pa
     assert not re.search(r"https?://", text) and "python -m dynheads.report" in text
 
 
+def test_the_run_page_of_two_models_shows_which_claims_replicate(tmp_path):
+    """One model: no replication section. Two: each claim once, both verdicts coloured, and what they say together."""
+    from dynheads.report.index_page import write_index
+
+    folder = planted_results(tmp_path)
+    assert "which claims replicate" not in write_index(folder).read_text()
+    claims = json.loads((folder / "claims.json").read_text())
+    second = [dict(c, model="n", verdict=v) for c, v in zip(claims, ("reproduced", "supported", "equivalent to 0 "
+                                                                     "within ±0.1", "reproduced", "not run"))]
+    (folder / "claims.json").write_text(json.dumps(claims + second))
+    text = write_index(folder).read_text()
+    section = text[text.index("which claims replicate"):]
+    rows = re.findall(r"<tr><td>(X\d)</td>.*?<td>([^<]+)</td></tr>", section)
+    assert rows == [("X0", "replicates (reproduced on every model)"), ("X1", "does not replicate"),
+                    ("X2", "replicates (equivalent to the null on every model)"), ("X3", "undecided: open on m"),
+                    ("X4", "not run")]
+    assert '<td class="good">supported</td>' in section and '<td class="bad">not supported</td>' in section
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium) to load the page")
 def test_a_real_browser_loads_the_run_page_without_error(tmp_path):
     from dynheads.report.index_page import write_index
