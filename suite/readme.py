@@ -112,7 +112,8 @@ def _keyed(claims: list[dict]) -> dict[tuple, dict]:
 def width_table(reference: list[dict], claims: list[dict]) -> str:
     """Planned against measured precision: each claim's 95 % interval half-width in the reference run (the quick
     profile), what it predicts at this run's n (half-widths shrink as 1 / sqrt(n) for a mean over independent
-    units), and the half-width this run measured."""
+    units), and the half-width this run measured. Rows are named by claim id where the claims are declared (the two
+    C2 rows of one task share claim and setting)."""
     import math
 
     from .tables import markdown
@@ -124,7 +125,7 @@ def width_table(reference: list[dict], claims: list[dict]) -> str:
         if not (r and r["effect"] and c["effect"]):
             continue
         half = (r["effect"]["high"] - r["effect"]["low"]) / 2
-        rows.append([c["model"], c["claim"], c["setting"], r["n"], half, c["n"], half * math.sqrt(r["n"] / c["n"]),
+        rows.append([c["model"], c.get("id", c["claim"]), c["setting"], r["n"], half, c["n"], half * math.sqrt(r["n"] / c["n"]),
                      (c["effect"]["high"] - c["effect"]["low"]) / 2])
     return markdown(["model", "claim", "setting", "n (quick)", "half-width (quick)", "n (this run)",
                      "half-width predicted", "half-width measured"], rows)

@@ -83,11 +83,11 @@ def test_the_power_block_compares_planned_and_measured_half_widths(tmp_path):
     from dynheads.suite.readme import width_table
 
     def claim(n: int, low: float, high: float, statistic: str) -> dict:
-        return {"model": "m", "claim": "3 predictability", "setting": "NIAH", "statistic": statistic, "n": n,
+        return {"model": "m", "id": "C3-NIAH", "claim": "3 predictability", "setting": "NIAH", "statistic": statistic, "n": n,
                 "effect": {"estimate": (low + high) / 2, "low": low, "high": high, "n": n}, "verdict": "v"}
 
     table = width_table([claim(16, 0.0, 0.4, "probe − prior")], [claim(64, 0.1, 0.2, "probe − previous step")])
-    assert "| m | 3 predictability | NIAH | 16 | 0.200 | 64 | 0.100 | 0.050 |" in table
+    assert "| m | C3-NIAH | NIAH | 16 | 0.200 | 64 | 0.100 | 0.050 |" in table
     quick = _run(tmp_path / "quick", "reproduced")
     readme = tmp_path / "results.md"
     readme.write_text("<!-- results:quick -->\n<!-- /results:quick -->\n<!-- results:power -->\n<!-- /results:power -->\n")
