@@ -76,6 +76,15 @@ def provenance(model_dir: Path) -> str:
                                for k, v in rows) + "</table>"
 
 
+def under_heading(markdown: str) -> str:
+    """A Markdown file placed under one of the page's h2 headings: its own "# title" line dropped (the h2 names it)
+    and its sections one level down, so the page has one h1 and its outline stays in order."""
+    lines = markdown.split("\n")
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+
 def index_html(results: Path) -> str:
     """The page of a results folder (see the module docstring)."""
     md = MarkdownIt("commonmark", {"html": False}).enable("table")  # a table cell is text, never markup
@@ -85,7 +94,7 @@ def index_html(results: Path) -> str:
         decided = json.loads(claims.read_text())
         parts.append(replication_html(decided) + "<h2>Claims and their verdicts</h2>" + claims_table(decided))
     if (results / "leaderboard.md").is_file():
-        parts.append("<h2>Leaderboard</h2>" + md.render((results / "leaderboard.md").read_text()))
+        parts.append("<h2>Leaderboard</h2>" + md.render(under_heading((results / "leaderboard.md").read_text())))
     explorers = sorted(results.glob("explorer/index.html")) + sorted(results.glob("*/explorer/index.html"))
     if explorers:
         parts.append("<h2>Trace explorer</h2><ul>" + "".join(

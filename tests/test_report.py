@@ -96,7 +96,7 @@ def planted_results(folder: Path) -> Path:
               for i, verdict in enumerate(("reproduced", "not supported", "equivalent to 0 within ±0.05",
                                            "inconclusive at n = 12", "not run"))]
     (folder / "claims.json").write_text(json.dumps(claims))
-    (folder / "leaderboard.md").write_text("# board\n\n| model | acc |\n|---|---:|\n| m | 0.5 |\n")
+    (folder / "leaderboard.md").write_text("# board\n\n## NIAH\n\n| model | acc |\n|---|---:|\n| m | 0.5 |\n")
     (folder / "table1.md").write_text("| a | b |\n|---|---|\n| 1 | <script>x</script> |\n")
     model = folder / "m"
     model.mkdir()
@@ -121,6 +121,8 @@ def test_the_run_page_shows_claims_coloured_tables_figures_and_provenance(tmp_pa
     assert text.count("<table>") >= 4 and "<script>x</script>" not in text  # tables rendered, their HTML escaped
     assert '<img src="m/kv_budget.png"' in text and "trace_format" in text and "niah 12.5" in text
     assert not re.search(r"https?://", text) and "python -m dynheads.report" in text
+    # one h1 (the run's): the leaderboard's own title is the page's h2, its sections sit below it
+    assert text.count("<h1>") == 1 and re.search(r"<h2>Leaderboard</h2>\s*<h3>NIAH</h3>", text)
 
 
 def test_the_run_page_of_two_models_shows_which_claims_replicate(tmp_path):
