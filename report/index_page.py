@@ -17,6 +17,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 
 from ..suite.replication import replication_rows
+from ..suite.tables import under_heading
 from ..suite.verdicts import p_text
 from ..util import write_atomic
 
@@ -74,15 +75,6 @@ def provenance(model_dir: Path) -> str:
         rows.append(("seconds per stage", ", ".join(f"{k} {v:g}" for k, v in timings.items())))
     return "<table>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                                for k, v in rows) + "</table>"
-
-
-def under_heading(markdown: str) -> str:
-    """A Markdown file placed under one of the page's h2 headings: its own "# title" line dropped (the h2 names it)
-    and its sections one level down, so the page has one h1 and its outline stays in order."""
-    lines = markdown.split("\n")
-    if lines and lines[0].startswith("# "):
-        lines = lines[1:]
-    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
 
 
 def index_html(results: Path) -> str:

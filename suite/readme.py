@@ -23,6 +23,7 @@ from pathlib import Path
 from ..util import write_atomic
 from .claims import claims_table
 from .replication import replication_table
+from .tables import markdown, under_heading
 
 # per model folder: the tables the README links to beside the top-level ones, and the stage timings
 MODEL_FILES = ("niah_masking.md", "hotpotqa_masking.md", "timings.json", "model.json")
@@ -75,7 +76,7 @@ def rendered(folder: Path) -> str:
     timings, the claims table (without the paper column: the text gives it), the leaderboard's sections, and
     links to every table."""
     claims = json.loads((folder / "claims.json").read_text())
-    board = re.sub(r"^## ", "### ", (folder / "leaderboard.md").read_text().split("\n", 2)[2], flags=re.M)
+    board = under_heading((folder / "leaderboard.md").read_text())
     relative = f"{folder.parent.name}/{folder.name}"
     links = ", ".join(f"[{p.stem}]({relative}/{p.relative_to(folder).as_posix()})"
                       for p in sorted(folder.rglob("*.md")) if p.name not in ("leaderboard.md", "claims.md"))
@@ -115,8 +116,6 @@ def width_table(reference: list[dict], claims: list[dict]) -> str:
     units), and the half-width this run measured. Rows are named by claim id where the claims are declared (the two
     C2 rows of one task share claim and setting)."""
     import math
-
-    from .tables import markdown
 
     planned = _keyed(reference)
     rows = []

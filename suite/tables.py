@@ -38,6 +38,18 @@ def shown(board_row: dict[str, Any], key: str, digits: int = 3) -> str:
     return f"{fmt(board_row[key], digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def under_heading(markdown: str) -> str:
+    """A Markdown file placed under a heading of another page (the results page's block, the run page's
+    "Leaderboard"): its own "# title" line and the blank lines after it dropped (that heading names it) and its
+    sections one level down, so the page keeps one h1 and its outline in order."""
+    lines = markdown.split("\n")
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    return "\n".join("#" + line if line.startswith("#") else line for line in lines)
+
+
 def markdown(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
     align = align or "|---" + "|---:" * (len(header) - 1) + "|"
     lines = ["| " + " | ".join(header) + " |", align]
